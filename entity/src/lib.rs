@@ -1,0 +1,7 @@
+//! sea-orm entities: one module per table, plain data, no logic.
+
+pub mod dead_letters;
+pub mod job_status_history;
+pub mod prelude;
+pub mod spark_job_executions;
+pub mod transformation_job_queue;

@@ -1,0 +1,6 @@
+//! The entities under short names.
+
+pub use super::dead_letters::Entity as DeadLetters;
+pub use super::job_status_history::Entity as JobStatusHistory;
+pub use super::spark_job_executions::Entity as SparkJobExecutions;
+pub use super::transformation_job_queue::Entity as TransformationJobQueue;

@@ -1,0 +1,38 @@
+//! `spark_job_executions`: one row per Spark submission jobwarden supervises.
+
+use sea_orm::entity::prelude::*;
+use serde::Serialize;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize)]
+#[sea_orm(table_name = "spark_job_executions")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub execution_id: String,
+    pub job_name: Option<String>,
+    pub submission_id: Option<String>,
+    pub status: String,
+    pub spark_state: Option<String>,
+    pub progress: i16,
+    pub submitted_at: Option<DateTimeUtc>,
+    pub started_at: Option<DateTimeUtc>,
+    pub completed_at: Option<DateTimeUtc>,
+    pub last_polled_at: Option<DateTimeUtc>,
+    pub last_confirmed_at: Option<DateTimeUtc>,
+    pub next_poll_at: Option<DateTimeUtc>,
+    pub status_changed_at: Option<DateTimeUtc>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub error_message: Option<String>,
+    pub consecutive_poll_failures: i32,
+    /// Why the last poll got no usable answer; cleared by the next good one.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub last_poll_error: Option<String>,
+    pub owner: Option<String>,
+    pub lease_until: Option<DateTimeUtc>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,24 @@
+//! jobwarden's schema changes, in order. The service runs pending ones at start;
+//! `jobwarden migrate` runs them alone.
+
+pub use sea_orm_migration::prelude::*;
+
+mod columns;
+mod m20261128_000001_create_spark_job_executions;
+mod m20261128_000002_create_transformation_job_queue;
+mod m20261128_000003_create_job_status_history;
+mod m20261128_000004_create_dead_letters;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261128_000001_create_spark_job_executions::Migration),
+            Box::new(m20261128_000002_create_transformation_job_queue::Migration),
+            Box::new(m20261128_000003_create_job_status_history::Migration),
+            Box::new(m20261128_000004_create_dead_letters::Migration),
+        ]
+    }
+}

@@ -1,0 +1,310 @@
+//! JobStore: the only writer. Changes that arrive while a transaction is running are gathered
+//! and written together in the next one (group commit); each sender hears back once its change
+//! is durable. If the database is away the batch is retried with backoff until it lands.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseConnection, DbErr};
+use tokio::sync::oneshot;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use crate::config::StoreSettings;
+use crate::store::{self, read::DueExecution, OpError, WriteOp, WriteOutcome};
+
+/// Why a message to the store did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The change itself was refused; retrying it will not help.
+    #[error(transparent)]
+    Refused(#[from] OpError),
+    /// A read failed (writes are retried, reads are not).
+    #[error("database read failed: {0}")]
+    Read(String),
+    /// The store stopped before it could answer: the change may or may not be durable, so the
+    /// sender must treat it as not done.
+    #[error("the job store is gone: {0}")]
+    Gone(String),
+}
+
+impl From<MailboxError> for StoreError {
+    fn from(e: MailboxError) -> Self {
+        StoreError::Gone(e.to_string())
+    }
+}
+
+/// Make one change durable.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<WriteOutcome, StoreError>")]
+pub struct Write(pub WriteOp);
+
+/// Executions due for a poll.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Vec<DueExecution>, StoreError>")]
+pub struct DueJobs {
+    pub now: DateTime<Utc>,
+    pub limit: u64,
+    /// Executions whose poll is still in flight.
+    pub exclude: Vec<String>,
+}
+
+/// Resolves once every change accepted so far is durable (used at shutdown).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// A snapshot of the store's counters.
+#[derive(Message, Debug)]
+#[rtype(result = "StoreStats")]
+pub struct GetStats;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, MessageResponse)]
+pub struct StoreStats {
+    pub transactions: u64,
+    pub changes: u64,
+    pub retries: u64,
+    pub largest_batch: usize,
+    pub pending: usize,
+    pub database_up: bool,
+}
+
+/// Counters and the database's reachability, shared with readiness checks.
+#[derive(Debug)]
+pub struct StoreHealth {
+    database_up: AtomicBool,
+    transactions: AtomicU64,
+    changes: AtomicU64,
+    retries: AtomicU64,
+    largest_batch: AtomicUsize,
+}
+
+impl Default for StoreHealth {
+    fn default() -> Self {
+        StoreHealth {
+            database_up: AtomicBool::new(true),
+            transactions: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            largest_batch: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl StoreHealth {
+    pub fn database_up(&self) -> bool {
+        self.database_up.load(Ordering::Relaxed)
+    }
+
+    /// Returns true when this call changed the state, so the outage is logged once per edge.
+    fn set_up(&self, up: bool) -> bool {
+        self.database_up.swap(up, Ordering::Relaxed) != up
+    }
+}
+
+struct Pending {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+}
+
+pub struct JobStore {
+    db: DatabaseConnection,
+    settings: StoreSettings,
+    pending: VecDeque<Pending>,
+    flushing: bool,
+    drain_waiters: Vec<oneshot::Sender<()>>,
+    health: Arc<StoreHealth>,
+}
+
+/// The store's mailbox is deep on purpose: bursts of changes are what batching feeds on, and
+/// every sender waits for its answer, so the depth is bounded by the senders' own limits.
+const MAILBOX_CAPACITY: usize = 65_536;
+
+impl JobStore {
+    pub fn new(db: DatabaseConnection, settings: StoreSettings) -> Self {
+        JobStore {
+            db,
+            settings,
+            pending: VecDeque::new(),
+            flushing: false,
+            drain_waiters: Vec::new(),
+            health: Arc::new(StoreHealth::default()),
+        }
+    }
+
+    pub fn health(&self) -> Arc<StoreHealth> {
+        self.health.clone()
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing {
+            return;
+        }
+        if self.pending.is_empty() {
+            for waiter in self.drain_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+            return;
+        }
+        let take = self.pending.len().min(self.settings.max_batch);
+        let (ops, replies): (Vec<_>, Vec<_>) =
+            self.pending.drain(..take).map(|p| (p.op, p.reply)).unzip();
+        self.flushing = true;
+        let health = self.health.clone();
+        health.largest_batch.fetch_max(ops.len(), Ordering::Relaxed);
+        let span = info_span!("store_batch", actor = "job_store", size = ops.len());
+        let write =
+            write_durably(self.db.clone(), ops, self.settings.clone(), health).instrument(span);
+        ctx.spawn(write.into_actor(self).map(move |outcomes, act, ctx| {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // A sender that stopped waiting has nothing to be told.
+                let _ = reply.send(outcome.map_err(StoreError::Refused));
+            }
+            act.flushing = false;
+            act.flush(ctx);
+        }));
+    }
+}
+
+impl Actor for JobStore {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        debug!(actor = "job_store", "started");
+    }
+}
+
+impl Handler<Write> for JobStore {
+    type Result = ResponseFuture<Result<WriteOutcome, StoreError>>;
+
+    fn handle(&mut self, msg: Write, ctx: &mut Self::Context) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        self.pending.push_back(Pending { op: msg.0, reply });
+        self.flush(ctx);
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Gone("store stopped before answering".into())))
+        })
+    }
+}
+
+impl Handler<DueJobs> for JobStore {
+    type Result = ResponseFuture<Result<Vec<DueExecution>, StoreError>>;
+
+    fn handle(&mut self, msg: DueJobs, _: &mut Self::Context) -> Self::Result {
+        let db = self.db.clone();
+        Box::pin(async move {
+            store::read::due_executions(&db, msg.now, msg.limit, &msg.exclude)
+                .await
+                .map_err(|e| StoreError::Read(e.to_string()))
+        })
+    }
+}
+
+impl Handler<Drain> for JobStore {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.drain_waiters.push(tx);
+        self.flush(ctx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<GetStats> for JobStore {
+    type Result = StoreStats;
+
+    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> StoreStats {
+        let h = &self.health;
+        StoreStats {
+            transactions: h.transactions.load(Ordering::Relaxed),
+            changes: h.changes.load(Ordering::Relaxed),
+            retries: h.retries.load(Ordering::Relaxed),
+            largest_batch: h.largest_batch.load(Ordering::Relaxed),
+            pending: self.pending.len(),
+            database_up: h.database_up(),
+        }
+    }
+}
+
+/// Writes `ops` in one transaction, waiting out database outages. If the database refuses the
+/// batch as such (not an outage), each change is retried alone so one bad change cannot sink
+/// the others.
+async fn write_durably(
+    db: DatabaseConnection,
+    ops: Vec<WriteOp>,
+    settings: StoreSettings,
+    health: Arc<StoreHealth>,
+) -> Vec<Result<WriteOutcome, OpError>> {
+    match write_retrying(&db, &ops, &settings, &health).await {
+        Ok(outcomes) => outcomes,
+        Err(e) if ops.len() > 1 => {
+            warn!(error = %e, size = ops.len(), "batch refused by the database; writing its changes one by one");
+            let mut outcomes = Vec::with_capacity(ops.len());
+            for op in ops {
+                let one = std::slice::from_ref(&op);
+                match write_retrying(&db, one, &settings, &health).await {
+                    Ok(mut single) => outcomes.push(single.remove(0)),
+                    Err(e) => {
+                        error!(error = %e, change = ?op, "change refused by the database");
+                        outcomes.push(Err(OpError::Refused(e.to_string())));
+                    }
+                }
+            }
+            outcomes
+        }
+        Err(e) => {
+            error!(error = %e, change = ?ops.first(), "change refused by the database");
+            vec![Err(OpError::Refused(e.to_string()))]
+        }
+    }
+}
+
+/// One transaction, retried while the error is transient. `Err` only for permanent errors.
+async fn write_retrying(
+    db: &DatabaseConnection,
+    ops: &[WriteOp],
+    settings: &StoreSettings,
+    health: &StoreHealth,
+) -> Result<Vec<Result<WriteOutcome, OpError>>, DbErr> {
+    let mut delay = settings.retry_initial;
+    loop {
+        match store::apply_batch(db, ops, Utc::now()).await {
+            Ok(outcomes) => {
+                health.transactions.fetch_add(1, Ordering::Relaxed);
+                health
+                    .changes
+                    .fetch_add(ops.len() as u64, Ordering::Relaxed);
+                if health.set_up(true) {
+                    info!(
+                        actor = "job_store",
+                        "database reachable again; pending changes written"
+                    );
+                }
+                return Ok(outcomes);
+            }
+            Err(e) if store::is_transient(&e) => {
+                health.retries.fetch_add(1, Ordering::Relaxed);
+                if health.set_up(false) {
+                    error!(actor = "job_store", error = %e, retry_in = ?delay,
+                        "database unreachable; holding changes and retrying");
+                } else {
+                    debug!(error = %e, retry_in = ?delay, "database still unreachable");
+                }
+                actix_rt::time::sleep(delay).await;
+                delay = (delay * 2)
+                    .min(settings.retry_max)
+                    .max(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

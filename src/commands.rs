@@ -1,0 +1,160 @@
+//! What each subcommand does, once settings are loaded.
+
+use actix::prelude::*;
+use anyhow::{bail, Context as _};
+use chrono::{DateTime, Utc};
+
+use crate::actors::StoreError;
+use crate::actors::{JobStore, Write};
+use crate::cli::{JobsCommand, ListArgs, TrackArgs};
+use crate::config::Settings;
+use crate::startup::{shutdown_signal, Application};
+use crate::store::{self, read, OpError, Source, TrackRequest, WriteOp, WriteOutcome};
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let app = tokio::select! {
+        app = Application::build(settings) => app?,
+        reason = &mut signal => {
+            tracing::info!(signal = reason, "stopped before start-up finished");
+            return Ok(());
+        }
+    };
+    app.run_until(signal).await
+}
+
+pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let db = connect(&settings).await?;
+    let applied = store::migrate(&db)
+        .await
+        .context("failed to apply database migrations")?;
+    println!("{applied} migration(s) applied; schema is up to date");
+    Ok(())
+}
+
+pub async fn jobs(settings: Settings, command: JobsCommand) -> anyhow::Result<()> {
+    let db = connect(&settings).await?;
+    store::migrate(&db)
+        .await
+        .context("failed to apply database migrations")?;
+    match command {
+        JobsCommand::List(args) => list(&db, args).await,
+        JobsCommand::Show { execution_id } => show(&db, &execution_id).await,
+        JobsCommand::Track(args) => track(db, settings, args).await,
+    }
+}
+
+async fn connect(settings: &Settings) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    store::connect(&settings.database)
+        .await
+        .with_context(|| format!("failed to connect to {}", settings.database.url))
+}
+
+async fn list(db: &sea_orm::DatabaseConnection, args: ListArgs) -> anyhow::Result<()> {
+    let rows = read::list_executions(db, args.status, args.limit).await?;
+    if rows.is_empty() {
+        println!("no executions");
+        return Ok(());
+    }
+    println!(
+        "{:<36} {:<11} {:>4}  {:<32} {:<25} JOB",
+        "EXECUTION", "STATUS", "PCT", "SUBMISSION", "UPDATED"
+    );
+    for row in rows {
+        println!(
+            "{:<36} {:<11} {:>3}%  {:<32} {:<25} {}",
+            row.execution_id,
+            row.status,
+            row.progress,
+            row.submission_id.as_deref().unwrap_or("-"),
+            stamp(Some(row.updated_at)),
+            row.job_name.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+async fn show(db: &sea_orm::DatabaseConnection, execution_id: &str) -> anyhow::Result<()> {
+    let Some((row, history)) = read::execution_with_history(db, execution_id).await? else {
+        bail!("no execution {execution_id:?} (see `jobwarden jobs list`)");
+    };
+    let fields = [
+        ("execution_id", Some(row.execution_id.clone())),
+        ("job_name", row.job_name.clone()),
+        ("submission_id", row.submission_id.clone()),
+        ("status", Some(row.status.clone())),
+        ("spark_state", row.spark_state.clone()),
+        ("progress", Some(format!("{}%", row.progress))),
+        ("submitted_at", row.submitted_at.map(|t| stamp(Some(t)))),
+        ("started_at", row.started_at.map(|t| stamp(Some(t)))),
+        ("completed_at", row.completed_at.map(|t| stamp(Some(t)))),
+        ("last_polled_at", row.last_polled_at.map(|t| stamp(Some(t)))),
+        (
+            "status_changed_at",
+            row.status_changed_at.map(|t| stamp(Some(t))),
+        ),
+        ("error_message", row.error_message.clone()),
+        (
+            "poll_failures",
+            Some(row.consecutive_poll_failures.to_string()),
+        ),
+        ("last_poll_error", row.last_poll_error.clone()),
+    ];
+    for (name, value) in fields {
+        println!("{name:<18} {}", value.as_deref().unwrap_or("-"));
+    }
+    println!("\nhistory:");
+    for h in history {
+        println!(
+            "  {}  {:>10} -> {:<10} [{}] {}",
+            stamp(Some(h.at)),
+            h.from_status.as_deref().unwrap_or("(new)"),
+            h.to_status,
+            h.source,
+            h.detail.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// Goes through the JobStore like every other write.
+async fn track(
+    db: sea_orm::DatabaseConnection,
+    settings: Settings,
+    args: TrackArgs,
+) -> anyhow::Result<()> {
+    let store = JobStore::new(db, settings.store).start();
+    let outcome = store
+        .send(Write(WriteOp::Track(TrackRequest {
+            execution_id: args.execution_id.clone(),
+            submission_id: Some(args.submission_id.clone()),
+            job_name: args.name,
+            source: Source::Api,
+        })))
+        .await
+        .map_err(StoreError::from)
+        .and_then(|r| r);
+    match outcome {
+        Ok(WriteOutcome::Tracked { created: true }) => {
+            println!(
+                "tracking {} (submission {})",
+                args.execution_id, args.submission_id
+            )
+        }
+        Ok(_) => println!(
+            "execution {} now tracks submission {}",
+            args.execution_id, args.submission_id
+        ),
+        Err(StoreError::Refused(OpError::Duplicate { execution_id })) => {
+            bail!("execution {execution_id:?} is already tracked (see `jobwarden jobs show {execution_id}`)")
+        }
+        Err(e) => return Err(e).context("failed to register the execution"),
+    }
+    Ok(())
+}
+
+fn stamp(at: Option<DateTime<Utc>>) -> String {
+    at.map(|t| t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| "-".into())
+}

@@ -1,0 +1,10 @@
+//! jobwarden: supervises Spark and enrichment batch jobs and keeps their database rows true.
+
+pub mod actors;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod domain;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,55 @@
+//! The `jobwarden` binary: parse the command line, load settings, run the chosen command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use jobwarden::cli::{Cli, Command};
+use jobwarden::{commands, config, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = match config::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("jobwarden: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let command = cli.command.unwrap_or(Command::Run);
+    if let Command::CheckConfig = command {
+        let source = loaded
+            .file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "embedded defaults".into());
+        println!("# effective configuration (file: {source}; secrets masked)");
+        print!("{}", loaded.settings.to_masked_toml());
+        for warning in &loaded.warnings {
+            eprintln!("warning: {warning}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = telemetry::init(&loaded.settings.telemetry) {
+        eprintln!("jobwarden: cannot start logging: {e}");
+        return ExitCode::from(2);
+    }
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let settings = loaded.settings;
+    let result = actix_rt::System::new().block_on(async move {
+        match command {
+            Command::Run => commands::run(settings).await,
+            Command::Migrate => commands::migrate(settings).await,
+            Command::Jobs(jobs) => commands::jobs(settings, jobs).await,
+            Command::CheckConfig => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jobwarden: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Builds the running application (database, migrations, actors) and owns the shutdown order.
+
+use std::future::Future;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use sea_orm::DatabaseConnection;
+use tracing::{error, info, warn};
+
+use crate::actors::{Drain, JobStore, StoreHealth};
+use crate::config::Settings;
+use crate::store;
+
+/// How long shutdown waits for accepted changes to be written before giving up on them.
+/// Nothing is lost by giving up: unacknowledged Kafka offsets are redelivered and Spark is
+/// polled again at the next start.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running jobwarden: what `main` runs and what tests spawn.
+pub struct Application {
+    pub settings: Settings,
+    pub db: DatabaseConnection,
+    pub store: Addr<JobStore>,
+    pub store_health: std::sync::Arc<StoreHealth>,
+}
+
+impl Application {
+    /// Connects (waiting for the database if it is not up yet), migrates, starts the actors.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = connect_patiently(&settings).await?;
+        let applied = store::migrate(&db)
+            .await
+            .context("failed to apply database migrations")?;
+        if applied > 0 {
+            info!(applied, "database migrations applied");
+        }
+        let job_store = JobStore::new(db.clone(), settings.store.clone());
+        let store_health = job_store.health();
+        let store = job_store.start();
+        Ok(Application {
+            settings,
+            db,
+            store,
+            store_health,
+        })
+    }
+
+    /// Runs until `shutdown` resolves, then stops taking work and flushes the store.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = &'static str>,
+    ) -> anyhow::Result<()> {
+        info!(
+            database = %self.settings.database.url,
+            spark = %self.settings.spark.rest_url,
+            poll_interval = %humantime::format_duration(self.settings.spark.poll_interval),
+            max_concurrent_polls = self.settings.spark.max_concurrent_polls,
+            "jobwarden running"
+        );
+        if self.settings.kafka.is_none() {
+            info!("no [kafka] section configured; status events are not consumed");
+        }
+        let reason = shutdown.await;
+        info!(
+            signal = reason,
+            "shutting down: no new work, flushing pending changes"
+        );
+        self.shutdown().await
+    }
+
+    /// Stops taking work and waits for the store to make accepted changes durable.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        match tokio::time::timeout(DRAIN_TIMEOUT, self.store.send(Drain)).await {
+            Ok(Ok(())) => info!("all accepted changes are durable; bye"),
+            Ok(Err(e)) => warn!(error = %e, "job store stopped before draining"),
+            Err(_) => error!(
+                timeout = ?DRAIN_TIMEOUT,
+                "database still unreachable; unwritten changes will be re-derived at next start"
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// Connects, retrying while the database is unreachable; refuses at once on errors that
+/// waiting cannot fix (bad credentials, unknown database).
+async fn connect_patiently(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+    let mut delay = settings.store.retry_initial;
+    let mut warned = false;
+    loop {
+        match store::connect(&settings.database).await {
+            Ok(db) => {
+                if warned {
+                    info!(database = %settings.database.url, "database reachable");
+                }
+                return Ok(db);
+            }
+            Err(e) if store::is_transient(&e) => {
+                if !warned {
+                    warn!(database = %settings.database.url, error = %e,
+                        "database unreachable; waiting for it (Ctrl-C to give up)");
+                    warned = true;
+                }
+                actix_rt::time::sleep(delay).await;
+                delay = (delay * 2).min(settings.store.retry_max);
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("failed to connect to {}", settings.database.url))
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM with the signal's name.
+pub async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops jobwarden");
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}

@@ -1,0 +1,106 @@
+//! Persistence: connecting and migrating, the read queries, and the batched write logic that
+//! the `JobStore` actor (the only writer) drives.
+
+pub mod batch;
+pub mod read;
+mod rows;
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, RuntimeErr};
+
+use crate::config::DatabaseSettings;
+
+pub use batch::{apply_batch, NewDeadLetter, OpError, Source, TrackRequest, WriteOp, WriteOutcome};
+
+/// Opens the pool. SQLite gets WAL (readers never wait for the writer) and a busy timeout.
+pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(settings.url.expose().to_owned());
+    options
+        .max_connections(settings.max_connections)
+        .connect_timeout(settings.connect_timeout)
+        .acquire_timeout(settings.connect_timeout)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+        });
+    Database::connect(options)
+        .await
+        .map_err(|e| mask_err(e, settings))
+}
+
+/// Runs every pending migration; returns how many were applied.
+pub async fn migrate(db: &DatabaseConnection) -> Result<usize, DbErr> {
+    let pending = Migrator::get_pending_migrations(db).await?.len();
+    Migrator::up(db, None).await?;
+    Ok(pending)
+}
+
+/// Driver errors can echo the connection URL; never let its password through.
+fn mask_err(err: DbErr, settings: &DatabaseSettings) -> DbErr {
+    let raw = settings.url.expose();
+    let text = err.to_string();
+    if text.contains(raw) || url_password(raw).is_some_and(|p| text.contains(p.as_str())) {
+        let mut masked = text.replace(raw, &settings.url.masked());
+        if let Some(p) = url_password(raw) {
+            masked = masked.replace(p.as_str(), "****");
+        }
+        return DbErr::Conn(RuntimeErr::Internal(masked));
+    }
+    err
+}
+
+fn url_password(raw: &str) -> Option<String> {
+    url::Url::parse(raw)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+        .filter(|p| !p.is_empty())
+}
+
+/// Whether an error is the database being away or busy (retry) rather than a refusal (don't).
+pub fn is_transient(err: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    let runtime = match err {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(e) | DbErr::Exec(e) | DbErr::Query(e) => e,
+        _ => return false,
+    };
+    let sqlx = match runtime {
+        RuntimeErr::SqlxError(e) => e,
+        RuntimeErr::Internal(_) => return matches!(err, DbErr::Conn(_)),
+        #[allow(unreachable_patterns)]
+        _ => return false,
+    };
+    match sqlx.as_ref() {
+        Sqlx::Io(_)
+        | Sqlx::Tls(_)
+        | Sqlx::Protocol(_)
+        | Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
+        | Sqlx::WorkerCrashed => true,
+        Sqlx::Database(db_err) => {
+            let code = db_err.code().map(|c| c.into_owned()).unwrap_or_default();
+            matches!(
+                code.as_str(),
+                // SQLite: busy, locked.
+                "5" | "6" | "261" | "262" | "517"
+                // PostgreSQL: serialization failure, deadlock, admin shutdown, cannot connect now,
+                // too many connections, connection exceptions.
+                | "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300"
+                | "08000" | "08003" | "08006" | "08001" | "08004"
+                // MySQL/MariaDB (SQLSTATE): communication link failure.
+                | "08S01"
+            ) || [
+                "server has gone away",
+                "Lock wait timeout",
+                "Deadlock found",
+            ]
+            .iter()
+            .any(|m| db_err.message().contains(m))
+        }
+        _ => false,
+    }
+}

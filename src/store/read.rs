@@ -1,0 +1,141 @@
+//! Read queries: what is due for a poll, job listings, one job with its history.
+
+use chrono::{DateTime, Utc};
+use entity::{
+    job_status_history as history, spark_job_executions as executions,
+    transformation_job_queue as queue,
+};
+use sea_orm::sea_query::{Expr, Func, NullOrdering, Order};
+use sea_orm::{
+    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use crate::domain::JobStatus;
+
+/// An execution the scheduler should ask Spark about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueExecution {
+    pub execution_id: String,
+    pub submission_id: String,
+}
+
+/// Non-terminal executions with a submission id whose next poll time has come, oldest
+/// `last_polled_at` first (never polled first of all), skipping `exclude` (polls in flight).
+pub async fn due_executions(
+    db: &DatabaseConnection,
+    now: DateTime<Utc>,
+    limit: u64,
+    exclude: &[String],
+) -> Result<Vec<DueExecution>, DbErr> {
+    let mut query = executions::Entity::find()
+        .select_only()
+        .column(executions::Column::ExecutionId)
+        .column(executions::Column::SubmissionId)
+        .filter(
+            executions::Column::Status.is_in(JobStatus::NON_TERMINAL.iter().map(|s| s.as_str())),
+        )
+        .filter(executions::Column::SubmissionId.is_not_null())
+        .filter(
+            Condition::any()
+                .add(executions::Column::NextPollAt.is_null())
+                .add(executions::Column::NextPollAt.lte(now)),
+        );
+    if !exclude.is_empty() {
+        query = query
+            .filter(executions::Column::ExecutionId.is_not_in(exclude.iter().map(String::as_str)));
+    }
+    let rows: Vec<(String, Option<String>)> = query
+        .order_by_with_nulls(
+            executions::Column::LastPolledAt,
+            Order::Asc,
+            NullOrdering::First,
+        )
+        .order_by_asc(executions::Column::ExecutionId)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(execution_id, submission_id)| {
+            submission_id.map(|submission_id| DueExecution {
+                execution_id,
+                submission_id,
+            })
+        })
+        .collect())
+}
+
+/// Executions, most recently changed first.
+pub async fn list_executions(
+    db: &DatabaseConnection,
+    status: Option<JobStatus>,
+    limit: u64,
+) -> Result<Vec<executions::Model>, DbErr> {
+    let mut query = executions::Entity::find();
+    if let Some(status) = status {
+        query = query.filter(executions::Column::Status.eq(status.as_str()));
+    }
+    query
+        .order_by_desc(executions::Column::UpdatedAt)
+        .order_by_asc(executions::Column::ExecutionId)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+/// One execution and its transitions, oldest first.
+pub async fn execution_with_history(
+    db: &DatabaseConnection,
+    execution_id: &str,
+) -> Result<Option<(executions::Model, Vec<history::Model>)>, DbErr> {
+    let Some(row) = executions::Entity::find_by_id(execution_id.to_owned())
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let transitions = history_of(db, "spark", execution_id).await?;
+    Ok(Some((row, transitions)))
+}
+
+/// One queue job and its transitions, oldest first.
+pub async fn queue_job_with_history(
+    db: &DatabaseConnection,
+    job_id: &str,
+) -> Result<Option<(queue::Model, Vec<history::Model>)>, DbErr> {
+    let Some(row) = queue::Entity::find_by_id(job_id.to_owned()).one(db).await? else {
+        return Ok(None);
+    };
+    let transitions = history_of(db, "queue", job_id).await?;
+    Ok(Some((row, transitions)))
+}
+
+async fn history_of(
+    db: &DatabaseConnection,
+    kind: &str,
+    job_id: &str,
+) -> Result<Vec<history::Model>, DbErr> {
+    history::Entity::find()
+        .filter(history::Column::JobKind.eq(kind))
+        .filter(history::Column::JobId.eq(job_id))
+        .order_by_asc(history::Column::Id)
+        .all(db)
+        .await
+}
+
+/// Executions per status, for a quick census.
+pub async fn count_by_status(db: &DatabaseConnection) -> Result<Vec<(String, i64)>, DbErr> {
+    executions::Entity::find()
+        .select_only()
+        .column(executions::Column::Status)
+        .column_as(
+            Expr::expr(Func::count(Expr::col(executions::Column::ExecutionId))),
+            "n",
+        )
+        .group_by(executions::Column::Status)
+        .into_tuple()
+        .all(db)
+        .await
+}
