@@ -124,7 +124,7 @@ async fn track(
     settings: Settings,
     args: TrackArgs,
 ) -> anyhow::Result<()> {
-    let store = JobStore::new(db, settings.store).start();
+    let store = JobStore::new(db, settings.store).launch();
     let outcome = store
         .send(Write(WriteOp::Track(TrackRequest {
             execution_id: args.execution_id.clone(),

@@ -37,7 +37,7 @@ impl Application {
         }
         let job_store = JobStore::new(db.clone(), settings.store.clone());
         let store_health = job_store.health();
-        let store = job_store.start();
+        let store = job_store.launch();
         Ok(Application {
             settings,
             db,

@@ -135,6 +135,13 @@ impl JobStore {
         }
     }
 
+    /// Starts the actor with its deep mailbox in place from the first message on.
+    pub fn launch(self) -> Addr<Self> {
+        let mut ctx = Context::new();
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.run(self)
+    }
+
     pub fn health(&self) -> Arc<StoreHealth> {
         self.health.clone()
     }
@@ -172,8 +179,7 @@ impl JobStore {
 impl Actor for JobStore {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+    fn started(&mut self, _: &mut Self::Context) {
         debug!(actor = "job_store", "started");
     }
 }

@@ -8,7 +8,6 @@ use entity::{
     dead_letters, job_status_history as history, spark_job_executions as executions,
     transformation_job_queue as queue,
 };
-use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::{NotSet, Set},
@@ -581,7 +580,22 @@ async fn write_out(
     }
     let mut duplicates = Vec::new();
     for (i, letter) in changes.dead_letters.into_iter().enumerate() {
-        let inserted = dead_letters::Entity::insert(dead_letters::ActiveModel {
+        // A redelivered bad message must not become a second dead letter.
+        if let (Some(topic), Some(partition), Some(offset)) =
+            (&letter.topic, letter.partition, letter.offset)
+        {
+            let seen = dead_letters::Entity::find()
+                .filter(dead_letters::Column::Topic.eq(topic.as_str()))
+                .filter(dead_letters::Column::Partition.eq(partition))
+                .filter(dead_letters::Column::Offset.eq(offset))
+                .one(txn)
+                .await?;
+            if seen.is_some() {
+                duplicates.push(i);
+                continue;
+            }
+        }
+        dead_letters::Entity::insert(dead_letters::ActiveModel {
             id: NotSet,
             source: Set(letter.source),
             topic: Set(letter.topic),
@@ -592,20 +606,8 @@ async fn write_out(
             error: Set(letter.error),
             received_at: Set(letter.received_at),
         })
-        .on_conflict(
-            OnConflict::columns([
-                dead_letters::Column::Topic,
-                dead_letters::Column::Partition,
-                dead_letters::Column::Offset,
-            ])
-            .do_nothing()
-            .to_owned(),
-        )
         .exec_without_returning(txn)
         .await?;
-        if inserted == 0 {
-            duplicates.push(i);
-        }
     }
     Ok(duplicates)
 }

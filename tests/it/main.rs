@@ -1,0 +1,5 @@
+//! jobwarden's integration tests: one binary, real databases, the real `jobwarden` executable.
+
+mod binary;
+mod helpers;
+mod store;

@@ -1,0 +1,536 @@
+//! The JobStore and the schema on SQLite, PostgreSQL and MariaDB over real connections.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, TimeZone, Utc};
+use entity::prelude::*;
+use entity::{dead_letters, job_status_history, spark_job_executions};
+use futures::future::join_all;
+use jobwarden::actors::{Drain, DueJobs, GetStats, JobStore, StoreError, Write};
+use jobwarden::domain::{
+    Applied, EventApplied, JobStatus, Observation, Position, QueueStatus, Refusal, StatusEvent,
+};
+use jobwarden::store::{
+    self, read, NewDeadLetter, OpError, Source, TrackRequest, WriteOp, WriteOutcome,
+};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+
+use crate::helpers::{settings_for, socket_of, wait_until, Backend, CutProxy, TestDb};
+use crate::on_every_database;
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
+}
+
+fn start_store(db: &TestDb) -> Addr<JobStore> {
+    JobStore::new(db.db.clone(), db.settings().store).launch()
+}
+
+async fn write(store: &Addr<JobStore>, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+    store.send(Write(op)).await?
+}
+
+fn track(id: &str, submission: &str) -> WriteOp {
+    WriteOp::Track(TrackRequest {
+        execution_id: id.into(),
+        submission_id: Some(submission.into()),
+        job_name: Some(format!("job {id}")),
+        source: Source::Api,
+    })
+}
+
+fn observe(id: &str, status: JobStatus, at: i64) -> WriteOp {
+    WriteOp::Observe {
+        execution_id: id.into(),
+        observation: Observation {
+            status: Some(status),
+            spark_state: Some(status.as_str().to_uppercase()),
+            progress: None,
+            message: None,
+            at: t(at),
+        },
+    }
+}
+
+async fn execution(db: &TestDb, id: &str) -> spark_job_executions::Model {
+    SparkJobExecutions::find_by_id(id.to_owned())
+        .one(&db.db)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no row {id}"))
+}
+
+async fn history(db: &TestDb, kind: &str, id: &str) -> Vec<job_status_history::Model> {
+    JobStatusHistory::find()
+        .filter(job_status_history::Column::JobKind.eq(kind))
+        .filter(job_status_history::Column::JobId.eq(id))
+        .order_by_asc(job_status_history::Column::Id)
+        .all(&db.db)
+        .await
+        .unwrap()
+}
+
+on_every_database!(
+    migrations_are_idempotent,
+    tracked_execution_is_due_for_a_poll,
+    finished_job_ignores_late_and_duplicate_observations,
+    transitions_set_timestamps_once_and_write_history,
+    thousand_changes_sent_at_once_share_few_transactions,
+    refused_change_does_not_sink_its_batch,
+    poll_failure_never_changes_status,
+    row_inserted_by_a_submitter_is_supervised,
+    status_event_for_unknown_job_creates_the_row,
+    redelivered_status_event_changes_nothing,
+    dead_letter_keeps_payload_byte_exact_and_is_stored_once,
+    drain_waits_for_pending_changes,
+);
+
+async fn migrations_are_idempotent(db: TestDb) {
+    assert_eq!(store::migrate(&db.db).await.unwrap(), 0);
+    for count in [
+        SparkJobExecutions::find().count(&db.db).await.unwrap(),
+        TransformationJobQueue::find().count(&db.db).await.unwrap(),
+        JobStatusHistory::find().count(&db.db).await.unwrap(),
+        DeadLetters::find().count(&db.db).await.unwrap(),
+    ] {
+        assert_eq!(count, 0);
+    }
+}
+
+async fn tracked_execution_is_due_for_a_poll(db: TestDb) {
+    let store = start_store(&db);
+    assert_eq!(
+        write(&store, track("e1", "driver-1")).await,
+        Ok(WriteOutcome::Tracked { created: true })
+    );
+    write(&store, track("e2", "driver-2")).await.unwrap();
+    let due = store
+        .send(DueJobs {
+            now: Utc::now(),
+            limit: 10,
+            exclude: vec!["e2".into()],
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].execution_id, "e1");
+    assert_eq!(due[0].submission_id, "driver-1");
+}
+
+async fn finished_job_ignores_late_and_duplicate_observations(db: TestDb) {
+    let store = start_store(&db);
+    write(&store, track("e1", "driver-1")).await.unwrap();
+    write(&store, observe("e1", JobStatus::Running, 1))
+        .await
+        .unwrap();
+    write(&store, observe("e1", JobStatus::Succeeded, 2))
+        .await
+        .unwrap();
+    let finished = execution(&db, "e1").await;
+
+    let late = write(&store, observe("e1", JobStatus::Running, 3))
+        .await
+        .unwrap();
+    assert!(matches!(
+        late,
+        WriteOutcome::Execution(Applied::Refused(Refusal::AlreadyFinished { .. }))
+    ));
+    let duplicate = write(&store, observe("e1", JobStatus::Succeeded, 4))
+        .await
+        .unwrap();
+    assert_eq!(duplicate, WriteOutcome::Execution(Applied::Refreshed));
+    let failed = write(&store, observe("e1", JobStatus::Failed, 5))
+        .await
+        .unwrap();
+    assert!(matches!(
+        failed,
+        WriteOutcome::Execution(Applied::Refused(_))
+    ));
+
+    let row = execution(&db, "e1").await;
+    assert_eq!(row.status, "Succeeded");
+    assert_eq!(row.completed_at, finished.completed_at);
+    assert_eq!(row.progress, 100);
+    assert_eq!(
+        history(&db, "spark", "e1").await.len(),
+        3,
+        "Queued, Running, Succeeded only"
+    );
+    let due = read::due_executions(&db.db, Utc::now(), 10, &[])
+        .await
+        .unwrap();
+    assert!(due.is_empty(), "a finished job is never polled again");
+}
+
+async fn transitions_set_timestamps_once_and_write_history(db: TestDb) {
+    let store = start_store(&db);
+    write(&store, track("e1", "driver-1")).await.unwrap();
+    write(&store, observe("e1", JobStatus::Submitting, 1))
+        .await
+        .unwrap();
+    write(&store, observe("e1", JobStatus::Running, 2))
+        .await
+        .unwrap();
+    write(&store, observe("e1", JobStatus::Running, 3))
+        .await
+        .unwrap();
+    write(
+        &store,
+        WriteOp::Observe {
+            execution_id: "e1".into(),
+            observation: Observation {
+                status: Some(JobStatus::Failed),
+                spark_state: Some("ERROR".into()),
+                progress: None,
+                message: Some("java.lang.ClassNotFoundException: Main".into()),
+                at: t(4),
+            },
+        },
+    )
+    .await
+    .unwrap();
+    let row = execution(&db, "e1").await;
+    assert_eq!(row.submitted_at, Some(t(1)));
+    assert_eq!(row.started_at, Some(t(2)));
+    assert_eq!(row.completed_at, Some(t(4)));
+    assert_eq!(row.status, "Failed");
+    assert_eq!(row.spark_state.as_deref(), Some("ERROR"));
+    assert_eq!(
+        row.error_message.as_deref(),
+        Some("java.lang.ClassNotFoundException: Main")
+    );
+    let steps: Vec<(Option<String>, String, String)> = history(&db, "spark", "e1")
+        .await
+        .into_iter()
+        .map(|h| (h.from_status, h.to_status, h.source))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            (None, "Queued".into(), "api".into()),
+            (
+                Some("Queued".into()),
+                "Submitting".into(),
+                "spark_poll".into()
+            ),
+            (
+                Some("Submitting".into()),
+                "Running".into(),
+                "spark_poll".into()
+            ),
+            (Some("Running".into()), "Failed".into(), "spark_poll".into()),
+        ]
+    );
+}
+
+async fn thousand_changes_sent_at_once_share_few_transactions(db: TestDb) {
+    let store = start_store(&db);
+    let tracks =
+        (0..1000).map(|i| store.send(Write(track(&format!("e{i}"), &format!("driver-{i}")))));
+    for result in join_all(tracks).await {
+        assert_eq!(result.unwrap(), Ok(WriteOutcome::Tracked { created: true }));
+    }
+    let before = store.send(GetStats).await.unwrap();
+
+    let observations =
+        (0..1000).map(|i| store.send(Write(observe(&format!("e{i}"), JobStatus::Running, 1))));
+    let results = join_all(observations).await;
+    let after = store.send(GetStats).await.unwrap();
+
+    for result in results {
+        assert!(matches!(
+            result.unwrap(),
+            Ok(WriteOutcome::Execution(Applied::Transitioned { .. }))
+        ));
+    }
+    let transactions = after.transactions - before.transactions;
+    assert!(
+        transactions <= 20,
+        "1000 changes took {transactions} transactions (largest batch {})",
+        after.largest_batch
+    );
+    // Every acknowledged change is really in the database.
+    let running = SparkJobExecutions::find()
+        .filter(spark_job_executions::Column::Status.eq("Running"))
+        .count(&db.db)
+        .await
+        .unwrap();
+    assert_eq!(running, 1000);
+    assert_eq!(JobStatusHistory::find().count(&db.db).await.unwrap(), 2000);
+}
+
+async fn refused_change_does_not_sink_its_batch(db: TestDb) {
+    let store = start_store(&db);
+    write(&store, track("e1", "driver-1")).await.unwrap();
+    let (dup, fresh, unknown) = futures::join!(
+        write(&store, track("e1", "driver-9")),
+        write(&store, track("e2", "driver-2")),
+        write(&store, observe("nope", JobStatus::Running, 1)),
+    );
+    assert_eq!(
+        dup,
+        Err(StoreError::Refused(OpError::Duplicate {
+            execution_id: "e1".into()
+        }))
+    );
+    assert_eq!(fresh, Ok(WriteOutcome::Tracked { created: true }));
+    assert!(matches!(
+        unknown,
+        Err(StoreError::Refused(OpError::UnknownExecution { .. }))
+    ));
+    assert_eq!(
+        execution(&db, "e1").await.submission_id.as_deref(),
+        Some("driver-1")
+    );
+}
+
+async fn poll_failure_never_changes_status(db: TestDb) {
+    let store = start_store(&db);
+    write(&store, track("e1", "driver-1")).await.unwrap();
+    write(&store, observe("e1", JobStatus::Running, 1))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        write(
+            &store,
+            WriteOp::PollFailed {
+                execution_id: "e1".into(),
+                at: t(10 + i),
+                error: "connection refused".into(),
+                retry_at: Some(t(100)),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let row = execution(&db, "e1").await;
+    assert_eq!(row.status, "Running");
+    assert_eq!(row.consecutive_poll_failures, 3);
+    assert_eq!(row.last_poll_error.as_deref(), Some("connection refused"));
+    assert_eq!(row.next_poll_at, Some(t(100)));
+    assert_eq!(row.last_confirmed_at, Some(t(1)));
+
+    write(&store, observe("e1", JobStatus::Running, 20))
+        .await
+        .unwrap();
+    let row = execution(&db, "e1").await;
+    assert_eq!(row.consecutive_poll_failures, 0);
+    assert_eq!(row.last_poll_error, None);
+    assert_eq!(row.next_poll_at, None);
+}
+
+async fn row_inserted_by_a_submitter_is_supervised(db: TestDb) {
+    // A submitter writes only what it knows; the defaults must make the row usable.
+    db.db
+        .execute_unprepared(
+            "INSERT INTO spark_job_executions (execution_id, job_name, submission_id) \
+             VALUES ('ext-1', 'nightly', 'driver-77')",
+        )
+        .await
+        .unwrap();
+    let row = execution(&db, "ext-1").await;
+    assert_eq!(row.status, "Queued");
+    assert_eq!(row.progress, 0);
+    let due = read::due_executions(&db.db, Utc::now(), 10, &[])
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    let store = start_store(&db);
+    write(&store, observe("ext-1", JobStatus::Running, 1))
+        .await
+        .unwrap();
+    assert_eq!(execution(&db, "ext-1").await.status, "Running");
+}
+
+fn event(job: &str, status: QueueStatus) -> StatusEvent {
+    StatusEvent {
+        job_id: job.into(),
+        status,
+        error_message: None,
+        generated_fields: None,
+        timestamp: None,
+        event_id: None,
+    }
+}
+
+fn at_offset(offset: i64) -> Option<Position> {
+    Some(Position {
+        topic: "transformation-job-status".into(),
+        partition: 2,
+        offset,
+    })
+}
+
+async fn status_event_for_unknown_job_creates_the_row(db: TestDb) {
+    let store = start_store(&db);
+    let outcome = write(
+        &store,
+        WriteOp::QueueEvent {
+            event: StatusEvent {
+                generated_fields: Some(serde_json::json!({"zeta": 1, "alpha": [1, 2]})),
+                ..event("q1", QueueStatus::Completed)
+            },
+            position: at_offset(7),
+            received_at: t(1),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcome,
+        WriteOutcome::Queue(EventApplied::Transitioned {
+            from: QueueStatus::Pending,
+            to: QueueStatus::Completed
+        })
+    );
+    let row = TransformationJobQueue::find_by_id("q1".to_owned())
+        .one(&db.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, "Completed");
+    assert_eq!(row.completed_at, Some(t(1)));
+    assert_eq!(row.last_offset, Some(7));
+    assert_eq!(row.last_partition, Some(2));
+    assert_eq!(
+        row.generated_fields,
+        Some(serde_json::json!({"zeta": 1, "alpha": [1, 2]}))
+    );
+    let steps = history(&db, "queue", "q1").await;
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].source, "kafka_event");
+}
+
+async fn redelivered_status_event_changes_nothing(db: TestDb) {
+    let store = start_store(&db);
+    let deliver = |status, offset| WriteOp::QueueEvent {
+        event: event("q1", status),
+        position: at_offset(offset),
+        received_at: t(offset),
+    };
+    write(&store, deliver(QueueStatus::Processing, 1))
+        .await
+        .unwrap();
+    write(&store, deliver(QueueStatus::Completed, 2))
+        .await
+        .unwrap();
+    let again = write(&store, deliver(QueueStatus::Processing, 1))
+        .await
+        .unwrap();
+    assert_eq!(again, WriteOutcome::Queue(EventApplied::Duplicate));
+    let late = write(&store, deliver(QueueStatus::Processing, 3))
+        .await
+        .unwrap();
+    assert!(matches!(
+        late,
+        WriteOutcome::Queue(EventApplied::Refused(_))
+    ));
+    let row = TransformationJobQueue::find_by_id("q1".to_owned())
+        .one(&db.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, "Completed");
+    assert_eq!(history(&db, "queue", "q1").await.len(), 2);
+}
+
+async fn dead_letter_keeps_payload_byte_exact_and_is_stored_once(db: TestDb) {
+    let store = start_store(&db);
+    // Not UTF-8, with a NUL and every byte value, and larger than MySQL's plain BLOB.
+    let mut payload: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    payload.extend_from_slice(b"\xff\xfe{not json");
+    let letter = NewDeadLetter {
+        source: "kafka".into(),
+        topic: Some("transformation-job-status".into()),
+        partition: Some(1),
+        offset: Some(42),
+        key: Some(vec![0, 1, 2]),
+        payload: payload.clone(),
+        error: "payload is not a JSON object".into(),
+        received_at: t(1),
+    };
+    assert_eq!(
+        write(&store, WriteOp::DeadLetter(letter.clone())).await,
+        Ok(WriteOutcome::DeadLettered { duplicate: false })
+    );
+    assert_eq!(
+        write(&store, WriteOp::DeadLetter(letter)).await,
+        Ok(WriteOutcome::DeadLettered { duplicate: true })
+    );
+    let rows = DeadLetters::find().all(&db.db).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let row: &dead_letters::Model = &rows[0];
+    assert_eq!(row.payload, payload);
+    assert_eq!(row.key.as_deref(), Some(&[0u8, 1, 2][..]));
+    assert_eq!(row.offset, Some(42));
+}
+
+async fn drain_waits_for_pending_changes(db: TestDb) {
+    let store = start_store(&db);
+    let writes: Vec<_> = (0..200)
+        .map(|i| store.send(Write(track(&format!("e{i}"), "driver"))))
+        .collect();
+    store.send(Drain).await.unwrap();
+    assert_eq!(SparkJobExecutions::find().count(&db.db).await.unwrap(), 200);
+    for w in join_all(writes).await {
+        assert!(w.unwrap().is_ok());
+    }
+}
+
+/// The database vanishes mid-flight (every connection cut, new ones refused): changes are
+/// held, not lost and not failed, and land once it is back.
+async fn changes_survive_a_database_outage(backend: Backend) {
+    let Some(db) = TestDb::fresh(backend).await else {
+        return;
+    };
+    let proxy = CutProxy::start(socket_of(&db.url)).await;
+    let mut settings = settings_for(&proxy.url_through(&db.url));
+    settings.database.connect_timeout = Duration::from_millis(500);
+    let conn = store::connect(&settings.database).await.unwrap();
+    let job_store = JobStore::new(conn, settings.store.clone());
+    let health = job_store.health();
+    let store = job_store.launch();
+    write(&store, track("before", "driver-0")).await.unwrap();
+
+    proxy.cut();
+    let during: Vec<_> = (0..50)
+        .map(|i| store.send(Write(track(&format!("during-{i}"), "driver"))))
+        .collect();
+    let during = actix_rt::spawn(join_all(during));
+    wait_until(
+        Duration::from_secs(20),
+        "the store to notice the outage",
+        || {
+            let health = health.clone();
+            async move { !health.database_up() }
+        },
+    )
+    .await;
+    assert!(
+        !during.is_finished(),
+        "no change may be acknowledged while the database is away"
+    );
+
+    proxy.restore();
+    let results = during.await.unwrap();
+    for r in results {
+        assert_eq!(r.unwrap(), Ok(WriteOutcome::Tracked { created: true }));
+    }
+    assert!(health.database_up());
+    assert_eq!(SparkJobExecutions::find().count(&db.db).await.unwrap(), 51);
+    let stats = store.send(GetStats).await.unwrap();
+    assert!(stats.retries > 0);
+    db.drop_database().await;
+}
+
+#[actix_rt::test]
+async fn changes_survive_a_postgres_outage() {
+    changes_survive_a_database_outage(Backend::Postgres).await;
+}
+
+#[actix_rt::test]
+async fn changes_survive_a_mariadb_outage() {
+    changes_survive_a_database_outage(Backend::MariaDb).await;
+}
