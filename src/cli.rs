@@ -43,6 +43,22 @@ pub enum Command {
     /// Inspect and register jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Measure jobwarden on this machine and print the figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Status changes per second through the JobStore (registrations, then one change each).
+    StoreWrites {
+        /// Database to measure; a scratch SQLite file when omitted. Rows it adds are removed.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// How many jobs (and so changes) to send at once.
+        #[arg(long, default_value_t = 10_000)]
+        changes: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,5 @@
 //! What each subcommand does, once settings are loaded.
 
-use actix::prelude::*;
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 

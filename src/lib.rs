@@ -1,6 +1,7 @@
 //! jobwarden: supervises Spark and enrichment batch jobs and keeps their database rows true.
 
 pub mod actors;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;

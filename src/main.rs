@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use jobwarden::cli::{Cli, Command};
-use jobwarden::{commands, config, telemetry};
+use jobwarden::cli::{BenchCommand, Cli, Command};
+use jobwarden::{bench, commands, config, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -42,6 +42,10 @@ fn main() -> ExitCode {
             Command::Run => commands::run(settings).await,
             Command::Migrate => commands::migrate(settings).await,
             Command::Jobs(jobs) => commands::jobs(settings, jobs).await,
+            Command::Bench(BenchCommand::StoreWrites {
+                database_url,
+                changes,
+            }) => bench::store_writes(settings, database_url, changes).await,
             Command::CheckConfig => Ok(()),
         }
     });

@@ -307,7 +307,8 @@ mod tests {
 
     #[test]
     fn each_kind_of_bad_payload_has_its_own_error() {
-        let cases: [(&[u8], fn(&EventError) -> bool); 7] = [
+        type Case<'a> = (&'a [u8], fn(&EventError) -> bool);
+        let cases: [Case; 7] = [
             (b"not json", |e| matches!(e, EventError::NotJson(_))),
             (b"[1,2]", |e| matches!(e, EventError::NotJson(_))),
             (br#"{"status":"Completed"}"#, |e| {
