@@ -46,6 +46,54 @@ pub struct SparkSettings {
     pub request_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub stuck_timeout: Duration,
+    /// Longest stay in Queued or Submitting before the job is failed with the reason.
+    #[serde(with = "humantime_serde")]
+    pub queued_timeout: Duration,
+    /// Longest run; unset lets jobs run as long as Spark confirms them.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_runtime: Option<Duration>,
+    /// Cap on the per-job delay after consecutive failed polls.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// The master's web UI (for worker addresses); defaults to the REST host on port 8080.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_ui_url: Option<String>,
+    /// Sent as `Authorization: Bearer …` when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<Secret>,
+    /// How much of a failed driver's stderr to fetch and keep.
+    pub stderr_tail_bytes: usize,
+}
+
+/// A value that is never displayed, logged or serialized in clear.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(MASK)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -349,6 +397,8 @@ impl Settings {
             ("spark.poll_interval", self.spark.poll_interval),
             ("spark.request_timeout", self.spark.request_timeout),
             ("spark.stuck_timeout", self.spark.stuck_timeout),
+            ("spark.queued_timeout", self.spark.queued_timeout),
+            ("spark.max_backoff", self.spark.max_backoff),
             ("store.retry_initial", self.store.retry_initial),
             ("store.retry_max", self.store.retry_max),
             ("store.sweep_interval", self.store.sweep_interval),
@@ -370,6 +420,22 @@ impl Settings {
                 self.spark.max_concurrent_polls.to_string(),
                 "must be at most 4096",
             );
+        }
+        if self.spark.stderr_tail_bytes == 0 || self.spark.stderr_tail_bytes > 1024 * 1024 {
+            refuse(
+                "spark.stderr_tail_bytes",
+                self.spark.stderr_tail_bytes.to_string(),
+                "must be between 1 and 1048576",
+            );
+        }
+        if let Some(ui) = &self.spark.master_ui_url {
+            if !ui.starts_with("http://") && !ui.starts_with("https://") {
+                refuse(
+                    "spark.master_ui_url",
+                    format!("{ui:?}"),
+                    "expected an http(s):// URL",
+                );
+            }
         }
         if self.store.max_batch == 0 {
             refuse("store.max_batch", "0".into(), "must be at least 1");

@@ -8,8 +8,12 @@ use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
 use tracing::{error, info, warn};
 
+use crate::actors::scheduler::{Scheduler, StopPolling};
+use crate::actors::spark_poller::{PollerSettings, SparkHealth, SparkPoller};
 use crate::actors::{Drain, JobStore, StoreHealth};
 use crate::config::Settings;
+use crate::domain::TimeoutPolicy;
+use crate::spark::SparkClient;
 use crate::store;
 
 /// How long shutdown waits for accepted changes to be written before giving up on them.
@@ -23,6 +27,8 @@ pub struct Application {
     pub db: DatabaseConnection,
     pub store: Addr<JobStore>,
     pub store_health: std::sync::Arc<StoreHealth>,
+    pub scheduler: Addr<Scheduler>,
+    pub spark_health: std::sync::Arc<SparkHealth>,
 }
 
 impl Application {
@@ -35,14 +41,41 @@ impl Application {
         if applied > 0 {
             info!(applied, "database migrations applied");
         }
-        let job_store = JobStore::new(db.clone(), settings.store.clone());
+        let spark = SparkClient::new(&settings.spark).map_err(anyhow::Error::msg)?;
+        let policy = TimeoutPolicy {
+            stuck_timeout: settings.spark.stuck_timeout,
+            queued_timeout: settings.spark.queued_timeout,
+            max_runtime: settings.spark.max_runtime,
+        };
+        let job_store = JobStore::new(db.clone(), settings.store.clone()).with_timeouts(policy);
         let store_health = job_store.health();
         let store = job_store.launch();
+        let spark_health = std::sync::Arc::new(SparkHealth::default());
+        let poller_settings = PollerSettings {
+            poll_interval: settings.spark.poll_interval,
+            max_backoff: settings.spark.max_backoff,
+        };
+        let pollers = (0..settings.spark.max_concurrent_polls)
+            .map(|id| {
+                SparkPoller::new(
+                    id,
+                    spark.clone(),
+                    store.clone(),
+                    spark_health.clone(),
+                    poller_settings,
+                )
+                .start()
+            })
+            .collect();
+        let scheduler =
+            Scheduler::new(store.clone(), pollers, settings.spark.poll_interval).start();
         Ok(Application {
             settings,
             db,
             store,
             store_health,
+            scheduler,
+            spark_health,
         })
     }
 
@@ -71,6 +104,14 @@ impl Application {
 
     /// Stops taking work and waits for the store to make accepted changes durable.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        // Polls in flight finish (each is bounded by the request timeout) and get recorded.
+        let polls_done = self.settings.spark.request_timeout * 2 + Duration::from_secs(1);
+        if tokio::time::timeout(polls_done, self.scheduler.send(StopPolling))
+            .await
+            .is_err()
+        {
+            warn!("polls still in flight at shutdown; they will be repeated at next start");
+        }
         match tokio::time::timeout(DRAIN_TIMEOUT, self.store.send(Drain)).await {
             Ok(Ok(())) => info!("all accepted changes are durable; bye"),
             Ok(Err(e)) => warn!(error = %e, "job store stopped before draining"),

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::config::StoreSettings;
+use crate::domain::{Applied, TimeoutPolicy};
 use crate::store::{self, read::DueExecution, OpError, WriteOp, WriteOutcome};
 
 /// Why a message to the store did not succeed.
@@ -47,6 +48,8 @@ pub struct Write(pub WriteOp);
 #[rtype(result = "Result<Vec<DueExecution>, StoreError>")]
 pub struct DueJobs {
     pub now: DateTime<Utc>,
+    /// Only jobs not polled since this instant (the start of the current poll cycle).
+    pub polled_before: DateTime<Utc>,
     pub limit: u64,
     /// Executions whose poll is still in flight.
     pub exclude: Vec<String>,
@@ -56,6 +59,13 @@ pub struct DueJobs {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Drain;
+
+/// Apply the timeout rules as of `now`; answers how many jobs were failed.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub struct SweepTimeouts {
+    pub now: DateTime<Utc>,
+}
 
 /// A snapshot of the store's counters.
 #[derive(Message, Debug)]
@@ -113,6 +123,7 @@ struct Pending {
 pub struct JobStore {
     db: DatabaseConnection,
     settings: StoreSettings,
+    timeouts: Option<TimeoutPolicy>,
     pending: VecDeque<Pending>,
     flushing: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
@@ -123,16 +134,26 @@ pub struct JobStore {
 /// every sender waits for its answer, so the depth is bounded by the senders' own limits.
 const MAILBOX_CAPACITY: usize = 65_536;
 
+/// Most jobs one sweep considers; the next sweep takes the rest.
+const SWEEP_PAGE: u64 = 10_000;
+
 impl JobStore {
     pub fn new(db: DatabaseConnection, settings: StoreSettings) -> Self {
         JobStore {
             db,
             settings,
+            timeouts: None,
             pending: VecDeque::new(),
             flushing: false,
             drain_waiters: Vec::new(),
             health: Arc::new(StoreHealth::default()),
         }
+    }
+
+    /// Also sweep for stuck jobs every `store.sweep_interval` with this policy.
+    pub fn with_timeouts(mut self, policy: TimeoutPolicy) -> Self {
+        self.timeouts = Some(policy);
+        self
     }
 
     /// Starts the actor with its deep mailbox in place from the first message on.
@@ -144,6 +165,17 @@ impl JobStore {
 
     pub fn health(&self) -> Arc<StoreHealth> {
         self.health.clone()
+    }
+
+    fn enqueue(
+        &mut self,
+        op: WriteOp,
+        ctx: &mut Context<Self>,
+    ) -> oneshot::Receiver<Result<WriteOutcome, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        self.pending.push_back(Pending { op, reply });
+        self.flush(ctx);
+        answer
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
@@ -179,8 +211,13 @@ impl JobStore {
 impl Actor for JobStore {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         debug!(actor = "job_store", "started");
+        if self.timeouts.is_some() {
+            ctx.run_interval(self.settings.sweep_interval, |_, ctx| {
+                ctx.notify(SweepTimeouts { now: Utc::now() });
+            });
+        }
     }
 }
 
@@ -188,9 +225,7 @@ impl Handler<Write> for JobStore {
     type Result = ResponseFuture<Result<WriteOutcome, StoreError>>;
 
     fn handle(&mut self, msg: Write, ctx: &mut Self::Context) -> Self::Result {
-        let (reply, answer) = oneshot::channel();
-        self.pending.push_back(Pending { op: msg.0, reply });
-        self.flush(ctx);
+        let answer = self.enqueue(msg.0, ctx);
         Box::pin(async move {
             answer
                 .await
@@ -205,10 +240,68 @@ impl Handler<DueJobs> for JobStore {
     fn handle(&mut self, msg: DueJobs, _: &mut Self::Context) -> Self::Result {
         let db = self.db.clone();
         Box::pin(async move {
-            store::read::due_executions(&db, msg.now, msg.limit, &msg.exclude)
+            store::read::due_executions(&db, msg.now, msg.polled_before, msg.limit, &msg.exclude)
                 .await
                 .map_err(|e| StoreError::Read(e.to_string()))
         })
+    }
+}
+
+impl Handler<SweepTimeouts> for JobStore {
+    type Result = ResponseActFuture<Self, Result<usize, StoreError>>;
+
+    fn handle(&mut self, msg: SweepTimeouts, _: &mut Self::Context) -> Self::Result {
+        let Some(policy) = self.timeouts else {
+            return Box::pin(fut::ready(Ok(0)));
+        };
+        let db = self.db.clone();
+        let started_before = policy
+            .max_runtime
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| msg.now - d);
+        let find = async move {
+            store::read::timeout_candidates(&db, started_before, SWEEP_PAGE)
+                .await
+                .map_err(|e| StoreError::Read(e.to_string()))
+        };
+        Box::pin(find.into_actor(self).then(move |candidates, act, ctx| {
+            let (ids, read_error) = match candidates {
+                Ok(ids) => (ids, None),
+                Err(e) => (Vec::new(), Some(e)),
+            };
+            let answers: Vec<_> = ids
+                .into_iter()
+                .map(|execution_id| {
+                    let op = WriteOp::TimeOut {
+                        execution_id,
+                        now: msg.now,
+                        policy,
+                    };
+                    act.enqueue(op, ctx)
+                })
+                .collect();
+            async move {
+                if let Some(e) = read_error {
+                    return Err(e);
+                }
+                let mut failed = 0;
+                for answer in answers {
+                    if let Ok(Ok(WriteOutcome::Execution(Applied::Transitioned { .. }))) =
+                        answer.await
+                    {
+                        failed += 1;
+                    }
+                }
+                if failed > 0 {
+                    info!(
+                        actor = "job_store",
+                        failed, "timeout sweep failed stuck jobs"
+                    );
+                }
+                Ok(failed)
+            }
+            .into_actor(act)
+        }))
     }
 }
 

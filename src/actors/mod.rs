@@ -8,7 +8,9 @@
 //! for the answer that says the change is durable.
 
 pub mod job_store;
+pub mod scheduler;
+pub mod spark_poller;
 
 pub use job_store::{
-    Drain, DueJobs, GetStats, JobStore, StoreError, StoreHealth, StoreStats, Write,
+    Drain, DueJobs, GetStats, JobStore, StoreError, StoreHealth, StoreStats, SweepTimeouts, Write,
 };

@@ -85,15 +85,16 @@ impl ExecutionState {
                 _ => Applied::Refreshed,
             };
         }
-        self.last_confirmed_at = Some(obs.at);
-        self.consecutive_poll_failures = 0;
         if obs.spark_state.is_some() {
             self.spark_state.clone_from(&obs.spark_state);
         }
         let Some(observed) = obs.status else {
-            self.raise_progress(obs.progress);
+            // Spark answered but knows nothing (UNKNOWN: master recovering). Not a failure to
+            // reach it, and not a confirmation that the job is alive either.
             return Applied::Refreshed;
         };
+        self.last_confirmed_at = Some(obs.at);
+        self.consecutive_poll_failures = 0;
         match judge(self.status, observed) {
             Verdict::Same => {
                 self.raise_progress(obs.progress);
@@ -302,7 +303,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_state_changes_no_status_but_counts_as_confirmation() {
+    fn unknown_state_neither_changes_status_nor_confirms_nor_fails() {
         let mut job = ExecutionState::queued();
         job.observe(&saw(JobStatus::Running, 1));
         job.poll_failed(t(2));
@@ -316,7 +317,9 @@ mod tests {
         assert_eq!(applied, Applied::Refreshed);
         assert_eq!(job.status, JobStatus::Running);
         assert_eq!(job.spark_state.as_deref(), Some("UNKNOWN"));
-        assert_eq!(job.consecutive_poll_failures, 0);
+        assert_eq!(job.consecutive_poll_failures, 1);
+        assert_eq!(job.last_confirmed_at, Some(t(1)));
+        assert_eq!(job.last_polled_at, Some(t(3)));
     }
 
     #[test]

@@ -3,8 +3,12 @@
 
 pub mod execution;
 pub mod queue_event;
+pub mod spark_state;
 pub mod status;
+pub mod timeout;
 
 pub use execution::{Applied, ExecutionState, Observation};
 pub use queue_event::{parse_event, EventApplied, EventError, Position, QueueState, StatusEvent};
+pub use spark_state::{failure_line, DriverState};
 pub use status::{judge, JobStatus, Lifecycle, QueueStatus, Refusal, UnknownStatus, Verdict};
+pub use timeout::{poll_backoff, timeout_reason, TimeoutPolicy};

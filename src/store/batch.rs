@@ -2,6 +2,7 @@
 //! the domain rules, write the changed rows and their history rows, commit.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::{
@@ -16,8 +17,8 @@ use sea_orm::{
 };
 
 use crate::domain::{
-    Applied, EventApplied, ExecutionState, JobStatus, Lifecycle, Observation, Position, QueueState,
-    StatusEvent,
+    poll_backoff, timeout_reason, Applied, EventApplied, ExecutionState, JobStatus, Lifecycle,
+    Observation, Position, QueueState, StatusEvent, TimeoutPolicy,
 };
 
 use super::rows;
@@ -76,12 +77,18 @@ pub enum WriteOp {
         execution_id: String,
         observation: Observation,
     },
-    /// A poll got no usable answer; `retry_at` delays the next poll of this job.
+    /// A poll got no usable answer; `backoff` (interval, cap) delays this job's next poll.
     PollFailed {
         execution_id: String,
         at: DateTime<Utc>,
         error: String,
-        retry_at: Option<DateTime<Utc>>,
+        backoff: Option<(Duration, Duration)>,
+    },
+    /// Fail the job if, by its state at write time, a timeout rule says so.
+    TimeOut {
+        execution_id: String,
+        now: DateTime<Utc>,
+        policy: TimeoutPolicy,
     },
     /// End a job on jobwarden's own authority (a timeout, an operator).
     Finish {
@@ -181,6 +188,7 @@ async fn load_rows(
             WriteOp::Track(r) => execution_ids.push(&r.execution_id),
             WriteOp::Observe { execution_id, .. }
             | WriteOp::PollFailed { execution_id, .. }
+            | WriteOp::TimeOut { execution_id, .. }
             | WriteOp::Finish { execution_id, .. } => execution_ids.push(execution_id),
             WriteOp::QueueEvent { event, .. } => queue_ids.push(&event.job_id),
             WriteOp::DeadLetter(_) => {}
@@ -241,11 +249,22 @@ fn apply_one(
             execution_id,
             observation,
         } => with_execution(changes, execution_id, |state, _row| {
+            let relaunch = observation.spark_state.as_deref() == Some("RELAUNCHING")
+                && state.spark_state.as_deref() != Some("RELAUNCHING")
+                && !state.status.is_terminal();
             let applied = state.observe(observation);
             let record = match &applied {
                 Applied::Transitioned { from, to } => {
                     Some((*from, *to, describe_observation(observation)))
                 }
+                // Worth a line in the history although the status stays Running.
+                Applied::Refreshed if relaunch => Some((
+                    state.status,
+                    state.status,
+                    Some(
+                        "RELAUNCHING: Spark is relaunching the driver (its worker was lost)".into(),
+                    ),
+                )),
                 _ => None,
             };
             (WriteOutcome::Execution(applied), record)
@@ -268,17 +287,50 @@ fn apply_one(
             execution_id,
             at,
             error,
-            retry_at,
+            backoff,
         } => with_execution(changes, execution_id, |state, row| {
             let finished = state.status.is_terminal();
             state.poll_failed(*at);
             if !finished {
                 row.last_poll_error = Some(error.clone());
-                row.next_poll_at = *retry_at;
+                row.next_poll_at = backoff.and_then(|(interval, cap)| {
+                    let delay = poll_backoff(state.consecutive_poll_failures, interval, cap);
+                    chrono::Duration::from_std(delay).ok().map(|d| *at + d)
+                });
             }
             (WriteOutcome::Execution(Applied::Refreshed), None)
         })
         .map(|(outcome, _)| outcome),
+        WriteOp::TimeOut {
+            execution_id,
+            now,
+            policy,
+        } => {
+            let result = with_execution(changes, execution_id, |state, row| {
+                let Some(reason) = timeout_reason(state, row.created_at, *now, policy) else {
+                    return (WriteOutcome::Execution(Applied::Refreshed), None);
+                };
+                match state.force_finish(JobStatus::Failed, *now, &reason) {
+                    Ok((from, to)) => (
+                        WriteOutcome::Execution(Applied::Transitioned { from, to }),
+                        Some((from, to, Some(reason))),
+                    ),
+                    Err(refusal) => (WriteOutcome::Execution(Applied::Refused(refusal)), None),
+                }
+            })?;
+            if let (_, Some((from, to, detail))) = &result {
+                changes.history.push(history_row(
+                    SPARK,
+                    execution_id,
+                    Some(from.as_str()),
+                    to.as_str(),
+                    Source::TimeoutSweep,
+                    detail.clone(),
+                    *now,
+                ));
+            }
+            Ok(result.0)
+        }
         WriteOp::Finish {
             execution_id,
             to,

@@ -25,6 +25,7 @@ pub struct DueExecution {
 pub async fn due_executions(
     db: &DatabaseConnection,
     now: DateTime<Utc>,
+    polled_before: DateTime<Utc>,
     limit: u64,
     exclude: &[String],
 ) -> Result<Vec<DueExecution>, DbErr> {
@@ -40,6 +41,11 @@ pub async fn due_executions(
             Condition::any()
                 .add(executions::Column::NextPollAt.is_null())
                 .add(executions::Column::NextPollAt.lte(now)),
+        )
+        .filter(
+            Condition::any()
+                .add(executions::Column::LastPolledAt.is_null())
+                .add(executions::Column::LastPolledAt.lt(polled_before)),
         );
     if !exclude.is_empty() {
         query = query
@@ -135,6 +141,37 @@ pub async fn count_by_status(db: &DatabaseConnection) -> Result<Vec<(String, i64
             "n",
         )
         .group_by(executions::Column::Status)
+        .into_tuple()
+        .all(db)
+        .await
+}
+
+/// Executions a timeout rule might end now: unfinished and either failing to be confirmed,
+/// still waiting to start, or (with a max runtime) started before `started_before`. The rules
+/// themselves are applied by the store, against the row as it is when it writes.
+pub async fn timeout_candidates(
+    db: &DatabaseConnection,
+    started_before: Option<DateTime<Utc>>,
+    limit: u64,
+) -> Result<Vec<String>, DbErr> {
+    let mut maybe = Condition::any()
+        .add(executions::Column::ConsecutivePollFailures.gt(0))
+        .add(
+            executions::Column::Status
+                .is_in([JobStatus::Queued.as_str(), JobStatus::Submitting.as_str()]),
+        );
+    if let Some(cutoff) = started_before {
+        maybe = maybe.add(executions::Column::StartedAt.lt(cutoff));
+    }
+    executions::Entity::find()
+        .select_only()
+        .column(executions::Column::ExecutionId)
+        .filter(
+            executions::Column::Status.is_in(JobStatus::NON_TERMINAL.iter().map(|s| s.as_str())),
+        )
+        .filter(maybe)
+        .order_by_asc(executions::Column::ExecutionId)
+        .limit(limit)
         .into_tuple()
         .all(db)
         .await

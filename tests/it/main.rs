@@ -1,5 +1,7 @@
 //! jobwarden's integration tests: one binary, real databases, the real `jobwarden` executable.
 
 mod binary;
+mod fake_spark;
 mod helpers;
+mod spark;
 mod store;

@@ -108,6 +108,7 @@ async fn tracked_execution_is_due_for_a_poll(db: TestDb) {
     let due = store
         .send(DueJobs {
             now: Utc::now(),
+            polled_before: Utc::now(),
             limit: 10,
             exclude: vec!["e2".into()],
         })
@@ -158,7 +159,7 @@ async fn finished_job_ignores_late_and_duplicate_observations(db: TestDb) {
         3,
         "Queued, Running, Succeeded only"
     );
-    let due = read::due_executions(&db.db, Utc::now(), 10, &[])
+    let due = read::due_executions(&db.db, Utc::now(), Utc::now(), 10, &[])
         .await
         .unwrap();
     assert!(due.is_empty(), "a finished job is never polled again");
@@ -299,7 +300,7 @@ async fn poll_failure_never_changes_status(db: TestDb) {
                 execution_id: "e1".into(),
                 at: t(10 + i),
                 error: "connection refused".into(),
-                retry_at: Some(t(100)),
+                backoff: Some((Duration::from_secs(10), Duration::from_secs(60))),
             },
         )
         .await
@@ -309,7 +310,8 @@ async fn poll_failure_never_changes_status(db: TestDb) {
     assert_eq!(row.status, "Running");
     assert_eq!(row.consecutive_poll_failures, 3);
     assert_eq!(row.last_poll_error.as_deref(), Some("connection refused"));
-    assert_eq!(row.next_poll_at, Some(t(100)));
+    // Third failure at t(12): 10s doubled twice.
+    assert_eq!(row.next_poll_at, Some(t(52)));
     assert_eq!(row.last_confirmed_at, Some(t(1)));
 
     write(&store, observe("e1", JobStatus::Running, 20))
@@ -333,7 +335,7 @@ async fn row_inserted_by_a_submitter_is_supervised(db: TestDb) {
     let row = execution(&db, "ext-1").await;
     assert_eq!(row.status, "Queued");
     assert_eq!(row.progress, 0);
-    let due = read::due_executions(&db.db, Utc::now(), 10, &[])
+    let due = read::due_executions(&db.db, Utc::now(), Utc::now(), 10, &[])
         .await
         .unwrap();
     assert_eq!(due.len(), 1);

@@ -1,0 +1,280 @@
+//! Scheduler: every `poll_interval` starts a poll cycle: asks the JobStore for due jobs, page
+//! by page, and hands each to an idle poller. A job is never polled twice at once, and a cycle
+//! that outlasts the interval makes the next tick a no-op instead of a pile-up.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use tracing::{debug, info, info_span, warn};
+
+use crate::store::read::DueExecution;
+
+use super::job_store::{DueJobs, JobStore};
+use super::spark_poller::{Poll, PollReport, SparkPoller};
+
+/// Start a poll cycle now (sent by the interval timer; tests send it directly).
+#[derive(Message, Debug, Default)]
+#[rtype(result = "TickSummary")]
+pub struct Tick;
+
+/// What a tick did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, MessageResponse)]
+pub struct TickSummary {
+    /// False when the previous cycle was still running.
+    pub started: bool,
+}
+
+/// Counters since start.
+#[derive(Message, Debug)]
+#[rtype(result = "SchedulerStats")]
+pub struct GetSchedulerStats;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, MessageResponse)]
+pub struct SchedulerStats {
+    pub cycles: u64,
+    pub skipped_ticks: u64,
+    pub dispatched: u64,
+    pub completed: u64,
+    pub in_flight: usize,
+    pub cycle_running: bool,
+}
+
+/// Stop starting polls; resolves once every poll in flight has finished.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct StopPolling;
+
+pub struct Scheduler {
+    store: Addr<JobStore>,
+    pollers: Vec<Addr<SparkPoller>>,
+    idle: Vec<usize>,
+    in_flight: HashSet<String>,
+    backlog: VecDeque<DueExecution>,
+    interval: Duration,
+    page: u64,
+    cycle: Option<Cycle>,
+    fetching: bool,
+    stopping: bool,
+    idle_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    stats: SchedulerStats,
+}
+
+struct Cycle {
+    started_at: DateTime<Utc>,
+    /// Jobs dispatched in this cycle: one whose result could not be recorded stays due, and
+    /// must wait for the next cycle rather than be polled again and again in this one.
+    seen: HashSet<String>,
+    clock: Instant,
+    due: u64,
+    dispatched: u64,
+    more: bool,
+}
+
+impl Scheduler {
+    pub fn new(store: Addr<JobStore>, pollers: Vec<Addr<SparkPoller>>, interval: Duration) -> Self {
+        let idle = (0..pollers.len()).rev().collect();
+        // A page keeps every poller busy for a few rounds without loading the whole table.
+        let page = (pollers.len() as u64 * 4).clamp(64, 2_000);
+        Scheduler {
+            store,
+            pollers,
+            idle,
+            in_flight: HashSet::new(),
+            backlog: VecDeque::new(),
+            interval,
+            page,
+            cycle: None,
+            fetching: false,
+            stopping: false,
+            idle_waiters: Vec::new(),
+            stats: SchedulerStats::default(),
+        }
+    }
+
+    fn fetch(&mut self, ctx: &mut Context<Self>) {
+        let Some(cycle) = &self.cycle else { return };
+        if self.fetching || self.stopping {
+            return;
+        }
+        self.fetching = true;
+        let exclude: Vec<String> = self
+            .in_flight
+            .iter()
+            .cloned()
+            .chain(self.backlog.iter().map(|j| j.execution_id.clone()))
+            .collect();
+        let request = DueJobs {
+            now: Utc::now(),
+            polled_before: cycle.started_at,
+            limit: self.page,
+            exclude,
+        };
+        let page = self.page;
+        ctx.spawn(self.store.send(request).into_actor(self).map(move |answer, act, ctx| {
+            act.fetching = false;
+            let Some(cycle) = act.cycle.as_mut() else { return };
+            match answer {
+                Ok(Ok(jobs)) => {
+                    cycle.more = jobs.len() as u64 == page;
+                    let fresh: Vec<DueExecution> = jobs
+                        .into_iter()
+                        .filter(|j| !cycle.seen.contains(&j.execution_id))
+                        .collect();
+                    if fresh.is_empty() {
+                        cycle.more = false;
+                    }
+                    cycle.due += fresh.len() as u64;
+                    act.backlog.extend(fresh);
+                }
+                Ok(Err(e)) => {
+                    warn!(actor = "scheduler", error = %e, "could not read due jobs; next tick retries");
+                    cycle.more = false;
+                }
+                Err(e) => {
+                    warn!(actor = "scheduler", error = %e, "job store unavailable; next tick retries");
+                    cycle.more = false;
+                }
+            }
+            act.dispatch(ctx);
+        }));
+    }
+
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        while !self.stopping && !self.backlog.is_empty() {
+            let Some(poller) = self.idle.pop() else { break };
+            let job = self.backlog.pop_front().expect("backlog checked non-empty");
+            let execution_id = job.execution_id.clone();
+            self.in_flight.insert(execution_id.clone());
+            self.stats.dispatched += 1;
+            if let Some(cycle) = self.cycle.as_mut() {
+                cycle.dispatched += 1;
+                cycle.seen.insert(execution_id.clone());
+            }
+            let request = self.pollers[poller].send(Poll { job });
+            ctx.spawn(request.into_actor(self).map(move |report, act, ctx| {
+                act.in_flight.remove(&execution_id);
+                act.idle.push(poller);
+                act.stats.completed += 1;
+                match report {
+                    Ok(PollReport::NotRecorded(e)) => {
+                        debug!(execution_id = %execution_id, error = %e, "poll not recorded")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(execution_id = %execution_id, error = %e, "poller did not answer")
+                    }
+                }
+                act.dispatch(ctx);
+            }));
+        }
+        self.after_dispatch(ctx);
+    }
+
+    fn after_dispatch(&mut self, ctx: &mut Context<Self>) {
+        let Some(cycle) = &self.cycle else {
+            self.notify_idle();
+            return;
+        };
+        // Keep the backlog about one page deep while the cycle has more due jobs.
+        if cycle.more && !self.fetching && (self.backlog.len() as u64) < self.page / 2 {
+            self.fetch(ctx);
+            return;
+        }
+        if !cycle.more && !self.fetching && self.backlog.is_empty() && self.in_flight.is_empty() {
+            let cycle = self.cycle.take().expect("cycle checked present");
+            let span = info_span!("scheduler", actor = "scheduler");
+            let _enter = span.enter();
+            if cycle.due > 0 {
+                info!(
+                    due = cycle.due,
+                    dispatched = cycle.dispatched,
+                    duration_ms = cycle.clock.elapsed().as_millis() as u64,
+                    "poll cycle finished"
+                );
+            } else {
+                debug!("poll cycle found nothing due");
+            }
+            self.notify_idle();
+        }
+    }
+
+    fn notify_idle(&mut self) {
+        if self.in_flight.is_empty() {
+            for waiter in self.idle_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        info!(actor = "scheduler", pollers = self.pollers.len(), interval = ?self.interval, "scheduler started");
+        ctx.notify(Tick);
+        ctx.run_interval(self.interval, |_, ctx| ctx.notify(Tick));
+    }
+}
+
+impl Handler<Tick> for Scheduler {
+    type Result = TickSummary;
+
+    fn handle(&mut self, _: Tick, ctx: &mut Self::Context) -> TickSummary {
+        if self.stopping {
+            return TickSummary { started: false };
+        }
+        if let Some(cycle) = &self.cycle {
+            self.stats.skipped_ticks += 1;
+            debug!(
+                actor = "scheduler",
+                in_flight = self.in_flight.len(),
+                backlog = self.backlog.len(),
+                running_for_ms = cycle.clock.elapsed().as_millis() as u64,
+                "previous poll cycle still running; tick skipped"
+            );
+            return TickSummary { started: false };
+        }
+        self.stats.cycles += 1;
+        self.cycle = Some(Cycle {
+            started_at: Utc::now(),
+            seen: HashSet::new(),
+            clock: Instant::now(),
+            due: 0,
+            dispatched: 0,
+            more: true,
+        });
+        self.fetch(ctx);
+        TickSummary { started: true }
+    }
+}
+
+impl Handler<GetSchedulerStats> for Scheduler {
+    type Result = SchedulerStats;
+
+    fn handle(&mut self, _: GetSchedulerStats, _: &mut Self::Context) -> SchedulerStats {
+        SchedulerStats {
+            in_flight: self.in_flight.len(),
+            cycle_running: self.cycle.is_some(),
+            ..self.stats
+        }
+    }
+}
+
+impl Handler<StopPolling> for Scheduler {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: StopPolling, _: &mut Self::Context) -> Self::Result {
+        self.stopping = true;
+        self.backlog.clear();
+        self.cycle = None;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.idle_waiters.push(tx);
+        self.notify_idle();
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}

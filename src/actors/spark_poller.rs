@@ -1,0 +1,230 @@
+//! SparkPoller: asks Spark about one driver at a time and hands what it saw to the JobStore.
+//! Its handler holds the actor until the answer is durable, so the pool size is exactly the
+//! number of Spark requests in flight.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::domain::{DriverState, JobStatus, Observation};
+use crate::spark::{DriverStatus, SparkClient, SparkError};
+use crate::store::read::DueExecution;
+use crate::store::{WriteOp, WriteOutcome};
+
+use super::job_store::{JobStore, StoreError, Write};
+
+/// Poll one execution.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "PollReport")]
+pub struct Poll {
+    pub job: DueExecution,
+}
+
+/// How a poll ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollReport {
+    /// Spark answered and the answer is durable.
+    Observed(DriverState),
+    /// Spark gave no usable answer; the failure is recorded.
+    Failed(String),
+    /// Nothing could be written (the store refused or went away); the job stays due.
+    NotRecorded(String),
+}
+
+/// Spark's reachability and poll counters, shared by the pool.
+#[derive(Debug)]
+pub struct SparkHealth {
+    reachable: AtomicBool,
+    pub polls_observed: AtomicU64,
+    pub polls_failed: AtomicU64,
+    pub unknown_state_answers: AtomicU64,
+}
+
+impl Default for SparkHealth {
+    fn default() -> Self {
+        SparkHealth {
+            reachable: AtomicBool::new(true),
+            polls_observed: AtomicU64::new(0),
+            polls_failed: AtomicU64::new(0),
+            unknown_state_answers: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SparkHealth {
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    /// Logs Spark going down or coming back once per change, not once per job.
+    fn note(&self, up: bool, url: &str, error: Option<&SparkError>) {
+        if self.reachable.swap(up, Ordering::Relaxed) == up {
+            return;
+        }
+        match error {
+            Some(e) if !up => warn!(spark = url, error = %e,
+                "Spark unreachable; jobs keep their status, polls back off"),
+            _ => info!(spark = url, "Spark reachable again"),
+        }
+    }
+}
+
+/// What the poller needs from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PollerSettings {
+    pub poll_interval: Duration,
+    pub max_backoff: Duration,
+}
+
+pub struct SparkPoller {
+    id: usize,
+    client: SparkClient,
+    store: Addr<JobStore>,
+    health: Arc<SparkHealth>,
+    settings: PollerSettings,
+}
+
+impl SparkPoller {
+    pub fn new(
+        id: usize,
+        client: SparkClient,
+        store: Addr<JobStore>,
+        health: Arc<SparkHealth>,
+        settings: PollerSettings,
+    ) -> Self {
+        SparkPoller {
+            id,
+            client,
+            store,
+            health,
+            settings,
+        }
+    }
+}
+
+impl Actor for SparkPoller {
+    type Context = Context<Self>;
+}
+
+impl Handler<Poll> for SparkPoller {
+    type Result = AtomicResponse<Self, PollReport>;
+
+    fn handle(&mut self, msg: Poll, _: &mut Self::Context) -> Self::Result {
+        let span = info_span!(
+            "poll",
+            actor = "spark_poller",
+            poller = self.id,
+            execution_id = %msg.job.execution_id,
+            submission_id = %msg.job.submission_id
+        );
+        let work = poll_once(
+            self.client.clone(),
+            self.store.clone(),
+            self.health.clone(),
+            self.settings,
+            msg.job,
+        )
+        .instrument(span);
+        AtomicResponse::new(Box::pin(work.into_actor(self)))
+    }
+}
+
+async fn poll_once(
+    client: SparkClient,
+    store: Addr<JobStore>,
+    health: Arc<SparkHealth>,
+    settings: PollerSettings,
+    job: DueExecution,
+) -> PollReport {
+    let spark_url = client.rest_base().as_str().to_owned();
+    let answer = client.status(&job.submission_id).await;
+    let at = Utc::now();
+    let (op, report) = match answer {
+        Ok(status) => {
+            health.note(true, &spark_url, None);
+            health.polls_observed.fetch_add(1, Ordering::Relaxed);
+            if status.state == DriverState::Unknown {
+                health.unknown_state_answers.fetch_add(1, Ordering::Relaxed);
+            }
+            debug!(state = %status.state, "Spark answered");
+            let observation = observation_of(&client, &status, at).await;
+            (
+                WriteOp::Observe {
+                    execution_id: job.execution_id.clone(),
+                    observation,
+                },
+                PollReport::Observed(status.state),
+            )
+        }
+        Err(e) => {
+            if e.is_outage() {
+                health.note(false, &spark_url, Some(&e));
+            } else {
+                health.note(true, &spark_url, None);
+                debug!(error = %e, "no usable answer for this submission");
+            }
+            health.polls_failed.fetch_add(1, Ordering::Relaxed);
+            (
+                WriteOp::PollFailed {
+                    execution_id: job.execution_id.clone(),
+                    at,
+                    error: e.to_string(),
+                    backoff: Some((settings.poll_interval, settings.max_backoff)),
+                },
+                PollReport::Failed(e.to_string()),
+            )
+        }
+    };
+    match store.send(Write(op)).await.map_err(StoreError::from) {
+        Ok(Ok(WriteOutcome::Execution(applied))) => {
+            debug!(?applied, "recorded");
+            report
+        }
+        Ok(Ok(other)) => {
+            debug!(?other, "recorded");
+            report
+        }
+        Ok(Err(e)) | Err(e) => {
+            warn!(error = %e, "poll result not recorded; the job stays due");
+            PollReport::NotRecorded(e.to_string())
+        }
+    }
+}
+
+/// Turns a status answer into an observation, fetching the failure reason when the driver
+/// FAILED (its status answer has none).
+async fn observation_of(
+    client: &SparkClient,
+    status: &DriverStatus,
+    at: chrono::DateTime<Utc>,
+) -> Observation {
+    let job_status = status.state.job_status();
+    let message = match status.state {
+        DriverState::Failed => Some(match client.failure_reason(status).await {
+            Ok(reason) => reason,
+            Err(e) => {
+                warn!(error = %e, "could not fetch the failed driver's log");
+                format!("driver FAILED; the reason could not be fetched from the worker's log: {e}")
+            }
+        }),
+        DriverState::Error => Some(status.message.clone().unwrap_or_else(|| {
+            "driver ERROR with no message from Spark (e.g. its worker was lost)".into()
+        })),
+        DriverState::Killed => Some("driver KILLED".into()),
+        _ => None,
+    };
+    Observation {
+        status: job_status,
+        spark_state: Some(status.state.as_str().to_owned()),
+        progress: status
+            .state
+            .estimated_progress()
+            .filter(|_| job_status != Some(JobStatus::Failed)),
+        message,
+        at,
+    }
+}

@@ -1,0 +1,194 @@
+//! When jobwarden itself ends a job: Spark stopped confirming it, it never left the queue, or
+//! it ran past its allowed runtime. Each verdict carries the reason written to the row.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::execution::ExecutionState;
+use super::status::{JobStatus, Lifecycle};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeoutPolicy {
+    /// Failed polls (or unknown-id answers) since the last good answer, for this long.
+    pub stuck_timeout: Duration,
+    /// Longest stay in Queued or Submitting.
+    pub queued_timeout: Duration,
+    /// Longest run; `None` lets long jobs run as long as Spark confirms them.
+    pub max_runtime: Option<Duration>,
+}
+
+fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (now - since).to_std().unwrap_or(Duration::ZERO)
+}
+
+fn human(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Why `state` must end now, if it must. `created_at` stands in for times never recorded.
+pub fn timeout_reason(
+    state: &ExecutionState,
+    created_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    policy: &TimeoutPolicy,
+) -> Option<String> {
+    if state.status.is_terminal() {
+        return None;
+    }
+    if state.consecutive_poll_failures > 0 {
+        let since = state
+            .last_confirmed_at
+            .or(state.status_changed_at)
+            .unwrap_or(created_at);
+        if elapsed(since, now) >= policy.stuck_timeout {
+            return Some(format!(
+                "timed out: Spark has not confirmed this job for {} (stuck_timeout {}; last confirmed {}, {} failed polls since)",
+                human(elapsed(since, now)),
+                human(policy.stuck_timeout),
+                state.last_confirmed_at.map(stamp).unwrap_or_else(|| "never".into()),
+                state.consecutive_poll_failures
+            ));
+        }
+    }
+    if matches!(state.status, JobStatus::Queued | JobStatus::Submitting) {
+        let since = state.status_changed_at.unwrap_or(created_at);
+        if elapsed(since, now) >= policy.queued_timeout {
+            return Some(format!(
+                "timed out: {} for {} since {} (queued_timeout {})",
+                state.status,
+                human(elapsed(since, now)),
+                stamp(since),
+                human(policy.queued_timeout)
+            ));
+        }
+    }
+    if let (JobStatus::Running, Some(limit), Some(started)) =
+        (state.status, policy.max_runtime, state.started_at)
+    {
+        if elapsed(started, now) >= limit {
+            return Some(format!(
+                "timed out: running for {} since {} (max_runtime {})",
+                human(elapsed(started, now)),
+                stamp(started),
+                human(limit)
+            ));
+        }
+    }
+    None
+}
+
+/// How long to wait before polling a job again after `failures` consecutive failed polls:
+/// the usual interval after the first, then doubling, capped.
+pub fn poll_backoff(failures: u32, interval: Duration, cap: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(20);
+    interval
+        .saturating_mul(1 << doublings)
+        .min(cap.max(interval))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Observation;
+    use chrono::TimeZone;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    const POLICY: TimeoutPolicy = TimeoutPolicy {
+        stuck_timeout: Duration::from_secs(300),
+        queued_timeout: Duration::from_secs(3600),
+        max_runtime: None,
+    };
+
+    fn running_since(at: i64) -> ExecutionState {
+        let mut job = ExecutionState::queued();
+        job.observe(&Observation {
+            status: Some(JobStatus::Running),
+            spark_state: Some("RUNNING".into()),
+            progress: None,
+            message: None,
+            at: t(at),
+        });
+        job
+    }
+
+    #[test]
+    fn job_spark_keeps_confirming_is_never_timed_out() {
+        let mut job = running_since(0);
+        for minute in 1..=600 {
+            job.observe(&Observation {
+                status: Some(JobStatus::Running),
+                spark_state: Some("RUNNING".into()),
+                progress: None,
+                message: None,
+                at: t(minute * 60),
+            });
+        }
+        assert_eq!(timeout_reason(&job, t(0), t(600 * 60 + 30), &POLICY), None);
+    }
+
+    #[test]
+    fn unconfirmed_job_times_out_after_stuck_timeout_with_the_reason() {
+        let mut job = running_since(0);
+        job.poll_failed(t(100));
+        assert_eq!(timeout_reason(&job, t(0), t(299), &POLICY), None);
+        let reason = timeout_reason(&job, t(0), t(301), &POLICY).unwrap();
+        assert!(reason.contains("has not confirmed"), "{reason}");
+        assert!(reason.contains("stuck_timeout 5m"), "{reason}");
+        assert!(reason.contains("1 failed polls"), "{reason}");
+    }
+
+    #[test]
+    fn jobwardens_own_downtime_does_not_time_jobs_out() {
+        // No failed poll: nobody asked Spark, so nothing says the job is stuck.
+        let job = running_since(0);
+        assert_eq!(timeout_reason(&job, t(0), t(10_000), &POLICY), None);
+    }
+
+    #[test]
+    fn queued_too_long_times_out() {
+        let job = ExecutionState::queued();
+        assert_eq!(timeout_reason(&job, t(0), t(3599), &POLICY), None);
+        let reason = timeout_reason(&job, t(0), t(3600), &POLICY).unwrap();
+        assert!(reason.contains("Queued for 1h"), "{reason}");
+    }
+
+    #[test]
+    fn max_runtime_ends_long_runs_only_when_set() {
+        let job = running_since(0);
+        assert_eq!(timeout_reason(&job, t(0), t(90_000), &POLICY), None);
+        let strict = TimeoutPolicy {
+            max_runtime: Some(Duration::from_secs(3600)),
+            ..POLICY
+        };
+        let reason = timeout_reason(&job, t(0), t(3600), &strict).unwrap();
+        assert!(reason.contains("max_runtime 1h"), "{reason}");
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_interval_up_to_the_cap() {
+        let interval = Duration::from_secs(15);
+        let cap = Duration::from_secs(300);
+        let delays: Vec<u64> = (1..=7)
+            .map(|n| poll_backoff(n, interval, cap).as_secs())
+            .collect();
+        assert_eq!(delays, vec![15, 30, 60, 120, 240, 300, 300]);
+        assert_eq!(poll_backoff(u32::MAX, interval, cap), cap);
+    }
+
+    #[test]
+    fn finished_jobs_never_time_out() {
+        let mut job = running_since(0);
+        job.force_finish(JobStatus::Succeeded, t(1), "done")
+            .unwrap();
+        job.poll_failed(t(2));
+        assert_eq!(timeout_reason(&job, t(0), t(1_000_000), &POLICY), None);
+    }
+}

@@ -1,0 +1,313 @@
+//! The HTTP client for a Spark master's REST submission server and web UI.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
+
+use crate::config::SparkSettings;
+use crate::domain::{failure_line, DriverState};
+
+/// One driver's status as the master reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverStatus {
+    pub submission_id: String,
+    pub state: DriverState,
+    /// Spark's `message`; only ERROR carries one.
+    pub message: Option<String>,
+    pub worker_id: Option<String>,
+}
+
+/// Why a call to Spark gave no usable answer. None of these says anything about the job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SparkError {
+    #[error("Spark does not know submission {0}")]
+    UnknownSubmission(String),
+    #[error("Spark did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot reach Spark at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("Spark answered HTTP {status}: {body}")]
+    Http { status: u16, body: String },
+    #[error("Spark's answer is not a driver status: {0}")]
+    Garbage(String),
+    #[error("Spark reported driver state {0:?}, which this version does not know")]
+    UnknownState(String),
+}
+
+impl SparkError {
+    /// Spark itself is down or failing (as opposed to an answer about one submission).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            SparkError::Timeout(_) | SparkError::Unreachable { .. } => true,
+            SparkError::Http { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusWire {
+    action: Option<String>,
+    driver_state: Option<String>,
+    message: Option<String>,
+    success: Option<bool>,
+    worker_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MasterWire {
+    #[serde(default)]
+    workers: Vec<WorkerWire>,
+}
+
+#[derive(Deserialize)]
+struct WorkerWire {
+    id: String,
+    webuiaddress: String,
+}
+
+/// Cheap to clone: every clone shares one connection pool.
+#[derive(Clone)]
+pub struct SparkClient {
+    http: reqwest::Client,
+    rest_base: Url,
+    master_ui: Url,
+    timeout: Duration,
+    stderr_tail_bytes: usize,
+}
+
+/// Longest failure message stored on a row (the meaningful line plus the stderr tail).
+const MAX_REASON_CHARS: usize = 8_000;
+
+impl SparkClient {
+    pub fn new(settings: &SparkSettings) -> Result<Self, String> {
+        let rest_base = rest_base_url(&settings.rest_url)?;
+        let master_ui = match &settings.master_ui_url {
+            Some(url) => Url::parse(url).map_err(|e| format!("spark.master_ui_url: {e}"))?,
+            None => {
+                let mut ui = rest_base.clone();
+                ui.set_port(Some(8080))
+                    .map_err(|_| "spark.rest_url has no host")?;
+                ui
+            }
+        };
+        let mut headers = HeaderMap::new();
+        if let Some(token) = &settings.bearer_token {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .map_err(|_| "spark.bearer_token holds characters not allowed in a header")?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .connect_timeout(settings.request_timeout)
+            .pool_max_idle_per_host(settings.max_concurrent_polls.max(1))
+            .default_headers(headers)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(SparkClient {
+            http,
+            rest_base,
+            master_ui,
+            timeout: settings.request_timeout,
+            stderr_tail_bytes: settings.stderr_tail_bytes,
+        })
+    }
+
+    pub fn rest_base(&self) -> &Url {
+        &self.rest_base
+    }
+
+    /// `GET /v1/submissions/status/{id}`.
+    pub async fn status(&self, submission_id: &str) -> Result<DriverStatus, SparkError> {
+        let url = self.rest_url(&["v1", "submissions", "status", submission_id]);
+        let body = self.get_text(url).await?;
+        let wire: StatusWire = serde_json::from_str(&body)
+            .map_err(|e| SparkError::Garbage(format!("{e}; body starts {:?}", preview(&body))))?;
+        if wire.action.as_deref() == Some("ErrorResponse") {
+            return Err(SparkError::Garbage(
+                wire.message
+                    .unwrap_or_else(|| "ErrorResponse without a message".into()),
+            ));
+        }
+        let Some(raw_state) = wire.driver_state else {
+            if wire.success == Some(false) {
+                return Err(SparkError::UnknownSubmission(submission_id.to_owned()));
+            }
+            return Err(SparkError::Garbage(format!(
+                "no driverState; body starts {:?}",
+                preview(&body)
+            )));
+        };
+        let state =
+            DriverState::parse(&raw_state).ok_or(SparkError::UnknownState(raw_state.clone()))?;
+        Ok(DriverStatus {
+            submission_id: submission_id.to_owned(),
+            state,
+            message: wire.message.filter(|m| !m.trim().is_empty()),
+            worker_id: wire.worker_id,
+        })
+    }
+
+    /// `POST /v1/submissions/kill/{id}`; true when Spark accepted the kill.
+    pub async fn kill(&self, submission_id: &str) -> Result<bool, SparkError> {
+        let url = self.rest_url(&["v1", "submissions", "kill", submission_id]);
+        let response = self
+            .http
+            .post(url.clone())
+            .send()
+            .await
+            .map_err(|e| self.transport(&url, e))?;
+        let body = response.text().await.map_err(|e| self.transport(&url, e))?;
+        let wire: StatusWire = serde_json::from_str(&body)
+            .map_err(|e| SparkError::Garbage(format!("{e}; body starts {:?}", preview(&body))))?;
+        Ok(wire.success == Some(true))
+    }
+
+    /// Why a FAILED driver failed, read from the tail of its stderr on the worker: the
+    /// meaningful line first, then the tail itself.
+    pub async fn failure_reason(&self, status: &DriverStatus) -> Result<String, SparkError> {
+        let worker_id = status
+            .worker_id
+            .as_deref()
+            .ok_or_else(|| SparkError::Garbage("the status names no worker".into()))?;
+        let mut master = self.master_ui.clone();
+        master.set_path("/json/");
+        let body = self.get_text(master).await?;
+        let master: MasterWire = serde_json::from_str(&body)
+            .map_err(|e| SparkError::Garbage(format!("master /json/: {e}")))?;
+        let worker = master
+            .workers
+            .iter()
+            .find(|w| w.id == worker_id)
+            .ok_or_else(|| {
+                SparkError::Garbage(format!("the master lists no worker {worker_id}"))
+            })?;
+        let mut log = Url::parse(&worker.webuiaddress).map_err(|e| {
+            SparkError::Garbage(format!("worker address {:?}: {e}", worker.webuiaddress))
+        })?;
+        log.set_path("/log/");
+        log.query_pairs_mut()
+            .append_pair("driverId", &status.submission_id)
+            .append_pair("logType", "stderr")
+            .append_pair("byteLength", &self.stderr_tail_bytes.to_string());
+        let stderr = self.get_text(log).await?;
+        Ok(compose_reason(&stderr))
+    }
+
+    fn rest_url(&self, segments: &[&str]) -> Url {
+        let mut url = self.rest_base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    async fn get_text(&self, url: Url) -> Result<String, SparkError> {
+        let response = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| self.transport(&url, e))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| self.transport(&url, e))?;
+        if status != StatusCode::OK {
+            return Err(SparkError::Http {
+                status: status.as_u16(),
+                body: preview(&body).to_owned(),
+            });
+        }
+        Ok(body)
+    }
+
+    fn transport(&self, url: &Url, e: reqwest::Error) -> SparkError {
+        if e.is_timeout() {
+            SparkError::Timeout(self.timeout)
+        } else {
+            SparkError::Unreachable {
+                url: format!("{}://{}", url.scheme(), url.authority()),
+                detail: error_chain(&e),
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn rest_base_url(raw: &str) -> Result<Url, String> {
+    let http = match raw.strip_prefix("spark://") {
+        Some(rest) => format!("http://{rest}"),
+        None => raw.to_owned(),
+    };
+    let url = Url::parse(&http).map_err(|e| format!("spark.rest_url {raw:?}: {e}"))?;
+    if url.host().is_none() {
+        return Err(format!("spark.rest_url {raw:?} has no host"));
+    }
+    Ok(url)
+}
+
+fn preview(body: &str) -> &str {
+    let end = body
+        .char_indices()
+        .nth(200)
+        .map(|(i, _)| i)
+        .unwrap_or(body.len());
+    &body[..end]
+}
+
+/// The meaningful line, then the stderr tail, bounded.
+pub fn compose_reason(stderr: &str) -> String {
+    let line = failure_line(stderr).unwrap_or("driver failed (no exception line in its stderr)");
+    let mut reason = format!(
+        "{line}\n--- driver stderr (tail) ---\n{}",
+        stderr.trim_end()
+    );
+    if reason.len() > MAX_REASON_CHARS {
+        let cut = reason
+            .char_indices()
+            .map(|(i, _)| i)
+            .take_while(|i| *i <= MAX_REASON_CHARS)
+            .last()
+            .unwrap_or(0);
+        reason.truncate(cut);
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spark_scheme_becomes_http() {
+        assert_eq!(
+            rest_base_url("spark://master:6066").unwrap().as_str(),
+            "http://master:6066/"
+        );
+        assert!(rest_base_url("http://").is_err());
+    }
+
+    #[test]
+    fn failure_reason_starts_with_the_cause_and_is_bounded() {
+        let stderr = include_str!("../../tests/fixtures/worker-driver-stderr-FAILED.txt");
+        let reason = compose_reason(stderr);
+        assert!(reason.starts_with(
+            "Caused by: java.lang.IllegalStateException: input table missing: s3://bucket/x\n"
+        ));
+        let huge = "x".repeat(100_000);
+        assert!(compose_reason(&huge).len() <= MAX_REASON_CHARS);
+    }
+}

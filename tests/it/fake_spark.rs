@@ -1,0 +1,266 @@
+//! An HTTP/1.1 server on loopback that speaks the Spark master's REST protocol with bodies
+//! shaped exactly like a real Spark 4.3 master's, and that measures how many requests it is
+//! serving at once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const WORKER_ID: &str = "worker-20261128210217-127.0.0.1-37125";
+
+/// How the server answers the status of one submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A `driverState` with Spark's usual body (ERROR carries Spark's exception message).
+    State(&'static str),
+    /// `success: false`, no `driverState`: Spark does not know the id.
+    UnknownId,
+    Http500,
+    /// Never answers (longer than any client timeout).
+    Hang,
+    Garbage,
+}
+
+#[derive(Default)]
+struct Shared {
+    answers: Mutex<HashMap<String, Answer>>,
+    delay: Mutex<Duration>,
+    status_requests: Mutex<HashMap<String, usize>>,
+    current: AtomicUsize,
+    max: AtomicUsize,
+    log_requests: AtomicUsize,
+}
+
+#[derive(Clone)]
+pub struct FakeSpark {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl FakeSpark {
+    pub async fn start() -> FakeSpark {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::default());
+        let server = FakeSpark { addr, shared };
+        let accepting = server.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let conn = accepting.clone();
+                tokio::spawn(async move { conn.serve(stream).await });
+            }
+        });
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn answer(&self, submission_id: &str, answer: Answer) {
+        self.shared
+            .answers
+            .lock()
+            .unwrap()
+            .insert(submission_id.to_owned(), answer);
+    }
+
+    /// Every status answer takes this long (so concurrency becomes visible).
+    pub fn set_delay(&self, delay: Duration) {
+        *self.shared.delay.lock().unwrap() = delay;
+    }
+
+    pub fn max_concurrent(&self) -> usize {
+        self.shared.max.load(Ordering::SeqCst)
+    }
+
+    pub fn status_requests(&self, submission_id: &str) -> usize {
+        self.shared
+            .status_requests
+            .lock()
+            .unwrap()
+            .get(submission_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn total_status_requests(&self) -> usize {
+        self.shared.status_requests.lock().unwrap().values().sum()
+    }
+
+    pub fn log_requests(&self) -> usize {
+        self.shared.log_requests.load(Ordering::SeqCst)
+    }
+
+    async fn serve(&self, stream: TcpStream) {
+        let (read, mut write) = stream.into_split();
+        let mut reader = BufReader::new(read);
+        loop {
+            let mut request_line = String::new();
+            match reader.read_line(&mut request_line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            // Headers until the blank line; these requests carry no body.
+            loop {
+                let mut header = String::new();
+                match reader.read_line(&mut header).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) if header == "\r\n" || header == "\n" => break,
+                    Ok(_) => {}
+                }
+            }
+            let mut parts = request_line.split_whitespace();
+            let method = parts.next().unwrap_or_default().to_owned();
+            let target = parts.next().unwrap_or_default().to_owned();
+            let Some((status, content_type, body)) = self.respond(&method, &target).await else {
+                return;
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nServer: Jetty(11.0)\r\n\r\n",
+                body.len()
+            );
+            if write.write_all(head.as_bytes()).await.is_err()
+                || write.write_all(body.as_bytes()).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    async fn respond(
+        &self,
+        method: &str,
+        target: &str,
+    ) -> Option<(&'static str, &'static str, String)> {
+        let path = target.split('?').next().unwrap_or_default();
+        if let Some(id) = path.strip_prefix("/v1/submissions/status/") {
+            return self.status(id).await;
+        }
+        if let (Some(id), "POST") = (path.strip_prefix("/v1/submissions/kill/"), method) {
+            return Some(("200 OK", "application/json", kill_body(id)));
+        }
+        if path == "/json/" {
+            let master = include_str!("../fixtures/master-json.json")
+                .replace("http://127.0.0.1:8081", &self.url());
+            return Some(("200 OK", "application/json", master));
+        }
+        if path == "/log/" {
+            self.shared.log_requests.fetch_add(1, Ordering::SeqCst);
+            let stderr = include_str!("../fixtures/worker-driver-stderr-FAILED.txt");
+            return Some(("200 OK", "text/plain", stderr.to_owned()));
+        }
+        Some(("404 Not Found", "text/plain", "not found".into()))
+    }
+
+    async fn status(&self, id: &str) -> Option<(&'static str, &'static str, String)> {
+        *self
+            .shared
+            .status_requests
+            .lock()
+            .unwrap()
+            .entry(id.to_owned())
+            .or_default() += 1;
+        let now = self.shared.current.fetch_add(1, Ordering::SeqCst) + 1;
+        self.shared.max.fetch_max(now, Ordering::SeqCst);
+        let delay = *self.shared.delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let answer = self
+            .shared
+            .answers
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .unwrap_or(Answer::State("RUNNING"));
+        let reply = match answer {
+            Answer::State(state) => Some(("200 OK", "application/json", status_body(id, state))),
+            Answer::UnknownId => Some(("200 OK", "application/json", unknown_body(id))),
+            Answer::Http500 => Some((
+                "500 Internal Server Error",
+                "text/html",
+                "<html><body><h2>HTTP ERROR 500</h2></body></html>".into(),
+            )),
+            Answer::Garbage => Some((
+                "200 OK",
+                "text/html",
+                "<html>Spark Master at spark://</html>".into(),
+            )),
+            Answer::Hang => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                None
+            }
+        };
+        self.shared.current.fetch_sub(1, Ordering::SeqCst);
+        reply
+    }
+}
+
+/// Shaped like tests/fixtures/status-*.json (a real master's answers).
+fn status_body(id: &str, state: &str) -> String {
+    let mut fields = vec![
+        r#""action" : "SubmissionStatusResponse""#.to_owned(),
+        format!(r#""driverState" : "{state}""#),
+    ];
+    if state == "ERROR" {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../fixtures/status-ERROR.json")).unwrap();
+        fields.push(format!(r#""message" : {}"#, fixture["message"]));
+    }
+    fields.push(r#""serverSparkVersion" : "4.3.0""#.to_owned());
+    fields.push(format!(r#""submissionId" : "{id}""#));
+    fields.push(r#""success" : true"#.to_owned());
+    if state != "SUBMITTED" {
+        fields.push(r#""workerHostPort" : "127.0.0.1:37125""#.to_owned());
+        fields.push(format!(r#""workerId" : "{WORKER_ID}""#));
+    }
+    format!("{{\n  {}\n}}", fields.join(",\n  "))
+}
+
+fn unknown_body(id: &str) -> String {
+    format!(
+        "{{\n  \"action\" : \"SubmissionStatusResponse\",\n  \"serverSparkVersion\" : \"4.3.0\",\n  \"submissionId\" : \"{id}\",\n  \"success\" : false\n}}"
+    )
+}
+
+fn kill_body(id: &str) -> String {
+    format!(
+        "{{\n  \"action\" : \"KillSubmissionResponse\",\n  \"message\" : \"Kill request for {id} submitted\",\n  \"serverSparkVersion\" : \"4.3.0\",\n  \"submissionId\" : \"{id}\",\n  \"success\" : true\n}}"
+    )
+}
+
+#[test]
+fn fake_bodies_match_the_real_masters_answers() {
+    for state in [
+        "RUNNING",
+        "FINISHED",
+        "FAILED",
+        "KILLED",
+        "SUBMITTED",
+        "ERROR",
+    ] {
+        let fixture = match state {
+            "RUNNING" => include_str!("../fixtures/status-RUNNING.json"),
+            "FINISHED" => include_str!("../fixtures/status-FINISHED.json"),
+            "FAILED" => include_str!("../fixtures/status-FAILED.json"),
+            "KILLED" => include_str!("../fixtures/status-KILLED.json"),
+            "SUBMITTED" => include_str!("../fixtures/status-SUBMITTED.json"),
+            _ => include_str!("../fixtures/status-ERROR.json"),
+        };
+        let real: serde_json::Value = serde_json::from_str(fixture).unwrap();
+        let id = real["submissionId"].as_str().unwrap();
+        let ours: serde_json::Value = serde_json::from_str(&status_body(id, state)).unwrap();
+        assert_eq!(ours, real, "{state}");
+    }
+    let real: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/status-unknown-id.json")).unwrap();
+    let ours: serde_json::Value = serde_json::from_str(&unknown_body("driver-nope")).unwrap();
+    assert_eq!(ours, real);
+}

@@ -1,0 +1,472 @@
+//! Spark supervision against a server speaking Spark's REST protocol: the client's typed
+//! answers, the bounded poller pool, the scheduler's cycles, backoff and timeouts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{Duration as ChronoDuration, Utc};
+use entity::prelude::*;
+use entity::spark_job_executions;
+use jobwarden::actors::scheduler::{GetSchedulerStats, Scheduler, Tick};
+use jobwarden::actors::spark_poller::{PollerSettings, SparkHealth, SparkPoller};
+use jobwarden::actors::{JobStore, SweepTimeouts, Write};
+use jobwarden::config::SparkSettings;
+use jobwarden::domain::{DriverState, TimeoutPolicy};
+use jobwarden::spark::{SparkClient, SparkError};
+use jobwarden::store::{read, Source, TrackRequest, WriteOp};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+
+use crate::fake_spark::{Answer, FakeSpark};
+use crate::helpers::{wait_until, Backend, TestDb};
+
+fn spark_settings(url: &str, pool: usize) -> SparkSettings {
+    let mut settings = crate::helpers::settings_for("sqlite::memory:").spark;
+    settings.rest_url = url.to_owned();
+    settings.master_ui_url = Some(url.to_owned());
+    settings.max_concurrent_polls = pool;
+    settings.request_timeout = Duration::from_millis(500);
+    settings.poll_interval = Duration::from_secs(3600);
+    settings
+}
+
+async fn client_for(spark: &FakeSpark) -> SparkClient {
+    SparkClient::new(&spark_settings(&spark.url(), 5)).unwrap()
+}
+
+/// A store, a poller pool and a scheduler over a fresh SQLite database, driven by hand.
+struct World {
+    db: TestDb,
+    store: Addr<JobStore>,
+    scheduler: Addr<Scheduler>,
+    health: Arc<SparkHealth>,
+}
+
+const POLICY: TimeoutPolicy = TimeoutPolicy {
+    stuck_timeout: Duration::from_secs(300),
+    queued_timeout: Duration::from_secs(3600),
+    max_runtime: None,
+};
+
+async fn track(store: &Addr<JobStore>, n: usize) {
+    for i in 0..n {
+        store
+            .send(Write(WriteOp::Track(TrackRequest {
+                execution_id: format!("e{i}"),
+                submission_id: Some(format!("driver-{i}")),
+                job_name: None,
+                source: Source::Api,
+            })))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+impl World {
+    /// Tracks `jobs` executions (e0…, driver-0…), then starts the scheduler, whose start-up
+    /// tick begins the first poll cycle.
+    async fn new(spark_url: &str, pool: usize, jobs: usize) -> World {
+        let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+        let settings = spark_settings(spark_url, pool);
+        let store = JobStore::new(db.db.clone(), db.settings().store)
+            .with_timeouts(POLICY)
+            .launch();
+        track(&store, jobs).await;
+        let client = SparkClient::new(&settings).unwrap();
+        let health = Arc::new(SparkHealth::default());
+        let poller_settings = PollerSettings {
+            poll_interval: Duration::from_secs(15),
+            max_backoff: Duration::from_secs(300),
+        };
+        let pollers = (0..pool)
+            .map(|id| {
+                SparkPoller::new(
+                    id,
+                    client.clone(),
+                    store.clone(),
+                    health.clone(),
+                    poller_settings,
+                )
+                .start()
+            })
+            .collect();
+        let scheduler = Scheduler::new(store.clone(), pollers, settings.poll_interval).start();
+        World {
+            db,
+            store,
+            scheduler,
+            health,
+        }
+    }
+
+    async fn row(&self, id: &str) -> spark_job_executions::Model {
+        SparkJobExecutions::find_by_id(id.to_owned())
+            .one(&self.db.db)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn count_status(&self, status: &str) -> u64 {
+        SparkJobExecutions::find()
+            .filter(spark_job_executions::Column::Status.eq(status))
+            .count(&self.db.db)
+            .await
+            .unwrap()
+    }
+
+    /// Runs one more poll cycle to its end.
+    async fn cycle(&self) {
+        self.wait_idle().await;
+        self.scheduler.send(Tick).await.unwrap();
+        self.wait_idle().await;
+    }
+
+    async fn wait_idle(&self) {
+        let scheduler = self.scheduler.clone();
+        wait_until(Duration::from_secs(30), "the poll cycle to finish", || {
+            let scheduler = scheduler.clone();
+            async move {
+                let stats = scheduler.send(GetSchedulerStats).await.unwrap();
+                stats.cycles > 0 && !stats.cycle_running
+            }
+        })
+        .await;
+    }
+}
+
+#[actix_rt::test]
+async fn client_reads_every_driver_state_spark_reports() {
+    let spark = FakeSpark::start().await;
+    let client = client_for(&spark).await;
+    for state in DriverState::ALL {
+        spark.answer("driver-1", Answer::State(state.as_str()));
+        assert_eq!(client.status("driver-1").await.unwrap().state, state);
+    }
+}
+
+#[actix_rt::test]
+async fn unknown_submission_id_is_its_own_answer_not_a_failure() {
+    let spark = FakeSpark::start().await;
+    spark.answer("driver-nope", Answer::UnknownId);
+    let err = client_for(&spark)
+        .await
+        .status("driver-nope")
+        .await
+        .unwrap_err();
+    assert_eq!(err, SparkError::UnknownSubmission("driver-nope".into()));
+    assert!(!err.is_outage());
+}
+
+#[actix_rt::test]
+async fn error_state_carries_sparks_message() {
+    let spark = FakeSpark::start().await;
+    spark.answer("driver-1", Answer::State("ERROR"));
+    let status = client_for(&spark).await.status("driver-1").await.unwrap();
+    assert!(status
+        .message
+        .unwrap()
+        .contains("java.nio.file.NoSuchFileException: /opt/spark-apps/missing.jar"));
+}
+
+#[actix_rt::test]
+async fn http_500_is_an_outage() {
+    let spark = FakeSpark::start().await;
+    spark.answer("driver-1", Answer::Http500);
+    let err = client_for(&spark)
+        .await
+        .status("driver-1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SparkError::Http { status: 500, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_outage());
+}
+
+#[actix_rt::test]
+async fn answer_slower_than_the_timeout_is_a_timeout() {
+    let spark = FakeSpark::start().await;
+    spark.answer("driver-1", Answer::Hang);
+    let err = client_for(&spark)
+        .await
+        .status("driver-1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SparkError::Timeout(_)), "{err:?}");
+}
+
+#[actix_rt::test]
+async fn garbage_body_is_refused_with_what_it_was() {
+    let spark = FakeSpark::start().await;
+    spark.answer("driver-1", Answer::Garbage);
+    let err = client_for(&spark)
+        .await
+        .status("driver-1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SparkError::Garbage(text) if text.contains("<html>")),
+        "{err:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn connection_refused_is_an_outage() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let client = SparkClient::new(&spark_settings(&url, 1)).unwrap();
+    let err = client.status("driver-1").await.unwrap_err();
+    assert!(matches!(err, SparkError::Unreachable { .. }), "{err:?}");
+}
+
+#[actix_rt::test]
+async fn failed_driver_reason_comes_from_the_workers_stderr() {
+    let spark = FakeSpark::start().await;
+    spark.answer("driver-1", Answer::State("FAILED"));
+    let client = client_for(&spark).await;
+    let status = client.status("driver-1").await.unwrap();
+    let reason = client.failure_reason(&status).await.unwrap();
+    assert!(reason.starts_with(
+        "Caused by: java.lang.IllegalStateException: input table missing: s3://bucket/x"
+    ));
+    assert!(reason.contains("--- driver stderr (tail) ---"));
+}
+
+#[actix_rt::test]
+async fn pool_of_5_never_has_more_than_5_requests_in_flight() {
+    let spark = FakeSpark::start().await;
+    spark.set_delay(Duration::from_millis(15));
+    let world = World::new(&spark.url(), 5, 200).await;
+    world.wait_idle().await;
+    assert_eq!(world.count_status("Running").await, 200);
+    assert_eq!(spark.total_status_requests(), 200);
+    assert!(
+        spark.max_concurrent() <= 5,
+        "saw {}",
+        spark.max_concurrent()
+    );
+    assert_eq!(spark.max_concurrent(), 5, "the pool should be used fully");
+}
+
+#[actix_rt::test]
+async fn pool_of_64_polls_more_than_5_at_once() {
+    let spark = FakeSpark::start().await;
+    spark.set_delay(Duration::from_millis(15));
+    let world = World::new(&spark.url(), 64, 200).await;
+    world.wait_idle().await;
+    assert_eq!(world.count_status("Running").await, 200);
+    assert!(spark.max_concurrent() > 5, "saw {}", spark.max_concurrent());
+    assert!(
+        spark.max_concurrent() <= 64,
+        "saw {}",
+        spark.max_concurrent()
+    );
+}
+
+#[actix_rt::test]
+async fn slow_poll_is_never_duplicated_by_later_ticks() {
+    let spark = FakeSpark::start().await;
+    spark.set_delay(Duration::from_millis(300));
+    // The scheduler's start-up tick begins a cycle that takes about 600 ms.
+    let world = World::new(&spark.url(), 2, 4).await;
+    let scheduler = world.scheduler.clone();
+    wait_until(Duration::from_secs(10), "the first cycle to start", || {
+        let scheduler = scheduler.clone();
+        async move { scheduler.send(GetSchedulerStats).await.unwrap().in_flight > 0 }
+    })
+    .await;
+    for _ in 0..5 {
+        let summary = world.scheduler.send(Tick).await.unwrap();
+        assert!(
+            !summary.started,
+            "a tick during a running cycle must not start another"
+        );
+    }
+    world.wait_idle().await;
+    for i in 0..4 {
+        assert_eq!(
+            spark.status_requests(&format!("driver-{i}")),
+            1,
+            "driver-{i}"
+        );
+    }
+    let stats = world.scheduler.send(GetSchedulerStats).await.unwrap();
+    assert_eq!(stats.skipped_ticks, 5);
+}
+
+#[actix_rt::test]
+async fn every_state_lands_on_the_row_as_mapped() {
+    let spark = FakeSpark::start().await;
+    let cases = [
+        ("SUBMITTED", "Submitting"),
+        ("RUNNING", "Running"),
+        ("RELAUNCHING", "Running"),
+        ("FINISHED", "Succeeded"),
+        ("FAILED", "Failed"),
+        ("ERROR", "Failed"),
+        ("KILLED", "Cancelled"),
+        ("UNKNOWN", "Queued"),
+    ];
+    for (i, (state, _)) in cases.iter().enumerate() {
+        spark.answer(&format!("driver-{i}"), Answer::State(state));
+    }
+    let world = World::new(&spark.url(), 4, cases.len()).await;
+    world.wait_idle().await;
+    for (i, (state, status)) in cases.iter().enumerate() {
+        let row = world.row(&format!("e{i}")).await;
+        assert_eq!(row.status, *status, "{state}");
+        assert_eq!(row.spark_state.as_deref(), Some(*state));
+    }
+    let succeeded = world.row("e3").await;
+    assert_eq!(succeeded.progress, 100);
+    assert!(succeeded.completed_at.is_some() && succeeded.started_at.is_some());
+    let failed = world.row("e4").await;
+    assert!(failed
+        .error_message
+        .unwrap()
+        .starts_with("Caused by: java.lang.IllegalStateException: input table missing"));
+    assert_eq!(
+        spark.log_requests(),
+        1,
+        "only the FAILED driver's log is fetched"
+    );
+    let error = world.row("e5").await;
+    assert!(error.error_message.unwrap().contains("NoSuchFileException"));
+    assert_eq!(
+        world
+            .health
+            .unknown_state_answers
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[actix_rt::test]
+async fn relaunch_is_noted_in_history_while_the_job_stays_running() {
+    let spark = FakeSpark::start().await;
+    let world = World::new(&spark.url(), 1, 1).await;
+    world.wait_idle().await;
+    spark.answer("driver-0", Answer::State("RELAUNCHING"));
+    world.cycle().await;
+    let (row, history) = read::execution_with_history(&world.db.db, "e0")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, "Running");
+    let last = history.last().unwrap();
+    assert_eq!(last.to_status, "Running");
+    assert!(last.detail.as_deref().unwrap().contains("RELAUNCHING"));
+}
+
+#[actix_rt::test]
+async fn spark_outage_never_fails_a_job_and_backs_off() {
+    let spark = FakeSpark::start().await;
+    let world = World::new(&spark.url(), 2, 3).await;
+    world.wait_idle().await;
+    for i in 0..3 {
+        spark.answer(&format!("driver-{i}"), Answer::Http500);
+    }
+    world.cycle().await;
+    assert!(!world.health.reachable());
+    for i in 0..3 {
+        let row = world.row(&format!("e{i}")).await;
+        assert_eq!(row.status, "Running");
+        assert_eq!(row.consecutive_poll_failures, 1);
+        assert!(row.last_poll_error.unwrap().contains("HTTP 500"));
+        assert!(
+            row.next_poll_at.unwrap() > Utc::now(),
+            "the next poll waits"
+        );
+    }
+    // Backed off: the next cycle does not ask Spark again yet.
+    let asked = spark.total_status_requests();
+    world.cycle().await;
+    assert_eq!(spark.total_status_requests(), asked);
+
+    for i in 0..3 {
+        spark.answer(&format!("driver-{i}"), Answer::State("FINISHED"));
+    }
+    let due_later = read::due_executions(
+        &world.db.db,
+        Utc::now() + ChronoDuration::minutes(1),
+        Utc::now() + ChronoDuration::minutes(1),
+        10,
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(due_later.len(), 3, "due again once the backoff has passed");
+}
+
+#[actix_rt::test]
+async fn unknown_id_is_recorded_and_left_to_the_timeout_policy() {
+    let spark = FakeSpark::start().await;
+    spark.answer("driver-0", Answer::UnknownId);
+    let world = World::new(&spark.url(), 1, 1).await;
+    world.wait_idle().await;
+    let row = world.row("e0").await;
+    assert_eq!(row.status, "Queued");
+    assert_eq!(row.consecutive_poll_failures, 1);
+    assert!(row
+        .last_poll_error
+        .unwrap()
+        .contains("does not know submission driver-0"));
+
+    let early = world
+        .store
+        .send(SweepTimeouts { now: Utc::now() })
+        .await
+        .unwrap();
+    assert_eq!(early, Ok(0));
+    let later = Utc::now() + ChronoDuration::minutes(6);
+    assert_eq!(
+        world
+            .store
+            .send(SweepTimeouts { now: later })
+            .await
+            .unwrap(),
+        Ok(1)
+    );
+    let row = world.row("e0").await;
+    assert_eq!(row.status, "Failed");
+    let reason = row.error_message.unwrap();
+    assert!(reason.contains("has not confirmed this job"), "{reason}");
+    assert!(reason.contains("stuck_timeout 5m"), "{reason}");
+    let (_, history) = read::execution_with_history(&world.db.db, "e0")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(history.last().unwrap().source, "timeout_sweep");
+}
+
+#[actix_rt::test]
+async fn job_spark_keeps_confirming_is_not_swept() {
+    let spark = FakeSpark::start().await;
+    let world = World::new(&spark.url(), 1, 1).await;
+    world.wait_idle().await;
+    let much_later = Utc::now() + ChronoDuration::days(3);
+    assert_eq!(
+        world
+            .store
+            .send(SweepTimeouts { now: much_later })
+            .await
+            .unwrap(),
+        Ok(0)
+    );
+    assert_eq!(world.row("e0").await.status, "Running");
+}
+
+#[actix_rt::test]
+async fn finished_jobs_are_not_polled_again() {
+    let spark = FakeSpark::start().await;
+    spark.answer("driver-0", Answer::State("FINISHED"));
+    let world = World::new(&spark.url(), 1, 1).await;
+    world.wait_idle().await;
+    world.cycle().await;
+    world.cycle().await;
+    assert_eq!(spark.status_requests("driver-0"), 1);
+}
