@@ -19,7 +19,7 @@ fn workdir() -> tempfile::TempDir {
     dir
 }
 
-fn jobwarden(dir: &Path) -> Command {
+pub(crate) fn jobwarden(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir)
         .env_remove("RUST_LOG")
@@ -34,14 +34,14 @@ fn jobwarden(dir: &Path) -> Command {
 }
 
 /// A running service whose log lines arrive on a channel.
-struct Running {
+pub(crate) struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
 
 impl Running {
-    fn start(mut cmd: Command) -> Running {
+    pub(crate) fn start(mut cmd: Command) -> Running {
         let mut child = cmd
             .arg("run")
             .stdout(Stdio::piped())
@@ -70,7 +70,7 @@ impl Running {
     }
 
     /// Waits for a log line containing `needle`.
-    fn wait_for_line(&mut self, needle: &str, limit: Duration) {
+    pub(crate) fn wait_for_line(&mut self, needle: &str, limit: Duration) {
         let deadline = std::time::Instant::now() + limit;
         loop {
             if self.seen.iter().any(|l| l.contains(needle)) {
@@ -87,7 +87,7 @@ impl Running {
         }
     }
 
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([format!("-{name}"), self.child.id().to_string()])
             .status()
@@ -96,7 +96,7 @@ impl Running {
     }
 
     /// Waits for exit and returns the status with every log line.
-    fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+    pub(crate) fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -116,11 +116,11 @@ impl Running {
     }
 }
 
-fn run_to_end(cmd: &mut Command) -> Output {
+pub(crate) fn run_to_end(cmd: &mut Command) -> Output {
     cmd.output().unwrap()
 }
 
-fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

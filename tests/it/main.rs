@@ -3,5 +3,6 @@
 mod binary;
 mod fake_spark;
 mod helpers;
+mod real_spark;
 mod spark;
 mod store;

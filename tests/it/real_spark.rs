@@ -1,0 +1,308 @@
+//! End to end against a real Spark standalone cluster (started by `.ci/run` via
+//! `.ci/spark.sh`): real drivers are submitted, the real `jobwarden` binary supervises them,
+//! and their rows must end as Spark says, with the reasons and history an operator needs.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use entity::prelude::*;
+use entity::spark_job_executions;
+use sea_orm::{Database, DatabaseConnection, EntityTrait};
+use serde_json::json;
+
+use crate::binary::{jobwarden, run_to_end, text, Running};
+use crate::helpers::wait_until;
+
+struct Cluster {
+    rest: String,
+    ui: String,
+}
+
+/// The cluster from the environment; `None` (with the reason printed) where there is none,
+/// except under CI, where its absence is a failure.
+fn cluster() -> Option<Cluster> {
+    let rest = std::env::var("JOBWARDEN_TEST_SPARK_REST_URL").ok();
+    let ui = std::env::var("JOBWARDEN_TEST_SPARK_MASTER_UI").ok();
+    match (rest, ui) {
+        (Some(rest), Some(ui)) => Some(Cluster { rest, ui }),
+        _ => {
+            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+            assert!(
+                !ci,
+                "CI must run the real-Spark test: start the cluster with .ci/spark.sh and export its variables"
+            );
+            eprintln!("SKIPPED real-Spark test: JOBWARDEN_TEST_SPARK_REST_URL is not set (run `eval \"$(bash .ci/spark.sh)\"` to start a local cluster)");
+            None
+        }
+    }
+}
+
+/// Spark calls `main` by reflection, so each driver is a public class in its own file.
+const DRIVERS: [(&str, &str); 3] = [
+    (
+        "Sleep",
+        "public class Sleep { public static void main(String[] a) throws Exception { Thread.sleep(Long.parseLong(a[0])); } }",
+    ),
+    (
+        "Fail",
+        "public class Fail { public static void main(String[] a) { throw new IllegalStateException(\"input table missing: jobwarden-e2e\"); } }",
+    ),
+    (
+        "Forever",
+        "public class Forever { public static void main(String[] a) throws Exception { while (true) Thread.sleep(1000); } }",
+    ),
+];
+
+/// Compiles the three tiny drivers into one jar.
+fn build_jar(dir: &Path) -> String {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut sources = Vec::new();
+    for (name, code) in DRIVERS {
+        let file = src.join(format!("{name}.java"));
+        std::fs::write(&file, code).unwrap();
+        sources.push(file.display().to_string());
+    }
+    let classes = dir.join("classes");
+    let javac = Command::new("javac")
+        .arg("-d")
+        .arg(&classes)
+        .args(&sources)
+        .output()
+        .expect("javac must be installed for the real-Spark test");
+    assert!(
+        javac.status.success(),
+        "{}",
+        String::from_utf8_lossy(&javac.stderr)
+    );
+    let jar = dir.join("drivers.jar");
+    let packed = Command::new("jar")
+        .args([
+            "cf",
+            jar.to_str().unwrap(),
+            "-C",
+            classes.to_str().unwrap(),
+            ".",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        packed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&packed.stderr)
+    );
+    format!("file:{}", jar.display())
+}
+
+async fn submit(
+    http: &reqwest::Client,
+    cluster: &Cluster,
+    jar: &str,
+    main: &str,
+    args: &[&str],
+) -> String {
+    let body = json!({
+        "action": "CreateSubmissionRequest",
+        "appResource": jar,
+        "mainClass": main,
+        "appArgs": args,
+        "clientSparkVersion": "4.3.0",
+        "environmentVariables": {"SPARK_ENV_LOADED": "1"},
+        "sparkProperties": {
+            "spark.master": "spark://127.0.0.1:7077",
+            "spark.submit.deployMode": "cluster",
+            "spark.app.name": format!("jobwarden-e2e-{main}"),
+            "spark.driver.memory": "512m",
+            "spark.driver.supervise": "false",
+        },
+    });
+    let answer: serde_json::Value = http
+        .post(format!("{}/v1/submissions/create", cluster.rest))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["success"], true, "{answer}");
+    answer["submissionId"].as_str().unwrap().to_owned()
+}
+
+async fn row(db: &DatabaseConnection, id: &str) -> Option<spark_job_executions::Model> {
+    SparkJobExecutions::find_by_id(id.to_owned())
+        .one(db)
+        .await
+        .ok()
+        .flatten()
+}
+
+#[actix_rt::test]
+async fn real_spark_drivers_end_as_spark_says_with_reasons_and_history() {
+    let Some(cluster) = cluster() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let jar = build_jar(dir.path());
+    let http = reqwest::Client::new();
+
+    let sleeper = submit(&http, &cluster, &jar, "Sleep", &["3000"]).await;
+    let failer = submit(&http, &cluster, &jar, "Fail", &[]).await;
+    let forever = submit(&http, &cluster, &jar, "Forever", &[]).await;
+    let missing = submit(
+        &http,
+        &cluster,
+        "file:/nonexistent/jobwarden/missing.jar",
+        "Sleep",
+        &["1"],
+    )
+    .await;
+
+    let db_path = dir.path().join("jw.db");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[database]\nurl = \"sqlite://{}?mode=rwc\"\n[spark]\nrest_url = \"{}\"\nmaster_ui_url = \"{}\"\npoll_interval = \"1s\"\nrequest_timeout = \"5s\"\nstuck_timeout = \"3m\"\n",
+            db_path.display(),
+            cluster.rest,
+            cluster.ui
+        ),
+    )
+    .unwrap();
+    for (execution, submission) in [
+        ("e2e-sleep", &sleeper),
+        ("e2e-fail", &failer),
+        ("e2e-forever", &forever),
+        ("e2e-missing", &missing),
+    ] {
+        let out = run_to_end(jobwarden(dir.path()).args([
+            "jobs",
+            "track",
+            "--execution-id",
+            execution,
+            "--submission-id",
+            submission,
+            "--name",
+            execution,
+        ]));
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    let mut service = Running::start({
+        let mut cmd = jobwarden(dir.path());
+        cmd.env("RUST_LOG", "jobwarden=debug");
+        cmd
+    });
+    service.wait_for_line("jobwarden running", Duration::from_secs(30));
+    let db = Database::connect(format!("sqlite://{}?mode=ro", db_path.display()))
+        .await
+        .unwrap();
+
+    // Kill the endless driver once jobwarden has seen it running.
+    wait_until(
+        Duration::from_secs(120),
+        "the endless driver to show Running",
+        || {
+            let db = db.clone();
+            async move {
+                row(&db, "e2e-forever")
+                    .await
+                    .is_some_and(|r| r.status == "Running")
+            }
+        },
+    )
+    .await;
+    let killed: serde_json::Value = http
+        .post(format!("{}/v1/submissions/kill/{forever}", cluster.rest))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(killed["success"], true, "{killed}");
+
+    let started = Instant::now();
+    wait_until(
+        Duration::from_secs(180),
+        "every row to reach a final status",
+        || {
+            let db = db.clone();
+            async move {
+                let mut done = 0;
+                for id in ["e2e-sleep", "e2e-fail", "e2e-forever", "e2e-missing"] {
+                    if row(&db, id).await.is_some_and(|r| {
+                        ["Succeeded", "Failed", "Cancelled"].contains(&r.status.as_str())
+                    }) {
+                        done += 1;
+                    }
+                }
+                done == 4
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "all four drivers final {:?} after the kill",
+        started.elapsed()
+    );
+
+    let sleep = row(&db, "e2e-sleep").await.unwrap();
+    assert_eq!(sleep.status, "Succeeded");
+    assert_eq!(sleep.spark_state.as_deref(), Some("FINISHED"));
+    assert_eq!(sleep.progress, 100);
+    assert!(sleep.started_at.is_some() && sleep.completed_at.is_some());
+    assert!(sleep.completed_at >= sleep.started_at);
+
+    let fail = row(&db, "e2e-fail").await.unwrap();
+    assert_eq!(fail.status, "Failed");
+    assert_eq!(fail.spark_state.as_deref(), Some("FAILED"));
+    let reason = fail.error_message.clone().unwrap();
+    assert!(
+        reason.starts_with(
+            "Caused by: java.lang.IllegalStateException: input table missing: jobwarden-e2e"
+        ),
+        "{reason}"
+    );
+    assert!(fail.completed_at.is_some());
+
+    let forever_row = row(&db, "e2e-forever").await.unwrap();
+    assert_eq!(forever_row.status, "Cancelled");
+    assert_eq!(forever_row.spark_state.as_deref(), Some("KILLED"));
+    assert!(forever_row.started_at.is_some() && forever_row.completed_at.is_some());
+
+    let missing_row = row(&db, "e2e-missing").await.unwrap();
+    assert_eq!(missing_row.status, "Failed");
+    assert_eq!(missing_row.spark_state.as_deref(), Some("ERROR"));
+    let message = missing_row.error_message.clone().unwrap();
+    assert!(message.contains("missing.jar"), "{message}");
+
+    for (id, last_state) in [
+        ("e2e-sleep", "Succeeded"),
+        ("e2e-fail", "Failed"),
+        ("e2e-forever", "Cancelled"),
+        ("e2e-missing", "Failed"),
+    ] {
+        let (_, history) = jobwarden::store::read::execution_with_history(&db, id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(history.first().unwrap().to_status, "Queued", "{id}");
+        assert_eq!(history.first().unwrap().source, "api", "{id}");
+        let last = history.last().unwrap();
+        assert_eq!(last.to_status, last_state, "{id}");
+        assert_eq!(last.source, "spark_poll", "{id}");
+    }
+    let (_, history) = jobwarden::store::read::execution_with_history(&db, "e2e-forever")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(history.iter().any(|h| h.to_status == "Running"));
+
+    service.signal("TERM");
+    let (status, log) = service.wait(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("execution_id"),
+        "per-job spans must name the execution"
+    );
+}
