@@ -37,7 +37,7 @@ PROPS
 fi
 if ! workers_alive; then
     nohup "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.worker.Worker \
-        --host 127.0.0.1 --cores 4 --memory 3g --webui-port 8081 \
+        --host 127.0.0.1 --cores 6 --memory 4g --webui-port 8081 \
         --work-dir "$STATE/work" spark://127.0.0.1:7077 >"$STATE/worker.log" 2>&1 &
     for _ in $(seq 1 120); do workers_alive && break; sleep 0.5; done
     workers_alive || { echo "Spark worker did not register; see $STATE/worker.log" >&2; tail -20 "$STATE/worker.log" >&2; exit 1; }

@@ -9,7 +9,7 @@ use sea_orm::DatabaseConnection;
 use tracing::{error, info, warn};
 
 use crate::actors::scheduler::{Scheduler, StopPolling};
-use crate::actors::spark_poller::{PollerSettings, SparkHealth, SparkPoller};
+use crate::actors::spark_poller::{DriverUis, PollerSettings, SparkHealth, SparkPoller};
 use crate::actors::{Drain, JobStore, StoreHealth};
 use crate::config::Settings;
 use crate::domain::TimeoutPolicy;
@@ -55,6 +55,7 @@ impl Application {
             poll_interval: settings.spark.poll_interval,
             max_backoff: settings.spark.max_backoff,
         };
+        let uis = std::sync::Arc::new(DriverUis::default());
         let pollers = (0..settings.spark.max_concurrent_polls)
             .map(|id| {
                 SparkPoller::new(
@@ -62,6 +63,7 @@ impl Application {
                     spark.clone(),
                     store.clone(),
                     spark_health.clone(),
+                    uis.clone(),
                     poller_settings,
                 )
                 .start()

@@ -2,16 +2,17 @@
 //! Its handler holds the actor until the answer is durable, so the pool size is exactly the
 //! number of Spark requests in flight.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::domain::{DriverState, JobStatus, Observation};
-use crate::spark::{DriverStatus, SparkClient, SparkError};
+use crate::domain::{DriverState, Observation};
+use crate::spark::{DriverStatus, DriverUi, SparkClient, SparkError};
 use crate::store::read::DueExecution;
 use crate::store::{WriteOp, WriteOutcome};
 
@@ -73,6 +74,39 @@ impl SparkHealth {
     }
 }
 
+/// What the pool has learnt about each running driver's UI, so a driver's log is read once
+/// rather than at every poll.
+#[derive(Debug, Default)]
+pub struct DriverUis {
+    known: Mutex<HashMap<String, UiLookup>>,
+}
+
+#[derive(Debug, Clone)]
+enum UiLookup {
+    Found(DriverUi),
+    /// Not found in this many polls. A driver logs its UI some seconds after it starts, and
+    /// one without a SparkContext never does, so lookups thin out: only at polls 1, 2, 4, 8…
+    Missing(u32),
+}
+
+impl DriverUis {
+    fn get(&self, submission_id: &str) -> Option<UiLookup> {
+        self.known.lock().ok()?.get(submission_id).cloned()
+    }
+
+    fn set(&self, submission_id: &str, lookup: UiLookup) {
+        if let Ok(mut known) = self.known.lock() {
+            known.insert(submission_id.to_owned(), lookup);
+        }
+    }
+
+    fn forget(&self, submission_id: &str) {
+        if let Ok(mut known) = self.known.lock() {
+            known.remove(submission_id);
+        }
+    }
+}
+
 /// What the poller needs from the settings.
 #[derive(Debug, Clone, Copy)]
 pub struct PollerSettings {
@@ -85,6 +119,7 @@ pub struct SparkPoller {
     client: SparkClient,
     store: Addr<JobStore>,
     health: Arc<SparkHealth>,
+    uis: Arc<DriverUis>,
     settings: PollerSettings,
 }
 
@@ -94,6 +129,7 @@ impl SparkPoller {
         client: SparkClient,
         store: Addr<JobStore>,
         health: Arc<SparkHealth>,
+        uis: Arc<DriverUis>,
         settings: PollerSettings,
     ) -> Self {
         SparkPoller {
@@ -101,6 +137,7 @@ impl SparkPoller {
             client,
             store,
             health,
+            uis,
             settings,
         }
     }
@@ -125,6 +162,7 @@ impl Handler<Poll> for SparkPoller {
             self.client.clone(),
             self.store.clone(),
             self.health.clone(),
+            self.uis.clone(),
             self.settings,
             msg.job,
         )
@@ -137,6 +175,7 @@ async fn poll_once(
     client: SparkClient,
     store: Addr<JobStore>,
     health: Arc<SparkHealth>,
+    uis: Arc<DriverUis>,
     settings: PollerSettings,
     job: DueExecution,
 ) -> PollReport {
@@ -151,7 +190,7 @@ async fn poll_once(
                 health.unknown_state_answers.fetch_add(1, Ordering::Relaxed);
             }
             debug!(state = %status.state, "Spark answered");
-            let observation = observation_of(&client, &status, at).await;
+            let observation = observation_of(&client, &uis, &status, at).await;
             (
                 WriteOp::Observe {
                     execution_id: job.execution_id.clone(),
@@ -196,9 +235,10 @@ async fn poll_once(
 }
 
 /// Turns a status answer into an observation, fetching the failure reason when the driver
-/// FAILED (its status answer has none).
+/// FAILED (its status answer has none) and real progress while it runs.
 async fn observation_of(
     client: &SparkClient,
+    uis: &DriverUis,
     status: &DriverStatus,
     at: chrono::DateTime<Utc>,
 ) -> Observation {
@@ -217,14 +257,68 @@ async fn observation_of(
         DriverState::Killed => Some("driver KILLED".into()),
         _ => None,
     };
+    let progress = match status.state {
+        DriverState::Running => match real_progress(client, uis, status).await {
+            Some(p) => Some(p),
+            None => status.state.estimated_progress(),
+        },
+        DriverState::Failed | DriverState::Error | DriverState::Killed => {
+            uis.forget(&status.submission_id);
+            None
+        }
+        other => {
+            if other == DriverState::Finished {
+                uis.forget(&status.submission_id);
+            }
+            other.estimated_progress()
+        }
+    };
     Observation {
         status: job_status,
         spark_state: Some(status.state.as_str().to_owned()),
-        progress: status
-            .state
-            .estimated_progress()
-            .filter(|_| job_status != Some(JobStatus::Failed)),
+        progress,
         message,
         at,
+    }
+}
+
+/// Task-count progress from the driver's UI; `None` when it has none (yet) or cannot be read.
+async fn real_progress(client: &SparkClient, uis: &DriverUis, status: &DriverStatus) -> Option<u8> {
+    let id = status.submission_id.as_str();
+    let ui = match uis.get(id) {
+        Some(UiLookup::Found(ui)) => ui,
+        lookup => {
+            let polls = match lookup {
+                Some(UiLookup::Missing(n)) => n + 1,
+                _ => 1,
+            };
+            if !polls.is_power_of_two() {
+                uis.set(id, UiLookup::Missing(polls));
+                return None;
+            }
+            match client.driver_ui(status).await {
+                Ok(Some(ui)) => {
+                    debug!(ui = %ui.base, app_id = %ui.app_id, "found the driver's UI");
+                    uis.set(id, UiLookup::Found(ui.clone()));
+                    ui
+                }
+                Ok(None) => {
+                    uis.set(id, UiLookup::Missing(polls));
+                    return None;
+                }
+                Err(e) => {
+                    debug!(error = %e, "could not look for the driver's UI");
+                    uis.set(id, UiLookup::Missing(polls));
+                    return None;
+                }
+            }
+        }
+    };
+    match client.progress(&ui).await {
+        Ok(progress) => progress,
+        Err(e) => {
+            debug!(error = %e, "driver UI did not give progress");
+            None
+        }
     }
 }

@@ -9,6 +9,11 @@ use serde::Deserialize;
 use crate::config::SparkSettings;
 use crate::domain::{failure_line, DriverState};
 
+use super::driver_ui::{parse_driver_ui, progress_of, DriverUi, UiJob};
+
+/// How much of a driver's stderr head to read when looking for its UI address.
+const DRIVER_LOG_HEAD_BYTES: usize = 32 * 1024;
+
 /// One driver's status as the master reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriverStatus {
@@ -170,6 +175,44 @@ impl SparkClient {
     /// Why a FAILED driver failed, read from the tail of its stderr on the worker: the
     /// meaningful line first, then the tail itself.
     pub async fn failure_reason(&self, status: &DriverStatus) -> Result<String, SparkError> {
+        let worker = self.worker_ui(status).await?;
+        let stderr = self
+            .driver_stderr(&worker, &status.submission_id, None, self.stderr_tail_bytes)
+            .await?;
+        Ok(compose_reason(&stderr))
+    }
+
+    /// Where a running driver's UI is, once its log says so (`None` while it is starting).
+    pub async fn driver_ui(&self, status: &DriverStatus) -> Result<Option<DriverUi>, SparkError> {
+        let worker = self.worker_ui(status).await?;
+        let head = self
+            .driver_stderr(
+                &worker,
+                &status.submission_id,
+                Some(0),
+                DRIVER_LOG_HEAD_BYTES,
+            )
+            .await?;
+        let host = worker.host_str().unwrap_or("127.0.0.1").to_owned();
+        Ok(parse_driver_ui(&head, &host))
+    }
+
+    /// Share of finished tasks reported by a running driver's UI.
+    pub async fn progress(&self, ui: &DriverUi) -> Result<Option<u8>, SparkError> {
+        let mut url = Url::parse(&ui.base)
+            .map_err(|e| SparkError::Garbage(format!("driver UI {:?}: {e}", ui.base)))?;
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.clear()
+                .extend(["api", "v1", "applications", ui.app_id.as_str(), "jobs"]);
+        }
+        let body = self.get_text(url).await?;
+        let jobs: Vec<UiJob> = serde_json::from_str(&body)
+            .map_err(|e| SparkError::Garbage(format!("driver UI jobs: {e}")))?;
+        Ok(progress_of(&jobs))
+    }
+
+    /// The web UI of the worker running this driver, from the master's `/json/`.
+    async fn worker_ui(&self, status: &DriverStatus) -> Result<Url, SparkError> {
         let worker_id = status
             .worker_id
             .as_deref()
@@ -186,16 +229,32 @@ impl SparkClient {
             .ok_or_else(|| {
                 SparkError::Garbage(format!("the master lists no worker {worker_id}"))
             })?;
-        let mut log = Url::parse(&worker.webuiaddress).map_err(|e| {
+        Url::parse(&worker.webuiaddress).map_err(|e| {
             SparkError::Garbage(format!("worker address {:?}: {e}", worker.webuiaddress))
-        })?;
+        })
+    }
+
+    /// `GET WORKER/log/`: the last `bytes` of the driver's stderr, or from `offset` on.
+    async fn driver_stderr(
+        &self,
+        worker: &Url,
+        submission_id: &str,
+        offset: Option<u64>,
+        bytes: usize,
+    ) -> Result<String, SparkError> {
+        let mut log = worker.clone();
         log.set_path("/log/");
-        log.query_pairs_mut()
-            .append_pair("driverId", &status.submission_id)
-            .append_pair("logType", "stderr")
-            .append_pair("byteLength", &self.stderr_tail_bytes.to_string());
-        let stderr = self.get_text(log).await?;
-        Ok(compose_reason(&stderr))
+        {
+            let mut query = log.query_pairs_mut();
+            query
+                .append_pair("driverId", submission_id)
+                .append_pair("logType", "stderr");
+            if let Some(offset) = offset {
+                query.append_pair("offset", &offset.to_string());
+            }
+            query.append_pair("byteLength", &bytes.to_string());
+        }
+        self.get_text(log).await
     }
 
     fn rest_url(&self, segments: &[&str]) -> Url {

@@ -33,7 +33,10 @@ struct Shared {
     status_requests: Mutex<HashMap<String, usize>>,
     current: AtomicUsize,
     max: AtomicUsize,
-    log_requests: AtomicUsize,
+    tail_requests: AtomicUsize,
+    head_requests: Mutex<HashMap<String, usize>>,
+    /// Drivers that run a SparkContext: submission id to application id.
+    uis: Mutex<HashMap<String, String>>,
 }
 
 #[derive(Clone)]
@@ -93,8 +96,29 @@ impl FakeSpark {
         self.shared.status_requests.lock().unwrap().values().sum()
     }
 
-    pub fn log_requests(&self) -> usize {
-        self.shared.log_requests.load(Ordering::SeqCst)
+    /// Reads of a log's tail (failure reasons).
+    pub fn tail_requests(&self) -> usize {
+        self.shared.tail_requests.load(Ordering::SeqCst)
+    }
+
+    /// Reads of a driver log's head (UI lookups).
+    pub fn head_requests(&self, submission_id: &str) -> usize {
+        self.shared
+            .head_requests
+            .lock()
+            .unwrap()
+            .get(submission_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// This driver runs a SparkContext whose UI (served here) reports application `app_id`.
+    pub fn serve_driver_ui(&self, submission_id: &str, app_id: &str) {
+        self.shared
+            .uis
+            .lock()
+            .unwrap()
+            .insert(submission_id.to_owned(), app_id.to_owned());
     }
 
     async fn serve(&self, stream: TcpStream) {
@@ -151,11 +175,55 @@ impl FakeSpark {
             return Some(("200 OK", "application/json", master));
         }
         if path == "/log/" {
-            self.shared.log_requests.fetch_add(1, Ordering::SeqCst);
+            let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+            let driver = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("driverId="))
+                .unwrap_or_default()
+                .to_owned();
+            if query.contains("offset=0") {
+                *self
+                    .shared
+                    .head_requests
+                    .lock()
+                    .unwrap()
+                    .entry(driver.clone())
+                    .or_default() += 1;
+                return Some(("200 OK", "text/plain", self.log_head(&driver)));
+            }
+            self.shared.tail_requests.fetch_add(1, Ordering::SeqCst);
             let stderr = include_str!("../fixtures/worker-driver-stderr-FAILED.txt");
             return Some(("200 OK", "text/plain", stderr.to_owned()));
         }
+        if let Some(rest) = path.strip_prefix("/api/v1/applications/") {
+            let known = self
+                .shared
+                .uis
+                .lock()
+                .unwrap()
+                .values()
+                .any(|app| rest == format!("{app}/jobs"));
+            if known {
+                let jobs = include_str!("../fixtures/driver-ui-api-v1-jobs.json");
+                return Some(("200 OK", "application/json", jobs.to_owned()));
+            }
+        }
         Some(("404 Not Found", "text/plain", "not found".into()))
+    }
+
+    /// The first lines a real driver logs; UI lines only for drivers with a SparkContext.
+    fn log_head(&self, driver: &str) -> String {
+        let mut head = format!(
+            "==== Bytes 0-32768 of 9730 of /work/{driver}/stderr ====\nLaunch Command: \"java\" \"-cp\" \"/opt/spark/jars/*\"\n"
+        );
+        if let Some(app) = self.shared.uis.lock().unwrap().get(driver) {
+            head.push_str(&format!(
+                "26/11/29 00:20:35 INFO JettyUtils: Start Jetty {} for SparkUI\n26/11/29 00:20:35 INFO Utils: Successfully started service 'SparkUI' on port {}.\n26/11/29 00:20:35 INFO StandaloneSchedulerBackend: Connected to Spark cluster with app ID {app}\n",
+                self.addr,
+                self.addr.port()
+            ));
+        }
+        head
     }
 
     async fn status(&self, id: &str) -> Option<(&'static str, &'static str, String)> {

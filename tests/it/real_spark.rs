@@ -17,6 +17,8 @@ use crate::helpers::wait_until;
 struct Cluster {
     rest: String,
     ui: String,
+    /// The distribution's `jars/`, to compile a driver that runs real stages.
+    jars: std::path::PathBuf,
 }
 
 /// The cluster from the environment; `None` (with the reason printed) where there is none,
@@ -24,8 +26,13 @@ struct Cluster {
 fn cluster() -> Option<Cluster> {
     let rest = std::env::var("JOBWARDEN_TEST_SPARK_REST_URL").ok();
     let ui = std::env::var("JOBWARDEN_TEST_SPARK_MASTER_UI").ok();
-    match (rest, ui) {
-        (Some(rest), Some(ui)) => Some(Cluster { rest, ui }),
+    let home = std::env::var("JOBWARDEN_TEST_SPARK_HOME").ok();
+    match (rest, ui, home) {
+        (Some(rest), Some(ui), Some(home)) => Some(Cluster {
+            rest,
+            ui,
+            jars: Path::new(&home).join("jars"),
+        }),
         _ => {
             let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
             assert!(
@@ -39,7 +46,18 @@ fn cluster() -> Option<Cluster> {
 }
 
 /// Spark calls `main` by reflection, so each driver is a public class in its own file.
-const DRIVERS: [(&str, &str); 3] = [
+/// `Stages` runs three real jobs of 20 slow tasks, so its UI reports progress.
+const DRIVERS: [(&str, &str); 4] = [
+    (
+        "Stages",
+        "import org.apache.spark.SparkConf; import org.apache.spark.api.java.JavaSparkContext; import java.util.*; \
+         public class Stages { public static void main(String[] a) throws Exception { \
+           JavaSparkContext sc = new JavaSparkContext(new SparkConf()); \
+           List<Integer> xs = new ArrayList<>(); for (int i = 0; i < 60; i++) xs.add(i); \
+           for (int round = 0; round < 3; round++) { \
+             sc.parallelize(xs, 20).map(x -> { Thread.sleep(100); return x; }).count(); } \
+           sc.stop(); } }",
+    ),
     (
         "Sleep",
         "public class Sleep { public static void main(String[] a) throws Exception { Thread.sleep(Long.parseLong(a[0])); } }",
@@ -54,8 +72,8 @@ const DRIVERS: [(&str, &str); 3] = [
     ),
 ];
 
-/// Compiles the three tiny drivers into one jar.
-fn build_jar(dir: &Path) -> String {
+/// Compiles the tiny drivers into one jar.
+fn build_jar(dir: &Path, spark_jars: &Path) -> String {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     let mut sources = Vec::new();
@@ -66,6 +84,8 @@ fn build_jar(dir: &Path) -> String {
     }
     let classes = dir.join("classes");
     let javac = Command::new("javac")
+        .arg("-cp")
+        .arg(format!("{}/*", spark_jars.display()))
         .arg("-d")
         .arg(&classes)
         .args(&sources)
@@ -114,6 +134,9 @@ async fn submit(
             "spark.submit.deployMode": "cluster",
             "spark.app.name": format!("jobwarden-e2e-{main}"),
             "spark.driver.memory": "512m",
+            "spark.executor.memory": "512m",
+            "spark.cores.max": "1",
+            "spark.jars": jar,
             "spark.driver.supervise": "false",
         },
     });
@@ -142,7 +165,7 @@ async fn row(db: &DatabaseConnection, id: &str) -> Option<spark_job_executions::
 async fn real_spark_drivers_end_as_spark_says_with_reasons_and_history() {
     let Some(cluster) = cluster() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let jar = build_jar(dir.path());
+    let jar = build_jar(dir.path(), &cluster.jars);
     let http = reqwest::Client::new();
 
     let sleeper = submit(&http, &cluster, &jar, "Sleep", &["3000"]).await;
@@ -156,6 +179,7 @@ async fn real_spark_drivers_end_as_spark_says_with_reasons_and_history() {
         &["1"],
     )
     .await;
+    let stages = submit(&http, &cluster, &jar, "Stages", &[]).await;
 
     let db_path = dir.path().join("jw.db");
     std::fs::write(
@@ -173,6 +197,7 @@ async fn real_spark_drivers_end_as_spark_says_with_reasons_and_history() {
         ("e2e-fail", &failer),
         ("e2e-forever", &forever),
         ("e2e-missing", &missing),
+        ("e2e-stages", &stages),
     ] {
         let out = run_to_end(jobwarden(dir.path()).args([
             "jobs",
@@ -221,6 +246,22 @@ async fn real_spark_drivers_end_as_spark_says_with_reasons_and_history() {
         .unwrap();
     assert_eq!(killed["success"], true, "{killed}");
 
+    // Real progress from the running application's UI: past the state-based estimate (10%),
+    // below done.
+    wait_until(
+        Duration::from_secs(120),
+        "real progress from the Stages driver's UI",
+        || {
+            let db = db.clone();
+            async move {
+                row(&db, "e2e-stages")
+                    .await
+                    .is_some_and(|r| r.status == "Running" && r.progress > 10 && r.progress < 100)
+            }
+        },
+    )
+    .await;
+
     let started = Instant::now();
     wait_until(
         Duration::from_secs(180),
@@ -229,22 +270,31 @@ async fn real_spark_drivers_end_as_spark_says_with_reasons_and_history() {
             let db = db.clone();
             async move {
                 let mut done = 0;
-                for id in ["e2e-sleep", "e2e-fail", "e2e-forever", "e2e-missing"] {
+                for id in [
+                    "e2e-sleep",
+                    "e2e-fail",
+                    "e2e-forever",
+                    "e2e-missing",
+                    "e2e-stages",
+                ] {
                     if row(&db, id).await.is_some_and(|r| {
                         ["Succeeded", "Failed", "Cancelled"].contains(&r.status.as_str())
                     }) {
                         done += 1;
                     }
                 }
-                done == 4
+                done == 5
             }
         },
     )
     .await;
     eprintln!(
-        "all four drivers final {:?} after the kill",
+        "all five drivers final {:?} after the progress check",
         started.elapsed()
     );
+    let stages_row = row(&db, "e2e-stages").await.unwrap();
+    assert_eq!(stages_row.status, "Succeeded");
+    assert_eq!(stages_row.progress, 100);
 
     let sleep = row(&db, "e2e-sleep").await.unwrap();
     assert_eq!(sleep.status, "Succeeded");

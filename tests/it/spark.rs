@@ -9,7 +9,7 @@ use chrono::{Duration as ChronoDuration, Utc};
 use entity::prelude::*;
 use entity::spark_job_executions;
 use jobwarden::actors::scheduler::{GetSchedulerStats, Scheduler, Tick};
-use jobwarden::actors::spark_poller::{PollerSettings, SparkHealth, SparkPoller};
+use jobwarden::actors::spark_poller::{DriverUis, PollerSettings, SparkHealth, SparkPoller};
 use jobwarden::actors::{JobStore, SweepTimeouts, Write};
 use jobwarden::config::SparkSettings;
 use jobwarden::domain::{DriverState, TimeoutPolicy};
@@ -79,6 +79,7 @@ impl World {
             poll_interval: Duration::from_secs(15),
             max_backoff: Duration::from_secs(300),
         };
+        let uis = Arc::new(DriverUis::default());
         let pollers = (0..pool)
             .map(|id| {
                 SparkPoller::new(
@@ -86,6 +87,7 @@ impl World {
                     client.clone(),
                     store.clone(),
                     health.clone(),
+                    uis.clone(),
                     poller_settings,
                 )
                 .start()
@@ -330,9 +332,9 @@ async fn every_state_lands_on_the_row_as_mapped() {
         .unwrap()
         .starts_with("Caused by: java.lang.IllegalStateException: input table missing"));
     assert_eq!(
-        spark.log_requests(),
+        spark.tail_requests(),
         1,
-        "only the FAILED driver's log is fetched"
+        "only the FAILED driver's log tail is fetched"
     );
     let error = world.row("e5").await;
     assert!(error.error_message.unwrap().contains("NoSuchFileException"));
@@ -469,4 +471,34 @@ async fn finished_jobs_are_not_polled_again() {
     world.cycle().await;
     world.cycle().await;
     assert_eq!(spark.status_requests("driver-0"), 1);
+}
+
+#[actix_rt::test]
+async fn running_driver_shows_real_progress_from_its_ui() {
+    let spark = FakeSpark::start().await;
+    spark.serve_driver_ui("driver-0", "app-20261128210243-0000");
+    let world = World::new(&spark.url(), 1, 2).await;
+    world.wait_idle().await;
+    // 11 of 20 tasks done in tests/fixtures/driver-ui-api-v1-jobs.json.
+    assert_eq!(world.row("e0").await.progress, 55);
+    // A driver without a UI gets the state-based estimate.
+    assert_eq!(world.row("e1").await.progress, 10);
+    world.cycle().await;
+    assert_eq!(
+        spark.head_requests("driver-0"),
+        1,
+        "the UI is looked up once"
+    );
+}
+
+#[actix_rt::test]
+async fn driver_without_a_ui_is_not_searched_forever() {
+    let spark = FakeSpark::start().await;
+    let world = World::new(&spark.url(), 1, 1).await;
+    world.wait_idle().await;
+    for _ in 0..8 {
+        world.cycle().await;
+    }
+    // Nine polls: looked at polls 1, 2, 4 and 8 only.
+    assert_eq!(spark.head_requests("driver-0"), 4);
 }
