@@ -59,6 +59,36 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10_000)]
         changes: usize,
     },
+    /// Status checks completed and written per second in one poll cycle, per pool size,
+    /// against a Spark-protocol server on loopback.
+    Poll {
+        /// Database to measure; a scratch SQLite file per pool size when omitted.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// Due jobs in the cycle.
+        #[arg(long, default_value_t = 10_000)]
+        jobs: usize,
+        /// Pool sizes to compare, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "5,64")]
+        pools: Vec<usize>,
+    },
+    /// One status check through jobwarden's client vs one `spark-submit --status`, against a
+    /// real cluster.
+    StatusCheck {
+        /// The master's REST URL.
+        #[arg(long, default_value = "http://127.0.0.1:6066")]
+        rest_url: String,
+        /// A submission the master knows.
+        #[arg(long)]
+        submission_id: String,
+        /// A Spark distribution; without it only jobwarden's client is measured.
+        #[arg(long, env = "SPARK_HOME")]
+        spark_home: Option<String>,
+        #[arg(long, default_value_t = 200)]
+        client_checks: usize,
+        #[arg(long, default_value_t = 5)]
+        tool_checks: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -45,7 +45,29 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::StoreWrites {
                 database_url,
                 changes,
-            }) => bench::store_writes(settings, database_url, changes).await,
+            }) => bench::store_writes::store_writes(settings, database_url, changes).await,
+            Command::Bench(BenchCommand::Poll {
+                database_url,
+                jobs,
+                pools,
+            }) => bench::poll::run(settings, database_url, jobs, pools).await,
+            Command::Bench(BenchCommand::StatusCheck {
+                rest_url,
+                submission_id,
+                spark_home,
+                client_checks,
+                tool_checks,
+            }) => {
+                bench::status_check::run(
+                    settings,
+                    rest_url,
+                    submission_id,
+                    spark_home,
+                    client_checks,
+                    tool_checks,
+                )
+                .await
+            }
             Command::CheckConfig => Ok(()),
         }
     });

@@ -1,7 +1,6 @@
 //! jobwarden's integration tests: one binary, real databases, the real `jobwarden` executable.
 
 mod binary;
-mod fake_spark;
 mod helpers;
 mod real_spark;
 mod spark;

@@ -17,8 +17,8 @@ use jobwarden::spark::{SparkClient, SparkError};
 use jobwarden::store::{read, Source, TrackRequest, WriteOp};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 
-use crate::fake_spark::{Answer, FakeSpark};
 use crate::helpers::{wait_until, Backend, TestDb};
+use jobwarden::testkit::{Answer, SparkServer as FakeSpark};
 
 fn spark_settings(url: &str, pool: usize) -> SparkSettings {
     let mut settings = crate::helpers::settings_for("sqlite::memory:").spark;

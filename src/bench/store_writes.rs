@@ -1,4 +1,4 @@
-//! `jobwarden bench`: whole-system measurements printed as figures anyone can rerun.
+//! Store write throughput: status changes per second through the JobStore.
 
 use std::time::Instant;
 
@@ -9,7 +9,7 @@ use futures::future::join_all;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use crate::actors::{GetStats, JobStore, Write};
-use crate::config::{DatabaseUrl, Settings};
+use crate::config::Settings;
 use crate::domain::{JobStatus, Observation};
 use crate::store::{self, Source, TrackRequest, WriteOp};
 
@@ -20,13 +20,7 @@ pub async fn store_writes(
     changes: usize,
 ) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir().context("failed to create a scratch directory")?;
-    let url = database_url.unwrap_or_else(|| {
-        format!(
-            "sqlite://{}?mode=rwc",
-            scratch.path().join("bench.db").display()
-        )
-    });
-    settings.database.url = DatabaseUrl::new(url);
+    super::scratch_database(&mut settings, database_url, scratch.path(), "store-writes");
     let db = store::connect(&settings.database)
         .await
         .with_context(|| format!("failed to connect to {}", settings.database.url))?;

@@ -1,6 +1,6 @@
 //! An HTTP/1.1 server on loopback that speaks the Spark master's REST protocol with bodies
-//! shaped exactly like a real Spark 4.3 master's, and that measures how many requests it is
-//! serving at once.
+//! shaped exactly like a real Spark 4.3 master's (tests/fixtures holds its real answers), and
+//! that measures how many requests it is serving at once. For tests and benchmarks.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,17 +40,17 @@ struct Shared {
 }
 
 #[derive(Clone)]
-pub struct FakeSpark {
+pub struct SparkServer {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
 }
 
-impl FakeSpark {
-    pub async fn start() -> FakeSpark {
+impl SparkServer {
+    pub async fn start() -> SparkServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
-        let server = FakeSpark { addr, shared };
+        let server = SparkServer { addr, shared };
         let accepting = server.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -122,6 +122,7 @@ impl FakeSpark {
     }
 
     async fn serve(&self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);
         loop {
@@ -145,13 +146,13 @@ impl FakeSpark {
             let Some((status, content_type, body)) = self.respond(&method, &target).await else {
                 return;
             };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nServer: Jetty(11.0)\r\n\r\n",
+            // One write per response: a head and a body sent apart would meet the client's
+            // delayed ACK and cost tens of milliseconds each.
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nServer: Jetty(11.0)\r\n\r\n{body}",
                 body.len()
             );
-            if write.write_all(head.as_bytes()).await.is_err()
-                || write.write_all(body.as_bytes()).await.is_err()
-            {
+            if write.write_all(response.as_bytes()).await.is_err() {
                 return;
             }
         }
@@ -170,7 +171,7 @@ impl FakeSpark {
             return Some(("200 OK", "application/json", kill_body(id)));
         }
         if path == "/json/" {
-            let master = include_str!("../fixtures/master-json.json")
+            let master = include_str!("../../tests/fixtures/master-json.json")
                 .replace("http://127.0.0.1:8081", &self.url());
             return Some(("200 OK", "application/json", master));
         }
@@ -192,7 +193,7 @@ impl FakeSpark {
                 return Some(("200 OK", "text/plain", self.log_head(&driver)));
             }
             self.shared.tail_requests.fetch_add(1, Ordering::SeqCst);
-            let stderr = include_str!("../fixtures/worker-driver-stderr-FAILED.txt");
+            let stderr = include_str!("../../tests/fixtures/worker-driver-stderr-FAILED.txt");
             return Some(("200 OK", "text/plain", stderr.to_owned()));
         }
         if let Some(rest) = path.strip_prefix("/api/v1/applications/") {
@@ -204,7 +205,7 @@ impl FakeSpark {
                 .values()
                 .any(|app| rest == format!("{app}/jobs"));
             if known {
-                let jobs = include_str!("../fixtures/driver-ui-api-v1-jobs.json");
+                let jobs = include_str!("../../tests/fixtures/driver-ui-api-v1-jobs.json");
                 return Some(("200 OK", "application/json", jobs.to_owned()));
             }
         }
@@ -279,7 +280,7 @@ fn status_body(id: &str, state: &str) -> String {
     ];
     if state == "ERROR" {
         let fixture: serde_json::Value =
-            serde_json::from_str(include_str!("../fixtures/status-ERROR.json")).unwrap();
+            serde_json::from_str(include_str!("../../tests/fixtures/status-ERROR.json")).unwrap();
         fields.push(format!(r#""message" : {}"#, fixture["message"]));
     }
     fields.push(r#""serverSparkVersion" : "4.3.0""#.to_owned());
@@ -304,8 +305,9 @@ fn kill_body(id: &str) -> String {
     )
 }
 
+#[cfg(test)]
 #[test]
-fn fake_bodies_match_the_real_masters_answers() {
+fn bodies_match_the_real_masters_answers() {
     for state in [
         "RUNNING",
         "FINISHED",
@@ -315,12 +317,12 @@ fn fake_bodies_match_the_real_masters_answers() {
         "ERROR",
     ] {
         let fixture = match state {
-            "RUNNING" => include_str!("../fixtures/status-RUNNING.json"),
-            "FINISHED" => include_str!("../fixtures/status-FINISHED.json"),
-            "FAILED" => include_str!("../fixtures/status-FAILED.json"),
-            "KILLED" => include_str!("../fixtures/status-KILLED.json"),
-            "SUBMITTED" => include_str!("../fixtures/status-SUBMITTED.json"),
-            _ => include_str!("../fixtures/status-ERROR.json"),
+            "RUNNING" => include_str!("../../tests/fixtures/status-RUNNING.json"),
+            "FINISHED" => include_str!("../../tests/fixtures/status-FINISHED.json"),
+            "FAILED" => include_str!("../../tests/fixtures/status-FAILED.json"),
+            "KILLED" => include_str!("../../tests/fixtures/status-KILLED.json"),
+            "SUBMITTED" => include_str!("../../tests/fixtures/status-SUBMITTED.json"),
+            _ => include_str!("../../tests/fixtures/status-ERROR.json"),
         };
         let real: serde_json::Value = serde_json::from_str(fixture).unwrap();
         let id = real["submissionId"].as_str().unwrap();
@@ -328,7 +330,7 @@ fn fake_bodies_match_the_real_masters_answers() {
         assert_eq!(ours, real, "{state}");
     }
     let real: serde_json::Value =
-        serde_json::from_str(include_str!("../fixtures/status-unknown-id.json")).unwrap();
+        serde_json::from_str(include_str!("../../tests/fixtures/status-unknown-id.json")).unwrap();
     let ours: serde_json::Value = serde_json::from_str(&unknown_body("driver-nope")).unwrap();
     assert_eq!(ours, real);
 }

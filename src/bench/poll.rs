@@ -1,0 +1,140 @@
+//! Poll throughput: one full poll cycle over N due jobs against a Spark-protocol server on
+//! loopback, for each pool size: status checks completed and written per second.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use futures::future::join_all;
+
+use crate::actors::scheduler::{GetSchedulerStats, Scheduler};
+use crate::actors::spark_poller::{DriverUis, PollerSettings, SparkHealth, SparkPoller};
+use crate::actors::{JobStore, Write};
+use crate::config::Settings;
+use crate::spark::SparkClient;
+use crate::store::{self, Source, TrackRequest, WriteOp};
+use crate::testkit::SparkServer;
+
+/// Result of one cycle.
+#[derive(Debug, Clone, Copy)]
+pub struct CycleFigures {
+    pub jobs: usize,
+    pub pool: usize,
+    pub seconds: f64,
+}
+
+impl CycleFigures {
+    pub fn polls_per_second(&self) -> f64 {
+        self.jobs as f64 / self.seconds
+    }
+}
+
+/// Runs one cycle of `jobs` due jobs with a pool of `pool` against `server`.
+pub async fn one_cycle(
+    mut settings: Settings,
+    database_url: Option<String>,
+    jobs: usize,
+    pool: usize,
+    server: &SparkServer,
+) -> anyhow::Result<CycleFigures> {
+    let scratch = tempfile::tempdir().context("failed to create a scratch directory")?;
+    super::scratch_database(
+        &mut settings,
+        database_url,
+        scratch.path(),
+        &format!("poll-{pool}"),
+    );
+    let db = store::connect(&settings.database).await?;
+    store::migrate(&db).await?;
+    let store = JobStore::new(db.clone(), settings.store.clone()).launch();
+    let run = format!("poll-{}-{pool}-", chrono::Utc::now().timestamp_millis());
+    let tracked = join_all((0..jobs).map(|i| {
+        store.send(Write(WriteOp::Track(TrackRequest {
+            execution_id: format!("{run}{i}"),
+            submission_id: Some(format!("driver-{run}{i}")),
+            job_name: None,
+            source: Source::Api,
+        })))
+    }))
+    .await;
+    anyhow::ensure!(
+        tracked.iter().all(|r| matches!(r, Ok(Ok(_)))),
+        "registering the jobs failed"
+    );
+
+    settings.spark.rest_url = server.url();
+    settings.spark.master_ui_url = Some(server.url());
+    settings.spark.max_concurrent_polls = pool;
+    let client = SparkClient::new(&settings.spark).map_err(anyhow::Error::msg)?;
+    let health = Arc::new(SparkHealth::default());
+    let uis = Arc::new(DriverUis::default());
+    let poller_settings = PollerSettings {
+        poll_interval: settings.spark.poll_interval,
+        max_backoff: settings.spark.max_backoff,
+    };
+    let pollers = (0..pool)
+        .map(|id| {
+            SparkPoller::new(
+                id,
+                client.clone(),
+                store.clone(),
+                health.clone(),
+                uis.clone(),
+                poller_settings,
+            )
+            .start()
+        })
+        .collect();
+    let started = Instant::now();
+    // The start-up tick begins the cycle; the interval is long enough that it is the only one.
+    let scheduler = Scheduler::new(store.clone(), pollers, Duration::from_secs(3600)).start();
+    loop {
+        let stats = scheduler.send(GetSchedulerStats).await?;
+        if stats.cycles > 0 && !stats.cycle_running {
+            anyhow::ensure!(
+                stats.completed as usize == jobs,
+                "the cycle polled {} of {jobs} jobs",
+                stats.completed
+            );
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    scheduler.do_send(crate::actors::scheduler::StopPolling);
+    Ok(CycleFigures {
+        jobs,
+        pool,
+        seconds,
+    })
+}
+
+/// Prints one row per pool size.
+pub async fn run(
+    settings: Settings,
+    database_url: Option<String>,
+    jobs: usize,
+    pools: Vec<usize>,
+) -> anyhow::Result<()> {
+    println!(
+        "poll cycle: {jobs} due jobs, Spark-protocol server on loopback, {}",
+        database_url.as_deref().unwrap_or("scratch SQLite")
+    );
+    println!(
+        "{:>6} {:>10} {:>12} {:>14}",
+        "pool", "seconds", "polls/s", "max in flight"
+    );
+    for pool in pools {
+        let server = SparkServer::start().await;
+        let figures =
+            one_cycle(settings.clone(), database_url.clone(), jobs, pool, &server).await?;
+        println!(
+            "{:>6} {:>10.3} {:>12.0}",
+            figures.pool,
+            figures.seconds,
+            figures.polls_per_second()
+        );
+    }
+    Ok(())
+}
