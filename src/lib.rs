@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod domain;
+pub mod kafka;
 pub mod spark;
 pub mod startup;
 pub mod store;

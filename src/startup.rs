@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
 use tracing::{error, info, warn};
 
+use crate::actors::kafka_listener::{KafkaListener, KafkaStats, StopListening};
 use crate::actors::scheduler::{Scheduler, StopPolling};
 use crate::actors::spark_poller::{DriverUis, PollerSettings, SparkHealth, SparkPoller};
 use crate::actors::{Drain, JobStore, StoreHealth};
@@ -29,6 +30,9 @@ pub struct Application {
     pub store_health: std::sync::Arc<StoreHealth>,
     pub scheduler: Addr<Scheduler>,
     pub spark_health: std::sync::Arc<SparkHealth>,
+    /// Absent when no `[kafka]` section is configured.
+    pub listener: Option<Addr<KafkaListener>>,
+    pub kafka_stats: std::sync::Arc<KafkaStats>,
 }
 
 impl Application {
@@ -42,6 +46,10 @@ impl Application {
             info!(applied, "database migrations applied");
         }
         let spark = SparkClient::new(&settings.spark).map_err(anyhow::Error::msg)?;
+        if let Some(kafka) = &settings.kafka {
+            // Refuse a bad property now, not in a retry loop after start.
+            crate::kafka::check(kafka).map_err(anyhow::Error::msg)?;
+        }
         let policy = TimeoutPolicy {
             stuck_timeout: settings.spark.stuck_timeout,
             queued_timeout: settings.spark.queued_timeout,
@@ -71,6 +79,10 @@ impl Application {
             .collect();
         let scheduler =
             Scheduler::new(store.clone(), pollers, settings.spark.poll_interval).start();
+        let kafka_stats = std::sync::Arc::new(KafkaStats::default());
+        let listener = settings.kafka.as_ref().map(|kafka| {
+            KafkaListener::new(kafka.clone(), store.clone(), kafka_stats.clone()).start()
+        });
         Ok(Application {
             settings,
             db,
@@ -78,6 +90,8 @@ impl Application {
             store_health,
             scheduler,
             spark_health,
+            listener,
+            kafka_stats,
         })
     }
 
@@ -113,6 +127,16 @@ impl Application {
             .is_err()
         {
             warn!("polls still in flight at shutdown; they will be repeated at next start");
+        }
+        if let Some(listener) = &self.listener {
+            // Bounded inside the listener; the outer limit only guards against a stuck actor.
+            let limit = Duration::from_secs(60);
+            if tokio::time::timeout(limit, listener.send(StopListening))
+                .await
+                .is_err()
+            {
+                warn!("Kafka listener did not stop in time; unwritten events will be redelivered");
+            }
         }
         match tokio::time::timeout(DRAIN_TIMEOUT, self.store.send(Drain)).await {
             Ok(Ok(())) => info!("all accepted changes are durable; bye"),

@@ -8,6 +8,7 @@
 //! for the answer that says the change is durable.
 
 pub mod job_store;
+pub mod kafka_listener;
 pub mod scheduler;
 pub mod spark_poller;
 

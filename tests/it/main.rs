@@ -2,6 +2,7 @@
 
 mod binary;
 mod helpers;
+mod kafka;
 mod real_spark;
 mod spark;
 mod store;

@@ -1,0 +1,184 @@
+//! The Kafka consumer: its configuration from settings and the context that commits stored
+//! offsets when partitions are revoked and reports broker reachability once per change.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::TopicPartitionList;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{is_secret_property, KafkaSettings};
+
+pub type ListenerConsumer = rdkafka::consumer::StreamConsumer<ListenerContext>;
+
+/// Hooks librdkafka calls from its own threads.
+#[derive(Debug)]
+pub struct ListenerContext {
+    brokers_up: AtomicBool,
+}
+
+impl Default for ListenerContext {
+    fn default() -> Self {
+        ListenerContext {
+            brokers_up: AtomicBool::new(true),
+        }
+    }
+}
+
+impl ListenerContext {
+    pub fn brokers_up(&self) -> bool {
+        self.brokers_up.load(Ordering::Relaxed)
+    }
+
+    /// A message arrived: the brokers are reachable.
+    pub fn note_reachable(&self) {
+        if !self.brokers_up.swap(true, Ordering::Relaxed) {
+            info!(actor = "kafka_listener", "Kafka brokers reachable again");
+        }
+    }
+}
+
+fn is_transport(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::NetworkException
+        )
+    )
+}
+
+impl ClientContext for ListenerContext {
+    /// librdkafka repeats itself while brokers are away; `error` above says it once.
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        debug!(target: "librdkafka", ?level, facility, "{message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if is_transport(&error) {
+            if self.brokers_up.swap(false, Ordering::Relaxed) {
+                warn!(actor = "kafka_listener", error = %error, reason,
+                    "Kafka brokers unreachable; retrying, no offset moves until events are written");
+            } else {
+                debug!(error = %error, reason, "Kafka brokers still unreachable");
+            }
+        } else {
+            warn!(actor = "kafka_listener", error = %error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for ListenerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            // What is written is committed before another member takes the partitions.
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => info!(actor = "kafka_listener", partitions = %describe(partitions),
+                    "partitions revoked; written offsets committed"),
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
+                    info!(actor = "kafka_listener", partitions = %describe(partitions), "partitions revoked")
+                }
+                Err(e) => warn!(actor = "kafka_listener", error = %e,
+                    "partitions revoked; commit failed, their events will be redelivered"),
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                info!(actor = "kafka_listener", partitions = %describe(partitions), "partitions assigned")
+            }
+            Rebalance::Error(e) => error!(actor = "kafka_listener", error = %e, "rebalance failed"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => debug!(offsets = %describe(offsets), "offsets committed"),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                warn!(actor = "kafka_listener", error = %e, "offset commit failed; retried at the next commit")
+            }
+        }
+    }
+}
+
+fn describe(partitions: &TopicPartitionList) -> String {
+    partitions
+        .elements()
+        .iter()
+        .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The consumer's configuration: at-least-once (offsets are stored by jobwarden only after the
+/// event is durable, and only stored offsets are auto-committed), then the operator's extra
+/// properties, which may not switch that off.
+pub fn client_config(settings: &KafkaSettings) -> Result<ClientConfig, String> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .set("group.id", &settings.group_id)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("auto.commit.interval.ms", "1000");
+    for (key, value) in &settings.properties {
+        if matches!(
+            key.as_str(),
+            "enable.auto.offset.store" | "enable.auto.commit" | "group.id" | "bootstrap.servers"
+        ) {
+            return Err(format!(
+                "kafka.properties.{key} is set by jobwarden itself (use kafka.group_id / kafka.bootstrap_servers; offsets are stored only after a write)"
+            ));
+        }
+        config.set(key, value);
+    }
+    config
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    Ok(config)
+}
+
+/// The configuration as it may be logged.
+pub fn describe_config(settings: &KafkaSettings) -> String {
+    settings
+        .properties
+        .iter()
+        .map(|(k, v)| {
+            if is_secret_property(k) {
+                format!("{k}=****")
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn consumer(settings: &KafkaSettings) -> Result<ListenerConsumer, String> {
+    let consumer: ListenerConsumer = client_config(settings)?
+        .create_with_context(ListenerContext::default())
+        .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+    consumer
+        .subscribe(&[&settings.topic])
+        .map_err(|e| format!("cannot subscribe to {}: {e}", settings.topic))?;
+    Ok(consumer)
+}
+
+/// Builds a client from the settings once, so that a property librdkafka refuses stops the
+/// start with its name instead of failing later.
+pub fn check(settings: &KafkaSettings) -> Result<(), String> {
+    client_config(settings)?
+        .create::<BaseConsumer>()
+        .map(|_| ())
+        .map_err(|e| format!("invalid [kafka] settings: {e}"))
+}
