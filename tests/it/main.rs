@@ -3,6 +3,7 @@
 mod binary;
 mod helpers;
 mod kafka;
+mod kafka_e2e;
 mod real_spark;
 mod spark;
 mod store;
