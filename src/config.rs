@@ -22,8 +22,19 @@ pub struct Settings {
     pub spark: SparkSettings,
     pub store: StoreSettings,
     pub telemetry: TelemetrySettings,
+    pub http: HttpSettings,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Where health, readiness, metrics and the job API listen; empty turns the server off.
+    pub bind: String,
+    /// Required as `Authorization: Bearer …` on `POST` requests when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -435,6 +446,24 @@ impl Settings {
                     format!("{ui:?}"),
                     "expected an http(s):// URL",
                 );
+            }
+        }
+        if !self.http.bind.is_empty() && self.http.bind.parse::<std::net::SocketAddr>().is_err() {
+            refuse(
+                "http.bind",
+                format!("{:?}", self.http.bind),
+                "expected host:port such as 127.0.0.1:9464 (or \"\" to turn the server off)",
+            );
+        }
+        if let Some(kafka) = &self.kafka {
+            for key in kafka.properties.keys() {
+                if crate::kafka::RESERVED_PROPERTIES.contains(&key.as_str()) {
+                    refuse(
+                        &format!("kafka.properties.{key}"),
+                        "(set)".into(),
+                        "is set by jobwarden itself (offsets are stored only after a write)",
+                    );
+                }
             }
         }
         if self.store.max_batch == 0 {

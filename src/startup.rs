@@ -14,6 +14,7 @@ use crate::actors::spark_poller::{DriverUis, PollerSettings, SparkHealth, SparkP
 use crate::actors::{Drain, JobStore, StoreHealth};
 use crate::config::Settings;
 use crate::domain::TimeoutPolicy;
+use crate::http::HttpState;
 use crate::spark::SparkClient;
 use crate::store;
 
@@ -30,9 +31,13 @@ pub struct Application {
     pub store_health: std::sync::Arc<StoreHealth>,
     pub scheduler: Addr<Scheduler>,
     pub spark_health: std::sync::Arc<SparkHealth>,
+    pub pollers: Vec<Addr<SparkPoller>>,
     /// Absent when no `[kafka]` section is configured.
     pub listener: Option<Addr<KafkaListener>>,
     pub kafka_stats: std::sync::Arc<KafkaStats>,
+    /// Where the HTTP endpoints listen (absent when `http.bind` is empty).
+    pub http_addr: Option<std::net::SocketAddr>,
+    http: Option<actix_web::dev::ServerHandle>,
 }
 
 impl Application {
@@ -64,34 +69,57 @@ impl Application {
             max_backoff: settings.spark.max_backoff,
         };
         let uis = std::sync::Arc::new(DriverUis::default());
-        let pollers = (0..settings.spark.max_concurrent_polls)
+        let pollers: Vec<Addr<SparkPoller>> = (0..settings.spark.max_concurrent_polls)
             .map(|id| {
-                SparkPoller::new(
+                let poller = SparkPoller::new(
                     id,
                     spark.clone(),
                     store.clone(),
                     spark_health.clone(),
                     uis.clone(),
                     poller_settings,
-                )
-                .start()
+                );
+                Supervisor::start(move |_| poller)
             })
             .collect();
         let scheduler =
-            Scheduler::new(store.clone(), pollers, settings.spark.poll_interval).start();
+            Scheduler::new(store.clone(), pollers.clone(), settings.spark.poll_interval);
+        let scheduler = Supervisor::start(move |_| scheduler);
         let kafka_stats = std::sync::Arc::new(KafkaStats::default());
         let listener = settings.kafka.as_ref().map(|kafka| {
             KafkaListener::new(kafka.clone(), store.clone(), kafka_stats.clone()).start()
         });
+        let http = if settings.http.bind.is_empty() {
+            None
+        } else {
+            let state = HttpState {
+                db: db.clone(),
+                store: store.clone(),
+                store_health: store_health.clone(),
+                scheduler: scheduler.clone(),
+                pollers: pollers.clone(),
+                listener: listener.clone(),
+                api_token: settings.http.api_token.clone(),
+            };
+            let (addr, handle) =
+                crate::http::start(&settings.http.bind, state).with_context(|| {
+                    format!("failed to listen on http.bind = {:?}", settings.http.bind)
+                })?;
+            info!(address = %addr, "HTTP endpoints listening (/healthz, /readyz, /metrics, /api/v1)");
+            Some((addr, handle))
+        };
         Ok(Application {
             settings,
             db,
             store,
             store_health,
             scheduler,
+            pollers,
             spark_health,
             listener,
             kafka_stats,
+            http_addr: http.as_ref().map(|(addr, _)| *addr),
+            http: http.map(|(_, handle)| handle),
         })
     }
 
@@ -120,6 +148,9 @@ impl Application {
 
     /// Stops taking work and waits for the store to make accepted changes durable.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        if let Some(http) = &self.http {
+            http.stop(true).await;
+        }
         // Polls in flight finish (each is bounded by the request timeout) and get recorded.
         let polls_done = self.settings.spark.request_timeout * 2 + Duration::from_secs(1);
         if tokio::time::timeout(polls_done, self.scheduler.send(StopPolling))

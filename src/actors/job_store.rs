@@ -15,6 +15,9 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::config::StoreSettings;
 use crate::domain::{Applied, TimeoutPolicy};
+use crate::metrics::METRICS;
+
+use super::supervision::{contained, report_crash, Crash};
 use crate::store::{self, read::DueExecution, OpError, WriteOp, WriteOutcome};
 
 /// Why a message to the store did not succeed.
@@ -111,6 +114,7 @@ impl StoreHealth {
 
     /// Returns true when this call changed the state, so the outage is logged once per edge.
     fn set_up(&self, up: bool) -> bool {
+        METRICS.database_up.set(if up { 1.0 } else { 0.0 });
         self.database_up.swap(up, Ordering::Relaxed) != up
     }
 }
@@ -157,10 +161,13 @@ impl JobStore {
     }
 
     /// Starts the actor with its deep mailbox in place from the first message on.
+    /// Under a supervisor: after a crash it restarts with the same address and mailbox, and
+    /// the changes still pending are written by the restarted actor.
     pub fn launch(self) -> Addr<Self> {
-        let mut ctx = Context::new();
-        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        ctx.run(self)
+        Supervisor::start(move |ctx: &mut Context<Self>| {
+            ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+            self
+        })
     }
 
     pub fn health(&self) -> Arc<StoreHealth> {
@@ -194,17 +201,37 @@ impl JobStore {
         self.flushing = true;
         let health = self.health.clone();
         health.largest_batch.fetch_max(ops.len(), Ordering::Relaxed);
+        METRICS.store_batch_size.observe(ops.len() as f64);
         let span = info_span!("store_batch", actor = "job_store", size = ops.len());
         let write =
             write_durably(self.db.clone(), ops, self.settings.clone(), health).instrument(span);
-        ctx.spawn(write.into_actor(self).map(move |outcomes, act, ctx| {
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                // A sender that stopped waiting has nothing to be told.
-                let _ = reply.send(outcome.map_err(StoreError::Refused));
-            }
-            act.flushing = false;
-            act.flush(ctx);
-        }));
+        ctx.spawn(
+            contained(write)
+                .into_actor(self)
+                .map(move |outcomes, act, ctx| {
+                    act.flushing = false;
+                    match outcomes {
+                        Ok(outcomes) => {
+                            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                                // A sender that stopped waiting has nothing to be told.
+                                let _ = reply.send(outcome.map_err(StoreError::Refused));
+                            }
+                            act.flush(ctx);
+                        }
+                        Err(reason) => {
+                            // Nothing of the batch is known to be durable: its senders hear so and
+                            // treat their changes as not done.
+                            for reply in replies {
+                                let _ = reply.send(Err(StoreError::Gone(format!(
+                                    "store crashed: {reason}"
+                                ))));
+                            }
+                            report_crash("job_store", &reason);
+                            ctx.stop();
+                        }
+                    }
+                }),
+        );
     }
 }
 
@@ -218,6 +245,34 @@ impl Actor for JobStore {
                 ctx.notify(SweepTimeouts { now: Utc::now() });
             });
         }
+        // After a restart, carry on with what was pending.
+        self.flush(ctx);
+    }
+}
+
+impl Supervised for JobStore {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.flushing = false;
+    }
+}
+
+impl Handler<Crash> for JobStore {
+    type Result = ();
+
+    /// Crashes inside the guarded write path, as a bug in a batch would.
+    fn handle(&mut self, _: Crash, ctx: &mut Self::Context) {
+        self.flushing = true;
+        ctx.spawn(
+            contained(async { panic!("injected crash") })
+                .into_actor(self)
+                .map(|outcome: Result<(), String>, act, ctx| {
+                    act.flushing = false;
+                    if let Err(reason) = outcome {
+                        report_crash("job_store", &reason);
+                        ctx.stop();
+                    }
+                }),
+        );
     }
 }
 
@@ -376,8 +431,12 @@ async fn write_retrying(
 ) -> Result<Vec<Result<WriteOutcome, OpError>>, DbErr> {
     let mut delay = settings.retry_initial;
     loop {
-        match store::apply_batch(db, ops, Utc::now()).await {
+        let timer = METRICS.store_commit_seconds.start_timer();
+        let attempt = store::apply_batch(db, ops, Utc::now()).await;
+        timer.observe_duration();
+        match attempt {
             Ok(outcomes) => {
+                count_transitions(ops, &outcomes);
                 health.transactions.fetch_add(1, Ordering::Relaxed);
                 health
                     .changes
@@ -392,6 +451,7 @@ async fn write_retrying(
             }
             Err(e) if store::is_transient(&e) => {
                 health.retries.fetch_add(1, Ordering::Relaxed);
+                METRICS.store_retries.inc();
                 if health.set_up(false) {
                     error!(actor = "job_store", error = %e, retry_in = ?delay,
                         "database unreachable; holding changes and retrying");
@@ -405,5 +465,34 @@ async fn write_retrying(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Bumps the transition counters for what a committed batch did.
+fn count_transitions(ops: &[WriteOp], outcomes: &[Result<WriteOutcome, OpError>]) {
+    for (op, outcome) in ops.iter().zip(outcomes) {
+        let moved = matches!(
+            outcome,
+            Ok(WriteOutcome::Execution(Applied::Transitioned { .. }))
+                | Ok(WriteOutcome::Queue(
+                    crate::domain::EventApplied::Transitioned { .. }
+                ))
+                | Ok(WriteOutcome::Tracked { created: true })
+        );
+        if !moved {
+            continue;
+        }
+        let source = match op {
+            WriteOp::Observe { .. } => "spark_poll",
+            WriteOp::TimeOut { .. } => {
+                METRICS.timeouts.inc();
+                "timeout_sweep"
+            }
+            WriteOp::QueueEvent { .. } => "kafka_event",
+            WriteOp::Finish { source, .. } => source.as_str(),
+            WriteOp::Track(request) => request.source.as_str(),
+            WriteOp::PollFailed { .. } | WriteOp::DeadLetter(_) => continue,
+        };
+        METRICS.transitions.with_label_values(&[source]).inc();
     }
 }

@@ -20,9 +20,11 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use crate::config::KafkaSettings;
 use crate::domain::{parse_event, Position};
 use crate::kafka::{self, ListenerConsumer};
+use crate::metrics::METRICS;
 use crate::store::{NewDeadLetter, WriteOp, WriteOutcome};
 
 use super::job_store::{JobStore, StoreError, Write};
+use super::supervision::{contained, report_crash, Crash};
 
 /// Counters since start.
 #[derive(Debug, Default)]
@@ -43,6 +45,7 @@ pub struct KafkaListener {
     store: Addr<JobStore>,
     stats: Arc<KafkaStats>,
     stop: watch::Sender<bool>,
+    crash: watch::Sender<u64>,
     finished: Vec<oneshot::Sender<()>>,
     running: bool,
 }
@@ -56,11 +59,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 impl KafkaListener {
     pub fn new(settings: KafkaSettings, store: Addr<JobStore>, stats: Arc<KafkaStats>) -> Self {
         let (stop, _) = watch::channel(false);
+        let (crash, _) = watch::channel(0);
         KafkaListener {
             settings,
             store,
             stats,
             stop,
+            crash,
             finished: Vec::new(),
             running: false,
         }
@@ -85,6 +90,7 @@ impl Actor for KafkaListener {
             self.store.clone(),
             self.stats.clone(),
             self.stop.subscribe(),
+            self.crash.subscribe(),
         )
         .instrument(info_span!("kafka_listener", actor = "kafka_listener"));
         ctx.spawn(work.into_actor(self).map(|_, act, _| {
@@ -93,6 +99,15 @@ impl Actor for KafkaListener {
                 let _ = waiter.send(());
             }
         }));
+    }
+}
+
+impl Handler<Crash> for KafkaListener {
+    type Result = ();
+
+    /// Panics the running consumer, as a bug in event handling would.
+    fn handle(&mut self, _: Crash, _: &mut Self::Context) {
+        self.crash.send_modify(|n| *n += 1);
     }
 }
 
@@ -112,25 +127,37 @@ impl Handler<StopListening> for KafkaListener {
     }
 }
 
-/// Consumes until told to stop; a consumer that fails is rebuilt after a pause, resuming from
-/// the committed offsets (so nothing unwritten is skipped).
+/// Consumes until told to stop. A consumer that fails or panics is dropped and rebuilt after
+/// a pause (doubling up to 30 s), resuming from the committed offsets, so nothing unwritten is
+/// skipped.
 async fn listen(
     settings: KafkaSettings,
     store: Addr<JobStore>,
     stats: Arc<KafkaStats>,
     mut stop: watch::Receiver<bool>,
+    crash: watch::Receiver<u64>,
 ) {
     let mut pause = Duration::from_millis(500);
     loop {
-        let result = match kafka::consumer(&settings) {
-            Ok(consumer) => consume(&consumer, &settings, &store, &stats, &mut stop).await,
-            Err(e) => Err(e),
+        let attempt = {
+            let (settings, store, stats) = (settings.clone(), store.clone(), stats.clone());
+            let (mut stop, mut crash) = (stop.clone(), crash.clone());
+            crash.mark_unchanged();
+            contained(async move {
+                let consumer = kafka::consumer(&settings)?;
+                consume(&consumer, &settings, &store, &stats, &mut stop, &mut crash).await
+            })
+            .await
         };
-        match result {
-            Ok(()) => return,
-            Err(e) => {
+        match attempt {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => {
                 stats.restarts.fetch_add(1, Ordering::Relaxed);
                 error!(error = %e, retry_in = ?pause, "Kafka listener stopped; restarting from the committed offsets");
+            }
+            Err(reason) => {
+                stats.restarts.fetch_add(1, Ordering::Relaxed);
+                report_crash("kafka_listener", &reason);
             }
         }
         tokio::select! {
@@ -162,6 +189,7 @@ async fn consume(
     store: &Addr<JobStore>,
     stats: &KafkaStats,
     stop: &mut watch::Receiver<bool>,
+    crash: &mut watch::Receiver<u64>,
 ) -> Result<(), String> {
     let mut in_flight: FuturesOrdered<Ack> = FuturesOrdered::new();
     let mut in_flight_bytes = 0usize;
@@ -169,6 +197,7 @@ async fn consume(
         tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => break,
+            Ok(()) = crash.changed() => panic!("injected crash"),
             Some((event, answer)) = in_flight.next(), if !in_flight.is_empty() => {
                 in_flight_bytes -= event.bytes();
                 settle(consumer, store, stats, event, answer).await?;
@@ -179,6 +208,7 @@ async fn consume(
                 Ok(message) => {
                     consumer.context().note_reachable();
                     stats.consumed.fetch_add(1, Ordering::Relaxed);
+                    METRICS.kafka_events.with_label_values(&["consumed"]).inc();
                     let (event, op) = to_write(&message, settings.max_payload_bytes);
                     in_flight_bytes += event.bytes();
                     let answer = store.send(Write(op));
@@ -229,12 +259,17 @@ async fn settle(
         Ok(WriteOutcome::DeadLettered { duplicate }) => {
             if !duplicate {
                 stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                METRICS
+                    .kafka_events
+                    .with_label_values(&["dead_lettered"])
+                    .inc();
             }
             warn!(topic = %p.topic, partition = p.partition, offset = p.offset,
                 error = %event.received.error, "malformed event kept in dead_letters");
         }
         Ok(outcome) => {
             stats.applied.fetch_add(1, Ordering::Relaxed);
+            METRICS.kafka_events.with_label_values(&["applied"]).inc();
             debug!(topic = %p.topic, partition = p.partition, offset = p.offset, ?outcome, "event applied");
         }
         Err(StoreError::Refused(refusal)) => {
@@ -247,6 +282,10 @@ async fn settle(
             match store.send(Write(WriteOp::DeadLetter(letter))).await {
                 Ok(Ok(_)) => {
                     stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    METRICS
+                        .kafka_events
+                        .with_label_values(&["dead_lettered"])
+                        .inc();
                 }
                 other => return Err(format!("could not keep a refused event: {other:?}")),
             }

@@ -11,7 +11,9 @@ pub mod job_store;
 pub mod kafka_listener;
 pub mod scheduler;
 pub mod spark_poller;
+pub mod supervision;
 
 pub use job_store::{
     Drain, DueJobs, GetStats, JobStore, StoreError, StoreHealth, StoreStats, SweepTimeouts, Write,
 };
+pub use supervision::Crash;

@@ -9,10 +9,12 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tracing::{debug, info, info_span, warn};
 
+use crate::metrics::METRICS;
 use crate::store::read::DueExecution;
 
 use super::job_store::{DueJobs, JobStore};
 use super::spark_poller::{Poll, PollReport, SparkPoller};
+use super::supervision::{guarded, report_crash, Crash};
 
 /// Start a poll cycle now (sent by the interval timer; tests send it directly).
 #[derive(Message, Debug, Default)]
@@ -137,8 +139,16 @@ impl Scheduler {
                     cycle.more = false;
                 }
             }
-            act.dispatch(ctx);
+            act.dispatch_guarded(ctx);
         }));
+    }
+
+    /// Dispatches, treating a panic as a crash of the scheduler.
+    fn dispatch_guarded(&mut self, ctx: &mut Context<Self>) {
+        if let Err(reason) = guarded(|| self.dispatch(ctx)) {
+            report_crash("scheduler", &reason);
+            ctx.stop();
+        }
     }
 
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
@@ -166,7 +176,7 @@ impl Scheduler {
                         warn!(execution_id = %execution_id, error = %e, "poller did not answer")
                     }
                 }
-                act.dispatch(ctx);
+                act.dispatch_guarded(ctx);
             }));
         }
         self.after_dispatch(ctx);
@@ -186,6 +196,10 @@ impl Scheduler {
             let cycle = self.cycle.take().expect("cycle checked present");
             let span = info_span!("scheduler", actor = "scheduler");
             let _enter = span.enter();
+            METRICS
+                .poll_cycle_seconds
+                .with_label_values(&["spark"])
+                .observe(cycle.clock.elapsed().as_secs_f64());
             if cycle.due > 0 {
                 info!(
                     due = cycle.due,
@@ -223,11 +237,25 @@ impl Handler<Tick> for Scheduler {
     type Result = TickSummary;
 
     fn handle(&mut self, _: Tick, ctx: &mut Self::Context) -> TickSummary {
+        match guarded(|| self.tick(ctx)) {
+            Ok(summary) => summary,
+            Err(reason) => {
+                report_crash("scheduler", &reason);
+                ctx.stop();
+                TickSummary { started: false }
+            }
+        }
+    }
+}
+
+impl Scheduler {
+    fn tick(&mut self, ctx: &mut Context<Self>) -> TickSummary {
         if self.stopping {
             return TickSummary { started: false };
         }
         if let Some(cycle) = &self.cycle {
             self.stats.skipped_ticks += 1;
+            METRICS.scheduler_ticks_skipped.inc();
             debug!(
                 actor = "scheduler",
                 in_flight = self.in_flight.len(),
@@ -248,6 +276,30 @@ impl Handler<Tick> for Scheduler {
         });
         self.fetch(ctx);
         TickSummary { started: true }
+    }
+}
+
+impl Handler<Crash> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, ctx: &mut Self::Context) {
+        if let Err(reason) = guarded(|| panic!("injected crash")) {
+            report_crash("scheduler", &reason);
+            ctx.stop();
+        }
+    }
+}
+
+impl Supervised for Scheduler {
+    /// Polls in flight when it crashed still finish and are written by their pollers; the new
+    /// scheduler starts with every poller idle and a fresh cycle.
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.idle = (0..self.pollers.len()).rev().collect();
+        self.in_flight.clear();
+        self.backlog.clear();
+        self.cycle = None;
+        self.fetching = false;
+        self.notify_idle();
     }
 }
 

@@ -12,11 +12,13 @@ use chrono::Utc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::domain::{DriverState, Observation};
+use crate::metrics::METRICS;
 use crate::spark::{DriverStatus, DriverUi, SparkClient, SparkError};
 use crate::store::read::DueExecution;
 use crate::store::{WriteOp, WriteOutcome};
 
 use super::job_store::{JobStore, StoreError, Write};
+use super::supervision::{contained, report_crash, Crash};
 
 /// Poll one execution.
 #[derive(Message, Debug, Clone)]
@@ -66,6 +68,7 @@ impl SparkHealth {
         if self.reachable.swap(up, Ordering::Relaxed) == up {
             return;
         }
+        METRICS.spark_up.set(if up { 1.0 } else { 0.0 });
         match error {
             Some(e) if !up => warn!(spark = url, error = %e,
                 "Spark unreachable; jobs keep their status, polls back off"),
@@ -167,7 +170,42 @@ impl Handler<Poll> for SparkPoller {
             msg.job,
         )
         .instrument(span);
-        AtomicResponse::new(Box::pin(work.into_actor(self)))
+        AtomicResponse::new(Box::pin(contained(work).into_actor(self).map(
+            |outcome, act, ctx| match outcome {
+                Ok(report) => report,
+                Err(reason) => {
+                    report_crash("spark_poller", &reason);
+                    METRICS.polls_in_flight.dec();
+                    ctx.stop();
+                    let _ = act;
+                    PollReport::NotRecorded(format!("poller crashed: {reason}"))
+                }
+            },
+        )))
+    }
+}
+
+impl Handler<Crash> for SparkPoller {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: Crash, _: &mut Self::Context) -> Self::Result {
+        METRICS.polls_in_flight.inc();
+        let work = async { panic!("injected crash") };
+        AtomicResponse::new(Box::pin(contained(work).into_actor(self).map(
+            |outcome: Result<(), String>, _, ctx| {
+                if let Err(reason) = outcome {
+                    report_crash("spark_poller", &reason);
+                    METRICS.polls_in_flight.dec();
+                    ctx.stop();
+                }
+            },
+        )))
+    }
+}
+
+impl Supervised for SparkPoller {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        debug!(actor = "spark_poller", poller = self.id, "restarted");
     }
 }
 
@@ -180,12 +218,17 @@ async fn poll_once(
     job: DueExecution,
 ) -> PollReport {
     let spark_url = client.rest_base().as_str().to_owned();
+    let m = &*METRICS;
+    m.polls_in_flight.inc();
+    let timer = m.poll_seconds.start_timer();
     let answer = client.status(&job.submission_id).await;
+    timer.observe_duration();
     let at = Utc::now();
     let (op, report) = match answer {
         Ok(status) => {
             health.note(true, &spark_url, None);
             health.polls_observed.fetch_add(1, Ordering::Relaxed);
+            m.polls.with_label_values(&["observed"]).inc();
             if status.state == DriverState::Unknown {
                 health.unknown_state_answers.fetch_add(1, Ordering::Relaxed);
             }
@@ -207,6 +250,7 @@ async fn poll_once(
                 debug!(error = %e, "no usable answer for this submission");
             }
             health.polls_failed.fetch_add(1, Ordering::Relaxed);
+            m.polls.with_label_values(&["failed"]).inc();
             (
                 WriteOp::PollFailed {
                     execution_id: job.execution_id.clone(),
@@ -218,7 +262,9 @@ async fn poll_once(
             )
         }
     };
-    match store.send(Write(op)).await.map_err(StoreError::from) {
+    let written = store.send(Write(op)).await.map_err(StoreError::from);
+    m.polls_in_flight.dec();
+    match written {
         Ok(Ok(WriteOutcome::Execution(applied))) => {
             debug!(?applied, "recorded");
             report
@@ -228,6 +274,7 @@ async fn poll_once(
             report
         }
         Ok(Err(e)) | Err(e) => {
+            m.polls.with_label_values(&["not_recorded"]).inc();
             warn!(error = %e, "poll result not recorded; the job stays due");
             PollReport::NotRecorded(e.to_string())
         }

@@ -54,6 +54,18 @@ fn is_transport(error: &KafkaError) -> bool {
 }
 
 impl ClientContext for ListenerContext {
+    /// Total lag of the assigned partitions, from librdkafka's periodic statistics.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        crate::metrics::METRICS.kafka_consumer_lag.set(lag);
+    }
+
     /// librdkafka repeats itself while brokers are away; `error` above says it once.
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         debug!(target: "librdkafka", ?level, facility, "{message}");
@@ -129,12 +141,10 @@ pub fn client_config(settings: &KafkaSettings) -> Result<ClientConfig, String> {
         .set("group.id", &settings.group_id)
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("auto.commit.interval.ms", "1000");
+        .set("auto.commit.interval.ms", "1000")
+        .set("statistics.interval.ms", "5000");
     for (key, value) in &settings.properties {
-        if matches!(
-            key.as_str(),
-            "enable.auto.offset.store" | "enable.auto.commit" | "group.id" | "bootstrap.servers"
-        ) {
+        if RESERVED_PROPERTIES.contains(&key.as_str()) {
             return Err(format!(
                 "kafka.properties.{key} is set by jobwarden itself (use kafka.group_id / kafka.bootstrap_servers; offsets are stored only after a write)"
             ));
@@ -147,6 +157,14 @@ pub fn client_config(settings: &KafkaSettings) -> Result<ClientConfig, String> {
         .set_log_level(RDKafkaLogLevel::Warning);
     Ok(config)
 }
+
+/// Properties jobwarden sets itself: delivery guarantees depend on them.
+pub const RESERVED_PROPERTIES: [&str; 4] = [
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+    "group.id",
+    "bootstrap.servers",
+];
 
 /// The configuration as it may be logged.
 pub fn describe_config(settings: &KafkaSettings) -> String {

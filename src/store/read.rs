@@ -91,6 +91,27 @@ pub async fn list_executions(
         .await
 }
 
+/// A page of executions ordered by id, after `cursor` (exclusive).
+pub async fn page_executions(
+    db: &DatabaseConnection,
+    status: Option<JobStatus>,
+    cursor: Option<&str>,
+    limit: u64,
+) -> Result<Vec<executions::Model>, DbErr> {
+    let mut query = executions::Entity::find();
+    if let Some(status) = status {
+        query = query.filter(executions::Column::Status.eq(status.as_str()));
+    }
+    if let Some(cursor) = cursor {
+        query = query.filter(executions::Column::ExecutionId.gt(cursor));
+    }
+    query
+        .order_by_asc(executions::Column::ExecutionId)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
 /// One execution and its transitions, oldest first.
 pub async fn execution_with_history(
     db: &DatabaseConnection,

@@ -30,6 +30,8 @@ pub(crate) fn jobwarden(dir: &Path) -> Command {
             cmd.env_remove(key);
         }
     }
+    // Tests run side by side: each service takes a free port.
+    cmd.env("JOBWARDEN__HTTP__BIND", "127.0.0.1:0");
     cmd
 }
 

@@ -12,7 +12,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use sea_orm::{ColumnTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+};
 
 use crate::binary::{jobwarden, Running};
 use crate::helpers::wait_until;
@@ -49,7 +51,9 @@ fn malformed(i: usize) -> Vec<u8> {
         1 => format!(r#"{{"status":"Completed","n":{i}}}"#).into_bytes(),
         2 => format!(r#"{{"jobId":"bad-{i}","status":"Exploded"}}"#).into_bytes(),
         3 => vec![0xff, 0xfe, i as u8, 0x00],
-        _ => format!(r#"{{"jobId":"bad-{i}","status":"Completed","timestamp":"noon"}}"#).into_bytes(),
+        _ => {
+            format!(r#"{{"jobId":"bad-{i}","status":"Completed","timestamp":"noon"}}"#).into_bytes()
+        }
     }
 }
 
@@ -79,9 +83,14 @@ async fn produce(brokers: &str, topic: &str) -> BTreeSet<Vec<u8>> {
     for round in ["Processing", "final"] {
         let mut sends = Vec::with_capacity(JOBS);
         for i in 0..JOBS {
-            let status = if round == "final" { final_status(i) } else { round };
+            let status = if round == "final" {
+                final_status(i)
+            } else {
+                round
+            };
             let key = format!("job-{i}");
-            let payload = format!(r#"{{"jobId":"{key}","status":"{status}","eventId":"{key}-{status}"}}"#);
+            let payload =
+                format!(r#"{{"jobId":"{key}","status":"{status}","eventId":"{key}-{status}"}}"#);
             sends.push(async move {
                 producer
                     .send(
@@ -97,7 +106,10 @@ async fn produce(brokers: &str, topic: &str) -> BTreeSet<Vec<u8>> {
                 let payload = malformed(n);
                 bad.insert(payload.clone());
                 producer
-                    .send(FutureRecord::to(topic).key("bad").payload(&payload), Duration::from_secs(30))
+                    .send(
+                        FutureRecord::to(topic).key("bad").payload(&payload),
+                        Duration::from_secs(30),
+                    )
                     .await
                     .unwrap();
             }
@@ -148,10 +160,14 @@ async fn every_event_survives_a_sigkill_halfway() {
     let db = Database::connect(format!("sqlite://{}?mode=ro", db_path.display()))
         .await
         .unwrap();
-    wait_until(Duration::from_secs(120), "half the jobs to be final", || {
-        let db = db.clone();
-        async move { final_rows(&db).await >= (JOBS / 2) as u64 }
-    })
+    wait_until(
+        Duration::from_secs(120),
+        "half the jobs to be final",
+        || {
+            let db = db.clone();
+            async move { final_rows(&db).await >= (JOBS / 2) as u64 }
+        },
+    )
     .await;
     first.signal("KILL");
     let (status, _) = first.wait(Duration::from_secs(10));
@@ -166,10 +182,14 @@ async fn every_event_survives_a_sigkill_halfway() {
         async move { final_rows(&db).await == JOBS as u64 }
     })
     .await;
-    wait_until(Duration::from_secs(60), "every malformed event to be dead-lettered", || {
-        let db = db.clone();
-        async move { DeadLetters::find().count(&db).await.unwrap_or(0) >= MALFORMED as u64 }
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "every malformed event to be dead-lettered",
+        || {
+            let db = db.clone();
+            async move { DeadLetters::find().count(&db).await.unwrap_or(0) >= MALFORMED as u64 }
+        },
+    )
     .await;
     second.signal("TERM");
     let (status, log) = second.wait(Duration::from_secs(60));
@@ -179,7 +199,12 @@ async fn every_event_survives_a_sigkill_halfway() {
     assert_eq!(rows.len(), JOBS, "exactly the jobs that were sent");
     for row in &rows {
         let i: usize = row.job_id.trim_start_matches("job-").parse().unwrap();
-        assert_eq!(row.status, final_status(i), "{} regressed or is wrong", row.job_id);
+        assert_eq!(
+            row.status,
+            final_status(i),
+            "{} regressed or is wrong",
+            row.job_id
+        );
     }
     // Each job moved Pending -> Processing -> final once: redelivery after the kill added
     // no extra transitions and nothing moved backwards.

@@ -1,0 +1,96 @@
+//! The HTTP server: health, readiness, Prometheus metrics and the job API, on one address.
+
+mod api;
+mod probes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use sea_orm::DatabaseConnection;
+use serde_json::json;
+
+use crate::actors::kafka_listener::KafkaListener;
+use crate::actors::scheduler::Scheduler;
+use crate::actors::spark_poller::SparkPoller;
+use crate::actors::{JobStore, StoreHealth};
+use crate::config::Secret;
+
+/// What the handlers need; cheap to clone.
+#[derive(Clone)]
+pub struct HttpState {
+    pub db: DatabaseConnection,
+    pub store: Addr<JobStore>,
+    pub store_health: Arc<StoreHealth>,
+    pub scheduler: Addr<Scheduler>,
+    pub pollers: Vec<Addr<SparkPoller>>,
+    pub listener: Option<Addr<KafkaListener>>,
+    pub api_token: Option<Secret>,
+}
+
+/// A JSON error body with a message that says what to do.
+pub(crate) fn error(
+    status: actix_web::http::StatusCode,
+    message: impl Into<String>,
+) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": message.into() }))
+}
+
+/// Binds and starts the server on the current system; returns its address and a handle to stop it.
+pub fn start(
+    bind: &str,
+    state: HttpState,
+) -> std::io::Result<(SocketAddr, actix_web::dev::ServerHandle)> {
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(64 * 1024)
+                    .error_handler(|err, _| {
+                        let message = format!("invalid JSON body: {err}");
+                        actix_web::error::InternalError::from_response(
+                            err,
+                            error(actix_web::http::StatusCode::BAD_REQUEST, message),
+                        )
+                        .into()
+                    }),
+            )
+            .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                let message = format!("invalid query: {err}");
+                actix_web::error::InternalError::from_response(
+                    err,
+                    error(actix_web::http::StatusCode::BAD_REQUEST, message),
+                )
+                .into()
+            }))
+            .route("/healthz", web::get().to(probes::healthz))
+            .route("/readyz", web::get().to(probes::readyz))
+            .route("/metrics", web::get().to(probes::metrics))
+            .route("/api/v1/jobs", web::get().to(api::list_jobs))
+            .route("/api/v1/jobs", web::post().to(api::track_job))
+            .route("/api/v1/jobs/{execution_id}", web::get().to(api::show_job))
+            .route("/api/v1/queue/{job_id}", web::get().to(api::show_queue_job))
+            .default_service(web::to(|| async {
+                error(
+                    actix_web::http::StatusCode::NOT_FOUND,
+                    "no such endpoint; see the README's Operating section",
+                )
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(bind)?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("bound to no address"))?;
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Ok((addr, handle))
+}

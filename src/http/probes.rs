@@ -1,0 +1,98 @@
+//! `/healthz`, `/readyz` and `/metrics`.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Map, Value};
+
+use crate::metrics::METRICS;
+use crate::store::read;
+
+use super::HttpState;
+
+/// The process answers: nothing more.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// 200 only when the database answers and every actor is alive; otherwise 503 naming what is not.
+pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
+    let mut checks = Map::new();
+    let mut not_ready = Vec::new();
+    let mut check = |name: &str, result: Result<String, String>| match result {
+        Ok(detail) => {
+            checks.insert(name.into(), Value::String(detail));
+        }
+        Err(problem) => {
+            checks.insert(name.into(), Value::String(problem));
+            not_ready.push(name.to_owned());
+        }
+    };
+    let database = match tokio::time::timeout(PROBE_TIMEOUT, state.db.ping()).await {
+        Ok(Ok(())) => Ok("ok".to_owned()),
+        Ok(Err(e)) => Err(format!("unreachable: {e}")),
+        Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+    };
+    check("database", database);
+    check(
+        "job_store",
+        if !state.store.connected() {
+            Err("not running".into())
+        } else if !state.store_health.database_up() {
+            Err("holding changes until the database is back".into())
+        } else {
+            Ok("ok".into())
+        },
+    );
+    check(
+        "scheduler",
+        if state.scheduler.connected() {
+            Ok("ok".into())
+        } else {
+            Err("not running".into())
+        },
+    );
+    let alive = state.pollers.iter().filter(|p| p.connected()).count();
+    let total = state.pollers.len();
+    check(
+        "spark_pollers",
+        if alive == total {
+            Ok(format!("{alive}/{total} running"))
+        } else {
+            Err(format!("{alive}/{total} running"))
+        },
+    );
+    match &state.listener {
+        None => check("kafka_listener", Ok("not configured".into())),
+        Some(listener) if listener.connected() => check("kafka_listener", Ok("ok".into())),
+        Some(_) => check("kafka_listener", Err("not running".into())),
+    }
+    let ready = not_ready.is_empty();
+    let body = json!({ "ready": ready, "checks": checks, "not_ready": not_ready });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE).json(body)
+    }
+}
+
+/// Prometheus text format; the per-status job gauge is read from the database at scrape time.
+pub async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
+    if let Ok(Ok(counts)) =
+        tokio::time::timeout(PROBE_TIMEOUT, read::count_by_status(&state.db)).await
+    {
+        METRICS.jobs.reset();
+        for (status, n) in counts {
+            METRICS
+                .jobs
+                .with_label_values(&[status.as_str()])
+                .set(n as f64);
+        }
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(METRICS.render())
+}

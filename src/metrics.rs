@@ -1,0 +1,189 @@
+//! The Prometheus metrics: one registry for the process, typed handles for each actor to bump.
+//! Each thing that can happen has one counter with a low-cardinality label.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// `outcome`: observed, failed, not_recorded, crashed.
+    pub polls: IntCounterVec,
+    pub poll_seconds: Histogram,
+    pub polls_in_flight: IntGauge,
+    /// Set at scrape time from the database.
+    pub jobs: GaugeVec,
+    /// `source`: spark_poll, kafka_event, timeout_sweep, api.
+    pub transitions: IntCounterVec,
+    /// `outcome`: consumed, applied, dead_lettered.
+    pub kafka_events: IntCounterVec,
+    pub kafka_consumer_lag: IntGauge,
+    pub store_batch_size: Histogram,
+    pub store_commit_seconds: Histogram,
+    pub store_retries: IntCounter,
+    pub database_up: Gauge,
+    pub spark_up: Gauge,
+    /// `actor`: scheduler, spark_poller, kafka_listener, job_store.
+    pub actor_restarts: IntCounterVec,
+    pub timeouts: IntCounter,
+    pub scheduler_ticks_skipped: IntCounter,
+    pub poll_cycle_seconds: HistogramVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let latency = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let jobs = GaugeVec::new(
+            Opts::new("jobwarden_jobs", "Spark executions by status"),
+            &["status"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(jobs.clone())).expect("unique metric");
+        let polls_in_flight = IntGauge::new(
+            "jobwarden_polls_in_flight",
+            "Spark status requests in flight",
+        )
+        .expect("valid metric");
+        r.register(Box::new(polls_in_flight.clone()))
+            .expect("unique metric");
+        let lag = IntGauge::new(
+            "jobwarden_kafka_consumer_lag",
+            "Messages behind the end of the assigned partitions (librdkafka statistics)",
+        )
+        .expect("valid metric");
+        r.register(Box::new(lag.clone())).expect("unique metric");
+        let cycle = HistogramVec::new(
+            HistogramOpts::new(
+                "jobwarden_poll_cycle_seconds",
+                "Duration of a full poll cycle",
+            )
+            .buckets(vec![0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0]),
+            &["kind"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(cycle.clone())).expect("unique metric");
+        Metrics {
+            polls: counter_vec(
+                &r,
+                "jobwarden_polls_total",
+                "Spark status polls by outcome",
+                "outcome",
+            ),
+            poll_seconds: histogram(
+                &r,
+                "jobwarden_poll_duration_seconds",
+                "Spark status poll latency",
+                latency.clone(),
+            ),
+            polls_in_flight,
+            jobs,
+            transitions: counter_vec(
+                &r,
+                "jobwarden_status_transitions_total",
+                "Status transitions written, by source",
+                "source",
+            ),
+            kafka_events: counter_vec(
+                &r,
+                "jobwarden_kafka_events_total",
+                "Kafka status events by outcome",
+                "outcome",
+            ),
+            kafka_consumer_lag: lag,
+            store_batch_size: histogram(
+                &r,
+                "jobwarden_store_batch_size",
+                "Changes per store transaction",
+                vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
+            ),
+            store_commit_seconds: histogram(
+                &r,
+                "jobwarden_store_commit_seconds",
+                "Store transaction latency",
+                latency,
+            ),
+            store_retries: counter(
+                &r,
+                "jobwarden_store_retries_total",
+                "Store transactions retried while the database was unreachable",
+            ),
+            database_up: gauge(&r, "jobwarden_database_up", "1 while the database answers"),
+            spark_up: gauge(&r, "jobwarden_spark_up", "1 while Spark answers"),
+            actor_restarts: counter_vec(
+                &r,
+                "jobwarden_actor_restarts_total",
+                "Actors restarted after a crash",
+                "actor",
+            ),
+            timeouts: counter(
+                &r,
+                "jobwarden_timeouts_total",
+                "Jobs failed by the timeout sweep",
+            ),
+            scheduler_ticks_skipped: counter(
+                &r,
+                "jobwarden_scheduler_ticks_skipped_total",
+                "Ticks skipped because the previous poll cycle was still running",
+            ),
+            poll_cycle_seconds: cycle,
+            registry: r,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let families = self.registry.gather();
+        if TextEncoder::new().encode(&families, &mut out).is_err() {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let m = Metrics::new();
+    m.database_up.set(1.0);
+    m.spark_up.set(1.0);
+    m
+});
