@@ -22,12 +22,10 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-fn check_id(what: &str, id: &str) -> Result<(), HttpResponse> {
+/// Why an id is unusable, as a 400's message.
+fn check_id(what: &str, id: &str) -> Result<(), String> {
     if id.trim().is_empty() || id.len() > MAX_ID || id.chars().any(char::is_control) {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("{what} must be 1 to {MAX_ID} printable characters"),
-        ));
+        return Err(format!("{what} must be 1 to {MAX_ID} printable characters"));
     }
     Ok(())
 }
@@ -55,8 +53,8 @@ pub async fn list_jobs(state: web::Data<HttpState>, query: web::Query<ListQuery>
         );
     }
     if let Some(cursor) = &query.cursor {
-        if let Err(response) = check_id("cursor", cursor) {
-            return response;
+        if let Err(message) = check_id("cursor", cursor) {
+            return error(StatusCode::BAD_REQUEST, message);
         }
     }
     match read::page_executions(&state.db, status, query.cursor.as_deref(), limit).await {
@@ -73,8 +71,8 @@ pub async fn list_jobs(state: web::Data<HttpState>, query: web::Query<ListQuery>
 /// `GET /api/v1/jobs/{execution_id}`: the row and its history.
 pub async fn show_job(state: web::Data<HttpState>, path: web::Path<String>) -> HttpResponse {
     let id = path.into_inner();
-    if let Err(response) = check_id("execution_id", &id) {
-        return response;
+    if let Err(message) = check_id("execution_id", &id) {
+        return error(StatusCode::BAD_REQUEST, message);
     }
     match read::execution_with_history(&state.db, &id).await {
         Ok(Some((job, history))) => {
@@ -88,8 +86,8 @@ pub async fn show_job(state: web::Data<HttpState>, path: web::Path<String>) -> H
 /// `GET /api/v1/queue/{job_id}`: a transformation queue row and its history.
 pub async fn show_queue_job(state: web::Data<HttpState>, path: web::Path<String>) -> HttpResponse {
     let id = path.into_inner();
-    if let Err(response) = check_id("job_id", &id) {
-        return response;
+    if let Err(message) = check_id("job_id", &id) {
+        return error(StatusCode::BAD_REQUEST, message);
     }
     match read::queue_job_with_history(&state.db, &id).await {
         Ok(Some((job, history))) => {
@@ -132,8 +130,8 @@ pub async fn track_job(
         ("execution_id", &body.execution_id),
         ("submission_id", &body.submission_id),
     ] {
-        if let Err(response) = check_id(what, id) {
-            return response;
+        if let Err(message) = check_id(what, id) {
+            return error(StatusCode::BAD_REQUEST, message);
         }
     }
     if body.job_name.as_ref().is_some_and(|n| n.len() > 255) {
