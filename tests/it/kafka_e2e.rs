@@ -38,7 +38,7 @@ fn broker() -> Option<String> {
 }
 
 fn final_status(i: usize) -> &'static str {
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         "Failed"
     } else {
         "Completed"
@@ -101,7 +101,7 @@ async fn produce(brokers: &str, topic: &str) -> BTreeSet<Vec<u8>> {
                     .map(|_| ())
                     .map_err(|(e, _)| e)
             });
-            if i % (JOBS / MALFORMED) == 0 && round == "final" {
+            if i.is_multiple_of(JOBS / MALFORMED) && round == "final" {
                 let n = bad.len();
                 let payload = malformed(n);
                 bad.insert(payload.clone());
