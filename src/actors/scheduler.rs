@@ -162,6 +162,8 @@ impl Scheduler {
                 cycle.dispatched += 1;
                 cycle.seen.insert(execution_id.clone());
             }
+            debug!(actor = "scheduler", execution_id = %job.execution_id,
+                submission_id = %job.submission_id, poller, "poll dispatched");
             let request = self.pollers[poller].send(Poll { job });
             ctx.spawn(request.into_actor(self).map(move |report, act, ctx| {
                 act.in_flight.remove(&execution_id);

@@ -362,3 +362,31 @@ async fn offsets_wait_for_the_database_during_an_outage() {
     .await;
     db.drop_database().await;
 }
+
+#[actix_rt::test]
+async fn crashed_listener_restarts_from_committed_offsets_and_loses_nothing() {
+    let broker = Broker::start();
+    let (db, store) = sqlite_store().await;
+    broker
+        .send("q1", br#"{"jobId":"q1","status":"Processing"}"#)
+        .await;
+    let (listener, stats) = listen(&broker, &unique_group(), store);
+    wait_for_status(&db, "q1", "Processing").await;
+    listener.send(jobwarden::actors::Crash).await.unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the consumer to be rebuilt",
+        || async { stats.restarts.load(Ordering::Relaxed) == 1 },
+    )
+    .await;
+    broker
+        .send("q1", br#"{"jobId":"q1","status":"Completed"}"#)
+        .await;
+    broker
+        .send("q2", br#"{"jobId":"q2","status":"Completed"}"#)
+        .await;
+    wait_for_status(&db, "q1", "Completed").await;
+    wait_for_status(&db, "q2", "Completed").await;
+    assert!(listener.connected());
+    assert_eq!(history_count(&db, "q1").await, 2);
+}

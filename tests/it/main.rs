@@ -4,6 +4,7 @@ mod binary;
 mod helpers;
 mod kafka;
 mod kafka_e2e;
+mod operating;
 mod real_spark;
 mod spark;
 mod store;
