@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use actix::prelude::*;
 use jobwarden::actors::scheduler::{GetSchedulerStats, Tick};
 use jobwarden::actors::Crash;
 use jobwarden::config::{Secret, Settings};
