@@ -72,6 +72,18 @@ pub enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_value = "5,64")]
         pools: Vec<usize>,
     },
+    /// Kafka events durably applied per second beside a plain consumer of the same topic.
+    KafkaIngest {
+        /// A broker to use; librdkafka's in-process mock cluster when omitted.
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        /// Databases to measure, comma-separated; a scratch SQLite file when omitted. Rows the
+        /// benchmark adds to a shared database are removed.
+        #[arg(long, value_delimiter = ',', value_name = "URL,...")]
+        database_urls: Vec<String>,
+    },
     /// One status check through jobwarden's client vs one `spark-submit --status`, against a
     /// real cluster.
     StatusCheck {

@@ -51,6 +51,11 @@ fn main() -> ExitCode {
                 jobs,
                 pools,
             }) => bench::poll::run(settings, database_url, jobs, pools).await,
+            Command::Bench(BenchCommand::KafkaIngest {
+                brokers,
+                events,
+                database_urls,
+            }) => bench::kafka_ingest::run(settings, brokers, events, database_urls).await,
             Command::Bench(BenchCommand::StatusCheck {
                 rest_url,
                 submission_id,

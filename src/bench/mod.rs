@@ -1,5 +1,6 @@
 //! `jobwarden bench`: whole-system measurements anyone can rerun, printed as figures.
 
+pub mod kafka_ingest;
 pub mod poll;
 pub mod status_check;
 pub mod store_writes;
