@@ -9,11 +9,12 @@ use entity::{
     dead_letters, job_status_history as history, spark_job_executions as executions,
     transformation_job_queue as queue,
 };
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, IntoActiveModel, QueryFilter, QuerySelect, TransactionTrait,
+    EntityTrait, IntoActiveModel, Iterable, QueryFilter, QuerySelect, TransactionTrait,
 };
 
 use crate::domain::{
@@ -581,47 +582,49 @@ async fn write_out(
     changes: Changes,
     now: DateTime<Utc>,
 ) -> Result<Vec<usize>, DbErr> {
-    let mut new_executions = Vec::new();
-    for (_, mut loaded) in changes.executions {
-        if !loaded.dirty {
-            continue;
-        }
-        loaded.row.updated_at = now;
-        if loaded.new {
-            new_executions.push(loaded.row.into_active_model().reset_all());
-        } else {
-            let id = loaded.row.execution_id.clone();
-            executions::Entity::update_many()
-                .set(loaded.row.into_active_model().reset_all())
-                .filter(executions::Column::ExecutionId.eq(id))
-                .exec(txn)
-                .await?;
-        }
-    }
-    for chunk in chunked(new_executions) {
+    // Every changed row, new or not, goes out in multi-row upserts: one statement per chunk
+    // instead of one UPDATE per row. The rows were read under lock in this transaction, so
+    // the upsert writes exactly what the domain rules decided.
+    let rows: Vec<executions::ActiveModel> = changes
+        .executions
+        .into_values()
+        .filter(|loaded| loaded.dirty)
+        .map(|mut loaded| {
+            loaded.row.updated_at = now;
+            loaded.row.into_active_model().reset_all()
+        })
+        .collect();
+    for chunk in chunked(rows) {
         executions::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::column(executions::Column::ExecutionId)
+                    .update_columns(
+                        executions::Column::iter()
+                            .filter(|c| !matches!(c, executions::Column::ExecutionId)),
+                    )
+                    .to_owned(),
+            )
             .exec_without_returning(txn)
             .await?;
     }
-    let mut new_queue = Vec::new();
-    for (_, mut loaded) in changes.queue {
-        if !loaded.dirty {
-            continue;
-        }
-        loaded.row.updated_at = now;
-        if loaded.new {
-            new_queue.push(loaded.row.into_active_model().reset_all());
-        } else {
-            let id = loaded.row.job_id.clone();
-            queue::Entity::update_many()
-                .set(loaded.row.into_active_model().reset_all())
-                .filter(queue::Column::JobId.eq(id))
-                .exec(txn)
-                .await?;
-        }
-    }
-    for chunk in chunked(new_queue) {
+    let rows: Vec<queue::ActiveModel> = changes
+        .queue
+        .into_values()
+        .filter(|loaded| loaded.dirty)
+        .map(|mut loaded| {
+            loaded.row.updated_at = now;
+            loaded.row.into_active_model().reset_all()
+        })
+        .collect();
+    for chunk in chunked(rows) {
         queue::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::column(queue::Column::JobId)
+                    .update_columns(
+                        queue::Column::iter().filter(|c| !matches!(c, queue::Column::JobId)),
+                    )
+                    .to_owned(),
+            )
             .exec_without_returning(txn)
             .await?;
     }
