@@ -72,6 +72,30 @@ pub enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_value = "5,64")]
         pools: Vec<usize>,
     },
+    /// Every scenario, each in its own process, as one table: jobwarden's figure, the ceiling
+    /// measured in the same run, the ratio, the peak RSS. Quick by default; --full for the
+    /// README's numbers.
+    Suite {
+        /// The full sizes (10k and 100k jobs, 200k events, 100k changes); minutes, not seconds.
+        #[arg(long)]
+        full: bool,
+        /// A Kafka broker for the ingest scenario; librdkafka's mock cluster when omitted.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Also measure ingest and store writes on this PostgreSQL database.
+        #[arg(long, value_name = "URL")]
+        postgres_url: Option<String>,
+        /// With --submission-id and --spark-home: the status-check scenario on a real cluster.
+        #[arg(long)]
+        spark_rest_url: Option<String>,
+        #[arg(long)]
+        submission_id: Option<String>,
+        #[arg(long, env = "SPARK_HOME")]
+        spark_home: Option<String>,
+    },
+    /// One scenario of the suite, given as JSON (the suite runs each in its own process).
+    #[command(hide = true)]
+    Scenario { spec: String },
     /// Kafka events durably applied per second beside a plain consumer of the same topic.
     KafkaIngest {
         /// A broker to use; librdkafka's in-process mock cluster when omitted.

@@ -37,6 +37,31 @@ fn main() -> ExitCode {
         tracing::warn!("{warning}");
     }
     let settings = loaded.settings;
+    if let Command::Bench(BenchCommand::Suite {
+        full,
+        brokers,
+        postgres_url,
+        spark_rest_url,
+        submission_id,
+        spark_home,
+    }) = command
+    {
+        let options = bench::suite::SuiteOptions {
+            full,
+            brokers,
+            postgres_url,
+            spark_rest_url,
+            submission_id,
+            spark_home,
+        };
+        return match bench::suite::run(options, cli.config.as_deref()) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("jobwarden: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = actix_rt::System::new().block_on(async move {
         match command {
             Command::Run => commands::run(settings).await,
@@ -51,6 +76,14 @@ fn main() -> ExitCode {
                 jobs,
                 pools,
             }) => bench::poll::run(settings, database_url, jobs, pools).await,
+            Command::Bench(BenchCommand::Scenario { spec }) => {
+                let scenario = serde_json::from_str(&spec)
+                    .map_err(|e| anyhow::anyhow!("bad scenario {spec:?}: {e}"))?;
+                let rows = bench::suite::run_scenario(settings, scenario).await?;
+                println!("{}", serde_json::to_string(&rows)?);
+                Ok(())
+            }
+            Command::Bench(BenchCommand::Suite { .. }) => Ok(()),
             Command::Bench(BenchCommand::KafkaIngest {
                 brokers,
                 events,

@@ -21,12 +21,30 @@ use crate::store;
 
 const PARTITIONS: i32 = 3;
 
-pub async fn run(
+/// The plain consumer's rate (the ceiling) and jobwarden's, in events per second, on a fresh
+/// topic of `events` events.
+pub async fn measure(
     settings: Settings,
     brokers: Option<String>,
     events: usize,
-    database_urls: Vec<String>,
-) -> anyhow::Result<()> {
+    database_url: Option<String>,
+) -> anyhow::Result<(f64, f64)> {
+    let (brokers, topic, _mock) = prepare(brokers, events).await?;
+    let ceiling = raw_consume(&brokers, &topic, events).await?;
+    let rate = through_jobwarden(settings, database_url, &brokers, &topic, events).await?;
+    Ok((ceiling, rate))
+}
+
+/// A topic with `events` events on `brokers`, or on a mock cluster kept alive by the third
+/// element.
+async fn prepare(
+    brokers: Option<String>,
+    events: usize,
+) -> anyhow::Result<(
+    String,
+    String,
+    Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+)> {
     // Without brokers, librdkafka's in-process mock cluster stands in.
     let mock = match &brokers {
         Some(_) => None,
@@ -37,17 +55,26 @@ pub async fn run(
         (None, Some(m)) => m.bootstrap_servers(),
         (None, None) => unreachable!("one of the two is set"),
     };
-    let topic = format!("jw-bench-{}", chrono::Utc::now().timestamp_millis());
+    let topic = format!(
+        "jw-bench-{}",
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
     match &mock {
         Some(m) => m.create_topic(&topic, PARTITIONS, 1)?,
         None => create_topic(&brokers, &topic).await?,
     }
-    let produced = Instant::now();
     produce(&brokers, &topic, events).await?;
-    println!(
-        "kafka ingest: {events} events on {PARTITIONS} partitions at {brokers} (produced in {:.2} s)",
-        produced.elapsed().as_secs_f64()
-    );
+    Ok((brokers, topic, mock))
+}
+
+pub async fn run(
+    settings: Settings,
+    brokers: Option<String>,
+    events: usize,
+    database_urls: Vec<String>,
+) -> anyhow::Result<()> {
+    let (brokers, topic, _mock) = prepare(brokers, events).await?;
+    println!("kafka ingest: {events} events on {PARTITIONS} partitions at {brokers}");
     let ceiling = raw_consume(&brokers, &topic, events).await?;
     println!("{:<34} {:>12} {:>8}", "reader", "events/s", "ratio");
     println!(

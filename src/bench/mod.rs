@@ -4,6 +4,7 @@ pub mod kafka_ingest;
 pub mod poll;
 pub mod status_check;
 pub mod store_writes;
+pub mod suite;
 
 use crate::config::{DatabaseUrl, Settings};
 

@@ -138,3 +138,133 @@ pub async fn run(
     }
     Ok(())
 }
+
+/// Requests per second an external load generator (`wrk`) gets from `server` with
+/// `connections` connections: the ceiling for a poller pool of that size. `None` without wrk.
+pub async fn wrk_ceiling(
+    server: &SparkServer,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<Option<f64>> {
+    let url = format!("{}/v1/submissions/status/driver-wrk", server.url());
+    let spawned = std::process::Command::new("wrk")
+        .args([
+            "-t2".to_owned(),
+            format!("-c{}", connections.max(2)),
+            format!("-d{seconds}s"),
+            url,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(_) => return Ok(None),
+    };
+    // The server lives on this thread: keep serving while wrk runs.
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut out)?;
+    }
+    Ok(out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok()))
+}
+
+/// How long after Spark's answer changes the rows say so: `flip` of `jobs` running jobs turn
+/// FINISHED at one instant, with the scheduler ticking every `interval`. Returns (p50, p99)
+/// in seconds.
+pub async fn freshness(
+    mut settings: Settings,
+    jobs: usize,
+    flip: usize,
+    interval: Duration,
+) -> anyhow::Result<(f64, f64)> {
+    let server = SparkServer::start().await;
+    let scratch = tempfile::tempdir()?;
+    super::scratch_database(&mut settings, None, scratch.path(), "freshness");
+    let db = store::connect(&settings.database).await?;
+    store::migrate(&db).await?;
+    let store = JobStore::new(db.clone(), settings.store.clone()).launch();
+    let tracked = join_all((0..jobs).map(|i| {
+        store.send(Write(WriteOp::Track(TrackRequest {
+            execution_id: format!("f{i}"),
+            submission_id: Some(format!("driver-f{i}")),
+            job_name: None,
+            source: Source::Api,
+        })))
+    }))
+    .await;
+    anyhow::ensure!(
+        tracked.iter().all(|r| matches!(r, Ok(Ok(_)))),
+        "registering failed"
+    );
+    settings.spark.rest_url = server.url();
+    settings.spark.master_ui_url = Some(server.url());
+    let client = SparkClient::new(&settings.spark).map_err(anyhow::Error::msg)?;
+    let health = Arc::new(SparkHealth::default());
+    let uis = Arc::new(DriverUis::default());
+    let poller_settings = PollerSettings {
+        poll_interval: interval,
+        max_backoff: settings.spark.max_backoff,
+    };
+    let pollers = (0..settings.spark.max_concurrent_polls)
+        .map(|id| {
+            SparkPoller::new(
+                id,
+                client.clone(),
+                store.clone(),
+                health.clone(),
+                uis.clone(),
+                poller_settings,
+            )
+            .start()
+        })
+        .collect();
+    let scheduler = Scheduler::new(store.clone(), pollers, interval).start();
+    loop {
+        let stats = scheduler.send(GetSchedulerStats).await?;
+        if stats.cycles > 0 && !stats.cycle_running {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Flip at a moment unrelated to the ticks.
+    actix_rt::time::sleep(interval / 3).await;
+    let flipped_at = chrono::Utc::now();
+    for i in 0..flip {
+        server.answer(
+            &format!("driver-f{i}"),
+            crate::testkit::Answer::State("FINISHED"),
+        );
+    }
+    let deadline = Instant::now() + interval * 10 + Duration::from_secs(60);
+    let delays = loop {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let done = entity::spark_job_executions::Entity::find()
+            .filter(entity::spark_job_executions::Column::Status.eq("Succeeded"))
+            .all(&db)
+            .await?;
+        if done.len() >= flip {
+            break done
+                .iter()
+                .filter_map(|r| r.completed_at)
+                .map(|t| (t - flipped_at).num_milliseconds().max(0) as f64 / 1000.0)
+                .collect::<Vec<_>>();
+        }
+        anyhow::ensure!(Instant::now() < deadline, "rows did not catch up");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    scheduler.do_send(crate::actors::scheduler::StopPolling);
+    let mut sorted = delays;
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
+    Ok((pick(0.5), pick(0.99)))
+}

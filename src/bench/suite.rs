@@ -1,0 +1,359 @@
+//! `jobwarden bench suite`: every scenario in its own child process (so each has its own peak
+//! RSS), one table row each: jobwarden's figure, the ceiling measured in the same run, the
+//! ratio, the peak RSS.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+
+/// One scenario, as passed to the child process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Scenario {
+    Poll {
+        jobs: usize,
+        pool: usize,
+        wrk_seconds: u64,
+    },
+    Freshness {
+        jobs: usize,
+        flip: usize,
+        interval_ms: u64,
+        pool: usize,
+    },
+    KafkaIngest {
+        events: usize,
+        brokers: Option<String>,
+        database_url: Option<String>,
+    },
+    StoreWrites {
+        changes: usize,
+        database_url: Option<String>,
+    },
+    Idle,
+    StatusCheck {
+        rest_url: String,
+        submission_id: String,
+        spark_home: String,
+    },
+}
+
+/// One line of the table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    pub scenario: String,
+    pub ours: String,
+    pub ceiling: String,
+    /// jobwarden's figure over the ceiling's, higher is better.
+    pub ratio: Option<f64>,
+    #[serde(default)]
+    pub peak_rss_kb: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SuiteOptions {
+    pub full: bool,
+    pub brokers: Option<String>,
+    pub postgres_url: Option<String>,
+    pub spark_rest_url: Option<String>,
+    pub submission_id: Option<String>,
+    pub spark_home: Option<String>,
+}
+
+fn label_db(url: &Option<String>) -> String {
+    match url {
+        None => "SQLite".into(),
+        Some(u) if u.starts_with("postgres") => "PostgreSQL".into(),
+        Some(u) if u.starts_with("mysql") || u.starts_with("mariadb") => "MySQL".into(),
+        Some(_) => "database".into(),
+    }
+}
+
+fn thousands(n: usize) -> String {
+    if n >= 1000 && n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+fn plan(options: &SuiteOptions) -> Vec<Scenario> {
+    let mut plan = Vec::new();
+    let (jobs, pools, wrk, freshness, events, changes) = if options.full {
+        (
+            10_000,
+            vec![5, 64, 256],
+            5,
+            (10_000, 1_000, 5_000),
+            200_000,
+            100_000,
+        )
+    } else {
+        (2_000, vec![5, 64], 2, (500, 100, 1_000), 20_000, 5_000)
+    };
+    for pool in pools {
+        plan.push(Scenario::Poll {
+            jobs,
+            pool,
+            wrk_seconds: wrk,
+        });
+    }
+    if options.full {
+        plan.push(Scenario::Poll {
+            jobs: 100_000,
+            pool: 64,
+            wrk_seconds: wrk,
+        });
+    }
+    plan.push(Scenario::Freshness {
+        jobs: freshness.0,
+        flip: freshness.1,
+        interval_ms: freshness.2,
+        pool: 64,
+    });
+    let mut databases = vec![None];
+    if let Some(pg) = &options.postgres_url {
+        databases.push(Some(pg.clone()));
+    }
+    for db in &databases {
+        plan.push(Scenario::KafkaIngest {
+            events,
+            brokers: options.brokers.clone(),
+            database_url: db.clone(),
+        });
+    }
+    for db in &databases {
+        plan.push(Scenario::StoreWrites {
+            changes,
+            database_url: db.clone(),
+        });
+    }
+    plan.push(Scenario::Idle);
+    if let (Some(rest_url), Some(submission_id), Some(spark_home)) = (
+        &options.spark_rest_url,
+        &options.submission_id,
+        &options.spark_home,
+    ) {
+        plan.push(Scenario::StatusCheck {
+            rest_url: rest_url.clone(),
+            submission_id: submission_id.clone(),
+            spark_home: spark_home.clone(),
+        });
+    }
+    plan
+}
+
+/// Runs one scenario in this process and returns its rows (the child side).
+pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Result<Vec<Row>> {
+    match scenario {
+        Scenario::Poll {
+            jobs,
+            pool,
+            wrk_seconds,
+        } => {
+            let server = crate::testkit::SparkServer::start().await;
+            let figures = super::poll::one_cycle(settings, None, jobs, pool, &server).await?;
+            let ceiling = super::poll::wrk_ceiling(&server, pool, wrk_seconds).await?;
+            let ours = figures.polls_per_second();
+            let mut rows = vec![Row {
+                scenario: format!("poll throughput, {} jobs, pool {pool}", thousands(jobs)),
+                ours: format!("{ours:.0} checks/s"),
+                ceiling: ceiling.map_or("wrk not installed".into(), |c| {
+                    format!("{c:.0} req/s (wrk, {pool} conns)")
+                }),
+                ratio: ceiling.map(|c| ours / c),
+                peak_rss_kb: None,
+            }];
+            if pool == 64 {
+                let floor = ceiling.map(|c| jobs as f64 / c);
+                rows.push(Row {
+                    scenario: format!("full refresh cycle, {} jobs, pool {pool}", thousands(jobs)),
+                    ours: format!("{:.2} s", figures.seconds),
+                    ceiling: floor.map_or("-".into(), |f| format!("{f:.2} s at the wrk rate")),
+                    ratio: floor.map(|f| f / figures.seconds),
+                    peak_rss_kb: None,
+                });
+            }
+            Ok(rows)
+        }
+        Scenario::Freshness {
+            jobs,
+            flip,
+            interval_ms,
+            pool,
+        } => {
+            let mut settings = settings;
+            settings.spark.max_concurrent_polls = pool;
+            let interval = Duration::from_millis(interval_ms);
+            let (p50, p99) = super::poll::freshness(settings, jobs, flip, interval).await?;
+            let seconds = interval.as_secs_f64();
+            Ok(vec![Row {
+                scenario: format!(
+                    "freshness, {} of {} jobs flip, interval {}",
+                    thousands(flip),
+                    thousands(jobs),
+                    humantime::format_duration(interval)
+                ),
+                ours: format!("p50 {p50:.2} s, p99 {p99:.2} s"),
+                ceiling: format!("one interval: {seconds:.2} s"),
+                ratio: Some(seconds / p99.max(1e-3)),
+                peak_rss_kb: None,
+            }])
+        }
+        Scenario::KafkaIngest {
+            events,
+            brokers,
+            database_url,
+        } => {
+            let on = brokers
+                .clone()
+                .map_or("mock cluster".to_owned(), |_| "broker".to_owned());
+            let label = label_db(&database_url);
+            let (ceiling, ours) =
+                super::kafka_ingest::measure(settings, brokers, events, database_url).await?;
+            Ok(vec![Row {
+                scenario: format!("kafka ingest, {} events ({on}), {label}", thousands(events)),
+                ours: format!("{ours:.0} events/s durable"),
+                ceiling: format!("{ceiling:.0} events/s (plain consumer)"),
+                ratio: Some(ours / ceiling),
+                peak_rss_kb: None,
+            }])
+        }
+        Scenario::StoreWrites {
+            changes,
+            database_url,
+        } => {
+            let label = label_db(&database_url);
+            let f = super::store_writes::measure(settings, database_url, changes).await?;
+            Ok(vec![Row {
+                scenario: format!("store writes, {} changes, {label}", thousands(changes)),
+                ours: format!("{:.0} changes/s", f.changes_per_second),
+                ceiling: format!("{:.0} /s (bare multi-row upsert)", f.baseline_per_second),
+                ratio: Some(f.changes_per_second / f.baseline_per_second),
+                peak_rss_kb: None,
+            }])
+        }
+        Scenario::Idle => {
+            let scratch = tempfile::tempdir()?;
+            let mut settings = settings;
+            super::scratch_database(&mut settings, None, scratch.path(), "idle");
+            settings.http.bind = "127.0.0.1:0".into();
+            let app = crate::startup::Application::build(settings).await?;
+            actix_rt::time::sleep(Duration::from_secs(2)).await;
+            app.shutdown().await?;
+            Ok(vec![Row {
+                scenario: "idle service (no jobs)".into(),
+                ours: "-".into(),
+                ceiling: "-".into(),
+                ratio: None,
+                peak_rss_kb: None,
+            }])
+        }
+        Scenario::StatusCheck {
+            rest_url,
+            submission_id,
+            spark_home,
+        } => {
+            let (ours, theirs) = super::status_check::measure(
+                settings,
+                rest_url,
+                submission_id,
+                Some(spark_home),
+                200,
+                3,
+            )
+            .await?;
+            let theirs = theirs.context("spark-submit was not measured")?;
+            Ok(vec![Row {
+                scenario: "one status check vs spark-submit --status".into(),
+                ours: format!("{ours:.3} ms"),
+                ceiling: format!("{theirs:.0} ms (spark-submit)"),
+                ratio: Some(theirs / ours),
+                peak_rss_kb: None,
+            }])
+        }
+    }
+}
+
+/// Runs `scenario` in a child process, returning its rows with the child's peak RSS.
+fn run_child(scenario: &Scenario, config: Option<&std::path::Path>) -> anyhow::Result<Vec<Row>> {
+    let exe = std::env::current_exe().context("cannot find the jobwarden executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.args(["bench", "scenario", &serde_json::to_string(scenario)?])
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    let mut child = cmd.spawn().context("cannot start a scenario process")?;
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut out)?;
+    }
+    let (status, peak_kb) = wait_with_peak_rss(child.id())?;
+    anyhow::ensure!(
+        status == 0,
+        "scenario {scenario:?} failed (exit status {status})"
+    );
+    let mut rows: Vec<Row> = serde_json::from_str(out.lines().last().unwrap_or("[]"))
+        .with_context(|| format!("scenario printed {out:?}"))?;
+    for row in &mut rows {
+        row.peak_rss_kb = Some(peak_kb);
+    }
+    Ok(rows)
+}
+
+/// Reaps the child and reads its own peak resident set size (kB).
+fn wait_with_peak_rss(pid: u32) -> anyhow::Result<(i32, u64)> {
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own unreaped child; status and usage point to live locals.
+    let reaped = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    anyhow::ensure!(
+        reaped == pid as libc::pid_t,
+        "wait4 failed: {}",
+        std::io::Error::last_os_error()
+    );
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    Ok((code, usage.ru_maxrss.max(0) as u64))
+}
+
+/// Runs the plan and prints the table (markdown, so it can go straight into the README).
+pub fn run(options: SuiteOptions, config: Option<&std::path::Path>) -> anyhow::Result<Vec<Row>> {
+    let mode = if options.full { "full" } else { "quick" };
+    println!(
+        "jobwarden bench suite ({mode}), {} cores, {} UTC\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M")
+    );
+    println!("| scenario | jobwarden | ceiling (same run) | ratio | peak RSS |");
+    println!("| --- | --- | --- | --- | --- |");
+    let mut all = Vec::new();
+    for scenario in plan(&options) {
+        for row in run_child(&scenario, config)? {
+            println!(
+                "| {} | {} | {} | {} | {} |",
+                row.scenario,
+                row.ours,
+                row.ceiling,
+                row.ratio.map_or("-".into(), |r| format!("{r:.2}")),
+                row.peak_rss_kb
+                    .map_or("-".into(), |kb| format!("{:.1} MB", kb as f64 / 1024.0))
+            );
+            all.push(row);
+        }
+    }
+    Ok(all)
+}
