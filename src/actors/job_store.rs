@@ -160,14 +160,24 @@ impl JobStore {
         self
     }
 
-    /// Starts the actor with its deep mailbox in place from the first message on.
-    /// Under a supervisor: after a crash it restarts with the same address and mailbox, and
-    /// the changes still pending are written by the restarted actor.
+    /// Starts the actor on a thread of its own (building and decoding SQL is the heaviest
+    /// work in the process; pollers and the listener keep theirs), with its deep mailbox in
+    /// place from the first message on. Under a supervisor: after a crash it restarts with the
+    /// same address and mailbox, and the changes still pending are written by the restarted
+    /// actor.
     pub fn launch(self) -> Addr<Self> {
-        Supervisor::start(move |ctx: &mut Context<Self>| {
-            ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-            self
-        })
+        let arbiter = Arbiter::new();
+        let (ready, deep) = std::sync::mpsc::channel();
+        let addr =
+            Supervisor::start_in_arbiter(&arbiter.handle(), move |ctx: &mut Context<Self>| {
+                ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+                let _ = ready.send(());
+                self
+            });
+        // Until the new thread has set the capacity, senders would queue at the default 16;
+        // this wait is the few microseconds that thread takes to start.
+        let _ = deep.recv();
+        addr
     }
 
     pub fn health(&self) -> Arc<StoreHealth> {

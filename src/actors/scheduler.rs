@@ -56,6 +56,7 @@ pub struct Scheduler {
     backlog: VecDeque<DueExecution>,
     interval: Duration,
     page: u64,
+    max_unwritten: usize,
     cycle: Option<Cycle>,
     fetching: bool,
     stopping: bool,
@@ -77,6 +78,7 @@ struct Cycle {
 impl Scheduler {
     pub fn new(store: Addr<JobStore>, pollers: Vec<Addr<SparkPoller>>, interval: Duration) -> Self {
         let idle = (0..pollers.len()).rev().collect();
+        let pollers_len = pollers.len();
         // A page keeps every poller busy for a few rounds without loading the whole table.
         let page = (pollers.len() as u64 * 4).clamp(64, 2_000);
         Scheduler {
@@ -87,6 +89,7 @@ impl Scheduler {
             backlog: VecDeque::new(),
             interval,
             page,
+            max_unwritten: (pollers_len * 8).max(1_024),
             cycle: None,
             fetching: false,
             stopping: false,
@@ -153,6 +156,10 @@ impl Scheduler {
 
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
         while !self.stopping && !self.backlog.is_empty() {
+            // Polls whose writes are not durable yet count too: they bound the database's lag.
+            if self.in_flight.len() >= self.max_unwritten {
+                break;
+            }
             let Some(poller) = self.idle.pop() else { break };
             let job = self.backlog.pop_front().expect("backlog checked non-empty");
             let execution_id = job.execution_id.clone();
@@ -165,17 +172,25 @@ impl Scheduler {
             debug!(actor = "scheduler", execution_id = %job.execution_id,
                 submission_id = %job.submission_id, poller, "poll dispatched");
             let request = self.pollers[poller].send(Poll { job });
-            ctx.spawn(request.into_actor(self).map(move |report, act, ctx| {
-                act.in_flight.remove(&execution_id);
+            ctx.spawn(request.into_actor(self).map(move |polled, act, ctx| {
+                // The Spark request is over: the poller takes the next job while the write
+                // becomes durable; the job stays in flight until then.
                 act.idle.push(poller);
-                act.stats.completed += 1;
-                match report {
-                    Ok(PollReport::NotRecorded(e)) => {
-                        debug!(execution_id = %execution_id, error = %e, "poll not recorded")
+                match polled {
+                    Ok(polled) => {
+                        ctx.spawn(polled.durable.into_actor(act).map(move |report, act, ctx| {
+                            act.in_flight.remove(&execution_id);
+                            act.stats.completed += 1;
+                            if let PollReport::NotRecorded(e) = report {
+                                debug!(execution_id = %execution_id, error = %e, "poll not recorded");
+                            }
+                            act.dispatch_guarded(ctx);
+                        }));
                     }
-                    Ok(_) => {}
                     Err(e) => {
-                        warn!(execution_id = %execution_id, error = %e, "poller did not answer")
+                        act.in_flight.remove(&execution_id);
+                        act.stats.completed += 1;
+                        warn!(execution_id = %execution_id, error = %e, "poller did not answer");
                     }
                 }
                 act.dispatch_guarded(ctx);

@@ -15,16 +15,33 @@ use crate::domain::{DriverState, Observation};
 use crate::metrics::METRICS;
 use crate::spark::{DriverStatus, DriverUi, SparkClient, SparkError};
 use crate::store::read::DueExecution;
-use crate::store::{WriteOp, WriteOutcome};
+use crate::store::WriteOp;
 
 use super::job_store::{JobStore, StoreError, Write};
 use super::supervision::{contained, report_crash, Crash};
 
 /// Poll one execution.
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "PollReport")]
+#[rtype(result = "Polled")]
 pub struct Poll {
     pub job: DueExecution,
+}
+
+/// Resolves with the poll's final report once its result is durable (or refused).
+pub type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = PollReport> + Send>>;
+
+/// A poll whose Spark request is over: the poller is free again, while the write of what it
+/// saw may still be on its way to the database.
+pub struct Polled {
+    pub durable: Durable,
+}
+
+impl Polled {
+    fn settled(report: PollReport) -> Polled {
+        Polled {
+            durable: Box::pin(std::future::ready(report)),
+        }
+    }
 }
 
 /// How a poll ended.
@@ -151,7 +168,7 @@ impl Actor for SparkPoller {
 }
 
 impl Handler<Poll> for SparkPoller {
-    type Result = AtomicResponse<Self, PollReport>;
+    type Result = AtomicResponse<Self, Polled>;
 
     fn handle(&mut self, msg: Poll, _: &mut Self::Context) -> Self::Result {
         let span = info_span!(
@@ -171,14 +188,13 @@ impl Handler<Poll> for SparkPoller {
         )
         .instrument(span);
         AtomicResponse::new(Box::pin(contained(work).into_actor(self).map(
-            |outcome, act, ctx| match outcome {
-                Ok(report) => report,
+            |outcome, _, ctx| match outcome {
+                Ok(polled) => polled,
                 Err(reason) => {
                     report_crash("spark_poller", &reason);
                     METRICS.polls_in_flight.dec();
                     ctx.stop();
-                    let _ = act;
-                    PollReport::NotRecorded(format!("poller crashed: {reason}"))
+                    Polled::settled(PollReport::NotRecorded(format!("poller crashed: {reason}")))
                 }
             },
         )))
@@ -216,7 +232,7 @@ async fn poll_once(
     uis: Arc<DriverUis>,
     settings: PollerSettings,
     job: DueExecution,
-) -> PollReport {
+) -> Polled {
     let spark_url = client.rest_base().as_str().to_owned();
     let m = &*METRICS;
     m.polls_in_flight.inc();
@@ -262,22 +278,27 @@ async fn poll_once(
             )
         }
     };
-    let written = store.send(Write(op)).await.map_err(StoreError::from);
     m.polls_in_flight.dec();
-    match written {
-        Ok(Ok(WriteOutcome::Execution(applied))) => {
-            debug!(?applied, "recorded");
-            report
+    // Hand the result to the store and free the poller: durability is awaited by the
+    // scheduler, which keeps the job out of further polls until then.
+    let written = store.send(Write(op));
+    let span = tracing::Span::current();
+    let durable = async move {
+        match written.await.map_err(StoreError::from) {
+            Ok(Ok(outcome)) => {
+                debug!(?outcome, "recorded");
+                report
+            }
+            Ok(Err(e)) | Err(e) => {
+                METRICS.polls.with_label_values(&["not_recorded"]).inc();
+                warn!(error = %e, "poll result not recorded; the job stays due");
+                PollReport::NotRecorded(e.to_string())
+            }
         }
-        Ok(Ok(other)) => {
-            debug!(?other, "recorded");
-            report
-        }
-        Ok(Err(e)) | Err(e) => {
-            m.polls.with_label_values(&["not_recorded"]).inc();
-            warn!(error = %e, "poll result not recorded; the job stays due");
-            PollReport::NotRecorded(e.to_string())
-        }
+    }
+    .instrument(span);
+    Polled {
+        durable: Box::pin(durable),
     }
 }
 

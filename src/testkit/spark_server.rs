@@ -46,18 +46,34 @@ pub struct SparkServer {
 }
 
 impl SparkServer {
+    /// Starts the server on a thread of its own, like a separate process would be: it does
+    /// not compete with jobwarden for the caller's thread. It lives until the process ends.
     pub async fn start() -> SparkServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let addr = listener.local_addr().expect("bound address");
         let shared = Arc::new(Shared::default());
         let server = SparkServer { addr, shared };
         let accepting = server.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let conn = accepting.clone();
-                tokio::spawn(async move { conn.serve(stream).await });
-            }
-        });
+        std::thread::Builder::new()
+            .name("spark-server".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("server runtime");
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&runtime, async move {
+                    let listener = TcpListener::from_std(listener).expect("tokio listener");
+                    while let Ok((stream, _)) = listener.accept().await {
+                        let conn = accepting.clone();
+                        tokio::task::spawn_local(async move { conn.serve(stream).await });
+                    }
+                });
+            })
+            .expect("server thread");
         server
     }
 
