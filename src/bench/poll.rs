@@ -121,10 +121,7 @@ pub async fn run(
         "poll cycle: {jobs} due jobs, Spark-protocol server on loopback, {}",
         database_url.as_deref().unwrap_or("scratch SQLite")
     );
-    println!(
-        "{:>6} {:>10} {:>12} {:>14}",
-        "pool", "seconds", "polls/s", "max in flight"
-    );
+    println!("{:>6} {:>10} {:>12}", "pool", "seconds", "polls/s");
     for pool in pools {
         let server = SparkServer::start().await;
         let figures =
