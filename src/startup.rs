@@ -10,12 +10,11 @@ use tracing::{error, info, warn};
 
 use crate::actors::kafka_listener::{KafkaListener, KafkaStats, StopListening};
 use crate::actors::scheduler::{Scheduler, StopPolling};
-use crate::actors::spark_poller::{DriverUis, PollerSettings, SparkHealth, SparkPoller};
+use crate::actors::spark_poller::{PollerPool, SparkHealth, SparkPoller};
 use crate::actors::{Drain, JobStore, StoreHealth};
 use crate::config::Settings;
 use crate::domain::TimeoutPolicy;
 use crate::http::HttpState;
-use crate::spark::SparkClient;
 use crate::store;
 
 /// How long shutdown waits for accepted changes to be written before giving up on them.
@@ -50,7 +49,6 @@ impl Application {
         if applied > 0 {
             info!(applied, "database migrations applied");
         }
-        let spark = SparkClient::new(&settings.spark).map_err(anyhow::Error::msg)?;
         if let Some(kafka) = &settings.kafka {
             // Refuse a bad property now, not in a retry loop after start.
             crate::kafka::check(kafka).map_err(anyhow::Error::msg)?;
@@ -63,25 +61,10 @@ impl Application {
         let job_store = JobStore::new(db.clone(), settings.store.clone()).with_timeouts(policy);
         let store_health = job_store.health();
         let store = job_store.launch();
-        let spark_health = std::sync::Arc::new(SparkHealth::default());
-        let poller_settings = PollerSettings {
-            poll_interval: settings.spark.poll_interval,
-            max_backoff: settings.spark.max_backoff,
-        };
-        let uis = std::sync::Arc::new(DriverUis::default());
-        let pollers: Vec<Addr<SparkPoller>> = (0..settings.spark.max_concurrent_polls)
-            .map(|id| {
-                let poller = SparkPoller::new(
-                    id,
-                    spark.clone(),
-                    store.clone(),
-                    spark_health.clone(),
-                    uis.clone(),
-                    poller_settings,
-                );
-                Supervisor::start(move |_| poller)
-            })
-            .collect();
+        let PollerPool {
+            pollers,
+            health: spark_health,
+        } = PollerPool::start(&settings.spark, &store).map_err(anyhow::Error::msg)?;
         let scheduler =
             Scheduler::new(store.clone(), pollers.clone(), settings.spark.poll_interval);
         let scheduler = Supervisor::start(move |_| scheduler);

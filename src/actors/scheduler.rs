@@ -66,9 +66,10 @@ pub struct Scheduler {
 
 struct Cycle {
     started_at: DateTime<Utc>,
-    /// Jobs dispatched in this cycle: one whose result could not be recorded stays due, and
-    /// must wait for the next cycle rather than be polled again and again in this one.
-    seen: HashSet<String>,
+    /// Jobs whose result could not be recorded in this cycle: they stay due, and must wait
+    /// for the next cycle rather than be polled again and again in this one. (A job that was
+    /// recorded has a newer `last_polled_at` and drops out of the query by itself.)
+    unrecorded: HashSet<String>,
     clock: Instant,
     due: u64,
     dispatched: u64,
@@ -79,8 +80,9 @@ impl Scheduler {
     pub fn new(store: Addr<JobStore>, pollers: Vec<Addr<SparkPoller>>, interval: Duration) -> Self {
         let idle = (0..pollers.len()).rev().collect();
         let pollers_len = pollers.len();
-        // A page keeps every poller busy for a few rounds without loading the whole table.
-        let page = (pollers.len() as u64 * 4).clamp(64, 2_000);
+        // Each fetch sorts what is still due in this cycle, so few large pages beat many
+        // small ones on big fleets; 2,000 ids stay a few hundred kilobytes.
+        let page = 2_000;
         Scheduler {
             store,
             pollers,
@@ -125,7 +127,7 @@ impl Scheduler {
                     cycle.more = jobs.len() as u64 == page;
                     let fresh: Vec<DueExecution> = jobs
                         .into_iter()
-                        .filter(|j| !cycle.seen.contains(&j.execution_id))
+                        .filter(|j| !cycle.unrecorded.contains(&j.execution_id))
                         .collect();
                     if fresh.is_empty() {
                         cycle.more = false;
@@ -167,7 +169,6 @@ impl Scheduler {
             self.stats.dispatched += 1;
             if let Some(cycle) = self.cycle.as_mut() {
                 cycle.dispatched += 1;
-                cycle.seen.insert(execution_id.clone());
             }
             debug!(actor = "scheduler", execution_id = %job.execution_id,
                 submission_id = %job.submission_id, poller, "poll dispatched");
@@ -183,6 +184,9 @@ impl Scheduler {
                             act.stats.completed += 1;
                             if let PollReport::NotRecorded(e) = report {
                                 debug!(execution_id = %execution_id, error = %e, "poll not recorded");
+                                if let Some(cycle) = act.cycle.as_mut() {
+                                    cycle.unrecorded.insert(execution_id.clone());
+                                }
                             }
                             act.dispatch_guarded(ctx);
                         }));
@@ -285,7 +289,7 @@ impl Scheduler {
         self.stats.cycles += 1;
         self.cycle = Some(Cycle {
             started_at: Utc::now(),
-            seen: HashSet::new(),
+            unrecorded: HashSet::new(),
             clock: Instant::now(),
             due: 0,
             dispatched: 0,

@@ -11,6 +11,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::config::SparkSettings;
 use crate::domain::{DriverState, Observation};
 use crate::metrics::METRICS;
 use crate::spark::{DriverStatus, DriverUi, SparkClient, SparkError};
@@ -160,6 +161,38 @@ impl SparkPoller {
             uis,
             settings,
         }
+    }
+}
+
+/// The poller pool: exactly `max_concurrent_polls` supervised pollers sharing one HTTP client.
+pub struct PollerPool {
+    pub pollers: Vec<Addr<SparkPoller>>,
+    pub health: Arc<SparkHealth>,
+}
+
+impl PollerPool {
+    pub fn start(settings: &SparkSettings, store: &Addr<JobStore>) -> Result<PollerPool, String> {
+        let client = SparkClient::new(settings)?;
+        let health = Arc::new(SparkHealth::default());
+        let uis = Arc::new(DriverUis::default());
+        let poller_settings = PollerSettings {
+            poll_interval: settings.poll_interval,
+            max_backoff: settings.max_backoff,
+        };
+        let pollers = (0..settings.max_concurrent_polls)
+            .map(|id| {
+                let poller = SparkPoller::new(
+                    id,
+                    client.clone(),
+                    store.clone(),
+                    health.clone(),
+                    uis.clone(),
+                    poller_settings,
+                );
+                Supervisor::start(move |_| poller)
+            })
+            .collect();
+        Ok(PollerPool { pollers, health })
     }
 }
 

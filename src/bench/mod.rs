@@ -29,3 +29,30 @@ pub(crate) fn median(mut sample: Vec<f64>) -> f64 {
     sample.sort_by(|a, b| a.total_cmp(b));
     sample[sample.len() / 2]
 }
+
+/// Registers one execution per id (submission `driver-<id>`) through the store, a few
+/// thousand at a time so the set-up does not dominate the scenario's peak memory.
+pub(crate) async fn track_all(
+    store: &actix::Addr<crate::actors::JobStore>,
+    ids: impl Iterator<Item = String>,
+) -> anyhow::Result<()> {
+    use crate::actors::Write;
+    use crate::store::{Source, TrackRequest, WriteOp};
+    let ids: Vec<String> = ids.collect();
+    for chunk in ids.chunks(5_000) {
+        let answers = futures::future::join_all(chunk.iter().map(|id| {
+            store.send(Write(WriteOp::Track(TrackRequest {
+                submission_id: Some(format!("driver-{id}")),
+                execution_id: id.clone(),
+                job_name: None,
+                source: Source::Api,
+            })))
+        }))
+        .await;
+        anyhow::ensure!(
+            answers.iter().all(|a| matches!(a, Ok(Ok(_)))),
+            "registering the jobs failed"
+        );
+    }
+    Ok(())
+}

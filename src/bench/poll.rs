@@ -1,19 +1,16 @@
 //! Poll throughput: one full poll cycle over N due jobs against a Spark-protocol server on
 //! loopback, for each pool size: status checks completed and written per second.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use anyhow::Context as _;
-use futures::future::join_all;
 
 use crate::actors::scheduler::{GetSchedulerStats, Scheduler};
-use crate::actors::spark_poller::{DriverUis, PollerSettings, SparkHealth, SparkPoller};
-use crate::actors::{JobStore, Write};
+use crate::actors::spark_poller::PollerPool;
+use crate::actors::JobStore;
 use crate::config::Settings;
-use crate::spark::SparkClient;
-use crate::store::{self, Source, TrackRequest, WriteOp};
+use crate::store;
 use crate::testkit::SparkServer;
 
 /// Result of one cycle.
@@ -49,43 +46,13 @@ pub async fn one_cycle(
     store::migrate(&db).await?;
     let store = JobStore::new(db.clone(), settings.store.clone()).launch();
     let run = format!("poll-{}-{pool}-", chrono::Utc::now().timestamp_millis());
-    let tracked = join_all((0..jobs).map(|i| {
-        store.send(Write(WriteOp::Track(TrackRequest {
-            execution_id: format!("{run}{i}"),
-            submission_id: Some(format!("driver-{run}{i}")),
-            job_name: None,
-            source: Source::Api,
-        })))
-    }))
-    .await;
-    anyhow::ensure!(
-        tracked.iter().all(|r| matches!(r, Ok(Ok(_)))),
-        "registering the jobs failed"
-    );
-
+    super::track_all(&store, (0..jobs).map(|i| format!("{run}{i}"))).await?;
     settings.spark.rest_url = server.url();
     settings.spark.master_ui_url = Some(server.url());
     settings.spark.max_concurrent_polls = pool;
-    let client = SparkClient::new(&settings.spark).map_err(anyhow::Error::msg)?;
-    let health = Arc::new(SparkHealth::default());
-    let uis = Arc::new(DriverUis::default());
-    let poller_settings = PollerSettings {
-        poll_interval: settings.spark.poll_interval,
-        max_backoff: settings.spark.max_backoff,
-    };
-    let pollers = (0..pool)
-        .map(|id| {
-            SparkPoller::new(
-                id,
-                client.clone(),
-                store.clone(),
-                health.clone(),
-                uis.clone(),
-                poller_settings,
-            )
-            .start()
-        })
-        .collect();
+    let pollers = PollerPool::start(&settings.spark, &store)
+        .map_err(anyhow::Error::msg)?
+        .pollers;
     let started = Instant::now();
     // The start-up tick begins the cycle; the interval is long enough that it is the only one.
     let scheduler = Scheduler::new(store.clone(), pollers, Duration::from_secs(3600)).start();
@@ -123,7 +90,7 @@ pub async fn run(
     );
     println!("{:>6} {:>10} {:>12}", "pool", "seconds", "polls/s");
     for pool in pools {
-        let server = SparkServer::start().await;
+        let server = SparkServer::start().await.without_request_counts();
         let figures =
             one_cycle(settings.clone(), database_url.clone(), jobs, pool, &server).await?;
         println!(
@@ -190,41 +157,13 @@ pub async fn freshness(
     let db = store::connect(&settings.database).await?;
     store::migrate(&db).await?;
     let store = JobStore::new(db.clone(), settings.store.clone()).launch();
-    let tracked = join_all((0..jobs).map(|i| {
-        store.send(Write(WriteOp::Track(TrackRequest {
-            execution_id: format!("f{i}"),
-            submission_id: Some(format!("driver-f{i}")),
-            job_name: None,
-            source: Source::Api,
-        })))
-    }))
-    .await;
-    anyhow::ensure!(
-        tracked.iter().all(|r| matches!(r, Ok(Ok(_)))),
-        "registering failed"
-    );
+    super::track_all(&store, (0..jobs).map(|i| format!("f{i}"))).await?;
     settings.spark.rest_url = server.url();
     settings.spark.master_ui_url = Some(server.url());
-    let client = SparkClient::new(&settings.spark).map_err(anyhow::Error::msg)?;
-    let health = Arc::new(SparkHealth::default());
-    let uis = Arc::new(DriverUis::default());
-    let poller_settings = PollerSettings {
-        poll_interval: interval,
-        max_backoff: settings.spark.max_backoff,
-    };
-    let pollers = (0..settings.spark.max_concurrent_polls)
-        .map(|id| {
-            SparkPoller::new(
-                id,
-                client.clone(),
-                store.clone(),
-                health.clone(),
-                uis.clone(),
-                poller_settings,
-            )
-            .start()
-        })
-        .collect();
+    settings.spark.poll_interval = interval;
+    let pollers = PollerPool::start(&settings.spark, &store)
+        .map_err(anyhow::Error::msg)?
+        .pollers;
     let scheduler = Scheduler::new(store.clone(), pollers, interval).start();
     loop {
         let stats = scheduler.send(GetSchedulerStats).await?;

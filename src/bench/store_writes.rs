@@ -13,7 +13,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Transactio
 use crate::actors::{GetStats, JobStore, Write};
 use crate::config::Settings;
 use crate::domain::{JobStatus, Observation};
-use crate::store::{self, Source, TrackRequest, WriteOp};
+use crate::store::{self, WriteOp};
 
 /// What one run measured.
 #[derive(Debug, Clone, Copy)]
@@ -41,43 +41,34 @@ pub async fn measure(
 
     let ids: Vec<String> = (0..changes).map(|i| format!("{run}{i}")).collect();
     let started = Instant::now();
-    let tracked = join_all(ids.iter().map(|id| {
-        store.send(Write(WriteOp::Track(TrackRequest {
-            execution_id: id.clone(),
-            submission_id: Some(format!("driver-{id}")),
-            job_name: None,
-            source: Source::Api,
-        })))
-    }))
-    .await;
+    super::track_all(&store, ids.iter().cloned()).await?;
     let insert_secs = started.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        tracked.iter().all(|r| matches!(r, Ok(Ok(_)))),
-        "some registrations failed"
-    );
 
     let before = store.send(GetStats).await?;
     let started = Instant::now();
     let now = Utc::now();
-    let applied = join_all(ids.iter().map(|id| {
-        store.send(Write(WriteOp::Observe {
-            execution_id: id.clone(),
-            observation: Observation {
-                status: Some(JobStatus::Running),
-                spark_state: Some("RUNNING".into()),
-                progress: Some(10),
-                message: None,
-                at: now,
-            },
+    // Ten thousand at a time: each burst is what batching feeds on, and memory stays bounded.
+    for chunk in ids.chunks(10_000) {
+        let applied = join_all(chunk.iter().map(|id| {
+            store.send(Write(WriteOp::Observe {
+                execution_id: id.clone(),
+                observation: Observation {
+                    status: Some(JobStatus::Running),
+                    spark_state: Some("RUNNING".into()),
+                    progress: Some(10),
+                    message: None,
+                    at: now,
+                },
+            }))
         }))
-    }))
-    .await;
+        .await;
+        anyhow::ensure!(
+            applied.iter().all(|r| matches!(r, Ok(Ok(_)))),
+            "some changes failed"
+        );
+    }
     let update_secs = started.elapsed().as_secs_f64();
     let after = store.send(GetStats).await?;
-    anyhow::ensure!(
-        applied.iter().all(|r| matches!(r, Ok(Ok(_)))),
-        "some changes failed"
-    );
 
     let baseline_secs = baseline(&db, &ids, settings.store.max_batch).await?;
 

@@ -154,7 +154,9 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
             pool,
             wrk_seconds,
         } => {
-            let server = crate::testkit::SparkServer::start().await;
+            let server = crate::testkit::SparkServer::start()
+                .await
+                .without_request_counts();
             let figures = super::poll::one_cycle(settings, None, jobs, pool, &server).await?;
             let ceiling = super::poll::wrk_ceiling(&server, pool, wrk_seconds).await?;
             let ours = figures.polls_per_second();

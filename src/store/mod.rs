@@ -14,6 +14,8 @@ use crate::config::DatabaseSettings;
 
 pub use batch::{apply_batch, NewDeadLetter, OpError, Source, TrackRequest, WriteOp, WriteOutcome};
 
+const STATEMENT_CACHE: usize = 16;
+
 /// Opens the pool. SQLite gets WAL (readers never wait for the writer) and a busy timeout.
 pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(settings.url.expose().to_owned());
@@ -22,11 +24,16 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         .connect_timeout(settings.connect_timeout)
         .acquire_timeout(settings.connect_timeout)
         .sqlx_logging(false)
+        // Batches of different sizes are different statements; a small prepared-statement
+        // cache keeps a big fleet from holding hundreds of large compiled statements.
         .map_sqlx_sqlite_opts(|opts| {
             opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-        });
+                .statement_cache_capacity(STATEMENT_CACHE)
+        })
+        .map_sqlx_postgres_opts(|opts| opts.statement_cache_capacity(STATEMENT_CACHE))
+        .map_sqlx_mysql_opts(|opts| opts.statement_cache_capacity(STATEMENT_CACHE));
     Database::connect(options)
         .await
         .map_err(|e| mask_err(e, settings))

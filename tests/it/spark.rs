@@ -9,7 +9,7 @@ use chrono::{Duration as ChronoDuration, Utc};
 use entity::prelude::*;
 use entity::spark_job_executions;
 use jobwarden::actors::scheduler::{GetSchedulerStats, Scheduler, Tick};
-use jobwarden::actors::spark_poller::{DriverUis, PollerSettings, SparkHealth, SparkPoller};
+use jobwarden::actors::spark_poller::{PollerPool, SparkHealth};
 use jobwarden::actors::{JobStore, SweepTimeouts, Write};
 use jobwarden::config::SparkSettings;
 use jobwarden::domain::{DriverState, TimeoutPolicy};
@@ -26,7 +26,7 @@ fn spark_settings(url: &str, pool: usize) -> SparkSettings {
     settings.master_ui_url = Some(url.to_owned());
     settings.max_concurrent_polls = pool;
     settings.request_timeout = Duration::from_millis(500);
-    settings.poll_interval = Duration::from_secs(3600);
+    settings.poll_interval = Duration::from_secs(15);
     settings
 }
 
@@ -73,27 +73,9 @@ impl World {
             .with_timeouts(POLICY)
             .launch();
         track(&store, jobs).await;
-        let client = SparkClient::new(&settings).unwrap();
-        let health = Arc::new(SparkHealth::default());
-        let poller_settings = PollerSettings {
-            poll_interval: Duration::from_secs(15),
-            max_backoff: Duration::from_secs(300),
-        };
-        let uis = Arc::new(DriverUis::default());
-        let pollers = (0..pool)
-            .map(|id| {
-                SparkPoller::new(
-                    id,
-                    client.clone(),
-                    store.clone(),
-                    health.clone(),
-                    uis.clone(),
-                    poller_settings,
-                )
-                .start()
-            })
-            .collect();
-        let scheduler = Scheduler::new(store.clone(), pollers, settings.poll_interval).start();
+        let PollerPool { pollers, health } = PollerPool::start(&settings, &store).unwrap();
+        // Ticks come from the tests; the pollers' backoff still starts at 15 s.
+        let scheduler = Scheduler::new(store.clone(), pollers, Duration::from_secs(3600)).start();
         World {
             db,
             store,
