@@ -15,9 +15,17 @@ pub fn init(settings: &TelemetrySettings) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(format!("{},sea_orm_migration=warn", settings.level))?,
     };
     let registry = tracing_subscriber::registry().with(filter);
+    // Colours only for a person at a terminal, never into files, pipes or journald.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     match settings.format {
         LogFormat::Pretty => registry
-            .with(fmt::layer().with_target(true).with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_target(true)
+                    .with_ansi(colour)
+                    .with_writer(std::io::stderr),
+            )
             .try_init()?,
         LogFormat::Json => registry
             .with(
