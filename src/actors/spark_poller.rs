@@ -130,7 +130,7 @@ impl DriverUis {
 
 /// What the poller needs from the settings.
 #[derive(Debug, Clone, Copy)]
-pub struct PollerSettings {
+struct PollerSettings {
     pub poll_interval: Duration,
     pub max_backoff: Duration,
 }
@@ -142,26 +142,6 @@ pub struct SparkPoller {
     health: Arc<SparkHealth>,
     uis: Arc<DriverUis>,
     settings: PollerSettings,
-}
-
-impl SparkPoller {
-    pub fn new(
-        id: usize,
-        client: SparkClient,
-        store: Addr<JobStore>,
-        health: Arc<SparkHealth>,
-        uis: Arc<DriverUis>,
-        settings: PollerSettings,
-    ) -> Self {
-        SparkPoller {
-            id,
-            client,
-            store,
-            health,
-            uis,
-            settings,
-        }
-    }
 }
 
 /// The poller pool: exactly `max_concurrent_polls` supervised pollers sharing one HTTP client.
@@ -181,14 +161,14 @@ impl PollerPool {
         };
         let pollers = (0..settings.max_concurrent_polls)
             .map(|id| {
-                let poller = SparkPoller::new(
+                let poller = SparkPoller {
                     id,
-                    client.clone(),
-                    store.clone(),
-                    health.clone(),
-                    uis.clone(),
-                    poller_settings,
-                );
+                    client: client.clone(),
+                    store: store.clone(),
+                    health: health.clone(),
+                    uis: uis.clone(),
+                    settings: poller_settings,
+                };
                 Supervisor::start(move |_| poller)
             })
             .collect();

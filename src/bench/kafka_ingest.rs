@@ -102,7 +102,8 @@ pub async fn run(
     Ok(())
 }
 
-async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
+/// Creates `topic` with this scenario's partition count (tansu creates no topic by itself).
+pub async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;

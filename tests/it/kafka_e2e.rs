@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use entity::prelude::*;
 use entity::{job_status_history, transformation_job_queue};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use sea_orm::{
@@ -58,20 +56,10 @@ fn malformed(i: usize) -> Vec<u8> {
 }
 
 async fn produce(brokers: &str, topic: &str) -> BTreeSet<Vec<u8>> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(topic, 3, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
+    // Three partitions, like the benchmark's topic.
+    jobwarden::bench::kafka_ingest::create_topic(brokers, topic)
         .await
         .unwrap();
-    for result in created {
-        result.unwrap();
-    }
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
