@@ -76,8 +76,18 @@ pub struct SparkSettings {
     /// Sent as `Authorization: Bearer …` when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token: Option<Secret>,
+    /// Sent as HTTP basic auth when set (and no bearer token is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
     /// How much of a failed driver's stderr to fetch and keep.
     pub stderr_tail_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: Secret,
 }
 
 /// A value that is never displayed, logged or serialized in clear.
@@ -437,6 +447,13 @@ impl Settings {
                 "spark.stderr_tail_bytes",
                 self.spark.stderr_tail_bytes.to_string(),
                 "must be between 1 and 1048576",
+            );
+        }
+        if self.spark.bearer_token.is_some() && self.spark.basic_auth.is_some() {
+            refuse(
+                "spark.basic_auth",
+                "(set)".into(),
+                "set either spark.bearer_token or spark.basic_auth, not both",
             );
         }
         if let Some(ui) = &self.spark.master_ui_url {

@@ -70,6 +70,8 @@ struct Cycle {
     /// for the next cycle rather than be polled again and again in this one. (A job that was
     /// recorded has a newer `last_polled_at` and drops out of the query by itself.)
     unrecorded: HashSet<String>,
+    /// Ticks that arrived while this cycle ran (its jobs were all still in flight or due).
+    ticks_skipped: u64,
     clock: Instant,
     due: u64,
     dispatched: u64,
@@ -225,6 +227,8 @@ impl Scheduler {
                 info!(
                     due = cycle.due,
                     dispatched = cycle.dispatched,
+                    not_recorded = cycle.unrecorded.len(),
+                    ticks_skipped = cycle.ticks_skipped,
                     duration_ms = cycle.clock.elapsed().as_millis() as u64,
                     "poll cycle finished"
                 );
@@ -274,7 +278,8 @@ impl Scheduler {
         if self.stopping {
             return TickSummary { started: false };
         }
-        if let Some(cycle) = &self.cycle {
+        if let Some(cycle) = self.cycle.as_mut() {
+            cycle.ticks_skipped += 1;
             self.stats.skipped_ticks += 1;
             METRICS.scheduler_ticks_skipped.inc();
             debug!(
@@ -290,6 +295,7 @@ impl Scheduler {
         self.cycle = Some(Cycle {
             started_at: Utc::now(),
             unrecorded: HashSet::new(),
+            ticks_skipped: 0,
             clock: Instant::now(),
             due: 0,
             dispatched: 0,

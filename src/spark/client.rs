@@ -100,9 +100,21 @@ impl SparkClient {
             }
         };
         let mut headers = HeaderMap::new();
-        if let Some(token) = &settings.bearer_token {
-            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                .map_err(|_| "spark.bearer_token holds characters not allowed in a header")?;
+        let authorization = match (&settings.bearer_token, &settings.basic_auth) {
+            (Some(token), _) => Some(format!("Bearer {}", token.expose())),
+            (None, Some(basic)) => {
+                use base64::Engine as _;
+                let pair = format!("{}:{}", basic.username, basic.password.expose());
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+            }
+            (None, None) => None,
+        };
+        if let Some(authorization) = authorization {
+            let mut value = HeaderValue::from_str(&authorization)
+                .map_err(|_| "spark credentials hold characters not allowed in a header")?;
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }

@@ -37,6 +37,7 @@ struct Shared {
     current: AtomicUsize,
     max: AtomicUsize,
     tail_requests: AtomicUsize,
+    last_authorization: Mutex<Option<String>>,
     head_requests: Mutex<HashMap<String, usize>>,
     /// Drivers that run a SparkContext: submission id to application id.
     uis: Mutex<HashMap<String, String>>,
@@ -121,6 +122,11 @@ impl SparkServer {
         self.shared.status_requests.lock().unwrap().values().sum()
     }
 
+    /// The `Authorization` header of the latest request that had one.
+    pub fn last_authorization(&self) -> Option<String> {
+        self.shared.last_authorization.lock().unwrap().clone()
+    }
+
     /// Reads of a log's tail (failure reasons).
     pub fn tail_requests(&self) -> usize {
         self.shared.tail_requests.load(Ordering::SeqCst)
@@ -162,7 +168,14 @@ impl SparkServer {
                 match reader.read_line(&mut header).await {
                     Ok(0) | Err(_) => return,
                     Ok(_) if header == "\r\n" || header == "\n" => break,
-                    Ok(_) => {}
+                    Ok(_) => {
+                        if let Some((name, value)) = header.split_once(':') {
+                            if name.eq_ignore_ascii_case("authorization") {
+                                *self.shared.last_authorization.lock().unwrap() =
+                                    Some(value.trim().to_owned());
+                            }
+                        }
+                    }
                 }
             }
             let mut parts = request_line.split_whitespace();

@@ -484,3 +484,31 @@ async fn driver_without_a_ui_is_not_searched_forever() {
     // Nine polls: looked at polls 1, 2, 4 and 8 only.
     assert_eq!(spark.head_requests("driver-0"), 4);
 }
+
+#[actix_rt::test]
+async fn configured_credentials_are_sent_to_spark() {
+    let spark = FakeSpark::start().await;
+    let mut settings = spark_settings(&spark.url(), 1);
+    settings.basic_auth = Some(jobwarden::config::BasicAuth {
+        username: "ops".into(),
+        password: jobwarden::config::Secret::new("pa55"),
+    });
+    SparkClient::new(&settings)
+        .unwrap()
+        .status("driver-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        spark.last_authorization().as_deref(),
+        Some("Basic b3BzOnBhNTU=")
+    );
+
+    let mut settings = spark_settings(&spark.url(), 1);
+    settings.bearer_token = Some(jobwarden::config::Secret::new("t0ken"));
+    SparkClient::new(&settings)
+        .unwrap()
+        .status("driver-1")
+        .await
+        .unwrap();
+    assert_eq!(spark.last_authorization().as_deref(), Some("Bearer t0ken"));
+}
