@@ -31,6 +31,8 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .statement_cache_capacity(STATEMENT_CACHE)
+                // 1 MiB of page cache per connection; the operating system caches the file.
+                .pragma("cache_size", "-1024")
         })
         .map_sqlx_postgres_opts(|opts| opts.statement_cache_capacity(STATEMENT_CACHE))
         .map_sqlx_mysql_opts(|opts| opts.statement_cache_capacity(STATEMENT_CACHE));
