@@ -75,24 +75,7 @@ pub enum BenchCommand {
     /// Every scenario, each in its own process, as one table: jobwarden's figure, the ceiling
     /// measured in the same run, the ratio, the peak RSS. Quick by default; --full for the
     /// README's numbers.
-    Suite {
-        /// The full sizes (10k and 100k jobs, 200k events, 100k changes); minutes, not seconds.
-        #[arg(long)]
-        full: bool,
-        /// A Kafka broker for the ingest scenario; librdkafka's mock cluster when omitted.
-        #[arg(long)]
-        brokers: Option<String>,
-        /// Also measure ingest and store writes on this PostgreSQL database.
-        #[arg(long, value_name = "URL")]
-        postgres_url: Option<String>,
-        /// With --submission-id and --spark-home: the status-check scenario on a real cluster.
-        #[arg(long)]
-        spark_rest_url: Option<String>,
-        #[arg(long)]
-        submission_id: Option<String>,
-        #[arg(long, env = "SPARK_HOME")]
-        spark_home: Option<String>,
-    },
+    Suite(crate::bench::suite::SuiteOptions),
     /// One scenario of the suite, given as JSON (the suite runs each in its own process).
     #[command(hide = true)]
     Scenario { spec: String },

@@ -37,23 +37,7 @@ fn main() -> ExitCode {
         tracing::warn!("{warning}");
     }
     let settings = loaded.settings;
-    if let Command::Bench(BenchCommand::Suite {
-        full,
-        brokers,
-        postgres_url,
-        spark_rest_url,
-        submission_id,
-        spark_home,
-    }) = command
-    {
-        let options = bench::suite::SuiteOptions {
-            full,
-            brokers,
-            postgres_url,
-            spark_rest_url,
-            submission_id,
-            spark_home,
-        };
+    if let Command::Bench(BenchCommand::Suite(options)) = command {
         return match bench::suite::run(options, cli.config.as_deref()) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
@@ -83,7 +67,7 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::to_string(&rows)?);
                 Ok(())
             }
-            Command::Bench(BenchCommand::Suite { .. }) => Ok(()),
+            Command::Bench(BenchCommand::Suite(_)) => Ok(()),
             Command::Bench(BenchCommand::KafkaIngest {
                 brokers,
                 events,

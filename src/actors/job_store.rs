@@ -499,7 +499,6 @@ fn count_transitions(ops: &[WriteOp], outcomes: &[Result<WriteOutcome, OpError>]
                 "timeout_sweep"
             }
             WriteOp::QueueEvent { .. } => "kafka_event",
-            WriteOp::Finish { source, .. } => source.as_str(),
             WriteOp::Track(request) => request.source.as_str(),
             WriteOp::PollFailed { .. } | WriteOp::DeadLetter(_) => continue,
         };

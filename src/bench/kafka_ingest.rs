@@ -102,6 +102,23 @@ pub async fn run(
     Ok(())
 }
 
+/// Produces one keyed message, waiting for the broker's acknowledgement.
+pub async fn send_keyed(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+) -> rdkafka::error::KafkaResult<()> {
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| e)
+}
+
 /// Creates `topic` with this scenario's partition count (tansu creates no topic by itself).
 pub async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -134,16 +151,7 @@ async fn produce(brokers: &str, topic: &str, events: usize) -> anyhow::Result<()
                 statuses[i % 3]
             );
             let producer = &producer;
-            async move {
-                producer
-                    .send(
-                        FutureRecord::to(topic).key(&key).payload(&payload),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| e)
-            }
+            async move { send_keyed(producer, topic, &key, payload.as_bytes()).await }
         });
         for result in futures::future::join_all(sends).await {
             result?;

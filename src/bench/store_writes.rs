@@ -98,20 +98,22 @@ async fn baseline(
     batch: usize,
 ) -> anyhow::Result<f64> {
     use executions::Column as C;
+    const UPDATED: [C; 7] = [
+        C::Status,
+        C::SparkState,
+        C::Progress,
+        C::LastPolledAt,
+        C::LastConfirmedAt,
+        C::StatusChangedAt,
+        C::UpdatedAt,
+    ];
     let started = Instant::now();
     let now = Utc::now();
     for chunk in ids.chunks(batch.clamp(1, 500)) {
         let mut insert = Query::insert();
-        insert.into_table(executions::Entity).columns([
-            C::ExecutionId,
-            C::Status,
-            C::SparkState,
-            C::Progress,
-            C::LastPolledAt,
-            C::LastConfirmedAt,
-            C::StatusChangedAt,
-            C::UpdatedAt,
-        ]);
+        insert
+            .into_table(executions::Entity)
+            .columns(std::iter::once(C::ExecutionId).chain(UPDATED));
         for id in chunk {
             insert.values_panic([
                 id.clone().into(),
@@ -126,15 +128,7 @@ async fn baseline(
         }
         insert.on_conflict(
             OnConflict::column(C::ExecutionId)
-                .update_columns([
-                    C::Status,
-                    C::SparkState,
-                    C::Progress,
-                    C::LastPolledAt,
-                    C::LastConfirmedAt,
-                    C::StatusChangedAt,
-                    C::UpdatedAt,
-                ])
+                .update_columns(UPDATED)
                 .to_owned(),
         );
         let txn = db.begin().await?;

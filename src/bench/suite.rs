@@ -53,13 +53,24 @@ pub struct Row {
     pub peak_rss_kb: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default)]
+/// What the suite measures, straight from the command line.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct SuiteOptions {
+    /// The full sizes (10k and 100k jobs, 200k events, 100k changes); minutes, not seconds.
+    #[arg(long)]
     pub full: bool,
+    /// A Kafka broker for the ingest scenario; librdkafka's mock cluster when omitted.
+    #[arg(long)]
     pub brokers: Option<String>,
+    /// Also measure ingest and store writes on this PostgreSQL database.
+    #[arg(long, value_name = "URL")]
     pub postgres_url: Option<String>,
+    /// With --submission-id and --spark-home: the status-check scenario on a real cluster.
+    #[arg(long)]
     pub spark_rest_url: Option<String>,
+    #[arg(long)]
     pub submission_id: Option<String>,
+    #[arg(long, env = "SPARK_HOME")]
     pub spark_home: Option<String>,
 }
 

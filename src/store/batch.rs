@@ -91,14 +91,6 @@ pub enum WriteOp {
         now: DateTime<Utc>,
         policy: TimeoutPolicy,
     },
-    /// End a job on jobwarden's own authority (a timeout, an operator).
-    Finish {
-        execution_id: String,
-        to: JobStatus,
-        at: DateTime<Utc>,
-        source: Source,
-        reason: String,
-    },
     QueueEvent {
         event: StatusEvent,
         position: Option<Position>,
@@ -189,8 +181,7 @@ async fn load_rows(
             WriteOp::Track(r) => execution_ids.push(&r.execution_id),
             WriteOp::Observe { execution_id, .. }
             | WriteOp::PollFailed { execution_id, .. }
-            | WriteOp::TimeOut { execution_id, .. }
-            | WriteOp::Finish { execution_id, .. } => execution_ids.push(execution_id),
+            | WriteOp::TimeOut { execution_id, .. } => execution_ids.push(execution_id),
             WriteOp::QueueEvent { event, .. } => queue_ids.push(&event.job_id),
             WriteOp::DeadLetter(_) => {}
         }
@@ -328,35 +319,6 @@ fn apply_one(
                     Source::TimeoutSweep,
                     detail.clone(),
                     *now,
-                ));
-            }
-            Ok(result.0)
-        }
-        WriteOp::Finish {
-            execution_id,
-            to,
-            at,
-            source,
-            reason,
-        } => {
-            let result = with_execution(changes, execution_id, |state, _row| {
-                match state.force_finish(*to, *at, reason) {
-                    Ok((from, to)) => (
-                        WriteOutcome::Execution(Applied::Transitioned { from, to }),
-                        Some((from, to, Some(reason.clone()))),
-                    ),
-                    Err(refusal) => (WriteOutcome::Execution(Applied::Refused(refusal)), None),
-                }
-            })?;
-            if let (_, Some((from, to, detail))) = &result {
-                changes.history.push(history_row(
-                    SPARK,
-                    execution_id,
-                    Some(from.as_str()),
-                    to.as_str(),
-                    *source,
-                    detail.clone(),
-                    *at,
                 ));
             }
             Ok(result.0)

@@ -14,6 +14,8 @@ use sea_orm::{
     ColumnTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
 };
 
+use jobwarden::bench::kafka_ingest::send_keyed;
+
 use crate::binary::{jobwarden, Running};
 use crate::helpers::wait_until;
 
@@ -79,16 +81,7 @@ async fn produce(brokers: &str, topic: &str) -> BTreeSet<Vec<u8>> {
             let key = format!("job-{i}");
             let payload =
                 format!(r#"{{"jobId":"{key}","status":"{status}","eventId":"{key}-{status}"}}"#);
-            sends.push(async move {
-                producer
-                    .send(
-                        FutureRecord::to(topic).key(&key).payload(&payload),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| e)
-            });
+            sends.push(async move { send_keyed(producer, topic, &key, payload.as_bytes()).await });
             if i.is_multiple_of(JOBS / MALFORMED) && round == "final" {
                 let n = bad.len();
                 let payload = malformed(n);
