@@ -3,14 +3,18 @@
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 
-use crate::actors::StoreError;
-use crate::actors::{JobStore, Write};
+use crate::actors::JobStore;
 use crate::cli::{JobsCommand, ListArgs, TrackArgs};
 use crate::config::Settings;
-use crate::startup::{shutdown_signal, Application};
-use crate::store::{self, read, OpError, Source, TrackRequest, WriteOp, WriteOutcome};
+use crate::events::Events;
+use crate::startup::{connect_patiently, shutdown_signal, Application, StartError};
+use crate::store::{self, read, Rules};
+use crate::store_api::{
+    OpError, Source, StoreError, StoreHandle, TrackRequest, WriteOp, WriteOutcome,
+};
 
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
+/// Runs the service until a signal; `Err` only when it could not start.
+pub async fn run(settings: Settings) -> Result<(), StartError> {
     let signal = shutdown_signal();
     tokio::pin!(signal);
     let app = tokio::select! {
@@ -20,7 +24,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    app.run_until(signal).await
+    app.run_until(signal).await;
+    Ok(())
 }
 
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
@@ -44,10 +49,8 @@ pub async fn jobs(settings: Settings, command: JobsCommand) -> anyhow::Result<()
     }
 }
 
-async fn connect(settings: &Settings) -> anyhow::Result<sea_orm::DatabaseConnection> {
-    store::connect(&settings.database)
-        .await
-        .with_context(|| format!("failed to connect to {}", settings.database.url))
+async fn connect(settings: &Settings) -> Result<sea_orm::DatabaseConnection, StartError> {
+    connect_patiently(&settings.database).await
 }
 
 async fn list(db: &sea_orm::DatabaseConnection, args: ListArgs) -> anyhow::Result<()> {
@@ -123,17 +126,16 @@ async fn track(
     settings: Settings,
     args: TrackArgs,
 ) -> anyhow::Result<()> {
-    let store = JobStore::new(db, settings.store).launch();
-    let outcome = store
-        .send(Write(WriteOp::Track(TrackRequest {
+    let rules = Rules::from_settings(&settings.spark);
+    let store = JobStore::new(db, settings.store, rules, Events::default()).launch();
+    let outcome = StoreHandle::from(&store)
+        .write(WriteOp::Track(TrackRequest {
             execution_id: args.execution_id.clone(),
             submission_id: Some(args.submission_id.clone()),
             job_name: args.name,
             source: Source::Api,
-        })))
-        .await
-        .map_err(StoreError::from)
-        .and_then(|r| r);
+        }))
+        .await;
     match outcome {
         Ok(WriteOutcome::Tracked { created: true }) => {
             println!(

@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use jobwarden::cli::{BenchCommand, Cli, Command};
-use jobwarden::{bench, commands, config, telemetry};
+use jobwarden::cli::{Cli, Command};
+use jobwarden::startup::StartError;
+use jobwarden::{commands, config, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -37,67 +38,23 @@ fn main() -> ExitCode {
         tracing::warn!("{warning}");
     }
     let settings = loaded.settings;
-    if let Command::Bench(BenchCommand::Suite(options)) = command {
-        return match bench::suite::run(options, cli.config.as_deref()) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("jobwarden: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     let result = actix_rt::System::new().block_on(async move {
         match command {
-            Command::Run => commands::run(settings).await,
+            Command::Run => commands::run(settings).await.map_err(anyhow::Error::new),
             Command::Migrate => commands::migrate(settings).await,
             Command::Jobs(jobs) => commands::jobs(settings, jobs).await,
-            Command::Bench(BenchCommand::StoreWrites {
-                database_url,
-                changes,
-            }) => bench::store_writes::store_writes(settings, database_url, changes).await,
-            Command::Bench(BenchCommand::Poll {
-                database_url,
-                jobs,
-                pools,
-            }) => bench::poll::run(settings, database_url, jobs, pools).await,
-            Command::Bench(BenchCommand::Scenario { spec }) => {
-                let scenario = serde_json::from_str(&spec)
-                    .map_err(|e| anyhow::anyhow!("bad scenario {spec:?}: {e}"))?;
-                let rows = bench::suite::run_scenario(settings, scenario).await?;
-                println!("{}", serde_json::to_string(&rows)?);
-                Ok(())
-            }
-            Command::Bench(BenchCommand::Suite(_)) => Ok(()),
-            Command::Bench(BenchCommand::KafkaIngest {
-                brokers,
-                events,
-                database_urls,
-            }) => bench::kafka_ingest::run(settings, brokers, events, database_urls).await,
-            Command::Bench(BenchCommand::StatusCheck {
-                rest_url,
-                submission_id,
-                spark_home,
-                client_checks,
-                tool_checks,
-            }) => {
-                bench::status_check::run(
-                    settings,
-                    rest_url,
-                    submission_id,
-                    spark_home,
-                    client_checks,
-                    tool_checks,
-                )
-                .await
-            }
             Command::CheckConfig => Ok(()),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let code = e
+                .downcast_ref::<StartError>()
+                .map_or(1, StartError::exit_code);
+            // One line: a start error names the setting and what to do; others carry context.
             eprintln!("jobwarden: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }

@@ -1,7 +1,5 @@
-//! The Prometheus metrics: one registry for the process, typed handles for each actor to bump.
-//! Each thing that can happen has one counter with a low-cardinality label.
-
-use std::sync::LazyLock;
+//! The Prometheus metrics of one running application: its own registry (two applications in
+//! one process count apart), bumped only by the internal events in `crate::events`.
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -31,6 +29,8 @@ pub struct Metrics {
     pub timeouts: IntCounter,
     pub scheduler_ticks_skipped: IntCounter,
     pub poll_cycle_seconds: HistogramVec,
+    /// Answers that carried no status (a master recovering).
+    pub unknown_state_answers: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -66,8 +66,15 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
     g
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Metrics {
+    /// A fresh registry; the reachability gauges start at 1 (nothing has failed yet).
+    pub fn new() -> Metrics {
         let r = Registry::new();
         let latency = vec![
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -101,7 +108,7 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(cycle.clone())).expect("unique metric");
-        Metrics {
+        let m = Metrics {
             polls: counter_vec(
                 &r,
                 "jobwarden_polls_total",
@@ -165,8 +172,21 @@ impl Metrics {
                 "Ticks skipped because the previous poll cycle was still running",
             ),
             poll_cycle_seconds: cycle,
+            unknown_state_answers: counter(
+                &r,
+                "jobwarden_unknown_state_answers_total",
+                "Status answers that carried no status (a master recovering)",
+            ),
             registry: r,
-        }
+        };
+        m.database_up.set(1.0);
+        m.spark_up.set(1.0);
+        m
+    }
+
+    /// The count of one labelled counter, for readiness, stats and tests.
+    pub fn count(counter: &IntCounterVec, label: &str) -> u64 {
+        counter.with_label_values(&[label]).get()
     }
 
     /// The registry in Prometheus text format.
@@ -179,11 +199,3 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 }
-
-/// The process's metrics.
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
-    let m = Metrics::new();
-    m.database_up.set(1.0);
-    m.spark_up.set(1.0);
-    m
-});

@@ -1,116 +1,186 @@
-//! Builds the running application (database, migrations, actors) and owns the shutdown order.
+//! Builds the running application (database, migrations, actors, HTTP) and owns the shutdown
+//! order. Everything that can fail at start (the database, the HTTP port, the Kafka and Spark
+//! settings) is checked before any actor starts, so a failed start is one message and an exit
+//! code, with nothing half-running behind it.
 
 use std::future::Future;
-use std::time::Duration;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use anyhow::Context as _;
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, DbErr};
 use tracing::{error, info, warn};
 
-use crate::actors::kafka_listener::{KafkaListener, KafkaStats, StopListening};
+use crate::actors::kafka_listener::{KafkaListener, StopListening};
 use crate::actors::scheduler::{Scheduler, StopPolling};
-use crate::actors::spark_poller::{PollerPool, SparkHealth, SparkPoller};
-use crate::actors::{Drain, JobStore, StoreHealth};
-use crate::config::Settings;
-use crate::domain::TimeoutPolicy;
+use crate::actors::spark_poller::{self, SparkPoller};
+use crate::actors::{JobStore, StoreHealth};
+use crate::backend::spark::{SparkSetupError, SparkStandalone};
+use crate::backend::StatusBackend;
+use crate::config::{DatabaseSettings, Settings};
+use crate::events::Events;
+use crate::health::Heartbeat;
 use crate::http::HttpState;
-use crate::store;
+use crate::kafka::KafkaSetupError;
+use crate::metrics::Metrics;
+use crate::store::{self, Rules};
+use crate::store_api::StoreHandle;
 
 /// How long shutdown waits for accepted changes to be written before giving up on them.
 /// Nothing is lost by giving up: unacknowledged Kafka offsets are redelivered and Spark is
 /// polled again at the next start.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why jobwarden could not start: one line naming the setting and what to do, and the exit
+/// code the process ends with (documented in the README).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use database.url = {url}: {reason}")]
+    DatabaseRefused { url: String, reason: String },
+    #[error("database.url = {url} still unreachable after database.startup_wait = {waited}: {error}; start the database or fix database.url")]
+    DatabaseUnreachable {
+        url: String,
+        waited: String,
+        error: String,
+    },
+    #[error("cannot apply database migrations on database.url = {url}: {error}; check that the user may create tables")]
+    Migration { url: String, error: String },
+    #[error("cannot listen on http.bind = {bind:?}: {error}; stop what uses that address, pick another, or set http.bind = \"\" to turn the HTTP server off")]
+    HttpBind { bind: String, error: std::io::Error },
+    #[error("{0}")]
+    Kafka(#[from] KafkaSetupError),
+    #[error("{0}")]
+    Spark(#[from] SparkSetupError),
+}
+
+impl StartError {
+    /// 3: the database; 4: the HTTP address; 5: Kafka; 2: another setting (as for an invalid
+    /// configuration file).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::DatabaseRefused { .. }
+            | StartError::DatabaseUnreachable { .. }
+            | StartError::Migration { .. } => 3,
+            StartError::HttpBind { .. } => 4,
+            StartError::Kafka(_) => 5,
+            StartError::Spark(_) => 2,
+        }
+    }
+}
+
 /// A running jobwarden: what `main` runs and what tests spawn.
 pub struct Application {
     pub settings: Settings,
     pub db: DatabaseConnection,
     pub store: Addr<JobStore>,
-    pub store_health: std::sync::Arc<StoreHealth>,
+    pub store_handle: StoreHandle,
+    pub store_health: Arc<StoreHealth>,
     pub scheduler: Addr<Scheduler>,
-    pub spark_health: std::sync::Arc<SparkHealth>,
     pub pollers: Vec<Addr<SparkPoller>>,
     /// Absent when no `[kafka]` section is configured.
     pub listener: Option<Addr<KafkaListener>>,
-    pub kafka_stats: std::sync::Arc<KafkaStats>,
+    /// This application's own metrics (not shared with another application in the process).
+    pub metrics: Arc<Metrics>,
     /// Where the HTTP endpoints listen (absent when `http.bind` is empty).
     pub http_addr: Option<std::net::SocketAddr>,
     http: Option<actix_web::dev::ServerHandle>,
 }
 
 impl Application {
-    /// Connects (waiting for the database if it is not up yet), migrates, starts the actors.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = connect_patiently(&settings).await?;
+    /// Connects (waiting up to `database.startup_wait` for a database that is not up yet),
+    /// migrates, checks the remaining settings, binds the HTTP address, then starts the actors.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let db = connect_patiently(&settings.database).await?;
         let applied = store::migrate(&db)
             .await
-            .context("failed to apply database migrations")?;
+            .map_err(|e| StartError::Migration {
+                url: settings.database.url.to_string(),
+                error: e.to_string(),
+            })?;
         if applied > 0 {
             info!(applied, "database migrations applied");
         }
         if let Some(kafka) = &settings.kafka {
             // Refuse a bad property now, not in a retry loop after start.
-            crate::kafka::check(kafka).map_err(anyhow::Error::msg)?;
+            crate::kafka::check(kafka)?;
         }
-        let policy = TimeoutPolicy {
-            stuck_timeout: settings.spark.stuck_timeout,
-            queued_timeout: settings.spark.queued_timeout,
-            max_runtime: settings.spark.max_runtime,
-        };
-        let job_store = JobStore::new(db.clone(), settings.store.clone()).with_timeouts(policy);
-        let store_health = job_store.health();
-        let store = job_store.launch();
-        let PollerPool {
-            pollers,
-            health: spark_health,
-        } = PollerPool::start(&settings.spark, &store).map_err(anyhow::Error::msg)?;
-        let scheduler =
-            Scheduler::new(store.clone(), pollers.clone(), settings.spark.poll_interval);
-        let scheduler = Supervisor::start(move |_| scheduler);
-        let kafka_stats = std::sync::Arc::new(KafkaStats::default());
-        let listener = settings.kafka.as_ref().map(|kafka| {
-            KafkaListener::new(kafka.clone(), store.clone(), kafka_stats.clone()).start()
-        });
-        let http = if settings.http.bind.is_empty() {
+        let backend: Rc<dyn StatusBackend> = Rc::new(SparkStandalone::new(&settings.spark)?);
+        let listener_socket = if settings.http.bind.is_empty() {
             None
         } else {
-            let state = HttpState {
-                db: db.clone(),
-                store: store.clone(),
-                store_health: store_health.clone(),
-                scheduler: scheduler.clone(),
-                pollers: pollers.clone(),
-                listener: listener.clone(),
-                api_token: settings.http.api_token.clone(),
-            };
-            let (addr, handle) =
-                crate::http::start(&settings.http.bind, state).with_context(|| {
-                    format!("failed to listen on http.bind = {:?}", settings.http.bind)
-                })?;
-            info!(address = %addr, "HTTP endpoints listening (/healthz, /readyz, /metrics, /api/v1)");
-            Some((addr, handle))
+            let bind = settings.http.bind.clone();
+            Some(
+                std::net::TcpListener::bind(&bind)
+                    .map_err(|error| StartError::HttpBind { bind, error })?,
+            )
+        };
+
+        let metrics = Arc::new(Metrics::new());
+        let events = Events::new(metrics.clone());
+        let rules = Rules::from_settings(&settings.spark);
+        let job_store = JobStore::new(db.clone(), settings.store.clone(), rules, events.clone())
+            .with_timeout_sweep();
+        let store_health = job_store.health();
+        let store = job_store.launch();
+        let store_handle = StoreHandle::from(&store);
+        let pollers = spark_poller::start_pool(
+            backend,
+            settings.spark.max_concurrent_polls,
+            &store_handle,
+            &events,
+        );
+        let scheduler = Scheduler::new(
+            store_handle.clone(),
+            pollers.clone(),
+            settings.spark.poll_interval,
+            settings.spark.scheduler_stale_after(),
+            events.clone(),
+        );
+        let mut heartbeats: Vec<Arc<Heartbeat>> =
+            vec![store_health.heartbeat.clone(), scheduler.heartbeat()];
+        let scheduler = Supervisor::start(move |_| scheduler);
+        let listener = settings.kafka.as_ref().map(|kafka| {
+            let listener = KafkaListener::new(kafka.clone(), store_handle.clone(), events.clone());
+            heartbeats.push(listener.heartbeat());
+            listener.start()
+        });
+        let http = match listener_socket {
+            None => None,
+            Some(socket) => {
+                let state = HttpState {
+                    db: db.clone(),
+                    store: store_handle.clone(),
+                    store_health: store_health.clone(),
+                    heartbeats,
+                    kafka_configured: listener.is_some(),
+                    metrics: metrics.clone(),
+                    api_token: settings.http.api_token.clone(),
+                };
+                let bind = settings.http.bind.clone();
+                let (addr, handle) = crate::http::start(socket, state)
+                    .map_err(|error| StartError::HttpBind { bind, error })?;
+                info!(address = %addr, "HTTP endpoints listening (/healthz, /readyz, /metrics, /api/v1)");
+                Some((addr, handle))
+            }
         };
         Ok(Application {
             settings,
             db,
             store,
+            store_handle,
             store_health,
             scheduler,
             pollers,
-            spark_health,
             listener,
-            kafka_stats,
+            metrics,
             http_addr: http.as_ref().map(|(addr, _)| *addr),
             http: http.map(|(_, handle)| handle),
         })
     }
 
     /// Runs until `shutdown` resolves, then stops taking work and flushes the store.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = &'static str>,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = &'static str>) {
         info!(
             database = %self.settings.database.url,
             spark = %self.settings.spark.rest_url,
@@ -130,7 +200,7 @@ impl Application {
     }
 
     /// Stops taking work and waits for the store to make accepted changes durable.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(self) {
         if let Some(http) = &self.http {
             http.stop(true).await;
         }
@@ -152,7 +222,7 @@ impl Application {
                 warn!("Kafka listener did not stop in time; unwritten events will be redelivered");
             }
         }
-        match tokio::time::timeout(DRAIN_TIMEOUT, self.store.send(Drain)).await {
+        match tokio::time::timeout(DRAIN_TIMEOUT, self.store_handle.drain()).await {
             Ok(Ok(())) => info!("all accepted changes are durable; bye"),
             Ok(Err(e)) => warn!(error = %e, "job store stopped before draining"),
             Err(_) => error!(
@@ -160,37 +230,63 @@ impl Application {
                 "database still unreachable; unwritten changes will be re-derived at next start"
             ),
         }
-        Ok(())
     }
 }
 
-/// Connects, retrying while the database is unreachable; refuses at once on errors that
-/// waiting cannot fix (bad credentials, unknown database).
-async fn connect_patiently(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
-    let mut delay = settings.store.retry_initial;
+/// Connects, retrying while the database is unreachable for up to `database.startup_wait`;
+/// refuses at once on errors that waiting cannot fix (bad credentials, unknown database, a
+/// SQLite file that cannot be created).
+pub async fn connect_patiently(
+    settings: &DatabaseSettings,
+) -> Result<DatabaseConnection, StartError> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
     let mut warned = false;
     loop {
-        match store::connect(&settings.database).await {
+        match store::connect(settings).await {
             Ok(db) => {
                 if warned {
-                    info!(database = %settings.database.url, "database reachable");
+                    info!(database = %settings.url, "database reachable");
                 }
                 return Ok(db);
             }
             Err(e) if store::is_transient(&e) => {
+                if started.elapsed() >= settings.startup_wait {
+                    return Err(StartError::DatabaseUnreachable {
+                        url: settings.url.to_string(),
+                        waited: humantime::format_duration(settings.startup_wait).to_string(),
+                        error: e.to_string(),
+                    });
+                }
                 if !warned {
-                    warn!(database = %settings.database.url, error = %e,
+                    warn!(database = %settings.url, error = %e, wait = %humantime::format_duration(settings.startup_wait),
                         "database unreachable; waiting for it (Ctrl-C to give up)");
                     warned = true;
                 }
-                actix_rt::time::sleep(delay).await;
-                delay = (delay * 2).min(settings.store.retry_max);
+                let left = settings.startup_wait.saturating_sub(started.elapsed());
+                actix_rt::time::sleep(delay.min(left)).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
             }
-            Err(e) => {
-                return Err(anyhow::Error::new(e))
-                    .with_context(|| format!("failed to connect to {}", settings.database.url))
-            }
+            Err(e) => return Err(refused(settings, &e)),
         }
+    }
+}
+
+/// The database answered but will not serve us: say what to fix.
+fn refused(settings: &DatabaseSettings, e: &DbErr) -> StartError {
+    let text = e.to_string();
+    let hint = if settings.url.expose().starts_with("sqlite:") {
+        "check that the file's directory exists and is writable (add ?mode=rwc to create the file)"
+    } else if text.contains("password") || text.contains("Access denied") {
+        "fix the user name or password in database.url"
+    } else if text.contains("does not exist") || text.contains("Unknown database") {
+        "create the database or fix its name in database.url"
+    } else {
+        "fix database.url"
+    };
+    StartError::DatabaseRefused {
+        url: settings.url.to_string(),
+        reason: format!("{text}; {hint}"),
     }
 }
 

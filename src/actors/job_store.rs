@@ -3,119 +3,45 @@
 //! is durable. If the database is away the batch is retried with backoff until it lands.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::oneshot;
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use tracing::{debug, error, info_span, warn, Instrument};
 
 use crate::config::StoreSettings;
-use crate::domain::{Applied, TimeoutPolicy};
-use crate::metrics::METRICS;
+use crate::domain::Applied;
+use crate::events::{
+    ActorCrashed, BatchCommitted, DatabaseBack, DatabaseUnreachable, Edge, Events, TimeoutsSwept,
+};
+use crate::health::Heartbeat;
+use crate::metrics::Metrics;
+use crate::store::{self, Rules};
+use crate::store_api::{
+    Drain, DueExecution, DueJobs, GetStats, OpError, StoreError, StoreHandle, StoreStats,
+    SweepTimeouts, Write, WriteOp, WriteOutcome,
+};
 
-use super::supervision::{contained, report_crash, Crash};
-use crate::store::{self, read::DueExecution, OpError, WriteOp, WriteOutcome};
+use super::supervision::contained;
+#[cfg(feature = "fault-injection")]
+use super::supervision::Crash;
 
-/// Why a message to the store did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// The change itself was refused; retrying it will not help.
-    #[error(transparent)]
-    Refused(#[from] OpError),
-    /// A read failed (writes are retried, reads are not).
-    #[error("database read failed: {0}")]
-    Read(String),
-    /// The store stopped before it could answer: the change may or may not be durable, so the
-    /// sender must treat it as not done.
-    #[error("the job store is gone: {0}")]
-    Gone(String),
-}
-
-impl From<MailboxError> for StoreError {
-    fn from(e: MailboxError) -> Self {
-        StoreError::Gone(e.to_string())
-    }
-}
-
-/// Make one change durable.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<WriteOutcome, StoreError>")]
-pub struct Write(pub WriteOp);
-
-/// Executions due for a poll.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<Vec<DueExecution>, StoreError>")]
-pub struct DueJobs {
-    pub now: DateTime<Utc>,
-    /// Only jobs not polled since this instant (the start of the current poll cycle).
-    pub polled_before: DateTime<Utc>,
-    pub limit: u64,
-    /// Executions whose poll is still in flight.
-    pub exclude: Vec<String>,
-}
-
-/// Resolves once every change accepted so far is durable (used at shutdown).
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct Drain;
-
-/// Apply the timeout rules as of `now`; answers how many jobs were failed.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<usize, StoreError>")]
-pub struct SweepTimeouts {
-    pub now: DateTime<Utc>,
-}
-
-/// A snapshot of the store's counters.
-#[derive(Message, Debug)]
-#[rtype(result = "StoreStats")]
-pub struct GetStats;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, MessageResponse)]
-pub struct StoreStats {
-    pub transactions: u64,
-    pub changes: u64,
-    pub retries: u64,
-    pub largest_batch: usize,
-    pub pending: usize,
-    pub database_up: bool,
-}
-
-/// Counters and the database's reachability, shared with readiness checks.
+/// The database's reachability and the store's progress, shared with readiness checks.
 #[derive(Debug)]
 pub struct StoreHealth {
-    database_up: AtomicBool,
-    transactions: AtomicU64,
-    changes: AtomicU64,
-    retries: AtomicU64,
+    database: Edge,
     largest_batch: AtomicUsize,
-}
-
-impl Default for StoreHealth {
-    fn default() -> Self {
-        StoreHealth {
-            database_up: AtomicBool::new(true),
-            transactions: AtomicU64::new(0),
-            changes: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            largest_batch: AtomicUsize::new(0),
-        }
-    }
+    /// Beats at every commit, and every second while nothing is pending.
+    pub heartbeat: Arc<Heartbeat>,
 }
 
 impl StoreHealth {
     pub fn database_up(&self) -> bool {
-        self.database_up.load(Ordering::Relaxed)
-    }
-
-    /// Returns true when this call changed the state, so the outage is logged once per edge.
-    fn set_up(&self, up: bool) -> bool {
-        METRICS.database_up.set(if up { 1.0 } else { 0.0 });
-        self.database_up.swap(up, Ordering::Relaxed) != up
+        self.database.is_up()
     }
 }
 
@@ -127,11 +53,13 @@ struct Pending {
 pub struct JobStore {
     db: DatabaseConnection,
     settings: StoreSettings,
-    timeouts: Option<TimeoutPolicy>,
+    rules: Rules,
+    sweep: bool,
     pending: VecDeque<Pending>,
     flushing: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
     health: Arc<StoreHealth>,
+    events: Events,
 }
 
 /// The store's mailbox is deep on purpose: bursts of changes are what batching feeds on, and
@@ -141,22 +69,39 @@ const MAILBOX_CAPACITY: usize = 65_536;
 /// Most jobs one sweep considers; the next sweep takes the rest.
 const SWEEP_PAGE: u64 = 10_000;
 
+/// How often an idle store says it is alive.
+const IDLE_BEAT: Duration = Duration::from_secs(1);
+
 impl JobStore {
-    pub fn new(db: DatabaseConnection, settings: StoreSettings) -> Self {
+    /// A store that applies changes with `rules`. `stale_after` is how long readiness waits
+    /// for a commit (or an idle beat) before it calls the store stuck.
+    pub fn new(
+        db: DatabaseConnection,
+        settings: StoreSettings,
+        rules: Rules,
+        events: Events,
+    ) -> Self {
+        let stale_after = (settings.retry_max * 5).max(IDLE_BEAT * 3);
         JobStore {
             db,
             settings,
-            timeouts: None,
+            rules,
+            sweep: false,
             pending: VecDeque::new(),
             flushing: false,
             drain_waiters: Vec::new(),
-            health: Arc::new(StoreHealth::default()),
+            health: Arc::new(StoreHealth {
+                database: Edge::default(),
+                largest_batch: AtomicUsize::new(0),
+                heartbeat: Heartbeat::new("job_store", stale_after),
+            }),
+            events,
         }
     }
 
-    /// Also sweep for stuck jobs every `store.sweep_interval` with this policy.
-    pub fn with_timeouts(mut self, policy: TimeoutPolicy) -> Self {
-        self.timeouts = Some(policy);
+    /// Also apply the timeout rules to every unfinished job every `store.sweep_interval`.
+    pub fn with_timeout_sweep(mut self) -> Self {
+        self.sweep = true;
         self
     }
 
@@ -209,12 +154,18 @@ impl JobStore {
         let (ops, replies): (Vec<_>, Vec<_>) =
             self.pending.drain(..take).map(|p| (p.op, p.reply)).unzip();
         self.flushing = true;
-        let health = self.health.clone();
-        health.largest_batch.fetch_max(ops.len(), Ordering::Relaxed);
-        METRICS.store_batch_size.observe(ops.len() as f64);
+        self.health
+            .largest_batch
+            .fetch_max(ops.len(), Ordering::Relaxed);
         let span = info_span!("store_batch", actor = "job_store", size = ops.len());
-        let write =
-            write_durably(self.db.clone(), ops, self.settings.clone(), health).instrument(span);
+        let writer = Writer {
+            db: self.db.clone(),
+            settings: self.settings.clone(),
+            rules: self.rules,
+            health: self.health.clone(),
+            events: self.events.clone(),
+        };
+        let write = async move { writer.write_durably(ops).await }.instrument(span);
         ctx.spawn(
             contained(write)
                 .into_actor(self)
@@ -236,12 +187,32 @@ impl JobStore {
                                     "store crashed: {reason}"
                                 ))));
                             }
-                            report_crash("job_store", &reason);
-                            ctx.stop();
+                            act.crashed(&reason, ctx);
                         }
                     }
                 }),
         );
+    }
+
+    fn crashed(&mut self, reason: &str, ctx: &mut Context<Self>) {
+        self.events.emit(ActorCrashed {
+            actor: "job_store",
+            reason,
+        });
+        ctx.stop();
+    }
+}
+
+/// A store the other parts can talk to.
+impl From<&Addr<JobStore>> for StoreHandle {
+    fn from(addr: &Addr<JobStore>) -> Self {
+        StoreHandle::new(
+            addr.clone().recipient(),
+            addr.clone().recipient(),
+            addr.clone().recipient(),
+            addr.clone().recipient(),
+            addr.clone().recipient(),
+        )
     }
 }
 
@@ -250,11 +221,16 @@ impl Actor for JobStore {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         debug!(actor = "job_store", "started");
-        if self.timeouts.is_some() {
+        if self.sweep {
             ctx.run_interval(self.settings.sweep_interval, |_, ctx| {
                 ctx.notify(SweepTimeouts { now: Utc::now() });
             });
         }
+        ctx.run_interval(IDLE_BEAT, |act, _| {
+            if act.pending.is_empty() && !act.flushing {
+                act.health.heartbeat.beat();
+            }
+        });
         // After a restart, carry on with what was pending.
         self.flush(ctx);
     }
@@ -266,6 +242,7 @@ impl Supervised for JobStore {
     }
 }
 
+#[cfg(feature = "fault-injection")]
 impl Handler<Crash> for JobStore {
     type Result = ();
 
@@ -278,8 +255,7 @@ impl Handler<Crash> for JobStore {
                 .map(|outcome: Result<(), String>, act, ctx| {
                     act.flushing = false;
                     if let Err(reason) = outcome {
-                        report_crash("job_store", &reason);
-                        ctx.stop();
+                        act.crashed(&reason, ctx);
                     }
                 }),
         );
@@ -305,7 +281,7 @@ impl Handler<DueJobs> for JobStore {
     fn handle(&mut self, msg: DueJobs, _: &mut Self::Context) -> Self::Result {
         let db = self.db.clone();
         Box::pin(async move {
-            store::read::due_executions(&db, msg.now, msg.polled_before, msg.limit, &msg.exclude)
+            store::read::due_executions(&db, &msg)
                 .await
                 .map_err(|e| StoreError::Read(e.to_string()))
         })
@@ -316,11 +292,10 @@ impl Handler<SweepTimeouts> for JobStore {
     type Result = ResponseActFuture<Self, Result<usize, StoreError>>;
 
     fn handle(&mut self, msg: SweepTimeouts, _: &mut Self::Context) -> Self::Result {
-        let Some(policy) = self.timeouts else {
-            return Box::pin(fut::ready(Ok(0)));
-        };
         let db = self.db.clone();
-        let started_before = policy
+        let started_before = self
+            .rules
+            .timeouts
             .max_runtime
             .and_then(|d| chrono::Duration::from_std(d).ok())
             .map(|d| msg.now - d);
@@ -340,11 +315,11 @@ impl Handler<SweepTimeouts> for JobStore {
                     let op = WriteOp::TimeOut {
                         execution_id,
                         now: msg.now,
-                        policy,
                     };
                     act.enqueue(op, ctx)
                 })
                 .collect();
+            let events = act.events.clone();
             async move {
                 if let Some(e) = read_error {
                     return Err(e);
@@ -357,12 +332,7 @@ impl Handler<SweepTimeouts> for JobStore {
                         failed += 1;
                     }
                 }
-                if failed > 0 {
-                    info!(
-                        actor = "job_store",
-                        failed, "timeout sweep failed stuck jobs"
-                    );
-                }
+                events.emit(TimeoutsSwept { failed });
                 Ok(failed)
             }
             .into_actor(act)
@@ -387,121 +357,98 @@ impl Handler<GetStats> for JobStore {
     type Result = StoreStats;
 
     fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> StoreStats {
-        let h = &self.health;
+        let m: &Metrics = self.events.metrics();
         StoreStats {
-            transactions: h.transactions.load(Ordering::Relaxed),
-            changes: h.changes.load(Ordering::Relaxed),
-            retries: h.retries.load(Ordering::Relaxed),
-            largest_batch: h.largest_batch.load(Ordering::Relaxed),
+            transactions: m.store_batch_size.get_sample_count(),
+            changes: m.store_batch_size.get_sample_sum() as u64,
+            retries: m.store_retries.get(),
+            largest_batch: self.health.largest_batch.load(Ordering::Relaxed),
             pending: self.pending.len(),
-            database_up: h.database_up(),
+            database_up: self.health.database_up(),
         }
     }
 }
 
-/// Writes `ops` in one transaction, waiting out database outages. If the database refuses the
-/// batch as such (not an outage), each change is retried alone so one bad change cannot sink
-/// the others.
-async fn write_durably(
+/// What one batch's write needs, moved into its task.
+struct Writer {
     db: DatabaseConnection,
-    ops: Vec<WriteOp>,
     settings: StoreSettings,
+    rules: Rules,
     health: Arc<StoreHealth>,
-) -> Vec<Result<WriteOutcome, OpError>> {
-    match write_retrying(&db, &ops, &settings, &health).await {
-        Ok(outcomes) => outcomes,
-        Err(e) if ops.len() > 1 => {
-            warn!(error = %e, size = ops.len(), "batch refused by the database; writing its changes one by one");
-            let mut outcomes = Vec::with_capacity(ops.len());
-            for op in ops {
-                let one = std::slice::from_ref(&op);
-                match write_retrying(&db, one, &settings, &health).await {
-                    Ok(mut single) => outcomes.push(single.remove(0)),
-                    Err(e) => {
-                        error!(error = %e, change = ?op, "change refused by the database");
-                        outcomes.push(Err(OpError::Refused(e.to_string())));
+    events: Events,
+}
+
+impl Writer {
+    /// Writes `ops` in one transaction, waiting out database outages. If the database refuses
+    /// the batch as such (not an outage), each change is retried alone so one bad change cannot
+    /// sink the others.
+    async fn write_durably(&self, ops: Vec<WriteOp>) -> Vec<Result<WriteOutcome, OpError>> {
+        match self.write_retrying(&ops).await {
+            Ok(outcomes) => outcomes,
+            Err(e) if ops.len() > 1 => {
+                warn!(error = %e, size = ops.len(), "batch refused by the database; writing its changes one by one");
+                let mut outcomes = Vec::with_capacity(ops.len());
+                for op in ops {
+                    match self.write_retrying(std::slice::from_ref(&op)).await {
+                        Ok(mut single) => outcomes.push(single.remove(0)),
+                        Err(e) => {
+                            error!(error = %e, change = ?op, "change refused by the database");
+                            outcomes.push(Err(OpError::Refused(e.to_string())));
+                        }
                     }
                 }
+                outcomes
             }
-            outcomes
-        }
-        Err(e) => {
-            error!(error = %e, change = ?ops.first(), "change refused by the database");
-            vec![Err(OpError::Refused(e.to_string()))]
-        }
-    }
-}
-
-/// One transaction, retried while the error is transient. `Err` only for permanent errors.
-async fn write_retrying(
-    db: &DatabaseConnection,
-    ops: &[WriteOp],
-    settings: &StoreSettings,
-    health: &StoreHealth,
-) -> Result<Vec<Result<WriteOutcome, OpError>>, DbErr> {
-    let mut delay = settings.retry_initial;
-    loop {
-        let timer = METRICS.store_commit_seconds.start_timer();
-        let attempt = store::apply_batch(db, ops, Utc::now()).await;
-        timer.observe_duration();
-        match attempt {
-            Ok(outcomes) => {
-                count_transitions(ops, &outcomes);
-                health.transactions.fetch_add(1, Ordering::Relaxed);
-                health
-                    .changes
-                    .fetch_add(ops.len() as u64, Ordering::Relaxed);
-                if health.set_up(true) {
-                    info!(
-                        actor = "job_store",
-                        "database reachable again; pending changes written"
-                    );
-                }
-                return Ok(outcomes);
+            Err(e) => {
+                error!(error = %e, change = ?ops.first(), "change refused by the database");
+                vec![Err(OpError::Refused(e.to_string()))]
             }
-            Err(e) if store::is_transient(&e) => {
-                health.retries.fetch_add(1, Ordering::Relaxed);
-                METRICS.store_retries.inc();
-                if health.set_up(false) {
-                    error!(actor = "job_store", error = %e, retry_in = ?delay,
-                        "database unreachable; holding changes and retrying");
-                } else {
-                    debug!(error = %e, retry_in = ?delay, "database still unreachable");
-                }
-                actix_rt::time::sleep(delay).await;
-                delay = (delay * 2)
-                    .min(settings.retry_max)
-                    .max(Duration::from_millis(1));
-            }
-            Err(e) => return Err(e),
         }
     }
-}
 
-/// Bumps the transition counters for what a committed batch did.
-fn count_transitions(ops: &[WriteOp], outcomes: &[Result<WriteOutcome, OpError>]) {
-    for (op, outcome) in ops.iter().zip(outcomes) {
-        let moved = matches!(
-            outcome,
-            Ok(WriteOutcome::Execution(Applied::Transitioned { .. }))
-                | Ok(WriteOutcome::Queue(
-                    crate::domain::EventApplied::Transitioned { .. }
-                ))
-                | Ok(WriteOutcome::Tracked { created: true })
-        );
-        if !moved {
-            continue;
-        }
-        let source = match op {
-            WriteOp::Observe { .. } => "spark_poll",
-            WriteOp::TimeOut { .. } => {
-                METRICS.timeouts.inc();
-                "timeout_sweep"
+    /// One transaction, retried while the error is transient. `Err` only for permanent errors.
+    async fn write_retrying(
+        &self,
+        ops: &[WriteOp],
+    ) -> Result<Vec<Result<WriteOutcome, OpError>>, DbErr> {
+        let mut delay = self.settings.retry_initial;
+        loop {
+            let started = Instant::now();
+            match store::apply_batch(&self.db, ops, &self.rules, Utc::now()).await {
+                Ok(outcomes) => {
+                    let transitions: Vec<_> = ops
+                        .iter()
+                        .zip(&outcomes)
+                        .filter(|(_, outcome)| {
+                            outcome.as_ref().is_ok_and(WriteOutcome::transitioned)
+                        })
+                        .filter_map(|(op, _)| op.source())
+                        .collect();
+                    self.events.emit(BatchCommitted {
+                        size: ops.len(),
+                        elapsed: started.elapsed(),
+                        transitions: &transitions,
+                    });
+                    self.health.heartbeat.beat();
+                    if self.health.database.set(true) {
+                        self.events.emit(DatabaseBack);
+                    }
+                    return Ok(outcomes);
+                }
+                Err(e) if store::is_transient(&e) => {
+                    let first = self.health.database.set(false);
+                    self.events.emit(DatabaseUnreachable {
+                        error: &e,
+                        retry_in: delay,
+                        first,
+                    });
+                    actix_rt::time::sleep(delay).await;
+                    delay = (delay * 2)
+                        .min(self.settings.retry_max)
+                        .max(Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
             }
-            WriteOp::QueueEvent { .. } => "kafka_event",
-            WriteOp::Track(request) => request.source.as_str(),
-            WriteOp::PollFailed { .. } | WriteOp::DeadLetter(_) => continue,
-        };
-        METRICS.transitions.with_label_values(&[source]).inc();
+        }
     }
 }

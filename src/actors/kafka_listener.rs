@@ -5,7 +5,6 @@
 //! memory.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,24 +14,42 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::sync::{oneshot, watch};
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::config::KafkaSettings;
 use crate::domain::{parse_event, Position};
-use crate::kafka::{self, ListenerConsumer};
-use crate::metrics::METRICS;
-use crate::store::{NewDeadLetter, WriteOp, WriteOutcome};
+use crate::events::{
+    ActorCrashed, EventApplied, EventConsumed, EventDeadLettered, Events, ListenerRestarting,
+};
+use crate::health::Heartbeat;
+use crate::kafka::{self, KafkaSetupError, ListenerConsumer};
+use crate::store_api::{NewDeadLetter, StoreError, StoreHandle, WriteOp, WriteOutcome};
 
-use super::job_store::{JobStore, StoreError, Write};
-use super::supervision::{contained, report_crash, Crash};
+use super::supervision::{contained, FaultSwitch, FaultWatch};
+#[cfg(feature = "fault-injection")]
+use super::supervision::{Crash, Fault, Stall};
 
-/// Counters since start.
-#[derive(Debug, Default)]
-pub struct KafkaStats {
-    pub consumed: AtomicU64,
-    pub applied: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub restarts: AtomicU64,
+/// Why a consumer had to be dropped and rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    #[error("the store did not confirm the event at {topic}[{partition}]@{offset}: {source}")]
+    Unconfirmed {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot store offset {topic}[{partition}]@{offset}: {source}")]
+    StoreOffset {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
 }
 
 /// Stop consuming; resolves once events in flight are written and their offsets committed.
@@ -42,10 +59,11 @@ pub struct StopListening;
 
 pub struct KafkaListener {
     settings: KafkaSettings,
-    store: Addr<JobStore>,
-    stats: Arc<KafkaStats>,
+    store: StoreHandle,
+    events: Events,
+    heartbeat: Arc<Heartbeat>,
     stop: watch::Sender<bool>,
-    crash: watch::Sender<u64>,
+    faults: FaultSwitch,
     finished: Vec<oneshot::Sender<()>>,
     running: bool,
 }
@@ -55,20 +73,31 @@ const MAX_IN_FLIGHT: usize = 2_000;
 const MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 /// Longest wait for the store at shutdown before leaving the rest to redelivery.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often the consume loop says it is alive while nothing arrives.
+const BEAT: Duration = Duration::from_secs(1);
+/// Readiness calls the listener stuck after this long without a turn of its loop.
+pub const STALE_AFTER: Duration = Duration::from_secs(5);
 
 impl KafkaListener {
-    pub fn new(settings: KafkaSettings, store: Addr<JobStore>, stats: Arc<KafkaStats>) -> Self {
+    pub fn new(settings: KafkaSettings, store: StoreHandle, events: Events) -> Self {
         let (stop, _) = watch::channel(false);
-        let (crash, _) = watch::channel(0);
         KafkaListener {
             settings,
             store,
-            stats,
+            events,
+            heartbeat: Heartbeat::new("kafka_listener", STALE_AFTER),
             stop,
-            crash,
+            faults: FaultSwitch::default(),
             finished: Vec::new(),
             running: false,
         }
+    }
+}
+
+impl KafkaListener {
+    /// Its heartbeat, for readiness: beats at every turn of the consume loop.
+    pub fn heartbeat(&self) -> Arc<Heartbeat> {
+        self.heartbeat.clone()
     }
 }
 
@@ -86,11 +115,14 @@ impl Actor for KafkaListener {
         );
         self.running = true;
         let work = listen(
-            self.settings.clone(),
-            self.store.clone(),
-            self.stats.clone(),
+            Listening {
+                settings: self.settings.clone(),
+                store: self.store.clone(),
+                events: self.events.clone(),
+                heartbeat: self.heartbeat.clone(),
+            },
             self.stop.subscribe(),
-            self.crash.subscribe(),
+            self.faults.clone(),
         )
         .instrument(info_span!("kafka_listener", actor = "kafka_listener"));
         ctx.spawn(work.into_actor(self).map(|_, act, _| {
@@ -102,12 +134,23 @@ impl Actor for KafkaListener {
     }
 }
 
+#[cfg(feature = "fault-injection")]
 impl Handler<Crash> for KafkaListener {
     type Result = ();
 
     /// Panics the running consumer, as a bug in event handling would.
     fn handle(&mut self, _: Crash, _: &mut Self::Context) {
-        self.crash.send_modify(|n| *n += 1);
+        self.faults.trip(Fault::Panic);
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<Stall> for KafkaListener {
+    type Result = ();
+
+    /// Hangs the consume loop, as one stuck on something would.
+    fn handle(&mut self, _: Stall, _: &mut Self::Context) {
+        self.faults.trip(Fault::Hang);
     }
 }
 
@@ -127,38 +170,40 @@ impl Handler<StopListening> for KafkaListener {
     }
 }
 
+/// What the consume loop works with; cloned for each consumer it builds.
+#[derive(Clone)]
+struct Listening {
+    settings: KafkaSettings,
+    store: StoreHandle,
+    events: Events,
+    heartbeat: Arc<Heartbeat>,
+}
+
 /// Consumes until told to stop. A consumer that fails or panics is dropped and rebuilt after
 /// a pause (doubling up to 30 s), resuming from the committed offsets, so nothing unwritten is
 /// skipped.
-async fn listen(
-    settings: KafkaSettings,
-    store: Addr<JobStore>,
-    stats: Arc<KafkaStats>,
-    mut stop: watch::Receiver<bool>,
-    crash: watch::Receiver<u64>,
-) {
+async fn listen(listening: Listening, mut stop: watch::Receiver<bool>, faults: FaultSwitch) {
     let mut pause = Duration::from_millis(500);
     loop {
         let attempt = {
-            let (settings, store, stats) = (settings.clone(), store.clone(), stats.clone());
-            let (mut stop, mut crash) = (stop.clone(), crash.clone());
-            crash.mark_unchanged();
+            let listening = listening.clone();
+            let (mut stop, mut faults) = (stop.clone(), faults.watch());
             contained(async move {
-                let consumer = kafka::consumer(&settings)?;
-                consume(&consumer, &settings, &store, &stats, &mut stop, &mut crash).await
+                let consumer = kafka::consumer(&listening.settings, listening.events.clone())?;
+                consume(&consumer, &listening, &mut stop, &mut faults).await
             })
             .await
         };
         match attempt {
             Ok(Ok(())) => return,
-            Ok(Err(e)) => {
-                stats.restarts.fetch_add(1, Ordering::Relaxed);
-                error!(error = %e, retry_in = ?pause, "Kafka listener stopped; restarting from the committed offsets");
-            }
-            Err(reason) => {
-                stats.restarts.fetch_add(1, Ordering::Relaxed);
-                report_crash("kafka_listener", &reason);
-            }
+            Ok(Err(e)) => listening.events.emit(ListenerRestarting {
+                error: &e,
+                retry_in: pause,
+            }),
+            Err(reason) => listening.events.emit(ActorCrashed {
+                actor: "kafka_listener",
+                reason: &reason,
+            }),
         }
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
@@ -185,48 +230,52 @@ type Ack = Pin<Box<dyn std::future::Future<Output = (InFlight, Result<WriteOutco
 
 async fn consume(
     consumer: &ListenerConsumer,
-    settings: &KafkaSettings,
-    store: &Addr<JobStore>,
-    stats: &KafkaStats,
+    listening: &Listening,
     stop: &mut watch::Receiver<bool>,
-    crash: &mut watch::Receiver<u64>,
-) -> Result<(), String> {
+    faults: &mut FaultWatch,
+) -> Result<(), ListenerError> {
+    let Listening {
+        settings,
+        store,
+        events,
+        heartbeat,
+    } = listening;
     let mut in_flight: FuturesOrdered<Ack> = FuturesOrdered::new();
     let mut in_flight_bytes = 0usize;
+    let mut beat = tokio::time::interval(BEAT);
     loop {
+        heartbeat.beat();
         tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => break,
-            Ok(()) = crash.changed() => panic!("injected crash"),
+            // Only with an injected hang: the loop stops turning, as a stuck one would.
+            _ = faults.tripped() => std::future::pending::<()>().await,
             Some((event, answer)) = in_flight.next(), if !in_flight.is_empty() => {
                 in_flight_bytes -= event.bytes();
-                settle(consumer, store, stats, event, answer).await?;
+                settle(consumer, store, events, event, answer).await?;
             }
             received = consumer.recv(),
                 if in_flight.len() < MAX_IN_FLIGHT && in_flight_bytes < MAX_IN_FLIGHT_BYTES =>
             match received {
                 Ok(message) => {
                     consumer.context().note_reachable();
-                    stats.consumed.fetch_add(1, Ordering::Relaxed);
-                    METRICS.kafka_events.with_label_values(&["consumed"]).inc();
+                    events.emit(EventConsumed);
                     let (event, op) = to_write(&message, settings.max_payload_bytes);
                     in_flight_bytes += event.bytes();
-                    let answer = store.send(Write(op));
-                    in_flight.push_back(Box::pin(async move {
-                        let answer = answer.await.map_err(StoreError::from).and_then(|r| r);
-                        (event, answer)
-                    }));
+                    let answer = store.write(op);
+                    in_flight.push_back(Box::pin(async move { (event, answer.await) }));
                 }
                 Err(e) => debug!(error = %e, "consumer error"),
             },
+            _ = beat.tick() => {}
         }
     }
     // Shutdown: let what is in flight land, store its offsets, commit.
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while let Some((event, answer)) = in_flight.next().await {
-            settle(consumer, store, stats, event, answer).await?;
+            settle(consumer, store, events, event, answer).await?;
         }
-        Ok::<(), String>(())
+        Ok::<(), ListenerError>(())
     })
     .await;
     match drained {
@@ -249,29 +298,22 @@ async fn consume(
 /// Handles the store's answer for the oldest event in flight: store its offset once durable.
 async fn settle(
     consumer: &ListenerConsumer,
-    store: &Addr<JobStore>,
-    stats: &KafkaStats,
+    store: &StoreHandle,
+    events: &Events,
     event: InFlight,
     answer: Result<WriteOutcome, StoreError>,
-) -> Result<(), String> {
+) -> Result<(), ListenerError> {
     let p = &event.position;
     match answer {
-        Ok(WriteOutcome::DeadLettered { duplicate }) => {
-            if !duplicate {
-                stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                METRICS
-                    .kafka_events
-                    .with_label_values(&["dead_lettered"])
-                    .inc();
-            }
-            warn!(topic = %p.topic, partition = p.partition, offset = p.offset,
-                error = %event.received.error, "malformed event kept in dead_letters");
-        }
-        Ok(outcome) => {
-            stats.applied.fetch_add(1, Ordering::Relaxed);
-            METRICS.kafka_events.with_label_values(&["applied"]).inc();
-            debug!(topic = %p.topic, partition = p.partition, offset = p.offset, ?outcome, "event applied");
-        }
+        Ok(WriteOutcome::DeadLettered { duplicate }) => events.emit(EventDeadLettered {
+            position: p,
+            reason: &event.received.error,
+            duplicate,
+        }),
+        Ok(outcome) => events.emit(EventApplied {
+            position: p,
+            outcome: &outcome,
+        }),
         Err(StoreError::Refused(refusal)) => {
             // The database will never take this change: keep the event as a dead letter so
             // the partition can move on without losing it.
@@ -279,27 +321,37 @@ async fn settle(
                 error: format!("the store refused the event: {refusal}"),
                 ..event.received.clone()
             };
-            match store.send(Write(WriteOp::DeadLetter(letter))).await {
-                Ok(Ok(_)) => {
-                    stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    METRICS
-                        .kafka_events
-                        .with_label_values(&["dead_lettered"])
-                        .inc();
-                }
-                other => return Err(format!("could not keep a refused event: {other:?}")),
-            }
+            let reason = letter.error.clone();
+            let duplicate = match store.write(WriteOp::DeadLetter(letter)).await {
+                Ok(WriteOutcome::DeadLettered { duplicate }) => duplicate,
+                Ok(_) => false,
+                Err(source) => return Err(unconfirmed(p, source)),
+            };
+            events.emit(EventDeadLettered {
+                position: p,
+                reason: &reason,
+                duplicate,
+            });
         }
-        Err(e) => return Err(format!("the store did not confirm an event: {e}")),
+        Err(e) => return Err(unconfirmed(p, e)),
     }
     consumer
         .store_offset(&p.topic, p.partition, p.offset)
-        .map_err(|e| {
-            format!(
-                "cannot store offset {}[{}]@{}: {e}",
-                p.topic, p.partition, p.offset
-            )
+        .map_err(|source| ListenerError::StoreOffset {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            offset: p.offset,
+            source,
         })
+}
+
+fn unconfirmed(p: &Position, source: StoreError) -> ListenerError {
+    ListenerError::Unconfirmed {
+        topic: p.topic.clone(),
+        partition: p.partition,
+        offset: p.offset,
+        source,
+    }
 }
 
 /// The write an event asks for: its change, or its dead letter.

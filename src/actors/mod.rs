@@ -1,11 +1,13 @@
 //! The actors and the messages between them.
 //!
 //! ```text
-//! Scheduler --tick--> JobStore (due jobs) --> SparkPoller pool --observation--> JobStore
-//! KafkaListener --event--> JobStore --durable--> KafkaListener (stores the offset)
+//! Scheduler --DueJobs--> JobStore --page--> Scheduler --Poll--> SparkPoller (one of the pool)
+//! SparkPoller --asks--> backend (crate::backend) --Observation--> SparkPoller --Write--> JobStore
+//! SparkPoller --PollSettled (once durable)--> Scheduler
+//! KafkaListener --Write(event)--> JobStore --durable--> KafkaListener (stores the offset)
 //! ```
-//! `JobStore` is the only writer to the database; everything else sends it messages and waits
-//! for the answer that says the change is durable.
+//! `JobStore` is the only writer to the database; everything else talks to it through a
+//! `crate::store_api::StoreHandle` and waits for the answer that says the change is durable.
 
 pub mod job_store;
 pub mod kafka_listener;
@@ -13,7 +15,6 @@ pub mod scheduler;
 pub mod spark_poller;
 pub mod supervision;
 
-pub use job_store::{
-    Drain, DueJobs, GetStats, JobStore, StoreError, StoreHealth, StoreStats, SweepTimeouts, Write,
-};
-pub use supervision::Crash;
+pub use job_store::{JobStore, StoreHealth};
+#[cfg(feature = "fault-injection")]
+pub use supervision::{Crash, Stall};

@@ -1,20 +1,25 @@
 //! Scheduler: every `poll_interval` starts a poll cycle: asks the JobStore for due jobs, page
-//! by page, and hands each to an idle poller. A job is never polled twice at once, and a cycle
-//! that outlasts the interval makes the next tick a no-op instead of a pile-up.
+//! by page (keyset paging by execution id, so no query grows with the fleet or the pool), and
+//! hands each to an idle poller. A job is never polled twice at once, even across a restart
+//! of the scheduler, and a cycle that outlasts the interval makes the next tick a no-op
+//! instead of a pile-up.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use tracing::{debug, info, info_span, warn};
+use tracing::{debug, info, warn};
 
-use crate::metrics::METRICS;
-use crate::store::read::DueExecution;
+use crate::events::{ActorCrashed, Events, PollCycleFinished, TickSkipped};
+use crate::health::Heartbeat;
+use crate::store_api::{DueExecution, DueJobs, StoreHandle};
 
-use super::job_store::{DueJobs, JobStore};
-use super::spark_poller::{Poll, PollReport, SparkPoller};
-use super::supervision::{guarded, report_crash, Crash};
+use super::spark_poller::{Poll, PollReport, PollSettled, SparkPoller};
+use super::supervision::guarded;
+#[cfg(feature = "fault-injection")]
+use super::supervision::{Crash, Stall};
 
 /// Start a poll cycle now (sent by the interval timer; tests send it directly).
 #[derive(Message, Debug, Default)]
@@ -48,13 +53,26 @@ pub struct SchedulerStats {
 #[rtype(result = "()")]
 pub struct StopPolling;
 
+/// When the scheduler ticks on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ticking {
+    /// A cycle at start, then one every interval.
+    Automatic,
+    /// Only when sent a [`Tick`] (tests and benchmarks drive the cycles themselves).
+    Manual,
+}
+
 pub struct Scheduler {
-    store: Addr<JobStore>,
+    store: StoreHandle,
     pollers: Vec<Addr<SparkPoller>>,
     idle: Vec<usize>,
+    /// Jobs handed to a poller whose result is not durable yet. Kept across restarts: the
+    /// polls go on, and their results arrive as [`PollSettled`] messages at the same address.
     in_flight: HashSet<String>,
     backlog: VecDeque<DueExecution>,
     interval: Duration,
+    ticking: Ticking,
+    timer: Option<SpawnHandle>,
     page: u64,
     max_unwritten: usize,
     cycle: Option<Cycle>,
@@ -62,15 +80,17 @@ pub struct Scheduler {
     stopping: bool,
     idle_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     stats: SchedulerStats,
+    heartbeat: Arc<Heartbeat>,
+    events: Events,
 }
 
 struct Cycle {
     started_at: DateTime<Utc>,
-    /// Jobs whose result could not be recorded in this cycle: they stay due, and must wait
-    /// for the next cycle rather than be polled again and again in this one. (A job that was
-    /// recorded has a newer `last_polled_at` and drops out of the query by itself.)
-    unrecorded: HashSet<String>,
-    /// Ticks that arrived while this cycle ran (its jobs were all still in flight or due).
+    /// The last id fetched: the next page starts after it. Jobs before it that are still due
+    /// (in flight, or not recorded) wait for the next cycle.
+    cursor: Option<String>,
+    not_recorded: u64,
+    /// Ticks that arrived while this cycle ran.
     ticks_skipped: u64,
     clock: Instant,
     due: u64,
@@ -78,13 +98,22 @@ struct Cycle {
     more: bool,
 }
 
+/// Each fetch sorts what is still due in this cycle, so few large pages beat many small ones
+/// on big fleets; 2,000 ids stay a few hundred kilobytes.
+const PAGE: u64 = 2_000;
+
 impl Scheduler {
-    pub fn new(store: Addr<JobStore>, pollers: Vec<Addr<SparkPoller>>, interval: Duration) -> Self {
+    /// `stale_after` is how long readiness waits for a sign of progress (a cycle starting, a
+    /// page arriving, a poll settling) before it calls the scheduler stuck.
+    pub fn new(
+        store: StoreHandle,
+        pollers: Vec<Addr<SparkPoller>>,
+        interval: Duration,
+        stale_after: Duration,
+        events: Events,
+    ) -> Self {
         let idle = (0..pollers.len()).rev().collect();
         let pollers_len = pollers.len();
-        // Each fetch sorts what is still due in this cycle, so few large pages beat many
-        // small ones on big fleets; 2,000 ids stay a few hundred kilobytes.
-        let page = 2_000;
         Scheduler {
             store,
             pollers,
@@ -92,14 +121,28 @@ impl Scheduler {
             in_flight: HashSet::new(),
             backlog: VecDeque::new(),
             interval,
-            page,
+            ticking: Ticking::Automatic,
+            timer: None,
+            page: PAGE,
             max_unwritten: (pollers_len * 8).max(1_024),
             cycle: None,
             fetching: false,
             stopping: false,
             idle_waiters: Vec::new(),
             stats: SchedulerStats::default(),
+            heartbeat: Heartbeat::new("scheduler", stale_after),
+            events,
         }
+    }
+
+    pub fn ticking(mut self, ticking: Ticking) -> Self {
+        self.ticking = ticking;
+        self
+    }
+
+    /// Its heartbeat, for readiness.
+    pub fn heartbeat(&self) -> Arc<Heartbeat> {
+        self.heartbeat.clone()
     }
 
     fn fetch(&mut self, ctx: &mut Context<Self>) {
@@ -108,54 +151,61 @@ impl Scheduler {
             return;
         }
         self.fetching = true;
-        let exclude: Vec<String> = self
-            .in_flight
-            .iter()
-            .cloned()
-            .chain(self.backlog.iter().map(|j| j.execution_id.clone()))
-            .collect();
         let request = DueJobs {
             now: Utc::now(),
             polled_before: cycle.started_at,
+            after: cycle.cursor.clone(),
             limit: self.page,
-            exclude,
         };
         let page = self.page;
-        ctx.spawn(self.store.send(request).into_actor(self).map(move |answer, act, ctx| {
-            act.fetching = false;
-            let Some(cycle) = act.cycle.as_mut() else { return };
-            match answer {
-                Ok(Ok(jobs)) => {
-                    cycle.more = jobs.len() as u64 == page;
-                    let fresh: Vec<DueExecution> = jobs
-                        .into_iter()
-                        .filter(|j| !cycle.unrecorded.contains(&j.execution_id))
-                        .collect();
-                    if fresh.is_empty() {
-                        cycle.more = false;
+        ctx.spawn(
+            self.store
+                .due(request)
+                .into_actor(self)
+                .map(move |answer, act, ctx| {
+                    act.fetching = false;
+                    let Some(cycle) = act.cycle.as_mut() else {
+                        return;
+                    };
+                    match answer {
+                        Ok(jobs) => {
+                            act.heartbeat.beat();
+                            cycle.more = jobs.len() as u64 == page;
+                            if let Some(last) = jobs.last() {
+                                cycle.cursor = Some(last.execution_id.clone());
+                            }
+                            // Still in flight from before (a slow write, or a scheduler that
+                            // restarted): never a second poll at once.
+                            let fresh: Vec<DueExecution> = jobs
+                                .into_iter()
+                                .filter(|j| !act.in_flight.contains(&j.execution_id))
+                                .collect();
+                            cycle.due += fresh.len() as u64;
+                            act.backlog.extend(fresh);
+                        }
+                        Err(e) => {
+                            warn!(actor = "scheduler", error = %e, "could not read due jobs; next tick retries");
+                            cycle.more = false;
+                        }
                     }
-                    cycle.due += fresh.len() as u64;
-                    act.backlog.extend(fresh);
-                }
-                Ok(Err(e)) => {
-                    warn!(actor = "scheduler", error = %e, "could not read due jobs; next tick retries");
-                    cycle.more = false;
-                }
-                Err(e) => {
-                    warn!(actor = "scheduler", error = %e, "job store unavailable; next tick retries");
-                    cycle.more = false;
-                }
-            }
-            act.dispatch_guarded(ctx);
-        }));
+                    act.dispatch_guarded(ctx);
+                }),
+        );
     }
 
     /// Dispatches, treating a panic as a crash of the scheduler.
     fn dispatch_guarded(&mut self, ctx: &mut Context<Self>) {
         if let Err(reason) = guarded(|| self.dispatch(ctx)) {
-            report_crash("scheduler", &reason);
-            ctx.stop();
+            self.crashed(&reason, ctx);
         }
+    }
+
+    fn crashed(&mut self, reason: &str, ctx: &mut Context<Self>) {
+        self.events.emit(ActorCrashed {
+            actor: "scheduler",
+            reason,
+        });
+        ctx.stop();
     }
 
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
@@ -165,7 +215,9 @@ impl Scheduler {
                 break;
             }
             let Some(poller) = self.idle.pop() else { break };
-            let job = self.backlog.pop_front().expect("backlog checked non-empty");
+            let Some(job) = self.backlog.pop_front() else {
+                break;
+            };
             let execution_id = job.execution_id.clone();
             self.in_flight.insert(execution_id.clone());
             self.stats.dispatched += 1;
@@ -174,35 +226,37 @@ impl Scheduler {
             }
             debug!(actor = "scheduler", execution_id = %job.execution_id,
                 submission_id = %job.submission_id, poller, "poll dispatched");
-            let request = self.pollers[poller].send(Poll { job });
-            ctx.spawn(request.into_actor(self).map(move |polled, act, ctx| {
-                // The Spark request is over: the poller takes the next job while the write
-                // becomes durable; the job stays in flight until then.
+            let request = self.pollers[poller].send(Poll {
+                job,
+                report_to: ctx.address().recipient(),
+            });
+            ctx.spawn(request.into_actor(self).map(move |answered, act, ctx| {
+                // The backend request is over: the poller takes the next job while the write
+                // becomes durable; the job stays in flight until its PollSettled arrives.
                 act.idle.push(poller);
-                match polled {
-                    Ok(polled) => {
-                        ctx.spawn(polled.durable.into_actor(act).map(move |report, act, ctx| {
-                            act.in_flight.remove(&execution_id);
-                            act.stats.completed += 1;
-                            if let PollReport::NotRecorded(e) = report {
-                                debug!(execution_id = %execution_id, error = %e, "poll not recorded");
-                                if let Some(cycle) = act.cycle.as_mut() {
-                                    cycle.unrecorded.insert(execution_id.clone());
-                                }
-                            }
-                            act.dispatch_guarded(ctx);
-                        }));
-                    }
-                    Err(e) => {
-                        act.in_flight.remove(&execution_id);
-                        act.stats.completed += 1;
-                        warn!(execution_id = %execution_id, error = %e, "poller did not answer");
-                    }
+                if let Err(e) = answered {
+                    // The poller died with the job: nothing was written.
+                    warn!(execution_id = %execution_id, error = %e, "poller did not answer");
+                    act.settle(&execution_id, PollReport::NotRecorded);
                 }
                 act.dispatch_guarded(ctx);
             }));
         }
         self.after_dispatch(ctx);
+    }
+
+    fn settle(&mut self, execution_id: &str, report: PollReport) {
+        if !self.in_flight.remove(execution_id) {
+            return;
+        }
+        self.stats.completed += 1;
+        self.heartbeat.beat();
+        if report == PollReport::NotRecorded {
+            debug!(execution_id, "poll not recorded; due again next cycle");
+            if let Some(cycle) = self.cycle.as_mut() {
+                cycle.not_recorded += 1;
+            }
+        }
     }
 
     fn after_dispatch(&mut self, ctx: &mut Context<Self>) {
@@ -216,24 +270,14 @@ impl Scheduler {
             return;
         }
         if !cycle.more && !self.fetching && self.backlog.is_empty() && self.in_flight.is_empty() {
-            let cycle = self.cycle.take().expect("cycle checked present");
-            let span = info_span!("scheduler", actor = "scheduler");
-            let _enter = span.enter();
-            METRICS
-                .poll_cycle_seconds
-                .with_label_values(&["spark"])
-                .observe(cycle.clock.elapsed().as_secs_f64());
-            if cycle.due > 0 {
-                info!(
-                    due = cycle.due,
-                    dispatched = cycle.dispatched,
-                    not_recorded = cycle.unrecorded.len(),
-                    ticks_skipped = cycle.ticks_skipped,
-                    duration_ms = cycle.clock.elapsed().as_millis() as u64,
-                    "poll cycle finished"
-                );
-            } else {
-                debug!("poll cycle found nothing due");
+            if let Some(cycle) = self.cycle.take() {
+                self.events.emit(PollCycleFinished {
+                    due: cycle.due,
+                    dispatched: cycle.dispatched,
+                    not_recorded: cycle.not_recorded,
+                    ticks_skipped: cycle.ticks_skipped,
+                    duration: cycle.clock.elapsed(),
+                });
             }
             self.notify_idle();
         }
@@ -246,34 +290,7 @@ impl Scheduler {
             }
         }
     }
-}
 
-impl Actor for Scheduler {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        info!(actor = "scheduler", pollers = self.pollers.len(), interval = ?self.interval, "scheduler started");
-        ctx.notify(Tick);
-        ctx.run_interval(self.interval, |_, ctx| ctx.notify(Tick));
-    }
-}
-
-impl Handler<Tick> for Scheduler {
-    type Result = TickSummary;
-
-    fn handle(&mut self, _: Tick, ctx: &mut Self::Context) -> TickSummary {
-        match guarded(|| self.tick(ctx)) {
-            Ok(summary) => summary,
-            Err(reason) => {
-                report_crash("scheduler", &reason);
-                ctx.stop();
-                TickSummary { started: false }
-            }
-        }
-    }
-}
-
-impl Scheduler {
     fn tick(&mut self, ctx: &mut Context<Self>) -> TickSummary {
         if self.stopping {
             return TickSummary { started: false };
@@ -281,20 +298,19 @@ impl Scheduler {
         if let Some(cycle) = self.cycle.as_mut() {
             cycle.ticks_skipped += 1;
             self.stats.skipped_ticks += 1;
-            METRICS.scheduler_ticks_skipped.inc();
-            debug!(
-                actor = "scheduler",
-                in_flight = self.in_flight.len(),
-                backlog = self.backlog.len(),
-                running_for_ms = cycle.clock.elapsed().as_millis() as u64,
-                "previous poll cycle still running; tick skipped"
-            );
+            self.events.emit(TickSkipped {
+                in_flight: self.in_flight.len(),
+                backlog: self.backlog.len(),
+                running_for: cycle.clock.elapsed(),
+            });
             return TickSummary { started: false };
         }
+        self.heartbeat.beat();
         self.stats.cycles += 1;
         self.cycle = Some(Cycle {
             started_at: Utc::now(),
-            unrecorded: HashSet::new(),
+            cursor: None,
+            not_recorded: 0,
             ticks_skipped: 0,
             clock: Instant::now(),
             due: 0,
@@ -306,26 +322,75 @@ impl Scheduler {
     }
 }
 
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        info!(actor = "scheduler", pollers = self.pollers.len(), interval = ?self.interval, "scheduler started");
+        self.heartbeat.beat();
+        if self.ticking == Ticking::Automatic {
+            ctx.notify(Tick);
+            self.timer = Some(ctx.run_interval(self.interval, |_, ctx| ctx.notify(Tick)));
+        }
+    }
+}
+
+impl Handler<Tick> for Scheduler {
+    type Result = TickSummary;
+
+    fn handle(&mut self, _: Tick, ctx: &mut Self::Context) -> TickSummary {
+        match guarded(|| self.tick(ctx)) {
+            Ok(summary) => summary,
+            Err(reason) => {
+                self.crashed(&reason, ctx);
+                TickSummary { started: false }
+            }
+        }
+    }
+}
+
+impl Handler<PollSettled> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: PollSettled, ctx: &mut Self::Context) {
+        self.settle(&msg.execution_id, msg.report);
+        self.dispatch_guarded(ctx);
+    }
+}
+
+#[cfg(feature = "fault-injection")]
 impl Handler<Crash> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, _: Crash, ctx: &mut Self::Context) {
         if let Err(reason) = guarded(|| panic!("injected crash")) {
-            report_crash("scheduler", &reason);
-            ctx.stop();
+            self.crashed(&reason, ctx);
+        }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<Stall> for Scheduler {
+    type Result = ();
+
+    /// Stops the timer, as a scheduler whose ticks stopped would.
+    fn handle(&mut self, _: Stall, ctx: &mut Self::Context) {
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
         }
     }
 }
 
 impl Supervised for Scheduler {
-    /// Polls in flight when it crashed still finish and are written by their pollers; the new
-    /// scheduler starts with every poller idle and a fresh cycle.
+    /// Polls in flight when it crashed still finish, are written, and report to this same
+    /// address; until then their jobs stay in flight. The new scheduler starts with every
+    /// poller idle (a busy one queues its next poll) and no cycle.
     fn restarting(&mut self, _: &mut Self::Context) {
         self.idle = (0..self.pollers.len()).rev().collect();
-        self.in_flight.clear();
         self.backlog.clear();
         self.cycle = None;
         self.fetching = false;
+        self.timer = None;
         self.notify_idle();
     }
 }

@@ -4,16 +4,19 @@
 
 use std::future::Future;
 
-use actix::Message;
-use tracing::error;
-
-use crate::metrics::METRICS;
-
 /// Fault injection for supervision tests and drills: the receiving actor panics inside its
-/// guarded work, exactly as a bug would.
-#[derive(Message, Debug, Clone, Copy, Default)]
+/// guarded work, exactly as a bug would. Only in builds with the `fault-injection` feature.
+#[cfg(feature = "fault-injection")]
+#[derive(actix::Message, Debug, Clone, Copy, Default)]
 #[rtype(result = "()")]
 pub struct Crash;
+
+/// Fault injection: the receiving actor stays alive but stops making progress (its loop hangs,
+/// its timer stops), as one stuck on something would. Readiness must notice.
+#[cfg(feature = "fault-injection")]
+#[derive(actix::Message, Debug, Clone, Copy, Default)]
+#[rtype(result = "()")]
+pub struct Stall;
 
 /// Runs `work` as a separate task; `Err` carries the panic message if it panicked.
 pub async fn contained<F>(work: F) -> Result<F::Output, String>
@@ -45,8 +48,59 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Logs and counts a crash; the caller stops the actor so that its supervisor restarts it.
-pub fn report_crash(actor: &'static str, reason: &str) {
-    METRICS.actor_restarts.with_label_values(&[actor]).inc();
-    error!(actor, reason, "actor crashed; restarting it");
+/// Makes a long-running loop misbehave on request, as a bug inside it would (fault
+/// injection). Inert, and free of any panic, in builds without the `fault-injection` feature.
+#[derive(Debug, Clone, Default)]
+pub struct FaultSwitch {
+    #[cfg(feature = "fault-injection")]
+    tripped: std::sync::Arc<tokio::sync::watch::Sender<Option<Fault>>>,
+}
+
+/// What an injected fault makes the loop do.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Panic, as a bug would.
+    Panic,
+    /// Stop making progress without dying, as a loop stuck on something would.
+    Hang,
+}
+
+impl FaultSwitch {
+    /// Makes every loop currently watching this switch misbehave.
+    #[cfg(feature = "fault-injection")]
+    pub fn trip(&self, fault: Fault) {
+        self.tripped.send_replace(Some(fault));
+    }
+
+    /// A watcher that sees only trips from now on.
+    pub fn watch(&self) -> FaultWatch {
+        FaultWatch {
+            #[cfg(feature = "fault-injection")]
+            tripped: self.tripped.subscribe(),
+        }
+    }
+}
+
+/// One loop's view of a [`FaultSwitch`].
+#[derive(Debug)]
+pub struct FaultWatch {
+    #[cfg(feature = "fault-injection")]
+    tripped: tokio::sync::watch::Receiver<Option<Fault>>,
+}
+
+impl FaultWatch {
+    /// Panics once the switch is tripped with [`Fault::Panic`]; resolves once it is tripped
+    /// with [`Fault::Hang`] (the loop then stops turning); never resolves otherwise.
+    pub async fn tripped(&mut self) {
+        #[cfg(feature = "fault-injection")]
+        while self.tripped.changed().await.is_ok() {
+            match *self.tripped.borrow_and_update() {
+                Some(Fault::Panic) => panic!("injected crash"),
+                Some(Fault::Hang) => return,
+                None => {}
+            }
+        }
+        std::future::pending::<()>().await
+    }
 }

@@ -1,61 +1,73 @@
-//! How one observation of a Spark execution (or a failure to observe it) changes that
-//! execution's row: status by the transition table, progress that never falls, timestamps that
-//! are set once.
+//! How one observation of an execution (or a failure to observe it) changes that execution's
+//! row: status by the transition table, progress that never falls, timestamps that are set
+//! once, the poll schedule (backoff after failed polls), the relaunch note, and the timeout
+//! verdicts. Each change says which history line, if any, it calls for.
 
 use chrono::{DateTime, Utc};
 
 use super::status::{judge, JobStatus, Lifecycle, Refusal, Verdict};
+use super::timeout::{poll_backoff, timeout_reason, PollPolicy, TimeoutPolicy};
 
 /// The part of an execution row that observations may change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutionState {
     pub status: JobStatus,
-    pub spark_state: Option<String>,
+    /// The backend's own word for the state, kept for operators.
+    pub raw_state: Option<String>,
     pub progress: u8,
+    pub created_at: DateTime<Utc>,
     pub submitted_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub status_changed_at: Option<DateTime<Utc>>,
+    pub error_message: Option<String>,
     pub last_polled_at: Option<DateTime<Utc>>,
     pub last_confirmed_at: Option<DateTime<Utc>>,
-    pub error_message: Option<String>,
+    /// Not polled before this instant (set after failed polls); `None`: at the next cycle.
+    pub next_poll_at: Option<DateTime<Utc>>,
     pub consecutive_poll_failures: u32,
+    pub last_poll_error: Option<String>,
 }
 
 impl ExecutionState {
     /// A freshly registered execution.
-    pub fn queued() -> Self {
+    pub fn queued(created_at: DateTime<Utc>) -> Self {
         ExecutionState {
             status: JobStatus::Queued,
-            spark_state: None,
+            raw_state: None,
             progress: 0,
+            created_at,
             submitted_at: None,
             started_at: None,
             completed_at: None,
-            status_changed_at: None,
+            status_changed_at: Some(created_at),
+            error_message: None,
             last_polled_at: None,
             last_confirmed_at: None,
-            error_message: None,
+            next_poll_at: None,
             consecutive_poll_failures: 0,
+            last_poll_error: None,
         }
     }
 }
 
-/// What Spark said about an execution, already mapped onto jobwarden's statuses.
+/// What a backend said about an execution, already mapped onto jobwarden's statuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
-    /// `None` when the answer carries no status information (Spark's UNKNOWN).
+    /// `None` when the answer carries no status information (e.g. a master recovering).
     pub status: Option<JobStatus>,
-    /// The raw `driverState`, kept for operators.
-    pub spark_state: Option<String>,
-    /// Completion estimate 0–100, if Spark gave one.
+    /// The backend's own word for the state, kept for operators.
+    pub raw_state: Option<String>,
+    /// Completion estimate 0–100, if the backend gave one.
     pub progress: Option<u8>,
     /// Why the job failed, when known.
     pub message: Option<String>,
+    /// The backend is starting the job again after losing it (a relaunched driver).
+    pub relaunching: bool,
     pub at: DateTime<Utc>,
 }
 
-/// What applying an observation did.
+/// What applying a change did to the status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     /// The status moved forward.
@@ -66,12 +78,74 @@ pub enum Applied {
     Refused(Refusal<JobStatus>),
 }
 
+/// One line of a job's history: a transition, or an event worth noting while the status stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// `None` for the line that registers the job.
+    pub from: Option<JobStatus>,
+    pub to: JobStatus,
+    pub detail: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// What a change did, and the history line it calls for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effect {
+    pub applied: Applied,
+    pub history: Option<HistoryEntry>,
+}
+
+impl Effect {
+    fn quiet(applied: Applied) -> Effect {
+        Effect {
+            applied,
+            history: None,
+        }
+    }
+}
+
 /// The most a non-succeeded job can show: 100 means "done" and only success is done.
 const MAX_UNFINISHED_PROGRESS: u8 = 99;
 
 impl ExecutionState {
-    /// Applies one answer from Spark.
-    pub fn observe(&mut self, obs: &Observation) -> Applied {
+    /// The history line that registers a job.
+    pub fn registered(&self, detail: Option<String>) -> HistoryEntry {
+        HistoryEntry {
+            from: None,
+            to: self.status,
+            detail,
+            at: self.created_at,
+        }
+    }
+
+    /// Applies one answer from the backend.
+    pub fn observe(&mut self, obs: &Observation) -> Effect {
+        let relaunch_begins =
+            obs.relaunching && self.raw_state != obs.raw_state && !self.status.is_terminal();
+        let applied = self.apply_observation(obs);
+        let history = match &applied {
+            Applied::Transitioned { from, to } => Some(HistoryEntry {
+                from: Some(*from),
+                to: *to,
+                detail: describe(obs),
+                at: obs.at,
+            }),
+            // Worth a line although the status stays Running.
+            Applied::Refreshed if relaunch_begins => Some(HistoryEntry {
+                from: Some(self.status),
+                to: self.status,
+                detail: Some(format!(
+                    "{}: the driver is being relaunched (its worker was lost)",
+                    obs.raw_state.as_deref().unwrap_or("relaunching")
+                )),
+                at: obs.at,
+            }),
+            _ => None,
+        };
+        Effect { applied, history }
+    }
+
+    fn apply_observation(&mut self, obs: &Observation) -> Applied {
         self.last_polled_at = Some(obs.at);
         if self.status.is_terminal() {
             // A finished row is history: not even the raw state or poll bookkeeping moves.
@@ -85,16 +159,15 @@ impl ExecutionState {
                 _ => Applied::Refreshed,
             };
         }
-        if obs.spark_state.is_some() {
-            self.spark_state.clone_from(&obs.spark_state);
+        if obs.raw_state.is_some() {
+            self.raw_state.clone_from(&obs.raw_state);
         }
         let Some(observed) = obs.status else {
-            // Spark answered but knows nothing (UNKNOWN: master recovering). Not a failure to
+            // The backend answered but knows nothing (a master recovering). Not a failure to
             // reach it, and not a confirmation that the job is alive either.
             return Applied::Refreshed;
         };
-        self.last_confirmed_at = Some(obs.at);
-        self.consecutive_poll_failures = 0;
+        self.confirmed(obs.at);
         match judge(self.status, observed) {
             Verdict::Same => {
                 self.raise_progress(obs.progress);
@@ -109,7 +182,16 @@ impl ExecutionState {
         }
     }
 
-    /// Moves to `to` by an authority other than Spark's status answer (a timeout, an operator).
+    /// A good answer: the poll schedule is back to normal.
+    fn confirmed(&mut self, at: DateTime<Utc>) {
+        self.last_confirmed_at = Some(at);
+        self.consecutive_poll_failures = 0;
+        self.last_poll_error = None;
+        self.next_poll_at = None;
+    }
+
+    /// Moves to `to` by an authority other than the backend's status answer (a timeout, an
+    /// operator).
     pub fn force_finish(
         &mut self,
         to: JobStatus,
@@ -129,14 +211,43 @@ impl ExecutionState {
         }
     }
 
-    /// Counts a poll that got no usable answer. The status never moves because of this:
-    /// not reaching Spark says nothing about the job.
-    pub fn poll_failed(&mut self, at: DateTime<Utc>) {
+    /// Fails the job if a timeout rule says it must end at `now`, with the rule as the reason.
+    pub fn time_out(&mut self, now: DateTime<Utc>, policy: &TimeoutPolicy) -> Effect {
+        let Some(reason) = timeout_reason(self, now, policy) else {
+            return Effect::quiet(Applied::Refreshed);
+        };
+        match self.force_finish(JobStatus::Failed, now, &reason) {
+            Ok((from, to)) => Effect {
+                applied: Applied::Transitioned { from, to },
+                history: Some(HistoryEntry {
+                    from: Some(from),
+                    to,
+                    detail: Some(reason),
+                    at: now,
+                }),
+            },
+            Err(refusal) => Effect::quiet(Applied::Refused(refusal)),
+        }
+    }
+
+    /// Counts a poll that got no usable answer and puts the next poll off by the policy's
+    /// backoff. The status never moves because of this: not reaching the backend says nothing
+    /// about the job.
+    pub fn poll_failed(&mut self, at: DateTime<Utc>, error: &str, policy: &PollPolicy) -> Effect {
         if self.status.is_terminal() {
-            return;
+            return Effect::quiet(Applied::Refreshed);
         }
         self.last_polled_at = Some(at);
         self.consecutive_poll_failures = self.consecutive_poll_failures.saturating_add(1);
+        self.last_poll_error = Some(error.to_owned());
+        let delay = poll_backoff(self.consecutive_poll_failures, policy);
+        self.next_poll_at = chrono::Duration::from_std(delay).ok().map(|d| at + d);
+        Effect::quiet(Applied::Refreshed)
+    }
+
+    /// The job was given a (new) backend id: poll it at the next cycle.
+    pub fn resubmitted(&mut self) {
+        self.next_poll_at = None;
     }
 
     fn advance(&mut self, to: JobStatus, at: DateTime<Utc>, message: Option<&str>) {
@@ -150,6 +261,8 @@ impl ExecutionState {
         }
         if to.is_terminal() {
             self.completed_at.get_or_insert(at);
+            // Nothing left to poll.
+            self.next_poll_at = None;
         }
         if to == JobStatus::Succeeded {
             self.progress = 100;
@@ -171,10 +284,24 @@ impl ExecutionState {
     }
 }
 
+fn describe(obs: &Observation) -> Option<String> {
+    match (&obs.raw_state, &obs.message) {
+        (Some(state), Some(msg)) => Some(format!("{state}: {msg}")),
+        (Some(state), None) => Some(state.clone()),
+        (None, Some(msg)) => Some(msg.clone()),
+        (None, None) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    const POLL: PollPolicy = PollPolicy {
+        interval: std::time::Duration::from_secs(15),
+        max_backoff: std::time::Duration::from_secs(300),
+    };
 
     fn t(secs: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
@@ -183,15 +310,16 @@ mod tests {
     fn saw(status: JobStatus, at: i64) -> Observation {
         Observation {
             status: Some(status),
-            spark_state: Some(status.as_str().to_uppercase()),
+            raw_state: Some(status.as_str().to_uppercase()),
             progress: None,
             message: None,
+            relaunching: false,
             at: t(at),
         }
     }
 
     fn finished_job() -> ExecutionState {
-        let mut job = ExecutionState::queued();
+        let mut job = ExecutionState::queued(t(0));
         job.observe(&saw(JobStatus::Running, 1));
         job.observe(&saw(JobStatus::Succeeded, 2));
         job
@@ -201,14 +329,14 @@ mod tests {
     fn late_running_observation_never_reopens_a_finished_job() {
         let mut job = finished_job();
         let before = job.clone();
-        let applied = job.observe(&saw(JobStatus::Running, 3));
+        let applied = job.observe(&saw(JobStatus::Running, 3)).applied;
         assert!(matches!(
             applied,
             Applied::Refused(Refusal::AlreadyFinished { .. })
         ));
         assert_eq!(job.status, before.status);
         assert_eq!(job.completed_at, before.completed_at);
-        assert_eq!(job.spark_state, before.spark_state);
+        assert_eq!(job.raw_state, before.raw_state);
     }
 
     #[test]
@@ -216,7 +344,7 @@ mod tests {
         let mut job = finished_job();
         let before = job.clone();
         assert_eq!(
-            job.observe(&saw(JobStatus::Succeeded, 9)),
+            job.observe(&saw(JobStatus::Succeeded, 9)).applied,
             Applied::Refreshed
         );
         assert_eq!(
@@ -230,7 +358,7 @@ mod tests {
 
     #[test]
     fn failed_job_is_not_turned_into_success_by_a_later_signal() {
-        let mut job = ExecutionState::queued();
+        let mut job = ExecutionState::queued(t(0));
         job.observe(&Observation {
             message: Some("boom".into()),
             ..saw(JobStatus::Failed, 1)
@@ -243,7 +371,7 @@ mod tests {
 
     #[test]
     fn timestamps_are_set_once_on_first_entry() {
-        let mut job = ExecutionState::queued();
+        let mut job = ExecutionState::queued(t(0));
         job.observe(&saw(JobStatus::Submitting, 1));
         job.observe(&saw(JobStatus::Running, 2));
         job.observe(&saw(JobStatus::Running, 3));
@@ -256,7 +384,7 @@ mod tests {
 
     #[test]
     fn skipping_straight_to_success_fills_the_earlier_timestamps() {
-        let mut job = ExecutionState::queued();
+        let mut job = ExecutionState::queued(t(0));
         job.observe(&saw(JobStatus::Succeeded, 5));
         assert_eq!(job.submitted_at, Some(t(5)));
         assert_eq!(job.started_at, Some(t(5)));
@@ -265,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_job_that_never_ran_gets_no_start_time() {
-        let mut job = ExecutionState::queued();
+        let mut job = ExecutionState::queued(t(0));
         job.observe(&saw(JobStatus::Failed, 5));
         assert_eq!(job.started_at, None);
         assert_eq!(job.completed_at, Some(t(5)));
@@ -273,7 +401,7 @@ mod tests {
 
     #[test]
     fn progress_never_decreases() {
-        let mut job = ExecutionState::queued();
+        let mut job = ExecutionState::queued(t(0));
         for (reported, expected) in [(40, 40), (10, 40), (70, 70), (0, 70)] {
             job.observe(&Observation {
                 progress: Some(reported),
@@ -285,7 +413,7 @@ mod tests {
 
     #[test]
     fn progress_reaches_100_only_on_success() {
-        let mut job = ExecutionState::queued();
+        let mut job = ExecutionState::queued(t(0));
         job.observe(&Observation {
             progress: Some(100),
             ..saw(JobStatus::Running, 1)
@@ -294,7 +422,7 @@ mod tests {
         job.observe(&saw(JobStatus::Succeeded, 2));
         assert_eq!(job.progress, 100);
 
-        let mut failed = ExecutionState::queued();
+        let mut failed = ExecutionState::queued(t(0));
         failed.observe(&Observation {
             progress: Some(100),
             ..saw(JobStatus::Failed, 1)
@@ -304,19 +432,22 @@ mod tests {
 
     #[test]
     fn unknown_state_neither_changes_status_nor_confirms_nor_fails() {
-        let mut job = ExecutionState::queued();
+        let mut job = ExecutionState::queued(t(0));
         job.observe(&saw(JobStatus::Running, 1));
-        job.poll_failed(t(2));
-        let applied = job.observe(&Observation {
-            status: None,
-            spark_state: Some("UNKNOWN".into()),
-            progress: None,
-            message: None,
-            at: t(3),
-        });
+        job.poll_failed(t(2), "refused", &POLL);
+        let applied = job
+            .observe(&Observation {
+                status: None,
+                raw_state: Some("UNKNOWN".into()),
+                progress: None,
+                message: None,
+                relaunching: false,
+                at: t(3),
+            })
+            .applied;
         assert_eq!(applied, Applied::Refreshed);
         assert_eq!(job.status, JobStatus::Running);
-        assert_eq!(job.spark_state.as_deref(), Some("UNKNOWN"));
+        assert_eq!(job.raw_state.as_deref(), Some("UNKNOWN"));
         assert_eq!(job.consecutive_poll_failures, 1);
         assert_eq!(job.last_confirmed_at, Some(t(1)));
         assert_eq!(job.last_polled_at, Some(t(3)));
@@ -324,10 +455,10 @@ mod tests {
 
     #[test]
     fn poll_failures_are_counted_and_never_change_status() {
-        let mut job = ExecutionState::queued();
+        let mut job = ExecutionState::queued(t(0));
         job.observe(&saw(JobStatus::Running, 1));
         for i in 0..5 {
-            job.poll_failed(t(2 + i));
+            job.poll_failed(t(2 + i), "refused", &POLL);
         }
         assert_eq!(job.status, JobStatus::Running);
         assert_eq!(job.consecutive_poll_failures, 5);
@@ -338,9 +469,9 @@ mod tests {
 
     #[test]
     fn backwards_observation_is_refused_and_keeps_status() {
-        let mut job = ExecutionState::queued();
+        let mut job = ExecutionState::queued(t(0));
         job.observe(&saw(JobStatus::Running, 1));
-        let applied = job.observe(&saw(JobStatus::Submitting, 2));
+        let applied = job.observe(&saw(JobStatus::Submitting, 2)).applied;
         assert!(matches!(
             applied,
             Applied::Refused(Refusal::Backwards { .. })
@@ -350,7 +481,7 @@ mod tests {
 
     #[test]
     fn forced_finish_records_the_reason_and_refuses_finished_jobs() {
-        let mut job = ExecutionState::queued();
+        let mut job = ExecutionState::queued(t(0));
         assert_eq!(
             job.force_finish(JobStatus::Failed, t(1), "timed out"),
             Ok((JobStatus::Queued, JobStatus::Failed))
@@ -358,5 +489,83 @@ mod tests {
         assert_eq!(job.error_message.as_deref(), Some("timed out"));
         assert!(job.force_finish(JobStatus::Failed, t(2), "again").is_err());
         assert_eq!(job.error_message.as_deref(), Some("timed out"));
+    }
+
+    #[test]
+    fn failed_polls_back_off_and_a_good_answer_resets_the_schedule() {
+        let mut job = ExecutionState::queued(t(0));
+        job.observe(&saw(JobStatus::Running, 1));
+        job.poll_failed(t(100), "connection refused", &POLL);
+        assert_eq!(job.next_poll_at, Some(t(115)));
+        job.poll_failed(t(115), "connection refused", &POLL);
+        assert_eq!(job.next_poll_at, Some(t(145)));
+        assert_eq!(job.last_poll_error.as_deref(), Some("connection refused"));
+        job.observe(&saw(JobStatus::Running, 150));
+        assert_eq!(job.next_poll_at, None);
+        assert_eq!(job.last_poll_error, None);
+        assert_eq!(job.consecutive_poll_failures, 0);
+    }
+
+    #[test]
+    fn finished_job_ignores_failed_polls_and_is_never_scheduled_again() {
+        let mut job = finished_job();
+        let before = job.clone();
+        job.poll_failed(t(10), "timeout", &POLL);
+        assert_eq!(job, before);
+        assert_eq!(job.next_poll_at, None);
+    }
+
+    #[test]
+    fn relaunch_is_noted_once_while_the_status_stays() {
+        let relaunching = |at| Observation {
+            raw_state: Some("RELAUNCHING".into()),
+            relaunching: true,
+            ..saw(JobStatus::Running, at)
+        };
+        let mut job = ExecutionState::queued(t(0));
+        job.observe(&saw(JobStatus::Running, 1));
+        let first = job.observe(&relaunching(2));
+        assert_eq!(first.applied, Applied::Refreshed);
+        let note = first.history.expect("a history line for the relaunch");
+        assert_eq!(
+            (note.from, note.to),
+            (Some(JobStatus::Running), JobStatus::Running)
+        );
+        assert!(note.detail.unwrap().starts_with("RELAUNCHING"));
+        assert_eq!(job.observe(&relaunching(3)).history, None);
+    }
+
+    #[test]
+    fn transitions_call_for_a_history_line_with_the_backend_word() {
+        let mut job = ExecutionState::queued(t(0));
+        let effect = job.observe(&Observation {
+            message: Some("boom".into()),
+            ..saw(JobStatus::Failed, 1)
+        });
+        let line = effect.history.unwrap();
+        assert_eq!(line.from, Some(JobStatus::Queued));
+        assert_eq!(line.to, JobStatus::Failed);
+        assert_eq!(line.detail.as_deref(), Some("FAILED: boom"));
+        assert_eq!(job.observe(&saw(JobStatus::Failed, 2)).history, None);
+    }
+
+    #[test]
+    fn time_out_fails_with_the_rule_as_reason_and_history() {
+        let policy = TimeoutPolicy {
+            stuck_timeout: std::time::Duration::from_secs(300),
+            queued_timeout: std::time::Duration::from_secs(60),
+            max_runtime: None,
+        };
+        let mut job = ExecutionState::queued(t(0));
+        assert_eq!(job.time_out(t(59), &policy).history, None);
+        let effect = job.time_out(t(61), &policy);
+        assert_eq!(job.status, JobStatus::Failed);
+        assert!(effect
+            .history
+            .unwrap()
+            .detail
+            .unwrap()
+            .contains("queued_timeout"));
+        assert!(job.error_message.unwrap().contains("queued_timeout"));
     }
 }

@@ -30,13 +30,21 @@ fn stamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// Why `state` must end now, if it must. `created_at` stands in for times never recorded.
+/// How often a job is polled, and how far failed polls put its next poll off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollPolicy {
+    pub interval: Duration,
+    /// Cap on the delay after consecutive failed polls.
+    pub max_backoff: Duration,
+}
+
+/// Why `state` must end now, if it must. Its creation time stands in for times never recorded.
 pub fn timeout_reason(
     state: &ExecutionState,
-    created_at: DateTime<Utc>,
     now: DateTime<Utc>,
     policy: &TimeoutPolicy,
 ) -> Option<String> {
+    let created_at = state.created_at;
     if state.status.is_terminal() {
         return None;
     }
@@ -84,11 +92,12 @@ pub fn timeout_reason(
 
 /// How long to wait before polling a job again after `failures` consecutive failed polls:
 /// the usual interval after the first, then doubling, capped.
-pub fn poll_backoff(failures: u32, interval: Duration, cap: Duration) -> Duration {
+pub fn poll_backoff(failures: u32, policy: &PollPolicy) -> Duration {
     let doublings = failures.saturating_sub(1).min(20);
-    interval
+    policy
+        .interval
         .saturating_mul(1 << doublings)
-        .min(cap.max(interval))
+        .min(policy.max_backoff.max(policy.interval))
 }
 
 #[cfg(test)]
@@ -101,6 +110,11 @@ mod tests {
         Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
     }
 
+    const POLL: PollPolicy = PollPolicy {
+        interval: Duration::from_secs(15),
+        max_backoff: Duration::from_secs(300),
+    };
+
     const POLICY: TimeoutPolicy = TimeoutPolicy {
         stuck_timeout: Duration::from_secs(300),
         queued_timeout: Duration::from_secs(3600),
@@ -108,12 +122,13 @@ mod tests {
     };
 
     fn running_since(at: i64) -> ExecutionState {
-        let mut job = ExecutionState::queued();
+        let mut job = ExecutionState::queued(t(0));
         job.observe(&Observation {
             status: Some(JobStatus::Running),
-            spark_state: Some("RUNNING".into()),
+            raw_state: Some("RUNNING".into()),
             progress: None,
             message: None,
+            relaunching: false,
             at: t(at),
         });
         job
@@ -125,21 +140,22 @@ mod tests {
         for minute in 1..=600 {
             job.observe(&Observation {
                 status: Some(JobStatus::Running),
-                spark_state: Some("RUNNING".into()),
+                raw_state: Some("RUNNING".into()),
                 progress: None,
                 message: None,
+                relaunching: false,
                 at: t(minute * 60),
             });
         }
-        assert_eq!(timeout_reason(&job, t(0), t(600 * 60 + 30), &POLICY), None);
+        assert_eq!(timeout_reason(&job, t(600 * 60 + 30), &POLICY), None);
     }
 
     #[test]
     fn unconfirmed_job_times_out_after_stuck_timeout_with_the_reason() {
         let mut job = running_since(0);
-        job.poll_failed(t(100));
-        assert_eq!(timeout_reason(&job, t(0), t(299), &POLICY), None);
-        let reason = timeout_reason(&job, t(0), t(301), &POLICY).unwrap();
+        job.poll_failed(t(100), "refused", &POLL);
+        assert_eq!(timeout_reason(&job, t(299), &POLICY), None);
+        let reason = timeout_reason(&job, t(301), &POLICY).unwrap();
         assert!(reason.contains("has not confirmed"), "{reason}");
         assert!(reason.contains("stuck_timeout 5m"), "{reason}");
         assert!(reason.contains("1 failed polls"), "{reason}");
@@ -149,38 +165,34 @@ mod tests {
     fn jobwardens_own_downtime_does_not_time_jobs_out() {
         // No failed poll: nobody asked Spark, so nothing says the job is stuck.
         let job = running_since(0);
-        assert_eq!(timeout_reason(&job, t(0), t(10_000), &POLICY), None);
+        assert_eq!(timeout_reason(&job, t(10_000), &POLICY), None);
     }
 
     #[test]
     fn queued_too_long_times_out() {
-        let job = ExecutionState::queued();
-        assert_eq!(timeout_reason(&job, t(0), t(3599), &POLICY), None);
-        let reason = timeout_reason(&job, t(0), t(3600), &POLICY).unwrap();
+        let job = ExecutionState::queued(t(0));
+        assert_eq!(timeout_reason(&job, t(3599), &POLICY), None);
+        let reason = timeout_reason(&job, t(3600), &POLICY).unwrap();
         assert!(reason.contains("Queued for 1h"), "{reason}");
     }
 
     #[test]
     fn max_runtime_ends_long_runs_only_when_set() {
         let job = running_since(0);
-        assert_eq!(timeout_reason(&job, t(0), t(90_000), &POLICY), None);
+        assert_eq!(timeout_reason(&job, t(90_000), &POLICY), None);
         let strict = TimeoutPolicy {
             max_runtime: Some(Duration::from_secs(3600)),
             ..POLICY
         };
-        let reason = timeout_reason(&job, t(0), t(3600), &strict).unwrap();
+        let reason = timeout_reason(&job, t(3600), &strict).unwrap();
         assert!(reason.contains("max_runtime 1h"), "{reason}");
     }
 
     #[test]
     fn backoff_doubles_from_the_interval_up_to_the_cap() {
-        let interval = Duration::from_secs(15);
-        let cap = Duration::from_secs(300);
-        let delays: Vec<u64> = (1..=7)
-            .map(|n| poll_backoff(n, interval, cap).as_secs())
-            .collect();
+        let delays: Vec<u64> = (1..=7).map(|n| poll_backoff(n, &POLL).as_secs()).collect();
         assert_eq!(delays, vec![15, 30, 60, 120, 240, 300, 300]);
-        assert_eq!(poll_backoff(u32::MAX, interval, cap), cap);
+        assert_eq!(poll_backoff(u32::MAX, &POLL), POLL.max_backoff);
     }
 
     #[test]
@@ -188,7 +200,7 @@ mod tests {
         let mut job = running_since(0);
         job.force_finish(JobStatus::Succeeded, t(1), "done")
             .unwrap();
-        job.poll_failed(t(2));
-        assert_eq!(timeout_reason(&job, t(0), t(1_000_000), &POLICY), None);
+        job.poll_failed(t(2), "refused", &POLL);
+        assert_eq!(timeout_reason(&job, t(1_000_000), &POLICY), None);
     }
 }

@@ -5,10 +5,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::actors::{StoreError, Write};
 use crate::domain::JobStatus;
-use crate::store::{read, OpError, Source, TrackRequest, WriteOp, WriteOutcome};
+use crate::store::read;
+use crate::store_api::{OpError, Source, StoreError, TrackRequest, WriteOp, WriteOutcome};
 
+use super::views::{ExecutionPage, ExecutionView, QueueJobView, WithHistory};
 use super::{error, HttpState};
 
 const MAX_ID: usize = 191;
@@ -62,7 +63,10 @@ pub async fn list_jobs(state: web::Data<HttpState>, query: web::Query<ListQuery>
             let next_cursor = (jobs.len() as u64 == limit)
                 .then(|| jobs.last().map(|j| j.execution_id.clone()))
                 .flatten();
-            HttpResponse::Ok().json(json!({ "jobs": jobs, "next_cursor": next_cursor }))
+            HttpResponse::Ok().json(ExecutionPage {
+                jobs: jobs.into_iter().map(ExecutionView::from).collect(),
+                next_cursor,
+            })
         }
         Err(e) => database_error(e),
     }
@@ -76,7 +80,7 @@ pub async fn show_job(state: web::Data<HttpState>, path: web::Path<String>) -> H
     }
     match read::execution_with_history(&state.db, &id).await {
         Ok(Some((job, history))) => {
-            HttpResponse::Ok().json(json!({ "job": job, "history": history }))
+            HttpResponse::Ok().json(WithHistory::<ExecutionView>::new(job, history))
         }
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no execution {id:?}")),
         Err(e) => database_error(e),
@@ -91,7 +95,7 @@ pub async fn show_queue_job(state: web::Data<HttpState>, path: web::Path<String>
     }
     match read::queue_job_with_history(&state.db, &id).await {
         Ok(Some((job, history))) => {
-            HttpResponse::Ok().json(json!({ "job": job, "history": history }))
+            HttpResponse::Ok().json(WithHistory::<QueueJobView>::new(job, history))
         }
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no queue job {id:?}")),
         Err(e) => database_error(e),
@@ -146,12 +150,7 @@ pub async fn track_job(
         job_name: body.job_name,
         source: Source::Api,
     });
-    let answer = state
-        .store
-        .send(Write(op))
-        .await
-        .map_err(StoreError::from)
-        .and_then(|r| r);
+    let answer = state.store.write(op).await;
     match answer {
         Ok(WriteOutcome::Tracked { created }) => {
             let status = if created {
@@ -161,7 +160,8 @@ pub async fn track_job(
             };
             match read::execution_with_history(&state.db, body.execution_id.trim()).await {
                 Ok(Some((job, history))) => {
-                    HttpResponse::build(status).json(json!({ "job": job, "history": history }))
+                    HttpResponse::build(status)
+                        .json(WithHistory::<ExecutionView>::new(job, history))
                 }
                 _ => HttpResponse::build(status).json(json!({ "execution_id": body.execution_id })),
             }

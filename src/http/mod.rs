@@ -2,30 +2,31 @@
 
 mod api;
 mod probes;
+mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix::Addr;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use sea_orm::DatabaseConnection;
 use serde_json::json;
 
-use crate::actors::kafka_listener::KafkaListener;
-use crate::actors::scheduler::Scheduler;
-use crate::actors::spark_poller::SparkPoller;
-use crate::actors::{JobStore, StoreHealth};
+use crate::actors::StoreHealth;
 use crate::config::Secret;
+use crate::health::Heartbeat;
+use crate::metrics::Metrics;
+use crate::store_api::StoreHandle;
 
 /// What the handlers need; cheap to clone.
 #[derive(Clone)]
 pub struct HttpState {
     pub db: DatabaseConnection,
-    pub store: Addr<JobStore>,
+    pub store: StoreHandle,
     pub store_health: Arc<StoreHealth>,
-    pub scheduler: Addr<Scheduler>,
-    pub pollers: Vec<Addr<SparkPoller>>,
-    pub listener: Option<Addr<KafkaListener>>,
+    /// Every long-running part's heartbeat: the store's, the scheduler's, the listener's.
+    pub heartbeats: Vec<Arc<Heartbeat>>,
+    pub kafka_configured: bool,
+    pub metrics: Arc<Metrics>,
     pub api_token: Option<Secret>,
 }
 
@@ -37,9 +38,10 @@ pub(crate) fn error(
     HttpResponse::build(status).json(json!({ "error": message.into() }))
 }
 
-/// Binds and starts the server on the current system; returns its address and a handle to stop it.
+/// Starts the server on an already bound socket, on the current system; returns its address
+/// and a handle to stop it.
 pub fn start(
-    bind: &str,
+    socket: std::net::TcpListener,
     state: HttpState,
 ) -> std::io::Result<(SocketAddr, actix_web::dev::ServerHandle)> {
     let data = web::Data::new(state);
@@ -83,7 +85,7 @@ pub fn start(
     .workers(1)
     .disable_signals()
     .shutdown_timeout(5)
-    .bind(bind)?;
+    .listen(socket)?;
     let addr = server
         .addrs()
         .first()

@@ -6,7 +6,6 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 
-use crate::metrics::METRICS;
 use crate::store::read;
 
 use super::HttpState;
@@ -18,7 +17,8 @@ pub async fn healthz() -> HttpResponse {
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// 200 only when the database answers and every actor is alive; otherwise 503 naming what is not.
+/// 200 only when the database answers and every part has shown progress recently (its
+/// heartbeat); otherwise 503 naming what is not.
 pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     let mut checks = Map::new();
     let mut not_ready = Vec::new();
@@ -44,31 +44,16 @@ pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
         } else if !state.store_health.database_up() {
             Err("holding changes until the database is back".into())
         } else {
-            Ok("ok".into())
+            state.store_health.heartbeat.judge()
         },
     );
-    check(
-        "scheduler",
-        if state.scheduler.connected() {
-            Ok("ok".into())
-        } else {
-            Err("not running".into())
-        },
-    );
-    let alive = state.pollers.iter().filter(|p| p.connected()).count();
-    let total = state.pollers.len();
-    check(
-        "spark_pollers",
-        if alive == total {
-            Ok(format!("{alive}/{total} running"))
-        } else {
-            Err(format!("{alive}/{total} running"))
-        },
-    );
-    match &state.listener {
-        None => check("kafka_listener", Ok("not configured".into())),
-        Some(listener) if listener.connected() => check("kafka_listener", Ok("ok".into())),
-        Some(_) => check("kafka_listener", Err("not running".into())),
+    for heart in &state.heartbeats {
+        if heart.name() != "job_store" {
+            check(heart.name(), heart.judge());
+        }
+    }
+    if !state.kafka_configured {
+        check("kafka_listener", Ok("not configured".into()));
     }
     let ready = not_ready.is_empty();
     let body = json!({ "ready": ready, "checks": checks, "not_ready": not_ready });
@@ -84,9 +69,10 @@ pub async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
     if let Ok(Ok(counts)) =
         tokio::time::timeout(PROBE_TIMEOUT, read::count_by_status(&state.db)).await
     {
-        METRICS.jobs.reset();
+        state.metrics.jobs.reset();
         for (status, n) in counts {
-            METRICS
+            state
+                .metrics
                 .jobs
                 .with_label_values(&[status.as_str()])
                 .set(n as f64);
@@ -94,5 +80,5 @@ pub async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(METRICS.render())
+        .body(state.metrics.render())
 }

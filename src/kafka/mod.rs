@@ -10,25 +10,40 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::TopicPartitionList;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{is_secret_property, KafkaSettings};
+use crate::config::{is_secret_property, KafkaSettings, RESERVED_PROPERTIES};
+use crate::events::{ConsumerLag, Events};
 
 pub type ListenerConsumer = rdkafka::consumer::StreamConsumer<ListenerContext>;
 
-/// Hooks librdkafka calls from its own threads.
-#[derive(Debug)]
-pub struct ListenerContext {
-    brokers_up: AtomicBool,
+/// Why the consumer cannot be set up; each names the setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("kafka.properties.{0} is set by jobwarden itself (use kafka.group_id / kafka.bootstrap_servers; offsets are stored only after a write)")]
+    ReservedProperty(String),
+    #[error("invalid [kafka] settings: {0}")]
+    Invalid(#[source] KafkaError),
+    #[error("cannot subscribe to kafka.topic {topic:?}: {source}")]
+    Subscribe {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
 }
 
-impl Default for ListenerContext {
-    fn default() -> Self {
-        ListenerContext {
-            brokers_up: AtomicBool::new(true),
-        }
-    }
+/// Hooks librdkafka calls from its own threads.
+pub struct ListenerContext {
+    brokers_up: AtomicBool,
+    events: Events,
 }
 
 impl ListenerContext {
+    pub fn new(events: Events) -> Self {
+        ListenerContext {
+            brokers_up: AtomicBool::new(true),
+            events,
+        }
+    }
+
     pub fn brokers_up(&self) -> bool {
         self.brokers_up.load(Ordering::Relaxed)
     }
@@ -63,7 +78,7 @@ impl ClientContext for ListenerContext {
             .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
             .map(|p| p.consumer_lag)
             .sum();
-        crate::metrics::METRICS.kafka_consumer_lag.set(lag);
+        self.events.emit(ConsumerLag(lag));
     }
 
     /// librdkafka repeats itself while brokers are away; `error` above says it once.
@@ -134,7 +149,7 @@ fn describe(partitions: &TopicPartitionList) -> String {
 /// The consumer's configuration: at-least-once (offsets are stored by jobwarden only after the
 /// event is durable, and only stored offsets are auto-committed), then the operator's extra
 /// properties, which may not switch that off.
-pub fn client_config(settings: &KafkaSettings) -> Result<ClientConfig, String> {
+pub fn client_config(settings: &KafkaSettings) -> Result<ClientConfig, KafkaSetupError> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &settings.bootstrap_servers)
@@ -145,9 +160,7 @@ pub fn client_config(settings: &KafkaSettings) -> Result<ClientConfig, String> {
         .set("statistics.interval.ms", "5000");
     for (key, value) in &settings.properties {
         if RESERVED_PROPERTIES.contains(&key.as_str()) {
-            return Err(format!(
-                "kafka.properties.{key} is set by jobwarden itself (use kafka.group_id / kafka.bootstrap_servers; offsets are stored only after a write)"
-            ));
+            return Err(KafkaSetupError::ReservedProperty(key.clone()));
         }
         config.set(key, value);
     }
@@ -157,14 +170,6 @@ pub fn client_config(settings: &KafkaSettings) -> Result<ClientConfig, String> {
         .set_log_level(RDKafkaLogLevel::Warning);
     Ok(config)
 }
-
-/// Properties jobwarden sets itself: delivery guarantees depend on them.
-pub const RESERVED_PROPERTIES: [&str; 4] = [
-    "enable.auto.offset.store",
-    "enable.auto.commit",
-    "group.id",
-    "bootstrap.servers",
-];
 
 /// The configuration as it may be logged.
 pub fn describe_config(settings: &KafkaSettings) -> String {
@@ -182,21 +187,27 @@ pub fn describe_config(settings: &KafkaSettings) -> String {
         .join(" ")
 }
 
-pub fn consumer(settings: &KafkaSettings) -> Result<ListenerConsumer, String> {
+pub fn consumer(
+    settings: &KafkaSettings,
+    events: Events,
+) -> Result<ListenerConsumer, KafkaSetupError> {
     let consumer: ListenerConsumer = client_config(settings)?
-        .create_with_context(ListenerContext::default())
-        .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+        .create_with_context(ListenerContext::new(events))
+        .map_err(KafkaSetupError::Invalid)?;
     consumer
         .subscribe(&[&settings.topic])
-        .map_err(|e| format!("cannot subscribe to {}: {e}", settings.topic))?;
+        .map_err(|source| KafkaSetupError::Subscribe {
+            topic: settings.topic.clone(),
+            source,
+        })?;
     Ok(consumer)
 }
 
 /// Builds a client from the settings once, so that a property librdkafka refuses stops the
 /// start with its name instead of failing later.
-pub fn check(settings: &KafkaSettings) -> Result<(), String> {
+pub fn check(settings: &KafkaSettings) -> Result<(), KafkaSetupError> {
     client_config(settings)?
         .create::<BaseConsumer>()
         .map(|_| ())
-        .map_err(|e| format!("invalid [kafka] settings: {e}"))
+        .map_err(KafkaSetupError::Invalid)
 }

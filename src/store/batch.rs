@@ -2,7 +2,6 @@
 //! the domain rules, write the changed rows and their history rows, commit.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::{
@@ -17,118 +16,33 @@ use sea_orm::{
     EntityTrait, IntoActiveModel, Iterable, QueryFilter, QuerySelect, TransactionTrait,
 };
 
+use crate::config::SparkSettings;
 use crate::domain::{
-    poll_backoff, timeout_reason, Applied, EventApplied, ExecutionState, JobStatus, Lifecycle,
-    Observation, Position, QueueState, StatusEvent, TimeoutPolicy,
+    Effect, ExecutionState, HistoryEntry, PollPolicy, Position, QueueState, StatusEvent,
+    TimeoutPolicy,
 };
+use crate::store_api::{NewDeadLetter, OpError, Source, TrackRequest, WriteOp, WriteOutcome};
 
 use super::rows;
-
-/// Who caused a transition; stored in `job_status_history.source`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    SparkPoll,
-    KafkaEvent,
-    TimeoutSweep,
-    Api,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::SparkPoll => "spark_poll",
-            Source::KafkaEvent => "kafka_event",
-            Source::TimeoutSweep => "timeout_sweep",
-            Source::Api => "api",
-        }
-    }
-}
 
 const SPARK: &str = "spark";
 const QUEUE: &str = "queue";
 
-/// Register a Spark submission to supervise.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrackRequest {
-    pub execution_id: String,
-    pub submission_id: Option<String>,
-    pub job_name: Option<String>,
-    pub source: Source,
+/// The domain policies the store applies changes with, given once at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    pub poll: PollPolicy,
+    pub timeouts: TimeoutPolicy,
 }
 
-/// An event that could not be applied, kept as received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewDeadLetter {
-    pub source: String,
-    pub topic: Option<String>,
-    pub partition: Option<i32>,
-    pub offset: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub error: String,
-    pub received_at: DateTime<Utc>,
-}
-
-/// One change for the store to make durable.
-#[derive(Debug, Clone)]
-pub enum WriteOp {
-    Track(TrackRequest),
-    /// Spark answered about this execution.
-    Observe {
-        execution_id: String,
-        observation: Observation,
-    },
-    /// A poll got no usable answer; `backoff` (interval, cap) delays this job's next poll.
-    PollFailed {
-        execution_id: String,
-        at: DateTime<Utc>,
-        error: String,
-        backoff: Option<(Duration, Duration)>,
-    },
-    /// Fail the job if, by its state at write time, a timeout rule says so.
-    TimeOut {
-        execution_id: String,
-        now: DateTime<Utc>,
-        policy: TimeoutPolicy,
-    },
-    QueueEvent {
-        event: StatusEvent,
-        position: Option<Position>,
-        received_at: DateTime<Utc>,
-    },
-    DeadLetter(NewDeadLetter),
-}
-
-/// What a change did, known once it is durable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteOutcome {
-    /// `created` is false when an existing row without a submission id was given one.
-    Tracked {
-        created: bool,
-    },
-    Execution(Applied),
-    Queue(EventApplied),
-    /// `duplicate` when the same topic/partition/offset was already dead-lettered.
-    DeadLettered {
-        duplicate: bool,
-    },
-}
-
-/// Why one change was refused (the rest of its batch is unaffected).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OpError {
-    #[error("execution {execution_id} is already tracked")]
-    Duplicate { execution_id: String },
-    #[error("no execution {execution_id}")]
-    UnknownExecution { execution_id: String },
-    #[error("row {id} of {table} is unreadable: {reason}")]
-    CorruptRow {
-        table: &'static str,
-        id: String,
-        reason: String,
-    },
-    #[error("the database refused the change: {0}")]
-    Refused(String),
+impl Rules {
+    /// The policies `[spark]` configures.
+    pub fn from_settings(spark: &SparkSettings) -> Rules {
+        Rules {
+            poll: spark.poll_policy(),
+            timeouts: spark.timeout_policy(),
+        }
+    }
 }
 
 struct Loaded<M> {
@@ -155,6 +69,7 @@ const INSERT_CHUNK: usize = 200;
 pub async fn apply_batch(
     db: &DatabaseConnection,
     ops: &[WriteOp],
+    rules: &Rules,
     now: DateTime<Utc>,
 ) -> Result<Vec<Result<WriteOutcome, OpError>>, DbErr> {
     let txn = db.begin().await?;
@@ -162,7 +77,7 @@ pub async fn apply_batch(
     load_rows(&txn, ops, &mut changes).await?;
     let outcomes: Vec<_> = ops
         .iter()
-        .map(|op| apply_one(op, &mut changes, now))
+        .map(|op| apply_one(op, &mut changes, rules, now))
         .collect();
     let duplicates = write_out(&txn, changes, now).await?;
     txn.commit().await?;
@@ -233,6 +148,7 @@ async fn load_rows(
 fn apply_one(
     op: &WriteOp,
     changes: &mut Changes,
+    rules: &Rules,
     now: DateTime<Utc>,
 ) -> Result<WriteOutcome, OpError> {
     match op {
@@ -240,88 +156,20 @@ fn apply_one(
         WriteOp::Observe {
             execution_id,
             observation,
-        } => with_execution(changes, execution_id, |state, _row| {
-            let relaunch = observation.spark_state.as_deref() == Some("RELAUNCHING")
-                && state.spark_state.as_deref() != Some("RELAUNCHING")
-                && !state.status.is_terminal();
-            let applied = state.observe(observation);
-            let record = match &applied {
-                Applied::Transitioned { from, to } => {
-                    Some((*from, *to, describe_observation(observation)))
-                }
-                // Worth a line in the history although the status stays Running.
-                Applied::Refreshed if relaunch => Some((
-                    state.status,
-                    state.status,
-                    Some(
-                        "RELAUNCHING: Spark is relaunching the driver (its worker was lost)".into(),
-                    ),
-                )),
-                _ => None,
-            };
-            (WriteOutcome::Execution(applied), record)
-        })
-        .map(|(outcome, record)| {
-            if let Some((from, to, detail)) = record {
-                changes.history.push(history_row(
-                    SPARK,
-                    execution_id,
-                    Some(from.as_str()),
-                    to.as_str(),
-                    Source::SparkPoll,
-                    detail,
-                    observation.at,
-                ));
-            }
-            outcome
+        } => with_execution(changes, execution_id, Source::SparkPoll, |state| {
+            state.observe(observation)
         }),
         WriteOp::PollFailed {
             execution_id,
             at,
             error,
-            backoff,
-        } => with_execution(changes, execution_id, |state, row| {
-            let finished = state.status.is_terminal();
-            state.poll_failed(*at);
-            if !finished {
-                row.last_poll_error = Some(error.clone());
-                row.next_poll_at = backoff.and_then(|(interval, cap)| {
-                    let delay = poll_backoff(state.consecutive_poll_failures, interval, cap);
-                    chrono::Duration::from_std(delay).ok().map(|d| *at + d)
-                });
-            }
-            (WriteOutcome::Execution(Applied::Refreshed), None)
-        })
-        .map(|(outcome, _)| outcome),
-        WriteOp::TimeOut {
-            execution_id,
-            now,
-            policy,
-        } => {
-            let result = with_execution(changes, execution_id, |state, row| {
-                let Some(reason) = timeout_reason(state, row.created_at, *now, policy) else {
-                    return (WriteOutcome::Execution(Applied::Refreshed), None);
-                };
-                match state.force_finish(JobStatus::Failed, *now, &reason) {
-                    Ok((from, to)) => (
-                        WriteOutcome::Execution(Applied::Transitioned { from, to }),
-                        Some((from, to, Some(reason))),
-                    ),
-                    Err(refusal) => (WriteOutcome::Execution(Applied::Refused(refusal)), None),
-                }
-            })?;
-            if let (_, Some((from, to, detail))) = &result {
-                changes.history.push(history_row(
-                    SPARK,
-                    execution_id,
-                    Some(from.as_str()),
-                    to.as_str(),
-                    Source::TimeoutSweep,
-                    detail.clone(),
-                    *now,
-                ));
-            }
-            Ok(result.0)
+        } => with_execution(changes, execution_id, Source::SparkPoll, |state| {
+            state.poll_failed(*at, error, &rules.poll)
+        }),
+        WriteOp::TimeOut { execution_id, now } => {
+            with_execution(changes, execution_id, Source::TimeoutSweep, |state| {
+                state.time_out(*now, &rules.timeouts)
+            })
         }
         WriteOp::QueueEvent {
             event,
@@ -335,14 +183,14 @@ fn apply_one(
     }
 }
 
-type Record = (JobStatus, JobStatus, Option<String>);
-
-/// Runs `f` on the execution's domain state and writes the state back to its row.
+/// Runs one domain rule on the execution's state, writes the state back to its row and the
+/// history line the rule asked for.
 fn with_execution(
     changes: &mut Changes,
     execution_id: &str,
-    f: impl FnOnce(&mut ExecutionState, &mut executions::Model) -> (WriteOutcome, Option<Record>),
-) -> Result<(WriteOutcome, Option<Record>), OpError> {
+    source: Source,
+    rule: impl FnOnce(&mut ExecutionState) -> Effect,
+) -> Result<WriteOutcome, OpError> {
     let loaded =
         changes
             .executions
@@ -352,26 +200,17 @@ fn with_execution(
             })?;
     let mut state = rows::execution_state(&loaded.row)?;
     let before = state.clone();
-    let before_row = loaded.row.clone();
-    let (outcome, record) = f(&mut state, &mut loaded.row);
-    if state.status.is_terminal() {
-        // Nothing left to poll.
-        loaded.row.next_poll_at = None;
-    }
-    if matches!(
-        outcome,
-        WriteOutcome::Execution(Applied::Refreshed | Applied::Transitioned { .. })
-    ) && before.consecutive_poll_failures > 0
-        && state.consecutive_poll_failures == 0
-    {
-        loaded.row.last_poll_error = None;
-        loaded.row.next_poll_at = None;
-    }
-    rows::store_execution_state(&mut loaded.row, &state);
-    if state != before || loaded.row != before_row {
+    let effect = rule(&mut state);
+    if state != before {
+        rows::store_execution_state(&mut loaded.row, &state);
         loaded.dirty = true;
     }
-    Ok((outcome, record))
+    if let Some(entry) = effect.history {
+        changes
+            .history
+            .push(history_row(SPARK, execution_id, &entry, source));
+    }
+    Ok(WriteOutcome::Execution(effect.applied))
 }
 
 fn track(
@@ -380,8 +219,11 @@ fn track(
     now: DateTime<Utc>,
 ) -> Result<WriteOutcome, OpError> {
     if let Some(existing) = changes.executions.get_mut(&request.execution_id) {
-        // A row the submitter inserted before it knew Spark's id may be given one, once.
+        // A row the submitter inserted before it knew the backend's id may be given one, once.
         if existing.row.submission_id.is_none() && request.submission_id.is_some() {
+            let mut state = rows::execution_state(&existing.row)?;
+            state.resubmitted();
+            rows::store_execution_state(&mut existing.row, &state);
             existing
                 .row
                 .submission_id
@@ -389,7 +231,6 @@ fn track(
             if existing.row.job_name.is_none() {
                 existing.row.job_name.clone_from(&request.job_name);
             }
-            existing.row.next_poll_at = None;
             existing.dirty = true;
             return Ok(WriteOutcome::Tracked { created: false });
         }
@@ -397,7 +238,7 @@ fn track(
             execution_id: request.execution_id.clone(),
         });
     }
-    let state = ExecutionState::queued();
+    let state = ExecutionState::queued(now);
     let mut row = executions::Model {
         execution_id: request.execution_id.clone(),
         job_name: request.job_name.clone(),
@@ -411,7 +252,7 @@ fn track(
         last_polled_at: None,
         last_confirmed_at: None,
         next_poll_at: None,
-        status_changed_at: Some(now),
+        status_changed_at: None,
         error_message: None,
         consecutive_poll_failures: 0,
         last_poll_error: None,
@@ -420,24 +261,18 @@ fn track(
         created_at: now,
         updated_at: now,
     };
-    rows::store_execution_state(
-        &mut row,
-        &ExecutionState {
-            status_changed_at: Some(now),
-            ..state
-        },
-    );
-    changes.history.push(history_row(
-        SPARK,
-        &request.execution_id,
-        None,
-        JobStatus::Queued.as_str(),
-        request.source,
+    rows::store_execution_state(&mut row, &state);
+    let registered = state.registered(
         request
             .submission_id
             .as_ref()
             .map(|s| format!("tracking submission {s}")),
-        now,
+    );
+    changes.history.push(history_row(
+        SPARK,
+        &request.execution_id,
+        &registered,
+        request.source,
     ));
     changes.executions.insert(
         request.execution_id.clone(),
@@ -495,46 +330,35 @@ fn queue_event(
             (None, Some(p)) => Some(format!("{}[{}]@{}", p.topic, p.partition, p.offset)),
             (None, None) => None,
         };
-        changes.history.push(history_row(
-            QUEUE,
-            &event.job_id,
-            Some(before.status.as_str()),
-            state.status.as_str(),
-            Source::KafkaEvent,
-            detail,
-            event.timestamp.unwrap_or(received_at),
-        ));
+        changes.history.push(history::ActiveModel {
+            id: NotSet,
+            job_kind: Set(QUEUE.to_owned()),
+            job_id: Set(event.job_id.clone()),
+            from_status: Set(Some(before.status.as_str().to_owned())),
+            to_status: Set(state.status.as_str().to_owned()),
+            source: Set(Source::KafkaEvent.as_str().to_owned()),
+            detail: Set(detail),
+            at: Set(event.timestamp.unwrap_or(received_at)),
+        });
     }
     Ok(WriteOutcome::Queue(applied))
-}
-
-fn describe_observation(obs: &Observation) -> Option<String> {
-    match (&obs.spark_state, &obs.message) {
-        (Some(state), Some(msg)) => Some(format!("{state}: {msg}")),
-        (Some(state), None) => Some(state.clone()),
-        (None, Some(msg)) => Some(msg.clone()),
-        (None, None) => None,
-    }
 }
 
 fn history_row(
     kind: &str,
     job_id: &str,
-    from: Option<&str>,
-    to: &str,
+    entry: &HistoryEntry,
     source: Source,
-    detail: Option<String>,
-    at: DateTime<Utc>,
 ) -> history::ActiveModel {
     history::ActiveModel {
         id: NotSet,
         job_kind: Set(kind.to_owned()),
         job_id: Set(job_id.to_owned()),
-        from_status: Set(from.map(str::to_owned)),
-        to_status: Set(to.to_owned()),
+        from_status: Set(entry.from.map(|s| s.as_str().to_owned())),
+        to_status: Set(entry.to.as_str().to_owned()),
         source: Set(source.as_str().to_owned()),
-        detail: Set(detail),
-        at: Set(at),
+        detail: Set(entry.detail.clone()),
+        at: Set(entry.at),
     }
 }
 

@@ -1,5 +1,5 @@
-//! Persistence: connecting and migrating, the read queries, and the batched write logic that
-//! the `JobStore` actor (the only writer) drives.
+//! Persistence: connecting and migrating, the read queries, and the batched write that the
+//! `JobStore` actor (the only writer) drives. What the store accepts is in `crate::store_api`.
 
 pub mod batch;
 pub mod read;
@@ -12,7 +12,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, RuntimeErr};
 
 use crate::config::DatabaseSettings;
 
-pub use batch::{apply_batch, NewDeadLetter, OpError, Source, TrackRequest, WriteOp, WriteOutcome};
+pub use batch::{apply_batch, Rules};
 
 const STATEMENT_CACHE: usize = 16;
 

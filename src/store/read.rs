@@ -5,29 +5,21 @@ use entity::{
     job_status_history as history, spark_job_executions as executions,
     transformation_job_queue as queue,
 };
-use sea_orm::sea_query::{Expr, Func, NullOrdering, Order};
+use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
     ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
 
 use crate::domain::JobStatus;
+use crate::store_api::{DueExecution, DueJobs};
 
-/// An execution the scheduler should ask Spark about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DueExecution {
-    pub execution_id: String,
-    pub submission_id: String,
-}
-
-/// Non-terminal executions with a submission id whose next poll time has come, oldest
-/// `last_polled_at` first (never polled first of all), skipping `exclude` (polls in flight).
+/// Non-terminal executions with a submission id whose next poll time has come and that were
+/// not polled since `polled_before`, in execution id order after `after` (keyset paging: the
+/// query's size does not grow with the fleet or with the polls in flight).
 pub async fn due_executions(
     db: &DatabaseConnection,
-    now: DateTime<Utc>,
-    polled_before: DateTime<Utc>,
-    limit: u64,
-    exclude: &[String],
+    page: &DueJobs,
 ) -> Result<Vec<DueExecution>, DbErr> {
     let mut query = executions::Entity::find()
         .select_only()
@@ -40,25 +32,19 @@ pub async fn due_executions(
         .filter(
             Condition::any()
                 .add(executions::Column::NextPollAt.is_null())
-                .add(executions::Column::NextPollAt.lte(now)),
+                .add(executions::Column::NextPollAt.lte(page.now)),
         )
         .filter(
             Condition::any()
                 .add(executions::Column::LastPolledAt.is_null())
-                .add(executions::Column::LastPolledAt.lt(polled_before)),
+                .add(executions::Column::LastPolledAt.lt(page.polled_before)),
         );
-    if !exclude.is_empty() {
-        query = query
-            .filter(executions::Column::ExecutionId.is_not_in(exclude.iter().map(String::as_str)));
+    if let Some(after) = &page.after {
+        query = query.filter(executions::Column::ExecutionId.gt(after.as_str()));
     }
     let rows: Vec<(String, Option<String>)> = query
-        .order_by_with_nulls(
-            executions::Column::LastPolledAt,
-            Order::Asc,
-            NullOrdering::First,
-        )
         .order_by_asc(executions::Column::ExecutionId)
-        .limit(limit)
+        .limit(page.limit)
         .into_tuple()
         .all(db)
         .await?;

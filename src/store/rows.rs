@@ -4,7 +4,7 @@ use entity::{spark_job_executions as executions, transformation_job_queue as que
 
 use crate::domain::{ExecutionState, Position, QueueState};
 
-use super::batch::OpError;
+use crate::store_api::OpError;
 
 pub fn execution_state(row: &executions::Model) -> Result<ExecutionState, OpError> {
     Ok(ExecutionState {
@@ -13,8 +13,9 @@ pub fn execution_state(row: &executions::Model) -> Result<ExecutionState, OpErro
             id: row.execution_id.clone(),
             reason: format!("{e}"),
         })?,
-        spark_state: row.spark_state.clone(),
+        raw_state: row.spark_state.clone(),
         progress: row.progress.clamp(0, 100) as u8,
+        created_at: row.created_at,
         submitted_at: row.submitted_at,
         started_at: row.started_at,
         completed_at: row.completed_at,
@@ -22,13 +23,15 @@ pub fn execution_state(row: &executions::Model) -> Result<ExecutionState, OpErro
         last_polled_at: row.last_polled_at,
         last_confirmed_at: row.last_confirmed_at,
         error_message: row.error_message.clone(),
+        next_poll_at: row.next_poll_at,
         consecutive_poll_failures: row.consecutive_poll_failures.max(0) as u32,
+        last_poll_error: row.last_poll_error.clone(),
     })
 }
 
 pub fn store_execution_state(row: &mut executions::Model, state: &ExecutionState) {
     row.status = state.status.as_str().to_owned();
-    row.spark_state.clone_from(&state.spark_state);
+    row.spark_state.clone_from(&state.raw_state);
     row.progress = i16::from(state.progress);
     row.submitted_at = state.submitted_at;
     row.started_at = state.started_at;
@@ -37,8 +40,10 @@ pub fn store_execution_state(row: &mut executions::Model, state: &ExecutionState
     row.last_polled_at = state.last_polled_at;
     row.last_confirmed_at = state.last_confirmed_at;
     row.error_message.clone_from(&state.error_message);
+    row.next_poll_at = state.next_poll_at;
     row.consecutive_poll_failures =
         i32::try_from(state.consecutive_poll_failures).unwrap_or(i32::MAX);
+    row.last_poll_error.clone_from(&state.last_poll_error);
 }
 
 pub fn queue_state(row: &queue::Model) -> Result<QueueState, OpError> {

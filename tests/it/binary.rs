@@ -305,25 +305,3 @@ fn migrate_applies_the_schema_and_is_repeatable() {
         text(&second)
     );
 }
-
-#[test]
-fn bench_suite_quick_mode_prints_a_row_per_scenario() {
-    // A smoke run of the benchmark harness: every scenario runs and prints its row. Speed is
-    // for people to read, not for this test to judge.
-    let dir = workdir();
-    let out = run_to_end(jobwarden(dir.path()).args(["bench", "suite"]));
-    let table = text(&out);
-    assert!(out.status.success(), "{table}");
-    for scenario in [
-        "| poll throughput, 2k jobs, pool 5 |",
-        "| poll throughput, 2k jobs, pool 64 |",
-        "| full refresh cycle, 2k jobs, pool 64 |",
-        "| freshness,",
-        "| kafka ingest, 20k events (mock cluster), SQLite |",
-        "| store writes, 5k changes, SQLite |",
-        "| idle service (no jobs) |",
-    ] {
-        assert!(table.contains(scenario), "{scenario} missing:\n{table}");
-    }
-    assert!(table.contains(" MB |"), "peak RSS column missing:\n{table}");
-}

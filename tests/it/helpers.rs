@@ -7,7 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::Addr;
+use jobwarden::actors::JobStore;
 use jobwarden::config::{self, DatabaseUrl, Settings};
+use jobwarden::events::Events;
+use jobwarden::store::Rules;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
@@ -159,6 +163,23 @@ pub fn settings_for(url: &str) -> Settings {
     settings.store.retry_initial = Duration::from_millis(20);
     settings.store.retry_max = Duration::from_millis(200);
     settings
+}
+
+/// The domain rules the service would run with under `settings`.
+pub fn rules(settings: &Settings) -> Rules {
+    Rules::from_settings(&settings.spark)
+}
+
+/// A JobStore on `db` as the service builds it (without the timeout sweep), with metrics of
+/// its own.
+pub fn launch_store(db: DatabaseConnection, settings: &Settings) -> Addr<JobStore> {
+    JobStore::new(
+        db,
+        settings.store.clone(),
+        rules(settings),
+        Events::default(),
+    )
+    .launch()
 }
 
 /// Runs `test` against a fresh database of `backend`, then drops that database.

@@ -14,7 +14,7 @@ use sea_orm::{
     ColumnTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
 };
 
-use jobwarden::bench::kafka_ingest::send_keyed;
+use jobwarden_testkit::kafka::send_keyed;
 
 use crate::binary::{jobwarden, Running};
 use crate::helpers::wait_until;
@@ -59,7 +59,7 @@ fn malformed(i: usize) -> Vec<u8> {
 
 async fn produce(brokers: &str, topic: &str) -> BTreeSet<Vec<u8>> {
     // Three partitions, like the benchmark's topic.
-    jobwarden::bench::kafka_ingest::create_topic(brokers, topic)
+    jobwarden_testkit::kafka::create_topic(brokers, topic)
         .await
         .unwrap();
     let producer: FutureProducer = ClientConfig::new()

@@ -1,6 +1,7 @@
 //! Spark supervision against a server speaking Spark's REST protocol: the client's typed
 //! answers, the bounded poller pool, the scheduler's cycles, backoff and timeouts.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,17 +9,21 @@ use actix::prelude::*;
 use chrono::{Duration as ChronoDuration, Utc};
 use entity::prelude::*;
 use entity::spark_job_executions;
-use jobwarden::actors::scheduler::{GetSchedulerStats, Scheduler, Tick};
-use jobwarden::actors::spark_poller::{PollerPool, SparkHealth};
-use jobwarden::actors::{JobStore, SweepTimeouts, Write};
-use jobwarden::config::SparkSettings;
-use jobwarden::domain::{DriverState, TimeoutPolicy};
-use jobwarden::spark::{SparkClient, SparkError};
-use jobwarden::store::{read, Source, TrackRequest, WriteOp};
+use jobwarden::actors::scheduler::{GetSchedulerStats, Scheduler, Tick, Ticking};
+use jobwarden::actors::spark_poller;
+use jobwarden::actors::JobStore;
+use jobwarden::backend::spark::{DriverState, SparkClient, SparkError, SparkStandalone};
+use jobwarden::config::{Settings, SparkSettings};
+use jobwarden::events::Events;
+use jobwarden::metrics::Metrics;
+use jobwarden::store::read;
+use jobwarden::store_api::{
+    DueJobs, Source, StoreHandle, SweepTimeouts, TrackRequest, Write, WriteOp,
+};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 
-use crate::helpers::{wait_until, Backend, TestDb};
-use jobwarden::testkit::{Answer, SparkServer as FakeSpark};
+use crate::helpers::{launch_store, wait_until, Backend, TestDb};
+use jobwarden_testkit::{Answer, SparkServer as FakeSpark};
 
 fn spark_settings(url: &str, pool: usize) -> SparkSettings {
     let mut settings = crate::helpers::settings_for("sqlite::memory:").spark;
@@ -39,14 +44,8 @@ struct World {
     db: TestDb,
     store: Addr<JobStore>,
     scheduler: Addr<Scheduler>,
-    health: Arc<SparkHealth>,
+    metrics: Arc<Metrics>,
 }
-
-const POLICY: TimeoutPolicy = TimeoutPolicy {
-    stuck_timeout: Duration::from_secs(300),
-    queued_timeout: Duration::from_secs(3600),
-    max_runtime: None,
-};
 
 async fn track(store: &Addr<JobStore>, n: usize) {
     for i in 0..n {
@@ -64,23 +63,42 @@ async fn track(store: &Addr<JobStore>, n: usize) {
 }
 
 impl World {
-    /// Tracks `jobs` executions (e0…, driver-0…), then starts the scheduler, whose start-up
-    /// tick begins the first poll cycle.
+    /// Tracks `jobs` executions (e0…, driver-0…), starts a scheduler that ticks only when
+    /// told, and tells it to start the first poll cycle.
     async fn new(spark_url: &str, pool: usize, jobs: usize) -> World {
+        let world = World::idle(spark_url, pool, jobs).await;
+        assert!(world.scheduler.send(Tick).await.unwrap().started);
+        world
+    }
+
+    /// Like [`World::new`], without the first cycle.
+    async fn idle(spark_url: &str, pool: usize, jobs: usize) -> World {
         let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
-        let settings = spark_settings(spark_url, pool);
-        let store = JobStore::new(db.db.clone(), db.settings().store)
-            .with_timeouts(POLICY)
-            .launch();
+        let settings = Settings {
+            spark: spark_settings(spark_url, pool),
+            ..db.settings()
+        };
+        let store = launch_store(db.db.clone(), &settings);
         track(&store, jobs).await;
-        let PollerPool { pollers, health } = PollerPool::start(&settings, &store).unwrap();
-        // Ticks come from the tests; the pollers' backoff still starts at 15 s.
-        let scheduler = Scheduler::new(store.clone(), pollers, Duration::from_secs(3600)).start();
+        let metrics = Arc::new(Metrics::new());
+        let events = Events::new(metrics.clone());
+        let handle = StoreHandle::from(&store);
+        let backend = Rc::new(SparkStandalone::new(&settings.spark).unwrap());
+        let pollers = spark_poller::start_pool(backend, pool, &handle, &events);
+        let scheduler = Scheduler::new(
+            handle,
+            pollers,
+            settings.spark.poll_interval,
+            settings.spark.scheduler_stale_after(),
+            events,
+        )
+        .ticking(Ticking::Manual)
+        .start();
         World {
             db,
             store,
             scheduler,
-            health,
+            metrics,
         }
     }
 
@@ -255,7 +273,7 @@ async fn pool_of_64_polls_more_than_5_at_once() {
 async fn slow_poll_is_never_duplicated_by_later_ticks() {
     let spark = FakeSpark::start().await;
     spark.set_delay(Duration::from_millis(300));
-    // The scheduler's start-up tick begins a cycle that takes about 600 ms.
+    // The first cycle takes about 600 ms.
     let world = World::new(&spark.url(), 2, 4).await;
     let scheduler = world.scheduler.clone();
     wait_until(Duration::from_secs(10), "the first cycle to start", || {
@@ -320,13 +338,7 @@ async fn every_state_lands_on_the_row_as_mapped() {
     );
     let error = world.row("e5").await;
     assert!(error.error_message.unwrap().contains("NoSuchFileException"));
-    assert_eq!(
-        world
-            .health
-            .unknown_state_answers
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(world.metrics.unknown_state_answers.get(), 1);
 }
 
 #[actix_rt::test]
@@ -355,7 +367,7 @@ async fn spark_outage_never_fails_a_job_and_backs_off() {
         spark.answer(&format!("driver-{i}"), Answer::Http500);
     }
     world.cycle().await;
-    assert!(!world.health.reachable());
+    assert_eq!(world.metrics.spark_up.get(), 0.0, "Spark is reported down");
     for i in 0..3 {
         let row = world.row(&format!("e{i}")).await;
         assert_eq!(row.status, "Running");
@@ -376,10 +388,12 @@ async fn spark_outage_never_fails_a_job_and_backs_off() {
     }
     let due_later = read::due_executions(
         &world.db.db,
-        Utc::now() + ChronoDuration::minutes(1),
-        Utc::now() + ChronoDuration::minutes(1),
-        10,
-        &[],
+        &DueJobs {
+            now: Utc::now() + ChronoDuration::minutes(1),
+            polled_before: Utc::now() + ChronoDuration::minutes(1),
+            after: None,
+            limit: 10,
+        },
     )
     .await
     .unwrap();

@@ -7,16 +7,21 @@ use chrono::{DateTime, TimeZone, Utc};
 use entity::prelude::*;
 use entity::{dead_letters, job_status_history, spark_job_executions};
 use futures::future::join_all;
-use jobwarden::actors::{Drain, DueJobs, GetStats, JobStore, StoreError, Write};
+use jobwarden::actors::JobStore;
 use jobwarden::domain::{
     Applied, EventApplied, JobStatus, Observation, Position, QueueStatus, Refusal, StatusEvent,
 };
-use jobwarden::store::{
-    self, read, NewDeadLetter, OpError, Source, TrackRequest, WriteOp, WriteOutcome,
+use jobwarden::events::Events;
+use jobwarden::store::{self, read};
+use jobwarden::store_api::{
+    Drain, DueJobs, GetStats, NewDeadLetter, OpError, Source, StoreError, TrackRequest, Write,
+    WriteOp, WriteOutcome,
 };
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 
-use crate::helpers::{settings_for, socket_of, wait_until, Backend, CutProxy, TestDb};
+use crate::helpers::{
+    launch_store, rules, settings_for, socket_of, wait_until, Backend, CutProxy, TestDb,
+};
 use crate::on_every_database;
 
 fn t(secs: i64) -> DateTime<Utc> {
@@ -24,7 +29,17 @@ fn t(secs: i64) -> DateTime<Utc> {
 }
 
 fn start_store(db: &TestDb) -> Addr<JobStore> {
-    JobStore::new(db.db.clone(), db.settings().store).launch()
+    launch_store(db.db.clone(), &db.settings())
+}
+
+/// Everything due now, first page.
+fn due_now() -> DueJobs {
+    DueJobs {
+        now: Utc::now(),
+        polled_before: Utc::now(),
+        after: None,
+        limit: 10,
+    }
 }
 
 async fn write(store: &Addr<JobStore>, op: WriteOp) -> Result<WriteOutcome, StoreError> {
@@ -45,9 +60,10 @@ fn observe(id: &str, status: JobStatus, at: i64) -> WriteOp {
         execution_id: id.into(),
         observation: Observation {
             status: Some(status),
-            spark_state: Some(status.as_str().to_uppercase()),
+            raw_state: Some(status.as_str().to_uppercase()),
             progress: None,
             message: None,
+            relaunching: false,
             at: t(at),
         },
     }
@@ -73,7 +89,7 @@ async fn history(db: &TestDb, kind: &str, id: &str) -> Vec<job_status_history::M
 
 on_every_database!(
     migrations_are_idempotent,
-    tracked_execution_is_due_for_a_poll,
+    tracked_executions_are_due_page_by_page_in_id_order,
     finished_job_ignores_late_and_duplicate_observations,
     transitions_set_timestamps_once_and_write_history,
     thousand_changes_sent_at_once_share_few_transactions,
@@ -98,26 +114,34 @@ async fn migrations_are_idempotent(db: TestDb) {
     }
 }
 
-async fn tracked_execution_is_due_for_a_poll(db: TestDb) {
+async fn tracked_executions_are_due_page_by_page_in_id_order(db: TestDb) {
     let store = start_store(&db);
     assert_eq!(
-        write(&store, track("e1", "driver-1")).await,
+        write(&store, track("e2", "driver-2")).await,
         Ok(WriteOutcome::Tracked { created: true })
     );
-    write(&store, track("e2", "driver-2")).await.unwrap();
-    let due = store
+    write(&store, track("e1", "driver-1")).await.unwrap();
+    let first = store
         .send(DueJobs {
-            now: Utc::now(),
-            polled_before: Utc::now(),
-            limit: 10,
-            exclude: vec!["e2".into()],
+            limit: 1,
+            ..due_now()
         })
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(due.len(), 1);
-    assert_eq!(due[0].execution_id, "e1");
-    assert_eq!(due[0].submission_id, "driver-1");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].execution_id, "e1");
+    assert_eq!(first[0].submission_id, "driver-1");
+    let second = store
+        .send(DueJobs {
+            after: Some("e1".into()),
+            ..due_now()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: Vec<_> = second.iter().map(|j| j.execution_id.as_str()).collect();
+    assert_eq!(ids, ["e2"], "the page after e1 holds only what follows it");
 }
 
 async fn finished_job_ignores_late_and_duplicate_observations(db: TestDb) {
@@ -159,9 +183,7 @@ async fn finished_job_ignores_late_and_duplicate_observations(db: TestDb) {
         3,
         "Queued, Running, Succeeded only"
     );
-    let due = read::due_executions(&db.db, Utc::now(), Utc::now(), 10, &[])
-        .await
-        .unwrap();
+    let due = read::due_executions(&db.db, &due_now()).await.unwrap();
     assert!(due.is_empty(), "a finished job is never polled again");
 }
 
@@ -183,7 +205,8 @@ async fn transitions_set_timestamps_once_and_write_history(db: TestDb) {
             execution_id: "e1".into(),
             observation: Observation {
                 status: Some(JobStatus::Failed),
-                spark_state: Some("ERROR".into()),
+                raw_state: Some("ERROR".into()),
+                relaunching: false,
                 progress: None,
                 message: Some("java.lang.ClassNotFoundException: Main".into()),
                 at: t(4),
@@ -300,7 +323,6 @@ async fn poll_failure_never_changes_status(db: TestDb) {
                 execution_id: "e1".into(),
                 at: t(10 + i),
                 error: "connection refused".into(),
-                backoff: Some((Duration::from_secs(10), Duration::from_secs(60))),
             },
         )
         .await
@@ -310,8 +332,8 @@ async fn poll_failure_never_changes_status(db: TestDb) {
     assert_eq!(row.status, "Running");
     assert_eq!(row.consecutive_poll_failures, 3);
     assert_eq!(row.last_poll_error.as_deref(), Some("connection refused"));
-    // Third failure at t(12): 10s doubled twice.
-    assert_eq!(row.next_poll_at, Some(t(52)));
+    // Third failure at t(12): the shipped 15s interval doubled twice.
+    assert_eq!(row.next_poll_at, Some(t(72)));
     assert_eq!(row.last_confirmed_at, Some(t(1)));
 
     write(&store, observe("e1", JobStatus::Running, 20))
@@ -335,9 +357,7 @@ async fn row_inserted_by_a_submitter_is_supervised(db: TestDb) {
     let row = execution(&db, "ext-1").await;
     assert_eq!(row.status, "Queued");
     assert_eq!(row.progress, 0);
-    let due = read::due_executions(&db.db, Utc::now(), Utc::now(), 10, &[])
-        .await
-        .unwrap();
+    let due = read::due_executions(&db.db, &due_now()).await.unwrap();
     assert_eq!(due.len(), 1);
     let store = start_store(&db);
     write(&store, observe("ext-1", JobStatus::Running, 1))
@@ -491,7 +511,12 @@ async fn changes_survive_a_database_outage(backend: Backend) {
     let mut settings = settings_for(&proxy.url_through(&db.url));
     settings.database.connect_timeout = Duration::from_millis(500);
     let conn = store::connect(&settings.database).await.unwrap();
-    let job_store = JobStore::new(conn, settings.store.clone());
+    let job_store = JobStore::new(
+        conn,
+        settings.store.clone(),
+        rules(&settings),
+        Events::default(),
+    );
     let health = job_store.health();
     let store = job_store.launch();
     write(&store, track("before", "driver-0")).await.unwrap();

@@ -1,4 +1,4 @@
-//! `jobwarden bench suite`: every scenario in its own child process (so each has its own peak
+//! `jobwarden-bench suite`: every scenario in its own child process (so each has its own peak
 //! RSS), one table row each: jobwarden's figure, the ceiling measured in the same run, the
 //! ratio, the peak RSS.
 
@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Settings;
+use jobwarden::config::Settings;
 
 /// One scenario, as passed to the child process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,7 +165,7 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
             pool,
             wrk_seconds,
         } => {
-            let server = crate::testkit::SparkServer::start()
+            let server = jobwarden_testkit::SparkServer::start()
                 .await
                 .without_request_counts();
             let figures = super::poll::one_cycle(settings, None, jobs, pool, &server).await?;
@@ -254,9 +254,9 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
             let mut settings = settings;
             super::scratch_database(&mut settings, None, scratch.path(), "idle");
             settings.http.bind = "127.0.0.1:0".into();
-            let app = crate::startup::Application::build(settings).await?;
+            let app = jobwarden::startup::Application::build(settings).await?;
             actix_rt::time::sleep(Duration::from_secs(2)).await;
-            app.shutdown().await?;
+            app.shutdown().await;
             Ok(vec![Row {
                 scenario: "idle service (no jobs)".into(),
                 ours: "-".into(),
@@ -293,12 +293,12 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
 
 /// Runs `scenario` in a child process, returning its rows with the child's peak RSS.
 fn run_child(scenario: &Scenario, config: Option<&std::path::Path>) -> anyhow::Result<Vec<Row>> {
-    let exe = std::env::current_exe().context("cannot find the jobwarden executable")?;
+    let exe = std::env::current_exe().context("cannot find the jobwarden-bench executable")?;
     let mut cmd = std::process::Command::new(exe);
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
     }
-    cmd.args(["bench", "scenario", &serde_json::to_string(scenario)?])
+    cmd.args(["scenario", &serde_json::to_string(scenario)?])
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -347,7 +347,7 @@ fn wait_with_peak_rss(pid: u32) -> anyhow::Result<(i32, u64)> {
 pub fn run(options: SuiteOptions, config: Option<&std::path::Path>) -> anyhow::Result<Vec<Row>> {
     let mode = if options.full { "full" } else { "quick" };
     println!(
-        "jobwarden bench suite ({mode}), {} cores, {} UTC\n",
+        "jobwarden-bench suite ({mode}), {} cores, {} UTC\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         chrono::Utc::now().format("%Y-%m-%d %H:%M")
     );

@@ -3,15 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use anyhow::Context as _;
 
-use crate::actors::scheduler::{GetSchedulerStats, Scheduler};
-use crate::actors::spark_poller::PollerPool;
-use crate::actors::JobStore;
-use crate::config::Settings;
-use crate::store;
-use crate::testkit::SparkServer;
+use jobwarden::actors::scheduler::{GetSchedulerStats, Tick, Ticking};
+use jobwarden::config::Settings;
+use jobwarden::events::Events;
+use jobwarden::store;
+use jobwarden_testkit::SparkServer;
 
 /// Result of one cycle.
 #[derive(Debug, Clone, Copy)]
@@ -44,18 +42,16 @@ pub async fn one_cycle(
     );
     let db = store::connect(&settings.database).await?;
     store::migrate(&db).await?;
-    let store = JobStore::new(db.clone(), settings.store.clone()).launch();
+    let events = Events::default();
+    let store = super::launch_store(db.clone(), &settings, &events);
     let run = format!("poll-{}-{pool}-", chrono::Utc::now().timestamp_millis());
     super::track_all(&store, (0..jobs).map(|i| format!("{run}{i}"))).await?;
     settings.spark.rest_url = server.url();
     settings.spark.master_ui_url = Some(server.url());
     settings.spark.max_concurrent_polls = pool;
-    let pollers = PollerPool::start(&settings.spark, &store)
-        .map_err(anyhow::Error::msg)?
-        .pollers;
+    let scheduler = super::start_polling(&settings, &store, &events, Ticking::Manual)?;
     let started = Instant::now();
-    // The start-up tick begins the cycle; the interval is long enough that it is the only one.
-    let scheduler = Scheduler::new(store.clone(), pollers, Duration::from_secs(3600)).start();
+    scheduler.send(Tick).await?;
     loop {
         let stats = scheduler.send(GetSchedulerStats).await?;
         if stats.cycles > 0 && !stats.cycle_running {
@@ -69,7 +65,7 @@ pub async fn one_cycle(
         actix_rt::time::sleep(Duration::from_millis(5)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    scheduler.do_send(crate::actors::scheduler::StopPolling);
+    scheduler.do_send(jobwarden::actors::scheduler::StopPolling);
     Ok(CycleFigures {
         jobs,
         pool,
@@ -156,15 +152,14 @@ pub async fn freshness(
     super::scratch_database(&mut settings, None, scratch.path(), "freshness");
     let db = store::connect(&settings.database).await?;
     store::migrate(&db).await?;
-    let store = JobStore::new(db.clone(), settings.store.clone()).launch();
+    let events = Events::default();
+    let store = super::launch_store(db.clone(), &settings, &events);
     super::track_all(&store, (0..jobs).map(|i| format!("f{i}"))).await?;
     settings.spark.rest_url = server.url();
     settings.spark.master_ui_url = Some(server.url());
     settings.spark.poll_interval = interval;
-    let pollers = PollerPool::start(&settings.spark, &store)
-        .map_err(anyhow::Error::msg)?
-        .pollers;
-    let scheduler = Scheduler::new(store.clone(), pollers, interval).start();
+    // Ticks as the service does: a cycle at start, then one every interval.
+    let scheduler = super::start_polling(&settings, &store, &events, Ticking::Automatic)?;
     loop {
         let stats = scheduler.send(GetSchedulerStats).await?;
         if stats.cycles > 0 && !stats.cycle_running {
@@ -178,7 +173,7 @@ pub async fn freshness(
     for i in 0..flip {
         server.answer(
             &format!("driver-f{i}"),
-            crate::testkit::Answer::State("FINISHED"),
+            jobwarden_testkit::Answer::State("FINISHED"),
         );
     }
     let deadline = Instant::now() + interval * 10 + Duration::from_secs(60);
@@ -198,7 +193,7 @@ pub async fn freshness(
         anyhow::ensure!(Instant::now() < deadline, "rows did not catch up");
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     };
-    scheduler.do_send(crate::actors::scheduler::StopPolling);
+    scheduler.do_send(jobwarden::actors::scheduler::StopPolling);
     let mut sorted = delays;
     sorted.sort_by(|a, b| a.total_cmp(b));
     let pick = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];

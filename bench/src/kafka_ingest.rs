@@ -1,25 +1,24 @@
 //! Kafka ingest: events durably applied per second by the listener and the store, beside a
 //! plain consumer reading the same topic with no database work (the ceiling), in one run.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use anyhow::Context as _;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
-use crate::actors::kafka_listener::{KafkaListener, KafkaStats, StopListening};
-use crate::actors::JobStore;
-use crate::config::{KafkaSettings, Settings};
-use crate::store;
+use jobwarden::actors::kafka_listener::{KafkaListener, StopListening};
+use jobwarden::config::{KafkaSettings, Settings};
+use jobwarden::events::Events;
+use jobwarden::metrics::Metrics;
+use jobwarden::store;
+use jobwarden::store_api::StoreHandle;
 
-const PARTITIONS: i32 = 3;
+use jobwarden_testkit::kafka::{create_topic, send_keyed, PARTITIONS};
 
 /// The plain consumer's rate (the ceiling) and jobwarden's, in events per second, on a fresh
 /// topic of `events` events.
@@ -90,7 +89,7 @@ pub async fn run(
             through_jobwarden(settings.clone(), url.clone(), &brokers, &topic, events).await?;
         let label = url
             .as_deref()
-            .map(|u| crate::config::mask_url_password(u.split('?').next().unwrap_or(u)))
+            .map(|u| jobwarden::config::mask_url_password(u.split('?').next().unwrap_or(u)))
             .unwrap_or_else(|| "scratch SQLite".into());
         println!(
             "{:<34} {:>12.0} {:>8.2}",
@@ -98,40 +97,6 @@ pub async fn run(
             rate,
             rate / ceiling
         );
-    }
-    Ok(())
-}
-
-/// Produces one keyed message, waiting for the broker's acknowledgement.
-pub async fn send_keyed(
-    producer: &FutureProducer,
-    topic: &str,
-    key: &str,
-    payload: &[u8],
-) -> rdkafka::error::KafkaResult<()> {
-    producer
-        .send(
-            FutureRecord::to(topic).key(key).payload(payload),
-            Duration::from_secs(30),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|(e, _)| e)
-}
-
-/// Creates `topic` with this scenario's partition count (tansu creates no topic by itself).
-pub async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await?;
-    for result in results {
-        result.map_err(|(t, e)| anyhow::anyhow!("cannot create topic {t}: {e}"))?;
     }
     Ok(())
 }
@@ -197,8 +162,9 @@ async fn through_jobwarden(
     super::scratch_database(&mut settings, database_url, scratch.path(), "kafka");
     let db = store::connect(&settings.database).await?;
     store::migrate(&db).await?;
-    let store = JobStore::new(db.clone(), settings.store.clone()).launch();
-    let stats = Arc::new(KafkaStats::default());
+    let metrics = Arc::new(Metrics::new());
+    let events_out = Events::new(metrics.clone());
+    let store = super::launch_store(db.clone(), &settings, &events_out);
     let kafka = KafkaSettings {
         bootstrap_servers: brokers.to_owned(),
         topic: topic.to_owned(),
@@ -206,16 +172,15 @@ async fn through_jobwarden(
         max_payload_bytes: 1024 * 1024,
         properties: Default::default(),
     };
-    let listener = KafkaListener::new(kafka, store, stats.clone()).start();
+    let listener = KafkaListener::new(kafka, StoreHandle::from(&store), events_out).start();
+    let count = |outcome| Metrics::count(&metrics.kafka_events, outcome);
     let deadline = Instant::now() + Duration::from_secs(600);
-    while stats.consumed.load(Ordering::Relaxed) == 0 {
+    while count("consumed") == 0 {
         anyhow::ensure!(Instant::now() < deadline, "no event consumed");
         actix_rt::time::sleep(Duration::from_millis(1)).await;
     }
     let started = Instant::now();
-    while stats.applied.load(Ordering::Relaxed) + stats.dead_lettered.load(Ordering::Relaxed)
-        < events as u64
-    {
+    while count("applied") + count("dead_lettered") < events as u64 {
         anyhow::ensure!(Instant::now() < deadline, "events not all applied in time");
         actix_rt::time::sleep(Duration::from_millis(2)).await;
     }

@@ -6,8 +6,8 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
+use super::state::{failure_line, DriverState};
 use crate::config::SparkSettings;
-use crate::domain::{failure_line, DriverState};
 
 use super::driver_ui::{parse_driver_ui, progress_of, DriverUi, UiJob};
 
@@ -87,15 +87,34 @@ pub struct SparkClient {
 /// Longest failure message stored on a row (the meaningful line plus the stderr tail).
 const MAX_REASON_CHARS: usize = 8_000;
 
+/// Why a client for the configured Spark master cannot be built; each names its setting.
+#[derive(Debug, thiserror::Error)]
+pub enum SparkSetupError {
+    #[error("spark.rest_url {url:?}: {reason}")]
+    RestUrl { url: String, reason: String },
+    #[error("spark.master_ui_url {url:?}: {reason}")]
+    MasterUiUrl { url: String, reason: String },
+    #[error("spark.bearer_token / spark.basic_auth hold characters not allowed in an HTTP header")]
+    Credentials,
+    #[error("cannot build the HTTP client for Spark: {0}")]
+    Http(#[source] reqwest::Error),
+}
+
 impl SparkClient {
-    pub fn new(settings: &SparkSettings) -> Result<Self, String> {
+    pub fn new(settings: &SparkSettings) -> Result<Self, SparkSetupError> {
         let rest_base = rest_base_url(&settings.rest_url)?;
         let master_ui = match &settings.master_ui_url {
-            Some(url) => Url::parse(url).map_err(|e| format!("spark.master_ui_url: {e}"))?,
+            Some(url) => Url::parse(url).map_err(|e| SparkSetupError::MasterUiUrl {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?,
             None => {
                 let mut ui = rest_base.clone();
                 ui.set_port(Some(8080))
-                    .map_err(|_| "spark.rest_url has no host")?;
+                    .map_err(|_| SparkSetupError::RestUrl {
+                        url: settings.rest_url.clone(),
+                        reason: "has no host".into(),
+                    })?;
                 ui
             }
         };
@@ -113,8 +132,8 @@ impl SparkClient {
             (None, None) => None,
         };
         if let Some(authorization) = authorization {
-            let mut value = HeaderValue::from_str(&authorization)
-                .map_err(|_| "spark credentials hold characters not allowed in a header")?;
+            let mut value =
+                HeaderValue::from_str(&authorization).map_err(|_| SparkSetupError::Credentials)?;
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
@@ -124,7 +143,7 @@ impl SparkClient {
             .pool_max_idle_per_host(settings.max_concurrent_polls.max(1))
             .default_headers(headers)
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(SparkSetupError::Http)?;
         Ok(SparkClient {
             http,
             rest_base,
@@ -318,14 +337,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn rest_base_url(raw: &str) -> Result<Url, String> {
+fn rest_base_url(raw: &str) -> Result<Url, SparkSetupError> {
     let http = match raw.strip_prefix("spark://") {
         Some(rest) => format!("http://{rest}"),
         None => raw.to_owned(),
     };
-    let url = Url::parse(&http).map_err(|e| format!("spark.rest_url {raw:?}: {e}"))?;
+    let refuse = |reason: String| SparkSetupError::RestUrl {
+        url: raw.to_owned(),
+        reason,
+    };
+    let url = Url::parse(&http).map_err(|e| refuse(e.to_string()))?;
     if url.host().is_none() {
-        return Err(format!("spark.rest_url {raw:?} has no host"));
+        return Err(refuse("has no host".into()));
     }
     Ok(url)
 }
@@ -373,7 +396,7 @@ mod tests {
 
     #[test]
     fn failure_reason_starts_with_the_cause_and_is_bounded() {
-        let stderr = include_str!("../../tests/fixtures/worker-driver-stderr-FAILED.txt");
+        let stderr = include_str!("../../../tests/fixtures/worker-driver-stderr-FAILED.txt");
         let reason = compose_reason(stderr);
         assert!(reason.starts_with(
             "Caused by: java.lang.IllegalStateException: input table missing: s3://bucket/x\n"

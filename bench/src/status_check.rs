@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::config::Settings;
-use crate::spark::SparkClient;
+use jobwarden::backend::spark::SparkClient;
+use jobwarden::config::Settings;
 
-use super::median;
+use crate::median;
 
 /// Median milliseconds of one check through jobwarden's client and, with a Spark home, of one
 /// `spark-submit --status`.
@@ -22,7 +22,7 @@ pub async fn measure(
     tool_checks: usize,
 ) -> anyhow::Result<(f64, Option<f64>)> {
     settings.spark.rest_url = rest_url.clone();
-    let client = SparkClient::new(&settings.spark).map_err(anyhow::Error::msg)?;
+    let client = SparkClient::new(&settings.spark)?;
     client
         .status(&submission_id)
         .await

@@ -109,7 +109,7 @@ Launch Command: \"java\" \"-cp\" ...
     #[test]
     fn progress_counts_completed_and_skipped_tasks() {
         let jobs: Vec<UiJob> = serde_json::from_str(include_str!(
-            "../../tests/fixtures/driver-ui-api-v1-jobs.json"
+            "../../../tests/fixtures/driver-ui-api-v1-jobs.json"
         ))
         .unwrap();
         assert_eq!(progress_of(&jobs), Some(55));

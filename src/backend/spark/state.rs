@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::status::JobStatus;
+use crate::domain::JobStatus;
 
 /// The driver states a Spark standalone master reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn failure_line_prefers_the_innermost_cause() {
-        let stderr = include_str!("../../tests/fixtures/worker-driver-stderr-FAILED.txt");
+        let stderr = include_str!("../../../tests/fixtures/worker-driver-stderr-FAILED.txt");
         assert_eq!(
             failure_line(stderr),
             Some("Caused by: java.lang.IllegalStateException: input table missing: s3://bucket/x")

@@ -10,10 +10,11 @@ use futures::future::join_all;
 use sea_orm::sea_query::{OnConflict, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait};
 
-use crate::actors::{GetStats, JobStore, Write};
-use crate::config::Settings;
-use crate::domain::{JobStatus, Observation};
-use crate::store::{self, WriteOp};
+use jobwarden::config::Settings;
+use jobwarden::domain::{JobStatus, Observation};
+use jobwarden::events::Events;
+use jobwarden::store;
+use jobwarden::store_api::{StoreHandle, WriteOp};
 
 /// What one run measured.
 #[derive(Debug, Clone, Copy)]
@@ -37,38 +38,37 @@ pub async fn measure(
         .with_context(|| format!("failed to connect to {}", settings.database.url))?;
     store::migrate(&db).await?;
     let run = format!("bench-{}-", Utc::now().timestamp_millis());
-    let store = JobStore::new(db.clone(), settings.store.clone()).launch();
+    let store = super::launch_store(db.clone(), &settings, &Events::default());
+    let handle = StoreHandle::from(&store);
 
     let ids: Vec<String> = (0..changes).map(|i| format!("{run}{i}")).collect();
     let started = Instant::now();
     super::track_all(&store, ids.iter().cloned()).await?;
     let insert_secs = started.elapsed().as_secs_f64();
 
-    let before = store.send(GetStats).await?;
+    let before = handle.stats().await?;
     let started = Instant::now();
     let now = Utc::now();
     // Ten thousand at a time: each burst is what batching feeds on, and memory stays bounded.
     for chunk in ids.chunks(10_000) {
         let applied = join_all(chunk.iter().map(|id| {
-            store.send(Write(WriteOp::Observe {
+            handle.write(WriteOp::Observe {
                 execution_id: id.clone(),
                 observation: Observation {
                     status: Some(JobStatus::Running),
-                    spark_state: Some("RUNNING".into()),
+                    raw_state: Some("RUNNING".into()),
                     progress: Some(10),
                     message: None,
+                    relaunching: false,
                     at: now,
                 },
-            }))
+            })
         }))
         .await;
-        anyhow::ensure!(
-            applied.iter().all(|r| matches!(r, Ok(Ok(_)))),
-            "some changes failed"
-        );
+        anyhow::ensure!(applied.iter().all(Result::is_ok), "some changes failed");
     }
     let update_secs = started.elapsed().as_secs_f64();
-    let after = store.send(GetStats).await?;
+    let after = handle.stats().await?;
 
     let baseline_secs = baseline(&db, &ids, settings.store.max_batch).await?;
 
@@ -149,7 +149,7 @@ pub async fn store_writes(
     let f = measure(settings, database_url, changes).await?;
     println!(
         "database         {}",
-        crate::config::mask_url_password(&label)
+        jobwarden::config::mask_url_password(&label)
     );
     println!("changes          {}", f.changes);
     println!("new rows         {:>10.0} /s", f.new_rows_per_second);

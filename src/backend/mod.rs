@@ -1,0 +1,55 @@
+//! Where a backend plugs in: "ask the backend how this job is doing", answered with the
+//! backend-neutral [`Observation`] or an error that says whether the backend itself is away.
+//! Spark standalone is the one backend today (`spark`); another (YARN, Livy, several Spark
+//! clusters) implements [`StatusBackend`] and the pollers use it unchanged.
+
+pub mod spark;
+
+use futures::future::LocalBoxFuture;
+
+use crate::domain::Observation;
+use crate::store_api::DueExecution;
+
+/// Asks one backend about one job at a time.
+pub trait StatusBackend: 'static {
+    /// What to call this backend in logs (a URL, a cluster name).
+    fn name(&self) -> &str;
+
+    /// How the job is doing, as of the answer.
+    fn observe<'a>(
+        &'a self,
+        job: &'a DueExecution,
+    ) -> LocalBoxFuture<'a, Result<Observation, BackendError>>;
+}
+
+/// A poll that got no usable answer. It never says anything about the job; it says whether
+/// the backend itself is away (an outage: logged once, backed off) or answered without a usable
+/// status for this job.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct BackendError {
+    outage: bool,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl BackendError {
+    /// The backend is down, failing or not answering.
+    pub fn outage(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BackendError {
+            outage: true,
+            source: Box::new(source),
+        }
+    }
+
+    /// The backend answered, but not with a usable status for this job.
+    pub fn no_answer(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BackendError {
+            outage: false,
+            source: Box::new(source),
+        }
+    }
+
+    pub fn is_outage(&self) -> bool {
+        self.outage
+    }
+}

@@ -1,0 +1,186 @@
+//! One Spark standalone poll: the driver's state from the master's REST server, the failure
+//! reason from the worker's log when it FAILED, and real progress from the driver's UI while it
+//! runs, mapped onto an [`Observation`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::Utc;
+use futures::future::LocalBoxFuture;
+use tracing::{debug, warn};
+
+use crate::backend::{BackendError, StatusBackend};
+use crate::config::SparkSettings;
+use crate::domain::Observation;
+use crate::store_api::DueExecution;
+
+use super::client::{DriverStatus, SparkClient, SparkSetupError};
+use super::driver_ui::DriverUi;
+use super::state::DriverState;
+
+/// A Spark standalone master, asked through one shared HTTP client.
+pub struct SparkStandalone {
+    client: SparkClient,
+    name: String,
+    uis: DriverUis,
+}
+
+impl SparkStandalone {
+    pub fn new(settings: &SparkSettings) -> Result<Self, SparkSetupError> {
+        let client = SparkClient::new(settings)?;
+        Ok(SparkStandalone {
+            name: client.rest_base().as_str().to_owned(),
+            client,
+            uis: DriverUis::default(),
+        })
+    }
+
+    async fn poll(&self, job: &DueExecution) -> Result<Observation, BackendError> {
+        let status = self.client.status(&job.submission_id).await.map_err(|e| {
+            if e.is_outage() {
+                BackendError::outage(e)
+            } else {
+                BackendError::no_answer(e)
+            }
+        })?;
+        let at = Utc::now();
+        Ok(self.observation_of(&status, at).await)
+    }
+
+    /// Turns a status answer into an observation, fetching the failure reason when the driver
+    /// FAILED (its status answer has none) and real progress while it runs.
+    async fn observation_of(
+        &self,
+        status: &DriverStatus,
+        at: chrono::DateTime<Utc>,
+    ) -> Observation {
+        let message = match status.state {
+            DriverState::Failed => Some(match self.client.failure_reason(status).await {
+                Ok(reason) => reason,
+                Err(e) => {
+                    warn!(error = %e, "could not fetch the failed driver's log");
+                    format!(
+                        "driver FAILED; the reason could not be fetched from the worker's log: {e}"
+                    )
+                }
+            }),
+            DriverState::Error => Some(status.message.clone().unwrap_or_else(|| {
+                "driver ERROR with no message from Spark (e.g. its worker was lost)".into()
+            })),
+            DriverState::Killed => Some("driver KILLED".into()),
+            _ => None,
+        };
+        let progress = match status.state {
+            DriverState::Running => match self.real_progress(status).await {
+                Some(p) => Some(p),
+                None => status.state.estimated_progress(),
+            },
+            DriverState::Failed | DriverState::Error | DriverState::Killed => {
+                self.uis.forget(&status.submission_id);
+                None
+            }
+            other => {
+                if other == DriverState::Finished {
+                    self.uis.forget(&status.submission_id);
+                }
+                other.estimated_progress()
+            }
+        };
+        Observation {
+            status: status.state.job_status(),
+            raw_state: Some(status.state.as_str().to_owned()),
+            progress,
+            message,
+            relaunching: status.state == DriverState::Relaunching,
+            at,
+        }
+    }
+
+    /// Task-count progress from the driver's UI; `None` when it has none (yet) or cannot be
+    /// read.
+    async fn real_progress(&self, status: &DriverStatus) -> Option<u8> {
+        let id = status.submission_id.as_str();
+        let ui = match self.uis.get(id) {
+            Some(UiLookup::Found(ui)) => ui,
+            lookup => {
+                let polls = match lookup {
+                    Some(UiLookup::Missing(n)) => n + 1,
+                    _ => 1,
+                };
+                if !polls.is_power_of_two() {
+                    self.uis.set(id, UiLookup::Missing(polls));
+                    return None;
+                }
+                match self.client.driver_ui(status).await {
+                    Ok(Some(ui)) => {
+                        debug!(ui = %ui.base, app_id = %ui.app_id, "found the driver's UI");
+                        self.uis.set(id, UiLookup::Found(ui.clone()));
+                        ui
+                    }
+                    Ok(None) => {
+                        self.uis.set(id, UiLookup::Missing(polls));
+                        return None;
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "could not look for the driver's UI");
+                        self.uis.set(id, UiLookup::Missing(polls));
+                        return None;
+                    }
+                }
+            }
+        };
+        match self.client.progress(&ui).await {
+            Ok(progress) => progress,
+            Err(e) => {
+                debug!(error = %e, "driver UI did not give progress");
+                None
+            }
+        }
+    }
+}
+
+impl StatusBackend for SparkStandalone {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn observe<'a>(
+        &'a self,
+        job: &'a DueExecution,
+    ) -> LocalBoxFuture<'a, Result<Observation, BackendError>> {
+        Box::pin(self.poll(job))
+    }
+}
+
+/// What is known about each running driver's UI, so a driver's log is read once rather than
+/// at every poll.
+#[derive(Debug, Default)]
+struct DriverUis {
+    known: Mutex<HashMap<String, UiLookup>>,
+}
+
+#[derive(Debug, Clone)]
+enum UiLookup {
+    Found(DriverUi),
+    /// Not found in this many polls. A driver logs its UI some seconds after it starts, and
+    /// one without a SparkContext never does, so lookups thin out: only at polls 1, 2, 4, 8…
+    Missing(u32),
+}
+
+impl DriverUis {
+    fn get(&self, submission_id: &str) -> Option<UiLookup> {
+        self.known.lock().ok()?.get(submission_id).cloned()
+    }
+
+    fn set(&self, submission_id: &str, lookup: UiLookup) {
+        if let Ok(mut known) = self.known.lock() {
+            known.insert(submission_id.to_owned(), lookup);
+        }
+    }
+
+    fn forget(&self, submission_id: &str) {
+        if let Ok(mut known) = self.known.lock() {
+            known.remove(submission_id);
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! `[spark]`: the Spark master jobwarden polls, how often, and when it gives up on a job.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::secret::Secret;
+use super::validate::{human, Problems, Validate};
+use crate::domain::{PollPolicy, TimeoutPolicy};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparkSettings {
+    pub rest_url: String,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    pub max_concurrent_polls: usize,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub stuck_timeout: Duration,
+    /// Longest stay in Queued or Submitting before the job is failed with the reason.
+    #[serde(with = "humantime_serde")]
+    pub queued_timeout: Duration,
+    /// Longest run; unset lets jobs run as long as Spark confirms them.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_runtime: Option<Duration>,
+    /// Cap on the per-job delay after consecutive failed polls.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// The master's web UI (for worker addresses); defaults to the REST host on port 8080.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_ui_url: Option<String>,
+    /// Sent as `Authorization: Bearer …` when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<Secret>,
+    /// Sent as HTTP basic auth when set (and no bearer token is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// How much of a failed driver's stderr to fetch and keep.
+    pub stderr_tail_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// The most pollers (and so Spark requests in flight) one instance runs.
+pub const MAX_POOL: usize = 4096;
+
+impl SparkSettings {
+    pub fn poll_policy(&self) -> PollPolicy {
+        PollPolicy {
+            interval: self.poll_interval,
+            max_backoff: self.max_backoff,
+        }
+    }
+
+    pub fn timeout_policy(&self) -> TimeoutPolicy {
+        TimeoutPolicy {
+            stuck_timeout: self.stuck_timeout,
+            queued_timeout: self.queued_timeout,
+            max_runtime: self.max_runtime,
+        }
+    }
+
+    /// How long a working scheduler can go without a sign of progress: a tick comes every
+    /// interval, and a poll it waits for ends within two request timeouts.
+    pub fn scheduler_stale_after(&self) -> Duration {
+        self.poll_interval * 2 + self.request_timeout * 2 + Duration::from_secs(1)
+    }
+}
+
+impl Validate for SparkSettings {
+    fn validate(&self, p: &mut Problems) {
+        let rest = &self.rest_url;
+        let rest_ok = ["spark://", "http://", "https://"]
+            .iter()
+            .any(|prefix| rest.starts_with(prefix))
+            && url::Url::parse(&rest.replacen("spark://", "http://", 1))
+                .map(|u| u.host().is_some())
+                .unwrap_or(false);
+        if !rest_ok {
+            p.refuse(
+                "spark.rest_url",
+                format!("{rest:?}"),
+                "expected spark://host:6066 or http(s)://host:port",
+            );
+        }
+        p.positive("spark.poll_interval", self.poll_interval);
+        p.positive("spark.request_timeout", self.request_timeout);
+        p.positive("spark.stuck_timeout", self.stuck_timeout);
+        p.positive("spark.queued_timeout", self.queued_timeout);
+        p.positive("spark.max_backoff", self.max_backoff);
+        if self.max_concurrent_polls == 0 {
+            p.refuse("spark.max_concurrent_polls", "0", "must be at least 1");
+        }
+        if self.max_concurrent_polls > MAX_POOL {
+            p.refuse(
+                "spark.max_concurrent_polls",
+                self.max_concurrent_polls.to_string(),
+                "must be at most 4096",
+            );
+        }
+        if self.stderr_tail_bytes == 0 || self.stderr_tail_bytes > 1024 * 1024 {
+            p.refuse(
+                "spark.stderr_tail_bytes",
+                self.stderr_tail_bytes.to_string(),
+                "must be between 1 and 1048576",
+            );
+        }
+        if self.bearer_token.is_some() && self.basic_auth.is_some() {
+            p.refuse(
+                "spark.basic_auth",
+                "(set)",
+                "set either spark.bearer_token or spark.basic_auth, not both",
+            );
+        }
+        if let Some(ui) = &self.master_ui_url {
+            if !ui.starts_with("http://") && !ui.starts_with("https://") {
+                p.refuse(
+                    "spark.master_ui_url",
+                    format!("{ui:?}"),
+                    "expected an http(s):// URL",
+                );
+            }
+        }
+    }
+}
+
+impl SparkSettings {
+    /// Combinations that work but are probably not what the operator meant.
+    pub fn warnings(&self, out: &mut Vec<String>) {
+        if self.request_timeout > self.poll_interval {
+            out.push(format!(
+                "spark.request_timeout ({}) is longer than spark.poll_interval ({}): a hung poll outlives its tick",
+                human(self.request_timeout),
+                human(self.poll_interval)
+            ));
+        }
+        if self.stuck_timeout < self.poll_interval * 2 {
+            out.push(format!(
+                "spark.stuck_timeout ({}) is under two poll intervals ({}): one slow answer could time a job out",
+                human(self.stuck_timeout),
+                human(self.poll_interval)
+            ));
+        }
+    }
+}

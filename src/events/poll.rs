@@ -1,0 +1,79 @@
+//! What a poll of a backend can come to.
+
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use super::InternalEvent;
+use crate::metrics::Metrics;
+
+/// The backend answered about a job.
+pub struct PollAnswered<'a> {
+    pub raw_state: Option<&'a str>,
+    /// The answer carried no status (a master recovering).
+    pub unknown: bool,
+    pub elapsed: Duration,
+}
+
+impl InternalEvent for PollAnswered<'_> {
+    fn emit(self, m: &Metrics) {
+        debug!(state = self.raw_state.unwrap_or("-"), "backend answered");
+        m.polls.with_label_values(&["observed"]).inc();
+        m.poll_seconds.observe(self.elapsed.as_secs_f64());
+        if self.unknown {
+            m.unknown_state_answers.inc();
+        }
+    }
+}
+
+/// The backend gave no usable answer about a job.
+pub struct PollFailed<'a> {
+    pub error: &'a dyn std::error::Error,
+    pub elapsed: Duration,
+}
+
+impl InternalEvent for PollFailed<'_> {
+    fn emit(self, m: &Metrics) {
+        debug!(error = %self.error, "no usable answer for this job");
+        m.polls.with_label_values(&["failed"]).inc();
+        m.poll_seconds.observe(self.elapsed.as_secs_f64());
+    }
+}
+
+/// What a poll saw could not be written; the job stays due.
+pub struct PollNotRecorded<'a> {
+    pub error: &'a dyn std::error::Error,
+}
+
+impl InternalEvent for PollNotRecorded<'_> {
+    fn emit(self, m: &Metrics) {
+        warn!(error = %self.error, "poll result not recorded; the job stays due");
+        m.polls.with_label_values(&["not_recorded"]).inc();
+    }
+}
+
+/// A backend stopped answering (logged once per outage, not once per job).
+pub struct BackendUnreachable<'a> {
+    pub backend: &'a str,
+    pub error: &'a dyn std::error::Error,
+}
+
+impl InternalEvent for BackendUnreachable<'_> {
+    fn emit(self, m: &Metrics) {
+        warn!(backend = self.backend, error = %self.error,
+            "backend unreachable; jobs keep their status, polls back off");
+        m.spark_up.set(0.0);
+    }
+}
+
+/// A backend answers again.
+pub struct BackendReachable<'a> {
+    pub backend: &'a str,
+}
+
+impl InternalEvent for BackendReachable<'_> {
+    fn emit(self, m: &Metrics) {
+        info!(backend = self.backend, "backend reachable again");
+        m.spark_up.set(1.0);
+    }
+}

@@ -1,0 +1,133 @@
+//! The changes other parts ask the store to make durable, what each did, and why one was
+//! refused.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Applied, EventApplied, Observation, Position, StatusEvent};
+
+/// Who caused a transition; stored in `job_status_history.source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    SparkPoll,
+    KafkaEvent,
+    TimeoutSweep,
+    Api,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::SparkPoll => "spark_poll",
+            Source::KafkaEvent => "kafka_event",
+            Source::TimeoutSweep => "timeout_sweep",
+            Source::Api => "api",
+        }
+    }
+}
+
+/// Register a Spark submission to supervise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackRequest {
+    pub execution_id: String,
+    pub submission_id: Option<String>,
+    pub job_name: Option<String>,
+    pub source: Source,
+}
+
+/// An event that could not be applied, kept as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeadLetter {
+    pub source: String,
+    pub topic: Option<String>,
+    pub partition: Option<i32>,
+    pub offset: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub error: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// One change for the store to make durable.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    Track(TrackRequest),
+    /// A backend answered about this execution.
+    Observe {
+        execution_id: String,
+        observation: Observation,
+    },
+    /// A poll got no usable answer; the store's poll policy decides when to try again.
+    PollFailed {
+        execution_id: String,
+        at: DateTime<Utc>,
+        error: String,
+    },
+    /// Fail the job if, by its state at write time, the store's timeout policy says so.
+    TimeOut {
+        execution_id: String,
+        now: DateTime<Utc>,
+    },
+    QueueEvent {
+        event: StatusEvent,
+        position: Option<Position>,
+        received_at: DateTime<Utc>,
+    },
+    DeadLetter(NewDeadLetter),
+}
+
+impl WriteOp {
+    /// The source a transition caused by this change is counted under, if it can cause one.
+    pub fn source(&self) -> Option<Source> {
+        match self {
+            WriteOp::Track(request) => Some(request.source),
+            WriteOp::Observe { .. } => Some(Source::SparkPoll),
+            WriteOp::TimeOut { .. } => Some(Source::TimeoutSweep),
+            WriteOp::QueueEvent { .. } => Some(Source::KafkaEvent),
+            WriteOp::PollFailed { .. } | WriteOp::DeadLetter(_) => None,
+        }
+    }
+}
+
+/// What a change did, known once it is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// `created` is false when an existing row without a submission id was given one.
+    Tracked {
+        created: bool,
+    },
+    Execution(Applied),
+    Queue(EventApplied),
+    /// `duplicate` when the same topic/partition/offset was already dead-lettered.
+    DeadLettered {
+        duplicate: bool,
+    },
+}
+
+impl WriteOutcome {
+    /// Whether a job's status moved (or a job appeared).
+    pub fn transitioned(&self) -> bool {
+        matches!(
+            self,
+            WriteOutcome::Execution(Applied::Transitioned { .. })
+                | WriteOutcome::Queue(EventApplied::Transitioned { .. })
+                | WriteOutcome::Tracked { created: true }
+        )
+    }
+}
+
+/// Why one change was refused (the rest of its batch is unaffected).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    #[error("execution {execution_id} is already tracked")]
+    Duplicate { execution_id: String },
+    #[error("no execution {execution_id}")]
+    UnknownExecution { execution_id: String },
+    #[error("row {id} of {table} is unreadable: {reason}")]
+    CorruptRow {
+        table: &'static str,
+        id: String,
+        reason: String,
+    },
+    #[error("the database refused the change: {0}")]
+    Refused(String),
+}

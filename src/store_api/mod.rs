@@ -1,0 +1,89 @@
+//! What the store accepts: the changes it makes durable, the pages of due jobs it answers, and
+//! one typed handle through which every other part talks to it. Nothing here touches the
+//! database; `crate::actors::job_store` answers these messages.
+
+mod changes;
+mod messages;
+
+use std::future::Future;
+
+use actix::Recipient;
+use chrono::{DateTime, Utc};
+
+pub use changes::{NewDeadLetter, OpError, Source, TrackRequest, WriteOp, WriteOutcome};
+pub use messages::{
+    Drain, DueExecution, DueJobs, GetStats, StoreError, StoreStats, SweepTimeouts, Write,
+};
+
+/// The store, as its callers see it. Cheap to clone. Each request is handed to the store's
+/// mailbox when the method is called, not when its future is first polled, so requests made
+/// one after the other arrive in that order.
+#[derive(Clone)]
+pub struct StoreHandle {
+    write: Recipient<Write>,
+    due: Recipient<DueJobs>,
+    sweep: Recipient<SweepTimeouts>,
+    drain: Recipient<Drain>,
+    stats: Recipient<GetStats>,
+}
+
+impl StoreHandle {
+    pub fn new(
+        write: Recipient<Write>,
+        due: Recipient<DueJobs>,
+        sweep: Recipient<SweepTimeouts>,
+        drain: Recipient<Drain>,
+        stats: Recipient<GetStats>,
+    ) -> Self {
+        StoreHandle {
+            write,
+            due,
+            sweep,
+            drain,
+            stats,
+        }
+    }
+
+    /// Makes `op` durable; resolves with what it did once it is.
+    pub fn write(
+        &self,
+        op: WriteOp,
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send + 'static {
+        let request = self.write.send(Write(op));
+        async move { request.await.map_err(StoreError::from)? }
+    }
+
+    /// One page of due executions.
+    pub fn due(
+        &self,
+        page: DueJobs,
+    ) -> impl Future<Output = Result<Vec<DueExecution>, StoreError>> + Send + 'static {
+        let request = self.due.send(page);
+        async move { request.await.map_err(StoreError::from)? }
+    }
+
+    /// Applies the timeout rules now; resolves with how many jobs they failed.
+    pub fn sweep_timeouts(
+        &self,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send + 'static {
+        let request = self.sweep.send(SweepTimeouts { now });
+        async move { request.await.map_err(StoreError::from)? }
+    }
+
+    /// Resolves once everything accepted so far is durable.
+    pub fn drain(&self) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let request = self.drain.send(Drain);
+        async move { request.await.map_err(StoreError::from) }
+    }
+
+    pub fn stats(&self) -> impl Future<Output = Result<StoreStats, StoreError>> + Send + 'static {
+        let request = self.stats.send(GetStats);
+        async move { request.await.map_err(StoreError::from) }
+    }
+
+    /// Whether the store's mailbox still has a live actor behind it.
+    pub fn connected(&self) -> bool {
+        self.write.connected()
+    }
+}
