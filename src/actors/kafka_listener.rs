@@ -248,8 +248,9 @@ async fn consume(
         tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => break,
-            // Only with an injected hang: the loop stops turning, as a stuck one would.
-            _ = faults.tripped() => std::future::pending::<()>().await,
+            // Only with an injected hang: the loop stops turning, as a stuck one would (an
+            // injected crash still ends it).
+            _ = faults.tripped() => faults.hang().await,
             Some((event, answer)) = in_flight.next(), if !in_flight.is_empty() => {
                 in_flight_bytes -= event.bytes();
                 settle(consumer, store, events, event, answer).await?;

@@ -41,6 +41,8 @@ pub struct GetSchedulerStats;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, MessageResponse)]
 pub struct SchedulerStats {
     pub cycles: u64,
+    /// Pages of due jobs read from the store.
+    pub pages: u64,
     pub skipped_ticks: u64,
     pub dispatched: u64,
     pub completed: u64,
@@ -140,6 +142,12 @@ impl Scheduler {
         self
     }
 
+    /// Due jobs read per page (2,000 unless set).
+    pub fn page_size(mut self, page: u64) -> Self {
+        self.page = page.max(1);
+        self
+    }
+
     /// Its heartbeat, for readiness.
     pub fn heartbeat(&self) -> Arc<Heartbeat> {
         self.heartbeat.clone()
@@ -170,6 +178,7 @@ impl Scheduler {
                     match answer {
                         Ok(jobs) => {
                             act.heartbeat.beat();
+                            act.stats.pages += 1;
                             cycle.more = jobs.len() as u64 == page;
                             if let Some(last) = jobs.last() {
                                 cycle.cursor = Some(last.execution_id.clone());

@@ -103,4 +103,13 @@ impl FaultWatch {
         }
         std::future::pending::<()>().await
     }
+
+    /// Where a loop stays after [`Fault::Hang`]: it never turns again, but a later
+    /// [`Fault::Panic`] still panics it, so a drill can end the hang with a crash and see the
+    /// loop rebuilt, as restarting a stuck part would.
+    pub async fn hang(&mut self) {
+        loop {
+            self.tripped().await;
+        }
+    }
 }

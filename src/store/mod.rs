@@ -113,3 +113,104 @@ pub fn is_transient(err: &DbErr) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::sync::Arc;
+
+    use sea_orm::sqlx::error::{DatabaseError, ErrorKind};
+    use sea_orm::sqlx::Error as Sqlx;
+
+    use super::*;
+
+    /// A database's own error, as a driver reports it: a code and a message.
+    #[derive(Debug)]
+    struct Refusal {
+        code: &'static str,
+        message: &'static str,
+    }
+
+    impl std::fmt::Display for Refusal {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.message)
+        }
+    }
+
+    impl std::error::Error for Refusal {}
+
+    impl DatabaseError for Refusal {
+        fn message(&self) -> &str {
+            self.message
+        }
+
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.code))
+        }
+
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn database(code: &'static str, message: &'static str) -> DbErr {
+        let sqlx = Sqlx::Database(Box::new(Refusal { code, message }));
+        DbErr::Exec(RuntimeErr::SqlxError(Arc::new(sqlx)))
+    }
+
+    fn sqlx(error: Sqlx) -> DbErr {
+        DbErr::Query(RuntimeErr::SqlxError(Arc::new(error)))
+    }
+
+    #[test]
+    fn a_database_that_is_away_or_busy_is_transient() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        for err in [
+            sqlx(Sqlx::Io(io)),
+            sqlx(Sqlx::PoolTimedOut),
+            sqlx(Sqlx::PoolClosed),
+            database("5", "database is locked"),
+            database("40001", "could not serialize access"),
+            database("40P01", "deadlock detected"),
+            database(
+                "57P01",
+                "terminating connection due to administrator command",
+            ),
+            database("08006", "connection failure"),
+            database("08S01", "communication link failure"),
+            database(
+                "HY000",
+                "Lock wait timeout exceeded; try restarting transaction",
+            ),
+            DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout),
+        ] {
+            assert!(is_transient(&err), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_by_the_database_is_not_transient() {
+        for err in [
+            database("23505", "duplicate key value violates unique constraint"),
+            database("42P01", "relation does not exist"),
+            database("1406", "Data too long for column"),
+            database("28P01", "password authentication failed"),
+            DbErr::Custom("bad row".into()),
+            DbErr::Exec(RuntimeErr::Internal("bad statement".into())),
+        ] {
+            assert!(!is_transient(&err), "{err}");
+        }
+    }
+}

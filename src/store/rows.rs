@@ -81,3 +81,130 @@ pub fn store_queue_state(row: &mut queue::Model, state: &QueueState) {
     row.last_partition = state.last_position.as_ref().map(|p| p.partition);
     row.last_offset = state.last_position.as_ref().map(|p| p.offset);
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::{JobStatus, QueueStatus};
+
+    fn row() -> executions::Model {
+        let t = |s: i64| Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap();
+        executions::Model {
+            execution_id: "e1".into(),
+            job_name: Some("nightly".into()),
+            submission_id: Some("driver-1".into()),
+            status: "Running".into(),
+            spark_state: Some("RUNNING".into()),
+            progress: 42,
+            submitted_at: Some(t(1)),
+            started_at: Some(t(2)),
+            completed_at: None,
+            last_polled_at: Some(t(3)),
+            last_confirmed_at: Some(t(2)),
+            next_poll_at: Some(t(30)),
+            status_changed_at: Some(t(2)),
+            error_message: None,
+            consecutive_poll_failures: 1,
+            last_poll_error: Some("timeout".into()),
+            owner: Some("instance-a".into()),
+            lease_until: Some(t(60)),
+            created_at: t(0),
+            updated_at: t(3),
+        }
+    }
+
+    #[test]
+    fn an_execution_row_round_trips_through_its_domain_state() {
+        let original = row();
+        let state = execution_state(&original).unwrap();
+        assert_eq!(state.status, JobStatus::Running);
+        assert_eq!(state.progress, 42);
+        assert_eq!(state.next_poll_at, original.next_poll_at);
+        assert_eq!(state.last_poll_error.as_deref(), Some("timeout"));
+        let mut written = original.clone();
+        store_execution_state(&mut written, &state);
+        assert_eq!(written, original, "mapping back changes nothing");
+    }
+
+    #[test]
+    fn domain_state_never_touches_identity_or_lease_columns() {
+        let original = row();
+        let mut state = execution_state(&original).unwrap();
+        state.status = JobStatus::Succeeded;
+        state.progress = 100;
+        let mut written = original.clone();
+        store_execution_state(&mut written, &state);
+        assert_eq!(written.status, "Succeeded");
+        assert_eq!(written.progress, 100);
+        assert_eq!(
+            (
+                &written.execution_id,
+                &written.submission_id,
+                &written.job_name
+            ),
+            (
+                &original.execution_id,
+                &original.submission_id,
+                &original.job_name
+            )
+        );
+        assert_eq!(
+            (&written.owner, written.lease_until),
+            (&original.owner, original.lease_until)
+        );
+    }
+
+    #[test]
+    fn out_of_range_counters_are_clamped_not_trusted() {
+        let mut odd = row();
+        odd.progress = 250;
+        odd.consecutive_poll_failures = -3;
+        let state = execution_state(&odd).unwrap();
+        assert_eq!(state.progress, 100);
+        assert_eq!(state.consecutive_poll_failures, 0);
+    }
+
+    #[test]
+    fn an_unknown_status_is_a_corrupt_row_naming_table_and_id() {
+        let mut odd = row();
+        odd.status = "Exploded".into();
+        match execution_state(&odd) {
+            Err(OpError::CorruptRow { table, id, .. }) => {
+                assert_eq!((table, id.as_str()), ("spark_job_executions", "e1"));
+            }
+            other => panic!("expected a corrupt row, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_queue_row_keeps_its_position_only_when_complete() {
+        let t = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+        let mut q = queue::Model {
+            job_id: "q1".into(),
+            status: "Processing".into(),
+            error_message: None,
+            generated_fields: Some(json!({"rows": 3})),
+            completed_at: None,
+            last_event_at: Some(t),
+            last_event_id: Some("ev-1".into()),
+            last_topic: Some("topic".into()),
+            last_partition: Some(2),
+            last_offset: Some(41),
+            created_at: t,
+            updated_at: t,
+        };
+        let state = queue_state(&q).unwrap();
+        assert_eq!(state.status, QueueStatus::Processing);
+        let position = state.last_position.clone().unwrap();
+        assert_eq!((position.partition, position.offset), (2, 41));
+        let mut written = q.clone();
+        store_queue_state(&mut written, &state);
+        assert_eq!(written, q);
+
+        q.last_offset = None;
+        assert_eq!(queue_state(&q).unwrap().last_position, None);
+    }
+}

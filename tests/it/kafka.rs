@@ -30,13 +30,13 @@ const TOPIC: &str = "transformation-job-status";
 
 static GROUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-struct Broker {
+pub(crate) struct Broker {
     cluster: MockCluster<'static, DefaultProducerContext>,
     producer: FutureProducer,
 }
 
 impl Broker {
-    fn start() -> Broker {
+    pub(crate) fn start() -> Broker {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic(TOPIC, 3, 1).unwrap();
         let producer = ClientConfig::new()
@@ -47,7 +47,7 @@ impl Broker {
         Broker { cluster, producer }
     }
 
-    fn settings(&self, group: &str) -> KafkaSettings {
+    pub(crate) fn settings(&self, group: &str) -> KafkaSettings {
         let mut properties = BTreeMap::new();
         properties.insert("session.timeout.ms".to_owned(), "6000".to_owned());
         KafkaSettings {

@@ -13,14 +13,14 @@ use serde_json::{json, Value};
 
 use crate::helpers::{settings_for, socket_of, wait_until, Backend, CutProxy, TestDb};
 
-struct Running {
-    app: Application,
+pub(crate) struct Running {
+    pub(crate) app: Application,
     base: String,
     http: reqwest::Client,
     _db: TestDb,
 }
 
-fn instance_settings(db_url: &str, spark: &SparkServer) -> Settings {
+pub(crate) fn instance_settings(db_url: &str, spark: &SparkServer) -> Settings {
     let mut settings = settings_for(db_url);
     settings.http.bind = "127.0.0.1:0".into();
     settings.spark.rest_url = spark.url();
@@ -30,7 +30,7 @@ fn instance_settings(db_url: &str, spark: &SparkServer) -> Settings {
     settings
 }
 
-async fn start(settings: Settings, db: TestDb) -> Running {
+pub(crate) async fn start(settings: Settings, db: TestDb) -> Running {
     let app = Application::build(settings).await.unwrap();
     let base = format!("http://{}", app.http_addr.unwrap());
     Running {
@@ -47,7 +47,7 @@ async fn spawn_app(spark: &SparkServer) -> Running {
 }
 
 impl Running {
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         let response = self
             .http
             .get(format!("{}{path}", self.base))

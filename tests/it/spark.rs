@@ -47,18 +47,22 @@ struct World {
     metrics: Arc<Metrics>,
 }
 
+/// Registers e0… (driver-0…), a few thousand at a time so big fleets share transactions.
 async fn track(store: &Addr<JobStore>, n: usize) {
-    for i in 0..n {
-        store
-            .send(Write(WriteOp::Track(TrackRequest {
+    let ids: Vec<usize> = (0..n).collect();
+    for chunk in ids.chunks(5_000) {
+        let answers = futures::future::join_all(chunk.iter().map(|i| {
+            store.send(Write(WriteOp::Track(TrackRequest {
                 execution_id: format!("e{i}"),
                 submission_id: Some(format!("driver-{i}")),
                 job_name: None,
                 source: Source::Api,
             })))
-            .await
-            .unwrap()
-            .unwrap();
+        }))
+        .await;
+        for answer in answers {
+            answer.unwrap().unwrap();
+        }
     }
 }
 
@@ -73,6 +77,10 @@ impl World {
 
     /// Like [`World::new`], without the first cycle.
     async fn idle(spark_url: &str, pool: usize, jobs: usize) -> World {
+        World::with_pages(spark_url, pool, jobs, 2_000).await
+    }
+
+    async fn with_pages(spark_url: &str, pool: usize, jobs: usize, page: u64) -> World {
         let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
         let settings = Settings {
             spark: spark_settings(spark_url, pool),
@@ -93,7 +101,9 @@ impl World {
             events,
         )
         .ticking(Ticking::Manual)
-        .start();
+        .page_size(page);
+        // Supervised as in the service: a crash restarts it at the same address.
+        let scheduler = Supervisor::start(move |_| scheduler);
         World {
             db,
             store,
@@ -298,6 +308,76 @@ async fn slow_poll_is_never_duplicated_by_later_ticks() {
     }
     let stats = world.scheduler.send(GetSchedulerStats).await.unwrap();
     assert_eq!(stats.skipped_ticks, 5);
+}
+
+#[actix_rt::test]
+async fn restarted_scheduler_never_polls_a_job_that_is_still_in_flight() {
+    let spark = FakeSpark::start().await;
+    spark.set_delay(Duration::from_millis(400));
+    let world = World::new(&spark.url(), 2, 1).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the poll to reach Spark",
+        || async { spark.total_status_requests() == 1 },
+    )
+    .await;
+    world
+        .scheduler
+        .send(jobwarden::actors::Crash)
+        .await
+        .unwrap();
+    // The restarted scheduler's first cycle finds e0 still due (its answer is not written
+    // yet) and must leave it to the poll already under way.
+    assert!(world.scheduler.send(Tick).await.unwrap().started);
+    world.wait_idle().await;
+    wait_until(
+        Duration::from_secs(10),
+        "the first poll to be written",
+        || async { world.row("e0").await.status == "Running" },
+    )
+    .await;
+    assert_eq!(spark.status_requests("driver-0"), 1);
+    assert_eq!(spark.max_concurrent(), 1);
+    let stats = world.scheduler.send(GetSchedulerStats).await.unwrap();
+    assert_eq!(
+        stats.in_flight, 0,
+        "the settled poll left the in-flight set"
+    );
+}
+
+#[actix_rt::test]
+async fn a_cycle_reads_due_jobs_page_by_page_and_polls_each_once() {
+    let spark = FakeSpark::start().await;
+    let world = World::with_pages(&spark.url(), 3, 25, 10).await;
+    assert!(world.scheduler.send(Tick).await.unwrap().started);
+    world.wait_idle().await;
+    assert_eq!(world.count_status("Running").await, 25);
+    assert_eq!(spark.total_status_requests(), 25);
+    for i in 0..25 {
+        assert_eq!(
+            spark.status_requests(&format!("driver-{i}")),
+            1,
+            "driver-{i}"
+        );
+    }
+    let stats = world.scheduler.send(GetSchedulerStats).await.unwrap();
+    // 10 + 10 + 5: the short page says the cycle has read everything.
+    assert_eq!(stats.pages, 3);
+    assert_eq!((stats.dispatched, stats.completed), (25, 25));
+}
+
+#[actix_rt::test]
+async fn the_largest_pool_over_a_big_fleet_on_sqlite_polls_every_job_once() {
+    // The due query's size must not grow with the pool or the polls in flight: 4,096 pollers
+    // and 50,000 due jobs stay within SQLite's 32,766 bind parameters.
+    let spark = FakeSpark::start().await;
+    let world = World::new(&spark.url(), jobwarden::config::MAX_POOL, 50_000).await;
+    world.wait_idle().await;
+    // Every job Running and 50,000 requests in all: none was asked about twice.
+    assert_eq!(world.count_status("Running").await, 50_000);
+    assert_eq!(spark.total_status_requests(), 50_000);
+    let stats = world.scheduler.send(GetSchedulerStats).await.unwrap();
+    assert_eq!(stats.completed, 50_000);
 }
 
 #[actix_rt::test]
