@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 
+use super::policy::{poll_backoff, PollPolicy};
 use super::status::{judge, JobStatus, Lifecycle, Refusal, Verdict};
-use super::timeout::{poll_backoff, timeout_reason, PollPolicy, TimeoutPolicy};
 
 /// The part of an execution row that observations may change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,25 +208,6 @@ impl ExecutionState {
                 observed: to,
             }),
             Verdict::Refuse(refusal) => Err(refusal),
-        }
-    }
-
-    /// Fails the job if a timeout rule says it must end at `now`, with the rule as the reason.
-    pub fn time_out(&mut self, now: DateTime<Utc>, policy: &TimeoutPolicy) -> Effect {
-        let Some(reason) = timeout_reason(self, now, policy) else {
-            return Effect::quiet(Applied::Refreshed);
-        };
-        match self.force_finish(JobStatus::Failed, now, &reason) {
-            Ok((from, to)) => Effect {
-                applied: Applied::Transitioned { from, to },
-                history: Some(HistoryEntry {
-                    from: Some(from),
-                    to,
-                    detail: Some(reason),
-                    at: now,
-                }),
-            },
-            Err(refusal) => Effect::quiet(Applied::Refused(refusal)),
         }
     }
 
@@ -547,25 +528,5 @@ mod tests {
         assert_eq!(line.to, JobStatus::Failed);
         assert_eq!(line.detail.as_deref(), Some("FAILED: boom"));
         assert_eq!(job.observe(&saw(JobStatus::Failed, 2)).history, None);
-    }
-
-    #[test]
-    fn time_out_fails_with_the_rule_as_reason_and_history() {
-        let policy = TimeoutPolicy {
-            stuck_timeout: std::time::Duration::from_secs(300),
-            queued_timeout: std::time::Duration::from_secs(60),
-            max_runtime: None,
-        };
-        let mut job = ExecutionState::queued(t(0));
-        assert_eq!(job.time_out(t(59), &policy).history, None);
-        let effect = job.time_out(t(61), &policy);
-        assert_eq!(job.status, JobStatus::Failed);
-        assert!(effect
-            .history
-            .unwrap()
-            .detail
-            .unwrap()
-            .contains("queued_timeout"));
-        assert!(job.error_message.unwrap().contains("queued_timeout"));
     }
 }

@@ -3,11 +3,13 @@
 //! rule is unit-tested exhaustively.
 
 pub mod execution;
+pub mod policy;
 pub mod queue_event;
 pub mod status;
 pub mod timeout;
 
 pub use execution::{Applied, Effect, ExecutionState, HistoryEntry, Observation};
+pub use policy::{poll_backoff, PollPolicy, TimeoutPolicy};
 pub use queue_event::{parse_event, EventApplied, EventError, Position, QueueState, StatusEvent};
 pub use status::{judge, JobStatus, Lifecycle, QueueStatus, Refusal, UnknownStatus, Verdict};
-pub use timeout::{poll_backoff, timeout_reason, PollPolicy, TimeoutPolicy};
+pub use timeout::timeout_reason;

@@ -5,18 +5,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::execution::ExecutionState;
+use super::execution::{Applied, Effect, ExecutionState, HistoryEntry};
+use super::policy::TimeoutPolicy;
 use super::status::{JobStatus, Lifecycle};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeoutPolicy {
-    /// Failed polls (or unknown-id answers) since the last good answer, for this long.
-    pub stuck_timeout: Duration,
-    /// Longest stay in Queued or Submitting.
-    pub queued_timeout: Duration,
-    /// Longest run; `None` lets long jobs run as long as Spark confirms them.
-    pub max_runtime: Option<Duration>,
-}
 
 fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
     (now - since).to_std().unwrap_or(Duration::ZERO)
@@ -28,14 +19,6 @@ fn human(d: Duration) -> String {
 
 fn stamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-/// How often a job is polled, and how far failed polls put its next poll off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PollPolicy {
-    pub interval: Duration,
-    /// Cap on the delay after consecutive failed polls.
-    pub max_backoff: Duration,
 }
 
 /// Why `state` must end now, if it must. Its creation time stands in for times never recorded.
@@ -90,20 +73,37 @@ pub fn timeout_reason(
     None
 }
 
-/// How long to wait before polling a job again after `failures` consecutive failed polls:
-/// the usual interval after the first, then doubling, capped.
-pub fn poll_backoff(failures: u32, policy: &PollPolicy) -> Duration {
-    let doublings = failures.saturating_sub(1).min(20);
-    policy
-        .interval
-        .saturating_mul(1 << doublings)
-        .min(policy.max_backoff.max(policy.interval))
+impl ExecutionState {
+    /// Fails the job if a timeout rule says it must end at `now`, with the rule as the reason.
+    pub fn time_out(&mut self, now: DateTime<Utc>, policy: &TimeoutPolicy) -> Effect {
+        let Some(reason) = timeout_reason(self, now, policy) else {
+            return Effect {
+                applied: Applied::Refreshed,
+                history: None,
+            };
+        };
+        match self.force_finish(JobStatus::Failed, now, &reason) {
+            Ok((from, to)) => Effect {
+                applied: Applied::Transitioned { from, to },
+                history: Some(HistoryEntry {
+                    from: Some(from),
+                    to,
+                    detail: Some(reason),
+                    at: now,
+                }),
+            },
+            Err(refusal) => Effect {
+                applied: Applied::Refused(refusal),
+                history: None,
+            },
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Observation;
+    use crate::domain::{Observation, PollPolicy};
     use chrono::TimeZone;
 
     fn t(secs: i64) -> DateTime<Utc> {
@@ -189,18 +189,31 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_from_the_interval_up_to_the_cap() {
-        let delays: Vec<u64> = (1..=7).map(|n| poll_backoff(n, &POLL).as_secs()).collect();
-        assert_eq!(delays, vec![15, 30, 60, 120, 240, 300, 300]);
-        assert_eq!(poll_backoff(u32::MAX, &POLL), POLL.max_backoff);
-    }
-
-    #[test]
     fn finished_jobs_never_time_out() {
         let mut job = running_since(0);
         job.force_finish(JobStatus::Succeeded, t(1), "done")
             .unwrap();
         job.poll_failed(t(2), "refused", &POLL);
         assert_eq!(timeout_reason(&job, t(1_000_000), &POLICY), None);
+    }
+
+    #[test]
+    fn time_out_fails_with_the_rule_as_reason_and_history() {
+        let policy = TimeoutPolicy {
+            stuck_timeout: Duration::from_secs(300),
+            queued_timeout: Duration::from_secs(60),
+            max_runtime: None,
+        };
+        let mut job = ExecutionState::queued(t(0));
+        assert_eq!(job.time_out(t(59), &policy).history, None);
+        let effect = job.time_out(t(61), &policy);
+        assert_eq!(job.status, JobStatus::Failed);
+        assert!(effect
+            .history
+            .unwrap()
+            .detail
+            .unwrap()
+            .contains("queued_timeout"));
+        assert!(job.error_message.unwrap().contains("queued_timeout"));
     }
 }
