@@ -48,13 +48,18 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let code = e
-                .downcast_ref::<StartError>()
-                .map_or(1, StartError::exit_code);
-            // One line: a start error names the setting and what to do; others carry context.
-            eprintln!("jobwarden: {e:#}");
-            ExitCode::from(code)
-        }
+        // One line: a start error names the setting and what to do; others carry context.
+        Err(e) => match e.downcast_ref::<StartError>() {
+            // Its message already holds the cause, which is also its `source()`: the `{:#}`
+            // chain would say the cause two or three times over.
+            Some(start) => {
+                eprintln!("jobwarden: {start}");
+                ExitCode::from(start.exit_code())
+            }
+            None => {
+                eprintln!("jobwarden: {e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
 }

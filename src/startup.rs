@@ -48,9 +48,10 @@ pub enum StartError {
     Migration { url: String, error: String },
     #[error("cannot listen on http.bind = {bind:?}: {error}; stop what uses that address, pick another, or set http.bind = \"\" to turn the HTTP server off")]
     HttpBind { bind: String, error: std::io::Error },
-    #[error("{0}")]
+    // The inner messages name the setting; the hint says where to change it.
+    #[error("{0}; fix or remove it in the [kafka] section (kafka.properties go to librdkafka as written)")]
     Kafka(#[from] KafkaSetupError),
-    #[error("{0}")]
+    #[error("{0}; fix it in the [spark] section")]
     Spark(#[from] SparkSetupError),
 }
 
@@ -275,8 +276,11 @@ pub async fn connect_patiently(
 /// The database answered but will not serve us: say what to fix.
 fn refused(settings: &DatabaseSettings, e: &DbErr) -> StartError {
     let text = e.to_string();
-    let hint = if settings.url.expose().starts_with("sqlite:") {
-        "check that the file's directory exists and is writable (add ?mode=rwc to create the file)"
+    let url = settings.url.expose();
+    let hint = if url.starts_with("sqlite:") && !url.contains("mode=rwc") {
+        "check that the file exists, or add ?mode=rwc to the URL to create it"
+    } else if url.starts_with("sqlite:") {
+        "check that the file's directory exists and is writable"
     } else if text.contains("password") || text.contains("Access denied") {
         "fix the user name or password in database.url"
     } else if text.contains("does not exist") || text.contains("Unknown database") {

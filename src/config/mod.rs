@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use database::DatabaseSettings;
 pub use http::HttpSettings;
 pub use kafka::{KafkaSettings, RESERVED_PROPERTIES};
-pub use secret::{is_secret_property, mask_url_password, DatabaseUrl, Secret};
+pub use secret::{is_secret_property, mask_url_password, DatabaseUrl, Secret, MASK};
 pub use spark::{BasicAuth, SparkSettings, MAX_POOL};
 pub use store::StoreSettings;
 pub use telemetry::{LogFormat, TelemetrySettings};

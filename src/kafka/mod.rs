@@ -10,7 +10,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::TopicPartitionList;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{is_secret_property, KafkaSettings, RESERVED_PROPERTIES};
+use crate::config::{is_secret_property, KafkaSettings, MASK, RESERVED_PROPERTIES};
 use crate::events::{ConsumerLag, Events};
 
 pub type ListenerConsumer = rdkafka::consumer::StreamConsumer<ListenerContext>;
@@ -20,8 +20,10 @@ pub type ListenerConsumer = rdkafka::consumer::StreamConsumer<ListenerContext>;
 pub enum KafkaSetupError {
     #[error("kafka.properties.{0} is set by jobwarden itself (use kafka.group_id / kafka.bootstrap_servers; offsets are stored only after a write)")]
     ReservedProperty(String),
+    /// librdkafka's own words, with the values of secret properties masked: it repeats the
+    /// value of a property it refuses, and a misspelt `sasl.password` is still a password.
     #[error("invalid [kafka] settings: {0}")]
-    Invalid(#[source] KafkaError),
+    Invalid(String),
     #[error("cannot subscribe to kafka.topic {topic:?}: {source}")]
     Subscribe {
         topic: String,
@@ -193,7 +195,7 @@ pub fn consumer(
 ) -> Result<ListenerConsumer, KafkaSetupError> {
     let consumer: ListenerConsumer = client_config(settings)?
         .create_with_context(ListenerContext::new(events))
-        .map_err(KafkaSetupError::Invalid)?;
+        .map_err(|e| invalid(settings, &e))?;
     consumer
         .subscribe(&[&settings.topic])
         .map_err(|source| KafkaSetupError::Subscribe {
@@ -209,5 +211,41 @@ pub fn check(settings: &KafkaSettings) -> Result<(), KafkaSetupError> {
     client_config(settings)?
         .create::<BaseConsumer>()
         .map(|_| ())
-        .map_err(KafkaSetupError::Invalid)
+        .map_err(|e| invalid(settings, &e))
+}
+
+/// A refusal from librdkafka, safe to print: the refused property's value (it may be a
+/// misspelt secret) and every secret property's value masked.
+fn invalid(settings: &KafkaSettings, error: &KafkaError) -> KafkaSetupError {
+    let mut text = error.to_string();
+    let refused = match error {
+        KafkaError::ClientConfig(_, _, key, _) => Some(key.as_str()),
+        _ => None,
+    };
+    for (key, value) in &settings.properties {
+        let hide = is_secret_property(key) || refused == Some(key.as_str());
+        if hide && !value.is_empty() {
+            text = text.replace(value.as_str(), MASK);
+        }
+    }
+    KafkaSetupError::Invalid(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_secret_property_is_reported_without_its_value() {
+        let settings = KafkaSettings {
+            bootstrap_servers: "127.0.0.1:1".into(),
+            topic: "t".into(),
+            group_id: "g".into(),
+            max_payload_bytes: 1024,
+            properties: [("sasl.pasword".to_owned(), "hunter2".to_owned())].into(),
+        };
+        let text = check(&settings).unwrap_err().to_string();
+        assert!(text.contains("sasl.pasword"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
 }

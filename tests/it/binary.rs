@@ -13,7 +13,7 @@ fn shipped_config() -> PathBuf {
 }
 
 /// A working directory holding a copy of the shipped config.toml.
-fn workdir() -> tempfile::TempDir {
+pub(crate) fn workdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(shipped_config(), dir.path().join("config.toml")).unwrap();
     dir

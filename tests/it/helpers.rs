@@ -42,7 +42,7 @@ impl Backend {
 
 /// Every backend must be reachable when this is set (CI sets `CI=true`); otherwise a missing
 /// server skips its tests with a printed reason.
-fn require_all_backends() -> bool {
+pub(crate) fn require_all_backends() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
         || std::env::var("JOBWARDEN_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1")
 }
