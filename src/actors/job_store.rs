@@ -28,7 +28,7 @@ use crate::store_api::{
 
 use super::supervision::contained;
 #[cfg(feature = "fault-injection")]
-use super::supervision::Crash;
+use super::supervision::{Crash, Stall};
 
 /// The database's reachability and the store's progress, shared with readiness checks.
 #[derive(Debug)]
@@ -259,6 +259,18 @@ impl Handler<Crash> for JobStore {
                     }
                 }),
         );
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<Stall> for JobStore {
+    type Result = ();
+
+    /// A transaction that never returns: changes queue up, nothing commits, the actor still
+    /// answers messages. Only a restart (a `Crash`) ends it.
+    fn handle(&mut self, _: Stall, ctx: &mut Self::Context) {
+        self.flushing = true;
+        ctx.spawn(fut::wrap_future(std::future::pending::<()>()));
     }
 }
 

@@ -73,6 +73,9 @@ const MAX_IN_FLIGHT: usize = 2_000;
 const MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 /// Longest wait for the store at shutdown before leaving the rest to redelivery.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Pauses before rebuilding a failed consumer: doubling from the first to the most.
+const FIRST_PAUSE: Duration = Duration::from_millis(500);
+const MAX_PAUSE: Duration = Duration::from_secs(30);
 /// How often the consume loop says it is alive while nothing arrives.
 const BEAT: Duration = Duration::from_secs(1);
 /// Readiness calls the listener stuck after this long without a turn of its loop.
@@ -183,8 +186,9 @@ struct Listening {
 /// a pause (doubling up to 30 s), resuming from the committed offsets, so nothing unwritten is
 /// skipped.
 async fn listen(listening: Listening, mut stop: watch::Receiver<bool>, faults: FaultSwitch) {
-    let mut pause = Duration::from_millis(500);
+    let mut pause = FIRST_PAUSE;
     loop {
+        let started = std::time::Instant::now();
         let attempt = {
             let listening = listening.clone();
             let (mut stop, mut faults) = (stop.clone(), faults.watch());
@@ -205,11 +209,15 @@ async fn listen(listening: Listening, mut stop: watch::Receiver<bool>, faults: F
                 reason: &reason,
             }),
         }
+        // A consumer that ran well for a while failed afresh, not again: start the backoff over.
+        if started.elapsed() > MAX_PAUSE * 2 {
+            pause = FIRST_PAUSE;
+        }
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        pause = (pause * 2).min(Duration::from_secs(30));
+        pause = (pause * 2).min(MAX_PAUSE);
     }
 }
 

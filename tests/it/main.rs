@@ -8,4 +8,5 @@ mod operating;
 mod readiness;
 mod real_spark;
 mod spark;
+mod start_failures;
 mod store;

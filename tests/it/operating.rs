@@ -58,7 +58,7 @@ impl Running {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn post(&self, path: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: &str, token: Option<&str>) -> (u16, Value) {
         let mut request = self
             .http
             .post(format!("{}{path}", self.base))
@@ -140,7 +140,6 @@ async fn readyz_is_503_naming_the_database_when_it_is_unreachable() {
     let proxy = CutProxy::start(socket_of(&db.url)).await;
     let mut settings = instance_settings(&proxy.url_through(&db.url), &spark);
     settings.database.connect_timeout = Duration::from_millis(500);
-    let url = db.url.clone();
     let app = start(settings, db).await;
     assert_eq!(app.get("/readyz").await.0, 200);
     proxy.cut();
@@ -161,7 +160,6 @@ async fn readyz_is_503_naming_the_database_when_it_is_unreachable() {
         || async { app.get("/readyz").await.0 == 200 },
     )
     .await;
-    let _ = url;
 }
 
 /// Every sample line is `name{labels} value`; every family has HELP and TYPE.

@@ -1,0 +1,170 @@
+//! Readiness judged by progress, not by addresses: on a running instance, a part that stops
+//! making progress (a store that cannot commit, a scheduler whose ticks stopped, a Kafka
+//! listener stuck in its loop) makes `/readyz` answer 503 naming it, and 200 again once it is
+//! back.
+
+use std::time::Duration;
+
+use jobwarden::actors::scheduler::GetSchedulerStats;
+use jobwarden::actors::{Crash, Stall};
+use jobwarden::metrics::Metrics;
+use jobwarden_testkit::SparkServer;
+use serde_json::{json, Value};
+
+use crate::helpers::{socket_of, wait_until, Backend, CutProxy, TestDb};
+use crate::kafka::Broker;
+use crate::operating::{instance_settings, start, Running};
+
+/// How long readiness may take to change. The limits under test are a few seconds; the rest
+/// is room for a loaded machine.
+const SETTLE: Duration = Duration::from_secs(30);
+
+async fn wait_ready(app: &Running) {
+    wait_until(SETTLE, "/readyz to answer 200", || async {
+        app.get("/readyz").await.0 == 200
+    })
+    .await;
+}
+
+/// Waits until `/readyz` answers 503 naming `part`; returns that answer.
+async fn wait_not_ready(app: &Running, part: &str) -> Value {
+    let last = std::cell::RefCell::new(Value::Null);
+    let last = &last;
+    wait_until(
+        SETTLE,
+        &format!("/readyz to answer 503 naming {part}"),
+        move || async move {
+            let (status, body) = app.get("/readyz").await;
+            let named = status == 503
+                && body["not_ready"]
+                    .as_array()
+                    .is_some_and(|parts| parts.contains(&json!(part)));
+            *last.borrow_mut() = body;
+            named
+        },
+    )
+    .await;
+    last.take()
+}
+
+#[actix_rt::test]
+async fn readiness_fails_while_the_store_cannot_commit_and_recovers_once_it_can() {
+    let Some(db) = TestDb::fresh(Backend::Postgres).await else {
+        return;
+    };
+    let spark = SparkServer::start().await;
+    let proxy = CutProxy::start(socket_of(&db.url)).await;
+    let mut settings = instance_settings(&proxy.url_through(&db.url), &spark);
+    settings.database.connect_timeout = Duration::from_millis(500);
+    // Without a commit the store goes stale after max(5 × 200ms, 3s) = 3s.
+    settings.store.retry_max = Duration::from_millis(200);
+    let app = start(settings, db).await;
+    wait_ready(&app).await;
+
+    proxy.cut();
+    // A write the store has to hold: an idle store has nothing to commit and stays fresh.
+    let url = format!("http://{}/api/v1/jobs", app.app.http_addr.unwrap());
+    let write = actix_rt::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(&json!({"execution_id": "held", "submission_id": "driver-held"}))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    let body = wait_not_ready(&app, "job_store").await;
+    assert_ne!(body["checks"]["job_store"], "ok", "{body}");
+
+    proxy.restore();
+    wait_ready(&app).await;
+    // The change held through the outage was written, not dropped.
+    assert_eq!(write.await.unwrap().unwrap(), 201);
+}
+
+#[actix_rt::test]
+async fn readiness_names_a_store_stuck_in_a_transaction_until_a_restart_frees_it() {
+    let spark = SparkServer::start().await;
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let mut settings = instance_settings(&db.url, &spark);
+    // Stale after max(5 × 200ms, 3s) = 3s without a commit or an idle beat.
+    settings.store.retry_max = Duration::from_millis(200);
+    let app = start(settings, db).await;
+    let store = app.app.store.clone();
+    wait_ready(&app).await;
+
+    // The database is fine; the store is not: only its heartbeat can tell.
+    store.send(Stall).await.unwrap();
+    let body = wait_not_ready(&app, "job_store").await;
+    assert_eq!(body["not_ready"], json!(["job_store"]), "{body}");
+    assert_eq!(body["checks"]["database"], "ok", "{body}");
+
+    store.send(Crash).await.unwrap();
+    wait_ready(&app).await;
+    // And it writes again.
+    let (status, _) = app
+        .post(
+            "/api/v1/jobs",
+            r#"{"execution_id":"after","submission_id":"driver-after"}"#,
+            None,
+        )
+        .await;
+    assert_eq!(status, 201);
+}
+
+#[actix_rt::test]
+async fn readiness_names_a_scheduler_whose_ticks_stopped_until_a_restart_restores_them() {
+    let spark = SparkServer::start().await;
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let mut settings = instance_settings(&db.url, &spark);
+    // Stale after 2 × 200ms + 2 × 200ms + 1s = 1.8s without a tick.
+    settings.spark.poll_interval = Duration::from_millis(200);
+    settings.spark.request_timeout = Duration::from_millis(200);
+    let app = start(settings, db).await;
+    let scheduler = app.app.scheduler.clone();
+    wait_ready(&app).await;
+
+    scheduler.send(Stall).await.unwrap();
+    let body = wait_not_ready(&app, "scheduler").await;
+    assert_eq!(body["not_ready"], json!(["scheduler"]), "{body}");
+
+    // A stopped timer never restarts itself; a restart of the actor re-creates it.
+    scheduler.send(Crash).await.unwrap();
+    wait_ready(&app).await;
+    assert_eq!(
+        Metrics::count(&app.app.metrics.actor_restarts, "scheduler"),
+        1
+    );
+    // Ready because it ticks again on its own, not only because the restart beat once.
+    let cycles = scheduler.send(GetSchedulerStats).await.unwrap().cycles;
+    wait_until(SETTLE, "the scheduler to tick on its own again", || {
+        let scheduler = scheduler.clone();
+        async move { scheduler.send(GetSchedulerStats).await.unwrap().cycles >= cycles + 3 }
+    })
+    .await;
+    assert_eq!(app.get("/readyz").await.0, 200);
+}
+
+#[actix_rt::test]
+async fn readiness_names_a_hung_kafka_listener_until_a_crash_rebuilds_its_consumer() {
+    let broker = Broker::start();
+    let spark = SparkServer::start().await;
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let mut settings = instance_settings(&db.url, &spark);
+    settings.kafka = Some(broker.settings(&format!("jw-readiness-{}", std::process::id())));
+    let app = start(settings, db).await;
+    let listener = app.app.listener.clone().unwrap();
+    wait_ready(&app).await;
+
+    // The consume loop stops turning; readiness calls it stuck after 5s.
+    listener.send(Stall).await.unwrap();
+    let body = wait_not_ready(&app, "kafka_listener").await;
+    assert_eq!(body["not_ready"], json!(["kafka_listener"]), "{body}");
+
+    // A crash still ends the hung loop; the consumer is rebuilt and its loop beats again.
+    listener.send(Crash).await.unwrap();
+    wait_ready(&app).await;
+    assert_eq!(
+        Metrics::count(&app.app.metrics.actor_restarts, "kafka_listener"),
+        1
+    );
+}
