@@ -28,6 +28,8 @@ use crate::store_api::{
 
 use super::supervision::contained;
 #[cfg(feature = "fault-injection")]
+use super::supervision::Panicked;
+#[cfg(feature = "fault-injection")]
 use super::supervision::{Crash, Stall};
 
 /// The database's reachability and the store's progress, shared with readiness checks.
@@ -187,7 +189,7 @@ impl JobStore {
                                     "store crashed: {reason}"
                                 ))));
                             }
-                            act.crashed(&reason, ctx);
+                            act.crashed(reason.message(), ctx);
                         }
                     }
                 }),
@@ -252,10 +254,10 @@ impl Handler<Crash> for JobStore {
         ctx.spawn(
             contained(async { panic!("injected crash") })
                 .into_actor(self)
-                .map(|outcome: Result<(), String>, act, ctx| {
+                .map(|outcome: Result<(), Panicked>, act, ctx| {
                     act.flushing = false;
                     if let Err(reason) = outcome {
-                        act.crashed(&reason, ctx);
+                        act.crashed(reason.message(), ctx);
                     }
                 }),
         );

@@ -206,7 +206,7 @@ async fn listen(listening: Listening, mut stop: watch::Receiver<bool>, faults: F
             }),
             Err(reason) => listening.events.emit(ActorCrashed {
                 actor: "kafka_listener",
-                reason: &reason,
+                reason: reason.message(),
             }),
         }
         // A consumer that ran well for a while failed afresh, not again: start the backoff over.

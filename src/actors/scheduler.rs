@@ -205,7 +205,7 @@ impl Scheduler {
     /// Dispatches, treating a panic as a crash of the scheduler.
     fn dispatch_guarded(&mut self, ctx: &mut Context<Self>) {
         if let Err(reason) = guarded(|| self.dispatch(ctx)) {
-            self.crashed(&reason, ctx);
+            self.crashed(reason.message(), ctx);
         }
     }
 
@@ -351,7 +351,7 @@ impl Handler<Tick> for Scheduler {
         match guarded(|| self.tick(ctx)) {
             Ok(summary) => summary,
             Err(reason) => {
-                self.crashed(&reason, ctx);
+                self.crashed(reason.message(), ctx);
                 TickSummary { started: false }
             }
         }
@@ -373,7 +373,7 @@ impl Handler<Crash> for Scheduler {
 
     fn handle(&mut self, _: Crash, ctx: &mut Self::Context) {
         if let Err(reason) = guarded(|| panic!("injected crash")) {
-            self.crashed(&reason, ctx);
+            self.crashed(reason.message(), ctx);
         }
     }
 }

@@ -21,6 +21,8 @@ use crate::store_api::{DueExecution, StoreHandle, WriteOp};
 use super::supervision::contained;
 #[cfg(feature = "fault-injection")]
 use super::supervision::Crash;
+#[cfg(feature = "fault-injection")]
+use super::supervision::Panicked;
 
 /// Poll one execution. Resolves once the backend has answered (the poller is free again);
 /// `report_to` hears once what it saw is durable, or could not be written.
@@ -112,7 +114,7 @@ impl Handler<Poll> for SparkPoller {
                 if let Err(reason) = outcome {
                     act.events.emit(ActorCrashed {
                         actor: "spark_poller",
-                        reason: &reason,
+                        reason: reason.message(),
                     });
                     act.events.metrics().polls_in_flight.dec();
                     report_to.do_send(PollSettled {
@@ -134,11 +136,11 @@ impl Handler<Crash> for SparkPoller {
         self.events.metrics().polls_in_flight.inc();
         let work = async { panic!("injected crash") };
         AtomicResponse::new(Box::pin(contained(work).into_actor(self).map(
-            |outcome: Result<(), String>, act, ctx| {
+            |outcome: Result<(), Panicked>, act, ctx| {
                 if let Err(reason) = outcome {
                     act.events.emit(ActorCrashed {
                         actor: "spark_poller",
-                        reason: &reason,
+                        reason: reason.message(),
                     });
                     act.events.metrics().polls_in_flight.dec();
                     ctx.stop();

@@ -18,8 +18,19 @@ pub struct Crash;
 #[rtype(result = "()")]
 pub struct Stall;
 
+/// Work that panicked (or whose task was cancelled), with the panic's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Panicked(String);
+
+impl Panicked {
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Runs `work` as a separate task; `Err` carries the panic message if it panicked.
-pub async fn contained<F>(work: F) -> Result<F::Output, String>
+pub async fn contained<F>(work: F) -> Result<F::Output, Panicked>
 where
     F: Future + 'static,
     F::Output: 'static,
@@ -28,24 +39,24 @@ where
         if e.is_panic() {
             panic_message(e.into_panic())
         } else {
-            "the task was cancelled".to_owned()
+            Panicked("the task was cancelled".to_owned())
         }
     })
 }
 
 /// Runs `work` right here, turning a panic into `Err` with its message.
-pub fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+pub fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, Panicked> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(panic_message)
 }
 
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> Panicked {
+    Panicked(if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
         "panic with a non-text payload".to_owned()
-    }
+    })
 }
 
 /// Makes a long-running loop misbehave on request, as a bug inside it would (fault
