@@ -373,10 +373,11 @@ async fn the_largest_pool_over_a_big_fleet_on_sqlite_polls_every_job_once() {
     let spark = FakeSpark::start().await;
     let world = World::new(&spark.url(), jobwarden::config::MAX_POOL, 50_000).await;
     world.wait_idle().await;
-    // Each job asked about exactly once, and each poll recorded (as Running, or as a failed
-    // poll when a loaded machine made the answer miss the 500 ms timeout).
+    // Each job polled once, and each poll recorded: as Running, or as a failed poll when a
+    // loaded machine made the request miss the 500 ms timeout (then it may never have reached
+    // the server). No job reached the server twice.
     for i in 0..50_000 {
-        assert_eq!(spark.status_requests(&format!("driver-{i}")), 1, "driver-{i}");
+        assert!(spark.status_requests(&format!("driver-{i}")) <= 1, "driver-{i}");
     }
     let recorded = SparkJobExecutions::find()
         .filter(spark_job_executions::Column::LastPolledAt.is_not_null())
