@@ -561,3 +561,89 @@ async fn changes_survive_a_postgres_outage() {
 async fn changes_survive_a_mariadb_outage() {
     changes_survive_a_database_outage(Backend::MariaDb).await;
 }
+
+/// The TCP sockets this process holds open to `port` on a peer, with whether each has
+/// `TCP_NODELAY` set.
+fn tcp_nodelay_to(port: u16) -> Vec<bool> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<libc::c_int>() else {
+            continue;
+        };
+        // SAFETY: `fd` is one of this process's descriptors (it may close meanwhile: then the
+        // calls fail and it is skipped); both buffers are live locals of the sizes given.
+        unsafe {
+            let mut peer: libc::sockaddr_storage = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            if libc::getpeername(
+                fd,
+                (&mut peer as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            ) != 0
+            {
+                continue;
+            }
+            let peer_port = match i32::from(peer.ss_family) {
+                libc::AF_INET => {
+                    let v4 = &*(&peer as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                    u16::from_be(v4.sin_port)
+                }
+                libc::AF_INET6 => {
+                    let v6 =
+                        &*(&peer as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                    u16::from_be(v6.sin6_port)
+                }
+                _ => continue,
+            };
+            if peer_port != port {
+                continue;
+            }
+            let mut on: libc::c_int = 0;
+            let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            if libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&mut on as *mut libc::c_int).cast(),
+                &mut size,
+            ) == 0
+            {
+                found.push(on != 0);
+            }
+        }
+    }
+    found
+}
+
+/// Nagle's algorithm on a database socket stalls each multi-message exchange by ~40 ms: every
+/// connection the store opens over TCP must have it off.
+async fn database_sockets_are_opened_with_tcp_nodelay(backend: Backend) {
+    let Some(db) = TestDb::fresh(backend).await else {
+        return;
+    };
+    let port = socket_of(&db.url).port();
+    let store = start_store(&db);
+    write(&store, track("e1", "driver-1")).await.unwrap();
+    let sockets = tcp_nodelay_to(port);
+    assert!(
+        !sockets.is_empty(),
+        "no TCP connection to port {port} found"
+    );
+    assert!(
+        sockets.iter().all(|on| *on),
+        "{} of {} connections to port {port} lack TCP_NODELAY",
+        sockets.iter().filter(|on| !**on).count(),
+        sockets.len()
+    );
+    db.drop_database().await;
+}
+
+#[actix_rt::test]
+async fn postgres_sockets_are_opened_with_tcp_nodelay() {
+    database_sockets_are_opened_with_tcp_nodelay(Backend::Postgres).await;
+}
+
+#[actix_rt::test]
+async fn mariadb_sockets_are_opened_with_tcp_nodelay() {
+    database_sockets_are_opened_with_tcp_nodelay(Backend::MariaDb).await;
+}
