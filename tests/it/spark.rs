@@ -377,7 +377,10 @@ async fn the_largest_pool_over_a_big_fleet_on_sqlite_polls_every_job_once() {
     // loaded machine made the request miss the 500 ms timeout (then it may never have reached
     // the server). No job reached the server twice.
     for i in 0..50_000 {
-        assert!(spark.status_requests(&format!("driver-{i}")) <= 1, "driver-{i}");
+        assert!(
+            spark.status_requests(&format!("driver-{i}")) <= 1,
+            "driver-{i}"
+        );
     }
     let recorded = SparkJobExecutions::find()
         .filter(spark_job_executions::Column::LastPolledAt.is_not_null())
