@@ -22,6 +22,8 @@ pub struct Metrics {
     pub store_batch_size: Histogram,
     pub store_commit_seconds: Histogram,
     pub store_retries: IntCounter,
+    /// Job rows inserted or updated: grows with what happens, not with polls.
+    pub store_rows_written: IntCounter,
     pub database_up: Gauge,
     pub spark_up: Gauge,
     /// `actor`: scheduler, spark_poller, kafka_listener, job_store.
@@ -152,6 +154,11 @@ impl Metrics {
                 &r,
                 "jobwarden_store_retries_total",
                 "Store transactions retried while the database was unreachable",
+            ),
+            store_rows_written: counter(
+                &r,
+                "jobwarden_store_rows_written_total",
+                "Job rows inserted or updated by the store (a change that changes nothing writes none)",
             ),
             database_up: gauge(&r, "jobwarden_database_up", "1 while the database answers"),
             spark_up: gauge(&r, "jobwarden_spark_up", "1 while Spark answers"),

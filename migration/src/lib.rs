@@ -8,6 +8,7 @@ mod m20261128_000001_create_spark_job_executions;
 mod m20261128_000002_create_transformation_job_queue;
 mod m20261128_000003_create_job_status_history;
 mod m20261128_000004_create_dead_letters;
+mod m20261129_000005_add_failing_since;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_create_transformation_job_queue::Migration),
             Box::new(m20261128_000003_create_job_status_history::Migration),
             Box::new(m20261128_000004_create_dead_letters::Migration),
+            Box::new(m20261129_000005_add_failing_since::Migration),
         ]
     }
 }

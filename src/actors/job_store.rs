@@ -20,7 +20,7 @@ use crate::events::{
 };
 use crate::health::Heartbeat;
 use crate::metrics::Metrics;
-use crate::store::{self, Rules};
+use crate::store::{self, Committed, Rules};
 use crate::store_api::{
     Drain, DueExecution, DueJobs, GetStats, OpError, StoreError, StoreHandle, StoreStats,
     SweepTimeouts, Write, WriteOp, WriteOutcome,
@@ -429,7 +429,10 @@ impl Writer {
         loop {
             let started = Instant::now();
             match store::apply_batch(&self.db, ops, &self.rules, Utc::now()).await {
-                Ok(outcomes) => {
+                Ok(Committed {
+                    outcomes,
+                    rows_written,
+                }) => {
                     let transitions: Vec<_> = ops
                         .iter()
                         .zip(&outcomes)
@@ -440,6 +443,7 @@ impl Writer {
                         .collect();
                     self.events.emit(BatchCommitted {
                         size: ops.len(),
+                        rows_written,
                         elapsed: started.elapsed(),
                         transitions: &transitions,
                     });

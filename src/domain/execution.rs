@@ -27,6 +27,8 @@ pub struct ExecutionState {
     pub next_poll_at: Option<DateTime<Utc>>,
     pub consecutive_poll_failures: u32,
     pub last_poll_error: Option<String>,
+    /// The first failed poll of the current run of failures: what the stuck rule counts from.
+    pub failing_since: Option<DateTime<Utc>>,
 }
 
 impl ExecutionState {
@@ -47,6 +49,7 @@ impl ExecutionState {
             next_poll_at: None,
             consecutive_poll_failures: 0,
             last_poll_error: None,
+            failing_since: None,
         }
     }
 }
@@ -145,8 +148,12 @@ impl ExecutionState {
         Effect { applied, history }
     }
 
+    /// Applies an answer. An answer that brings no news (same status, same raw state, no
+    /// more progress, no failures to end) changes nothing at all, not even the poll times: the
+    /// row is then not rewritten, so steady-state writes grow with what happens, not with
+    /// jobs × polls. `last_polled_at` and `last_confirmed_at` are therefore the last answer
+    /// that changed something; the stuck rule counts from `failing_since` instead.
     fn apply_observation(&mut self, obs: &Observation) -> Applied {
-        self.last_polled_at = Some(obs.at);
         if self.status.is_terminal() {
             // A finished row is history: not even the raw state or poll bookkeeping moves.
             return match obs.status {
@@ -159,16 +166,21 @@ impl ExecutionState {
                 _ => Applied::Refreshed,
             };
         }
-        if obs.raw_state.is_some() {
+        let raw_changed = obs.raw_state.is_some() && obs.raw_state != self.raw_state;
+        if raw_changed {
             self.raw_state.clone_from(&obs.raw_state);
         }
         let Some(observed) = obs.status else {
             // The backend answered but knows nothing (a master recovering). Not a failure to
             // reach it, and not a confirmation that the job is alive either.
+            if raw_changed {
+                self.last_polled_at = Some(obs.at);
+            }
             return Applied::Refreshed;
         };
-        self.confirmed(obs.at);
-        match judge(self.status, observed) {
+        let ends_failures = self.consecutive_poll_failures > 0 || self.last_confirmed_at.is_none();
+        let progress = self.progress;
+        let applied = match judge(self.status, observed) {
             Verdict::Same => {
                 self.raise_progress(obs.progress);
                 Applied::Refreshed
@@ -179,7 +191,16 @@ impl ExecutionState {
                 self.raise_progress(obs.progress);
                 Applied::Transitioned { from, to }
             }
+        };
+        let news = raw_changed
+            || ends_failures
+            || self.progress != progress
+            || matches!(applied, Applied::Transitioned { .. });
+        if news {
+            self.last_polled_at = Some(obs.at);
+            self.confirmed(obs.at);
         }
+        applied
     }
 
     /// A good answer: the poll schedule is back to normal.
@@ -188,6 +209,7 @@ impl ExecutionState {
         self.consecutive_poll_failures = 0;
         self.last_poll_error = None;
         self.next_poll_at = None;
+        self.failing_since = None;
     }
 
     /// Moves to `to` by an authority other than the backend's status answer (a timeout, an
@@ -219,6 +241,7 @@ impl ExecutionState {
             return Effect::quiet(Applied::Refreshed);
         }
         self.last_polled_at = Some(at);
+        self.failing_since.get_or_insert(at);
         self.consecutive_poll_failures = self.consecutive_poll_failures.saturating_add(1);
         self.last_poll_error = Some(error.to_owned());
         let delay = poll_backoff(self.consecutive_poll_failures, policy);
@@ -321,20 +344,49 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_terminal_observation_changes_nothing_but_poll_time() {
+    fn duplicate_terminal_observation_changes_nothing() {
         let mut job = finished_job();
         let before = job.clone();
         assert_eq!(
             job.observe(&saw(JobStatus::Succeeded, 9)).applied,
             Applied::Refreshed
         );
+        assert_eq!(job, before);
+    }
+
+    #[test]
+    fn an_answer_without_news_changes_nothing_so_the_row_is_not_rewritten() {
+        let mut job = ExecutionState::queued(t(0));
+        job.observe(&saw(JobStatus::Running, 1));
+        let before = job.clone();
+        let effect = job.observe(&saw(JobStatus::Running, 2));
+        assert_eq!(effect.applied, Applied::Refreshed);
+        assert_eq!(effect.history, None);
+        assert_eq!(job, before, "not even the poll times move");
+        // More progress is news.
+        job.observe(&Observation {
+            progress: Some(40),
+            ..saw(JobStatus::Running, 3)
+        });
+        assert_eq!(job.progress, 40);
+        assert_eq!(job.last_polled_at, Some(t(3)));
+    }
+
+    #[test]
+    fn a_good_answer_after_failures_is_news_and_ends_the_failure_run() {
+        let mut job = ExecutionState::queued(t(0));
+        job.observe(&saw(JobStatus::Running, 1));
+        job.poll_failed(t(2), "timeout", &POLL);
+        job.poll_failed(t(20), "timeout", &POLL);
         assert_eq!(
-            ExecutionState {
-                last_polled_at: before.last_polled_at,
-                ..job
-            },
-            before
+            job.failing_since,
+            Some(t(2)),
+            "the run began at the first failure"
         );
+        job.observe(&saw(JobStatus::Running, 40));
+        assert_eq!(job.failing_since, None);
+        assert_eq!(job.consecutive_poll_failures, 0);
+        assert_eq!(job.last_confirmed_at, Some(t(40)));
     }
 
     #[test]

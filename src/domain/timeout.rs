@@ -32,17 +32,21 @@ pub fn timeout_reason(
         return None;
     }
     if state.consecutive_poll_failures > 0 {
+        // From the first failed poll of this run: the last answer before it came at most one
+        // poll earlier, so the rule never fires early, and it needs no write per good answer.
         let since = state
-            .last_confirmed_at
+            .failing_since
+            .or(state.last_confirmed_at)
             .or(state.status_changed_at)
             .unwrap_or(created_at);
         if elapsed(since, now) >= policy.stuck_timeout {
             return Some(format!(
-                "timed out: Spark has not confirmed this job for {} (stuck_timeout {}; last confirmed {}, {} failed polls since)",
+                "timed out: Spark has not confirmed this job for {} (stuck_timeout {}; polls failing since {}, {} failed polls; last confirmed {})",
                 human(elapsed(since, now)),
                 human(policy.stuck_timeout),
+                stamp(since),
+                state.consecutive_poll_failures,
                 state.last_confirmed_at.map(stamp).unwrap_or_else(|| "never".into()),
-                state.consecutive_poll_failures
             ));
         }
     }
@@ -154,8 +158,9 @@ mod tests {
     fn unconfirmed_job_times_out_after_stuck_timeout_with_the_reason() {
         let mut job = running_since(0);
         job.poll_failed(t(100), "refused", &POLL);
-        assert_eq!(timeout_reason(&job, t(299), &POLICY), None);
-        let reason = timeout_reason(&job, t(301), &POLICY).unwrap();
+        // Counted from the first failed poll, never from an older answer.
+        assert_eq!(timeout_reason(&job, t(399), &POLICY), None);
+        let reason = timeout_reason(&job, t(401), &POLICY).unwrap();
         assert!(reason.contains("has not confirmed"), "{reason}");
         assert!(reason.contains("stuck_timeout 5m"), "{reason}");
         assert!(reason.contains("1 failed polls"), "{reason}");

@@ -11,6 +11,8 @@ use crate::store_api::Source;
 /// A batch of changes is durable.
 pub struct BatchCommitted<'a> {
     pub size: usize,
+    /// Job rows the batch inserted or updated.
+    pub rows_written: usize,
     pub elapsed: Duration,
     /// One entry per change that moved a job's status (or registered a job).
     pub transitions: &'a [Source],
@@ -19,6 +21,7 @@ pub struct BatchCommitted<'a> {
 impl InternalEvent for BatchCommitted<'_> {
     fn emit(self, m: &Metrics) {
         m.store_batch_size.observe(self.size as f64);
+        m.store_rows_written.inc_by(self.rows_written as u64);
         m.store_commit_seconds.observe(self.elapsed.as_secs_f64());
         for source in self.transitions {
             m.transitions.with_label_values(&[source.as_str()]).inc();

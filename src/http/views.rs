@@ -27,6 +27,7 @@ pub struct ExecutionView {
     pub next_poll_at: Option<DateTime<Utc>>,
     pub consecutive_poll_failures: i32,
     pub last_poll_error: Option<String>,
+    pub failing_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -50,6 +51,7 @@ impl From<executions::Model> for ExecutionView {
             next_poll_at: row.next_poll_at,
             consecutive_poll_failures: row.consecutive_poll_failures,
             last_poll_error: row.last_poll_error,
+            failing_since: row.failing_since,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }

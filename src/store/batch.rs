@@ -65,13 +65,22 @@ const LOAD_CHUNK: usize = 500;
 /// Rows per multi-row insert.
 const INSERT_CHUNK: usize = 200;
 
-/// Applies `ops` in one transaction. `Err` means nothing was written; `Ok` holds one result per op.
+/// What one committed batch did.
+#[derive(Debug)]
+pub struct Committed {
+    /// One result per change, in order.
+    pub outcomes: Vec<Result<WriteOutcome, OpError>>,
+    /// Job rows inserted or updated (changes that changed nothing write none).
+    pub rows_written: usize,
+}
+
+/// Applies `ops` in one transaction. `Err` means nothing was written.
 pub async fn apply_batch(
     db: &DatabaseConnection,
     ops: &[WriteOp],
     rules: &Rules,
     now: DateTime<Utc>,
-) -> Result<Vec<Result<WriteOutcome, OpError>>, DbErr> {
+) -> Result<Committed, DbErr> {
     let txn = db.begin().await?;
     let mut changes = Changes::default();
     load_rows(&txn, ops, &mut changes).await?;
@@ -79,9 +88,12 @@ pub async fn apply_batch(
         .iter()
         .map(|op| apply_one(op, &mut changes, rules, now))
         .collect();
-    let duplicates = write_out(&txn, changes, now).await?;
+    let (duplicates, rows_written) = write_out(&txn, changes, now).await?;
     txn.commit().await?;
-    Ok(mark_duplicate_letters(outcomes, ops, &duplicates))
+    Ok(Committed {
+        outcomes: mark_duplicate_letters(outcomes, ops, &duplicates),
+        rows_written,
+    })
 }
 
 async fn load_rows(
@@ -260,6 +272,7 @@ fn track(
         lease_until: None,
         created_at: now,
         updated_at: now,
+        failing_since: None,
     };
     rows::store_execution_state(&mut row, &state);
     let registered = state.registered(
@@ -362,12 +375,13 @@ fn history_row(
     }
 }
 
-/// Writes everything; returns the indexes (among dead letters) that were already stored.
+/// Writes everything; returns the indexes (among dead letters) that were already stored, and
+/// how many job rows were written.
 async fn write_out(
     txn: &DatabaseTransaction,
     changes: Changes,
     now: DateTime<Utc>,
-) -> Result<Vec<usize>, DbErr> {
+) -> Result<(Vec<usize>, usize), DbErr> {
     // Every changed row, new or not, goes out in multi-row upserts: one statement per chunk
     // instead of one UPDATE per row. The rows were read under lock in this transaction, so
     // the upsert writes exactly what the domain rules decided.
@@ -380,6 +394,7 @@ async fn write_out(
             loaded.row.into_active_model().reset_all()
         })
         .collect();
+    let mut rows_written = rows.len();
     for chunk in chunked(rows) {
         executions::Entity::insert_many(chunk)
             .on_conflict(
@@ -402,6 +417,7 @@ async fn write_out(
             loaded.row.into_active_model().reset_all()
         })
         .collect();
+    rows_written += rows.len();
     for chunk in chunked(rows) {
         queue::Entity::insert_many(chunk)
             .on_conflict(
@@ -450,7 +466,7 @@ async fn write_out(
         .exec_without_returning(txn)
         .await?;
     }
-    Ok(duplicates)
+    Ok((duplicates, rows_written))
 }
 
 fn chunked<T>(items: Vec<T>) -> Vec<Vec<T>> {

@@ -12,7 +12,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, RuntimeErr};
 
 use crate::config::DatabaseSettings;
 
-pub use batch::{apply_batch, Rules};
+pub use batch::{apply_batch, Committed, Rules};
 
 const STATEMENT_CACHE: usize = 16;
 

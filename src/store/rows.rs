@@ -26,6 +26,7 @@ pub fn execution_state(row: &executions::Model) -> Result<ExecutionState, OpErro
         next_poll_at: row.next_poll_at,
         consecutive_poll_failures: row.consecutive_poll_failures.max(0) as u32,
         last_poll_error: row.last_poll_error.clone(),
+        failing_since: row.failing_since,
     })
 }
 
@@ -44,6 +45,7 @@ pub fn store_execution_state(row: &mut executions::Model, state: &ExecutionState
     row.consecutive_poll_failures =
         i32::try_from(state.consecutive_poll_failures).unwrap_or(i32::MAX);
     row.last_poll_error.clone_from(&state.last_poll_error);
+    row.failing_since = state.failing_since;
 }
 
 pub fn queue_state(row: &queue::Model) -> Result<QueueState, OpError> {
@@ -113,6 +115,7 @@ mod tests {
             lease_until: Some(t(60)),
             created_at: t(0),
             updated_at: t(3),
+            failing_since: Some(t(3)),
         }
     }
 

@@ -173,13 +173,16 @@ pub fn rules(settings: &Settings) -> Rules {
 /// A JobStore on `db` as the service builds it (without the timeout sweep), with metrics of
 /// its own.
 pub fn launch_store(db: DatabaseConnection, settings: &Settings) -> Addr<JobStore> {
-    JobStore::new(
-        db,
-        settings.store.clone(),
-        rules(settings),
-        Events::default(),
-    )
-    .launch()
+    launch_store_counting(db, settings, Events::default())
+}
+
+/// Like [`launch_store`], counting into `events`.
+pub fn launch_store_counting(
+    db: DatabaseConnection,
+    settings: &Settings,
+    events: Events,
+) -> Addr<JobStore> {
+    JobStore::new(db, settings.store.clone(), rules(settings), events).launch()
 }
 
 /// Runs `test` against a fresh database of `backend`, then drops that database.

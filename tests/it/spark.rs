@@ -22,7 +22,7 @@ use jobwarden::store_api::{
 };
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 
-use crate::helpers::{launch_store, wait_until, Backend, TestDb};
+use crate::helpers::{launch_store_counting, wait_until, Backend, TestDb};
 use jobwarden_testkit::{Answer, SparkServer as FakeSpark};
 
 fn spark_settings(url: &str, pool: usize) -> SparkSettings {
@@ -86,10 +86,10 @@ impl World {
             spark: spark_settings(spark_url, pool),
             ..db.settings()
         };
-        let store = launch_store(db.db.clone(), &settings);
-        track(&store, jobs).await;
         let metrics = Arc::new(Metrics::new());
         let events = Events::new(metrics.clone());
+        let store = launch_store_counting(db.db.clone(), &settings, events.clone());
+        track(&store, jobs).await;
         let handle = StoreHandle::from(&store);
         let backend = Rc::new(SparkStandalone::new(&settings.spark).unwrap());
         let pollers = spark_poller::start_pool(backend, pool, &handle, &events);
@@ -390,6 +390,32 @@ async fn the_largest_pool_over_a_big_fleet_on_sqlite_polls_every_job_once() {
     assert_eq!(recorded, 50_000);
     let stats = world.scheduler.send(GetSchedulerStats).await.unwrap();
     assert_eq!(stats.completed, 50_000);
+}
+
+#[actix_rt::test]
+async fn polls_that_bring_no_news_write_no_row() {
+    let spark = FakeSpark::start().await;
+    let world = World::new(&spark.url(), 4, 20).await;
+    world.wait_idle().await;
+    assert_eq!(world.count_status("Running").await, 20);
+    let before = world.row("e7").await;
+    let written = world.metrics.store_rows_written.get();
+    for _ in 0..3 {
+        world.cycle().await;
+    }
+    assert_eq!(spark.status_requests("driver-7"), 4, "asked at every cycle");
+    assert_eq!(
+        world.metrics.store_rows_written.get(),
+        written,
+        "60 answers, no news, no row written"
+    );
+    assert_eq!(world.row("e7").await, before);
+
+    // News is written at once.
+    spark.answer("driver-7", Answer::State("FINISHED"));
+    world.cycle().await;
+    assert_eq!(world.row("e7").await.status, "Succeeded");
+    assert_eq!(world.metrics.store_rows_written.get(), written + 1);
 }
 
 #[actix_rt::test]
