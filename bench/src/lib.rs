@@ -1,6 +1,7 @@
 //! `jobwarden-bench`: whole-system measurements of jobwarden anyone can rerun, printed as
 //! figures beside a ceiling measured in the same run. Not part of the service binary.
 
+pub mod ceiling;
 pub mod kafka_ingest;
 pub mod poll;
 pub mod status_check;

@@ -199,3 +199,46 @@ pub async fn freshness(
     let pick = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
     Ok((pick(0.5), pick(0.99)))
 }
+
+/// Rows the store writes while `jobs` running jobs are polled `cycles` more times with nothing
+/// changing: returns (rows written, polls answered) over those cycles.
+pub async fn steady_state(
+    mut settings: Settings,
+    jobs: usize,
+    cycles: usize,
+) -> anyhow::Result<(u64, u64)> {
+    let server = SparkServer::start().await.without_request_counts();
+    let scratch = tempfile::tempdir()?;
+    super::scratch_database(&mut settings, None, scratch.path(), "steady");
+    let db = store::connect(&settings.database).await?;
+    store::migrate(&db).await?;
+    let metrics = std::sync::Arc::new(jobwarden::metrics::Metrics::new());
+    let events = Events::new(metrics.clone());
+    let store = super::launch_store(db.clone(), &settings, &events);
+    super::track_all(&store, (0..jobs).map(|i| format!("s{i}"))).await?;
+    settings.spark.rest_url = server.url();
+    settings.spark.master_ui_url = Some(server.url());
+    let scheduler = super::start_polling(&settings, &store, &events, Ticking::Manual)?;
+    let cycle = || async {
+        scheduler.send(Tick).await?;
+        loop {
+            let stats = scheduler.send(GetSchedulerStats).await?;
+            if !stats.cycle_running {
+                return anyhow::Ok(stats.completed);
+            }
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    // The first cycle finds every job Queued and writes each as Running.
+    let first = cycle().await?;
+    let written = metrics.store_rows_written.get();
+    let mut completed = first;
+    for _ in 0..cycles {
+        completed = cycle().await?;
+    }
+    scheduler.do_send(jobwarden::actors::scheduler::StopPolling);
+    Ok((
+        metrics.store_rows_written.get() - written,
+        completed - first,
+    ))
+}

@@ -33,6 +33,11 @@ pub enum Scenario {
         changes: usize,
         database_url: Option<String>,
     },
+    /// Jobs that keep running unchanged, polled again and again.
+    SteadyState {
+        jobs: usize,
+        cycles: usize,
+    },
     Idle,
     StatusCheck {
         rest_url: String,
@@ -65,6 +70,9 @@ pub struct SuiteOptions {
     /// Also measure ingest and store writes on this PostgreSQL database.
     #[arg(long, value_name = "URL")]
     pub postgres_url: Option<String>,
+    /// Also measure ingest and store writes on this MySQL/MariaDB database.
+    #[arg(long, value_name = "URL")]
+    pub mariadb_url: Option<String>,
     /// With --submission-id and --spark-home: the status-check scenario on a real cluster.
     #[arg(long)]
     pub spark_rest_url: Option<String>,
@@ -78,7 +86,7 @@ fn label_db(url: &Option<String>) -> String {
     match url {
         None => "SQLite".into(),
         Some(u) if u.starts_with("postgres") => "PostgreSQL".into(),
-        Some(u) if u.starts_with("mysql") || u.starts_with("mariadb") => "MySQL".into(),
+        Some(u) if u.starts_with("mysql") || u.starts_with("mariadb") => "MariaDB".into(),
         Some(_) => "database".into(),
     }
 }
@@ -129,6 +137,9 @@ fn plan(options: &SuiteOptions) -> Vec<Scenario> {
     if let Some(pg) = &options.postgres_url {
         databases.push(Some(pg.clone()));
     }
+    if let Some(maria) = &options.mariadb_url {
+        databases.push(Some(maria.clone()));
+    }
     for db in &databases {
         plan.push(Scenario::KafkaIngest {
             events,
@@ -142,6 +153,10 @@ fn plan(options: &SuiteOptions) -> Vec<Scenario> {
             database_url: db.clone(),
         });
     }
+    plan.push(Scenario::SteadyState {
+        jobs: if options.full { 10_000 } else { 2_000 },
+        cycles: 3,
+    });
     plan.push(Scenario::Idle);
     if let (Some(rest_url), Some(submission_id), Some(spark_home)) = (
         &options.spark_rest_url,
@@ -216,6 +231,27 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                 peak_rss_kb: None,
             }])
         }
+        Scenario::SteadyState { jobs, cycles } => {
+            let interval = settings.spark.poll_interval;
+            let (rows, polls) = super::poll::steady_state(settings, jobs, cycles).await?;
+            let per_second = rows as f64 / (interval.as_secs_f64() * cycles as f64);
+            Ok(vec![Row {
+                scenario: format!(
+                    "steady state, {} running jobs, no change, {cycles} cycles",
+                    thousands(jobs)
+                ),
+                ours: format!(
+                    "{rows} row writes for {polls} polls ({per_second:.1}/s at {})",
+                    humantime::format_duration(interval)
+                ),
+                ceiling: format!(
+                    "{polls} (a write per poll: {:.0}/s)",
+                    polls as f64 / (interval.as_secs_f64() * cycles as f64)
+                ),
+                ratio: None,
+                peak_rss_kb: None,
+            }])
+        }
         Scenario::KafkaIngest {
             events,
             brokers,
@@ -244,7 +280,10 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
             Ok(vec![Row {
                 scenario: format!("store writes, {} changes, {label}", thousands(changes)),
                 ours: format!("{:.0} changes/s", f.changes_per_second),
-                ceiling: format!("{:.0} /s (bare multi-row upsert)", f.baseline_per_second),
+                ceiling: format!(
+                    "{:.0} /s (bare multi-row upsert, {})",
+                    f.baseline_per_second, f.baseline_client
+                ),
                 ratio: Some(f.changes_per_second / f.baseline_per_second),
                 peak_rss_kb: None,
             }])

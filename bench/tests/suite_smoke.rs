@@ -35,6 +35,7 @@ fn quick_suite_prints_a_row_per_scenario_with_its_peak_rss() {
         "| freshness,",
         "| kafka ingest, 20k events (mock cluster), SQLite |",
         "| store writes, 5k changes, SQLite |",
+        "| steady state, 2k running jobs, no change, 3 cycles |",
         "| idle service (no jobs) |",
     ] {
         assert!(table.contains(scenario), "{scenario} missing:\n{table}");
