@@ -62,8 +62,9 @@ struct Changes {
 
 /// Largest id list in one `IN (…)`, well under every backend's bind-parameter limit.
 const LOAD_CHUNK: usize = 500;
-/// Rows per multi-row insert.
-const INSERT_CHUNK: usize = 200;
+/// Rows per multi-row insert: a whole batch (`store.max_batch`, 500) in one statement; the
+/// widest row (21 columns) keeps that at 10,500 parameters, under SQLite's 32,766.
+const INSERT_CHUNK: usize = 500;
 
 /// What one committed batch did.
 #[derive(Debug)]
