@@ -242,3 +242,49 @@ pub async fn steady_state(
         completed - first,
     ))
 }
+
+/// The service as `jobwarden run` builds it, over `jobs` Queued rows inserted by one SQL
+/// statement (so no set-up memory counts), until its first cycle has made every row Running:
+/// returns that cycle's seconds.
+pub async fn fleet(
+    mut settings: Settings,
+    jobs: usize,
+    scratch: &std::path::Path,
+) -> anyhow::Result<f64> {
+    use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let server = SparkServer::start().await.without_request_counts();
+    super::scratch_database(&mut settings, None, scratch, "fleet");
+    {
+        let db = store::connect(&settings.database).await?;
+        store::migrate(&db).await?;
+        db.execute_unprepared(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
+             INSERT INTO spark_job_executions (execution_id, submission_id) \
+             SELECT 'fleet-' || i, 'driver-fleet-' || i FROM n",
+            jobs.saturating_sub(1)
+        ))
+        .await?;
+        db.close().await?;
+    }
+    settings.spark.rest_url = server.url();
+    settings.spark.master_ui_url = Some(server.url());
+    settings.spark.max_concurrent_polls = 64;
+    settings.http.bind = String::new();
+    let started = Instant::now();
+    let app = jobwarden::startup::Application::build(settings).await?;
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        let running = entity::spark_job_executions::Entity::find()
+            .filter(entity::spark_job_executions::Column::Status.eq("Running"))
+            .count(&app.db)
+            .await?;
+        if running as usize >= jobs {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the first cycle did not finish");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    app.shutdown().await;
+    Ok(seconds)
+}

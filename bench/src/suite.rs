@@ -38,6 +38,10 @@ pub enum Scenario {
         jobs: usize,
         cycles: usize,
     },
+    /// The service as it runs, over a fleet inserted by SQL (no set-up memory in the figure).
+    Fleet {
+        jobs: usize,
+    },
     Idle,
     StatusCheck {
         rest_url: String,
@@ -156,6 +160,9 @@ fn plan(options: &SuiteOptions) -> Vec<Scenario> {
     plan.push(Scenario::SteadyState {
         jobs: if options.full { 10_000 } else { 2_000 },
         cycles: 3,
+    });
+    plan.push(Scenario::Fleet {
+        jobs: if options.full { 100_000 } else { 2_000 },
     });
     plan.push(Scenario::Idle);
     if let (Some(rest_url), Some(submission_id), Some(spark_home)) = (
@@ -285,6 +292,17 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                     f.baseline_per_second, f.baseline_client
                 ),
                 ratio: Some(f.changes_per_second / f.baseline_per_second),
+                peak_rss_kb: None,
+            }])
+        }
+        Scenario::Fleet { jobs } => {
+            let scratch = tempfile::tempdir()?;
+            let seconds = super::poll::fleet(settings, jobs, scratch.path()).await?;
+            Ok(vec![Row {
+                scenario: format!("service over {} jobs, first cycle", thousands(jobs)),
+                ours: format!("{seconds:.2} s"),
+                ceiling: "-".into(),
+                ratio: None,
                 peak_rss_kb: None,
             }])
         }

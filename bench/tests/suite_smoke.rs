@@ -36,6 +36,7 @@ fn quick_suite_prints_a_row_per_scenario_with_its_peak_rss() {
         "| kafka ingest, 20k events (mock cluster), SQLite |",
         "| store writes, 5k changes, SQLite |",
         "| steady state, 2k running jobs, no change, 3 cycles |",
+        "| service over 2k jobs, first cycle |",
         "| idle service (no jobs) |",
     ] {
         assert!(table.contains(scenario), "{scenario} missing:\n{table}");

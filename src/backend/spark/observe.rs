@@ -104,7 +104,7 @@ impl SparkStandalone {
             Some(UiLookup::Found(ui)) => ui,
             lookup => {
                 let polls = match lookup {
-                    Some(UiLookup::Missing(n)) => n + 1,
+                    Some(UiLookup::Missing(n)) => n.saturating_add(1),
                     _ => 1,
                 };
                 if !polls.is_power_of_two() {
@@ -153,10 +153,18 @@ impl StatusBackend for SparkStandalone {
 }
 
 /// What is known about each running driver's UI, so a driver's log is read once rather than
-/// at every poll.
+/// at every poll. Kept small, since every running driver without a UI has an entry: a found UI
+/// is keyed by the full submission id, a miss count by a 64-bit hash of it (about 20 bytes per
+/// driver; a collision could only shift when a log is read again, never mix up two UIs).
 #[derive(Debug, Default)]
 struct DriverUis {
-    known: Mutex<HashMap<String, UiLookup>>,
+    known: Mutex<Lookups>,
+}
+
+#[derive(Debug, Default)]
+struct Lookups {
+    found: HashMap<String, DriverUi>,
+    missing: HashMap<u64, u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -164,23 +172,46 @@ enum UiLookup {
     Found(DriverUi),
     /// Not found in this many polls. A driver logs its UI some seconds after it starts, and
     /// one without a SparkContext never does, so lookups thin out: only at polls 1, 2, 4, 8…
-    Missing(u32),
+    Missing(u16),
+}
+
+fn key(submission_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    submission_id.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl DriverUis {
     fn get(&self, submission_id: &str) -> Option<UiLookup> {
-        self.known.lock().ok()?.get(submission_id).cloned()
+        let known = self.known.lock().ok()?;
+        if let Some(ui) = known.found.get(submission_id) {
+            return Some(UiLookup::Found(ui.clone()));
+        }
+        known
+            .missing
+            .get(&key(submission_id))
+            .map(|n| UiLookup::Missing(*n))
     }
 
     fn set(&self, submission_id: &str, lookup: UiLookup) {
         if let Ok(mut known) = self.known.lock() {
-            known.insert(submission_id.to_owned(), lookup);
+            match lookup {
+                UiLookup::Found(ui) => {
+                    known.missing.remove(&key(submission_id));
+                    known.found.insert(submission_id.to_owned(), ui);
+                }
+                UiLookup::Missing(n) => {
+                    known.missing.insert(key(submission_id), n);
+                }
+            }
         }
     }
 
     fn forget(&self, submission_id: &str) {
         if let Ok(mut known) = self.known.lock() {
-            known.remove(submission_id);
+            known.found.remove(submission_id);
+            known.missing.remove(&key(submission_id));
         }
     }
 }
