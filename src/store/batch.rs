@@ -400,10 +400,17 @@ async fn write_out(
         executions::Entity::insert_many(chunk)
             .on_conflict(
                 OnConflict::column(executions::Column::ExecutionId)
-                    .update_columns(
-                        executions::Column::iter()
-                            .filter(|c| !matches!(c, executions::Column::ExecutionId)),
-                    )
+                    .update_columns(executions::Column::iter().filter(|c| {
+                        // The key, the creation time and the lease are never the business of
+                        // a status change: an update leaves them as they are.
+                        !matches!(
+                            c,
+                            executions::Column::ExecutionId
+                                | executions::Column::CreatedAt
+                                | executions::Column::Owner
+                                | executions::Column::LeaseUntil
+                        )
+                    }))
                     .to_owned(),
             )
             .exec_without_returning(txn)
@@ -424,7 +431,9 @@ async fn write_out(
             .on_conflict(
                 OnConflict::column(queue::Column::JobId)
                     .update_columns(
-                        queue::Column::iter().filter(|c| !matches!(c, queue::Column::JobId)),
+                        queue::Column::iter().filter(|c| {
+                            !matches!(c, queue::Column::JobId | queue::Column::CreatedAt)
+                        }),
                     )
                     .to_owned(),
             )
