@@ -160,9 +160,11 @@ impl SparkClient {
     /// `GET /v1/submissions/status/{id}`.
     pub async fn status(&self, submission_id: &str) -> Result<DriverStatus, SparkError> {
         let url = self.rest_url(&["v1", "submissions", "status", submission_id]);
-        let body = self.get_text(url).await?;
-        let wire: StatusWire = serde_json::from_str(&body)
-            .map_err(|e| SparkError::Garbage(format!("{e}; body starts {:?}", preview(&body))))?;
+        let body = self.get_bytes(url).await?;
+        let wire: StatusWire = serde_json::from_slice(&body).map_err(|e| {
+            let text = String::from_utf8_lossy(&body);
+            SparkError::Garbage(format!("{e}; body starts {:?}", preview(&text)))
+        })?;
         if wire.action.as_deref() == Some("ErrorResponse") {
             return Err(SparkError::Garbage(
                 wire.message
@@ -175,7 +177,7 @@ impl SparkClient {
             }
             return Err(SparkError::Garbage(format!(
                 "no driverState; body starts {:?}",
-                preview(&body)
+                preview(&String::from_utf8_lossy(&body))
             )));
         };
         let state =
@@ -297,6 +299,13 @@ impl SparkClient {
     }
 
     async fn get_text(&self, url: Url) -> Result<String, SparkError> {
+        let body = self.get_bytes(url).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The body of a 200 answer as received: JSON is parsed from the bytes, with no text
+    /// decoding on the way (the poll path's most frequent request).
+    async fn get_bytes(&self, url: Url) -> Result<bytes::Bytes, SparkError> {
         let response = self
             .http
             .get(url.clone())
@@ -304,11 +313,14 @@ impl SparkClient {
             .await
             .map_err(|e| self.transport(&url, e))?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| self.transport(&url, e))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport(&url, e))?;
         if status != StatusCode::OK {
             return Err(SparkError::Http {
                 status: status.as_u16(),
-                body: preview(&body).to_owned(),
+                body: preview(&String::from_utf8_lossy(&body)).to_owned(),
             });
         }
         Ok(body)
