@@ -193,8 +193,13 @@ async fn listen(listening: Listening, mut stop: watch::Receiver<bool>, faults: F
             let listening = listening.clone();
             let (mut stop, mut faults) = (stop.clone(), faults.watch());
             contained(async move {
-                let consumer = kafka::consumer(&listening.settings, listening.events.clone())?;
-                consume(&consumer, &listening, &mut stop, &mut faults).await
+                let mut consumer = Closing::new(kafka::consumer(
+                    &listening.settings,
+                    listening.events.clone(),
+                )?);
+                let consumed = consume(consumer.get(), &listening, &mut stop, &mut faults).await;
+                consumer.inline = consumed.is_ok();
+                consumed
             })
             .await
         };
@@ -218,6 +223,48 @@ async fn listen(listening: Listening, mut stop: watch::Receiver<bool>, faults: F
             _ = stop.wait_for(|s| *s) => return,
         }
         pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// Owns a consumer until it is closed. Closing makes librdkafka revoke the partitions and
+/// leave the group, which can block (seen in tests: a consumer dropped while a rebalance was
+/// pending waited forever in `assign`). After a clean stop it closes right here, as shutdown
+/// wants; after a failure or a panic it closes on a thread of its own, so the actors sharing
+/// this thread never wait on it.
+struct Closing {
+    consumer: Option<ListenerConsumer>,
+    inline: bool,
+}
+
+impl Closing {
+    fn new(consumer: ListenerConsumer) -> Self {
+        Closing {
+            consumer: Some(consumer),
+            inline: false,
+        }
+    }
+
+    fn get(&self) -> &ListenerConsumer {
+        self.consumer
+            .as_ref()
+            .expect("the consumer is only taken when dropped")
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        let Some(consumer) = self.consumer.take() else {
+            return;
+        };
+        if self.inline {
+            return drop(consumer);
+        }
+        let closed = std::thread::Builder::new()
+            .name("kafka-close".into())
+            .spawn(move || drop(consumer));
+        if let Err(e) = closed {
+            warn!(error = %e, "cannot close the Kafka consumer on a thread of its own");
+        }
     }
 }
 
