@@ -138,8 +138,7 @@ impl Application {
             settings.spark.scheduler_stale_after(),
             events.clone(),
         );
-        let mut heartbeats: Vec<Arc<Heartbeat>> =
-            vec![store_health.heartbeat.clone(), scheduler.heartbeat()];
+        let mut heartbeats: Vec<Arc<Heartbeat>> = vec![scheduler.heartbeat()];
         let scheduler = Supervisor::start(move |_| scheduler);
         let listener = settings.kafka.as_ref().map(|kafka| {
             let listener = KafkaListener::new(kafka.clone(), store_handle.clone(), events.clone());

@@ -213,7 +213,6 @@ impl From<&Addr<JobStore>> for StoreHandle {
             addr.clone().recipient(),
             addr.clone().recipient(),
             addr.clone().recipient(),
-            addr.clone().recipient(),
         )
     }
 }

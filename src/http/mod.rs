@@ -23,7 +23,8 @@ pub struct HttpState {
     pub db: DatabaseConnection,
     pub store: StoreHandle,
     pub store_health: Arc<StoreHealth>,
-    /// Every long-running part's heartbeat: the store's, the scheduler's, the listener's.
+    /// The heartbeats of the parts other than the store (whose check also needs the database's
+    /// state, in `store_health`): the scheduler's and, when configured, the listener's.
     pub heartbeats: Vec<Arc<Heartbeat>>,
     pub kafka_configured: bool,
     pub metrics: Arc<Metrics>,

@@ -48,9 +48,7 @@ pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
         },
     );
     for heart in &state.heartbeats {
-        if heart.name() != "job_store" {
-            check(heart.name(), heart.judge());
-        }
+        check(heart.name(), heart.judge());
     }
     if !state.kafka_configured {
         check("kafka_listener", Ok("not configured".into()));

@@ -8,7 +8,6 @@ mod messages;
 use std::future::Future;
 
 use actix::Recipient;
-use chrono::{DateTime, Utc};
 
 pub use changes::{NewDeadLetter, OpError, Source, TrackRequest, WriteOp, WriteOutcome};
 pub use messages::{
@@ -22,7 +21,6 @@ pub use messages::{
 pub struct StoreHandle {
     write: Recipient<Write>,
     due: Recipient<DueJobs>,
-    sweep: Recipient<SweepTimeouts>,
     drain: Recipient<Drain>,
     stats: Recipient<GetStats>,
 }
@@ -31,14 +29,12 @@ impl StoreHandle {
     pub fn new(
         write: Recipient<Write>,
         due: Recipient<DueJobs>,
-        sweep: Recipient<SweepTimeouts>,
         drain: Recipient<Drain>,
         stats: Recipient<GetStats>,
     ) -> Self {
         StoreHandle {
             write,
             due,
-            sweep,
             drain,
             stats,
         }
@@ -59,15 +55,6 @@ impl StoreHandle {
         page: DueJobs,
     ) -> impl Future<Output = Result<Vec<DueExecution>, StoreError>> + Send + 'static {
         let request = self.due.send(page);
-        async move { request.await.map_err(StoreError::from)? }
-    }
-
-    /// Applies the timeout rules now; resolves with how many jobs they failed.
-    pub fn sweep_timeouts(
-        &self,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<usize, StoreError>> + Send + 'static {
-        let request = self.sweep.send(SweepTimeouts { now });
         async move { request.await.map_err(StoreError::from)? }
     }
 
