@@ -28,6 +28,13 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Checks the `[tables]` mapping against the database; the resolved mapping as text.
+pub async fn check_tables(settings: &Settings) -> Result<String, StartError> {
+    let db = connect(settings).await?;
+    let mapping = crate::startup::check_tables(&db, settings).await?;
+    Ok(crate::store::mapped::describe(&mapping))
+}
+
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let db = connect(&settings).await?;
     let applied = store::migrate(&db)

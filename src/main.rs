@@ -28,7 +28,26 @@ fn main() -> ExitCode {
         for warning in &loaded.warnings {
             eprintln!("warning: {warning}");
         }
-        return ExitCode::SUCCESS;
+        if loaded.settings.tables.is_empty() {
+            return ExitCode::SUCCESS;
+        }
+        // A mapping is only known to work once the tables it names have been looked at.
+        let settings = loaded.settings.clone();
+        let checked = actix_rt::System::new()
+            .block_on(async move { commands::check_tables(&settings).await });
+        return match checked {
+            Ok(described) => {
+                println!("\n# mapped tables: checked against the database");
+                for line in described.lines() {
+                    println!("# {line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("jobwarden: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
     }
     if let Err(e) = telemetry::init(&loaded.settings.telemetry) {
         eprintln!("jobwarden: cannot start logging: {e}");

@@ -24,6 +24,7 @@ use crate::health::Heartbeat;
 use crate::http::HttpState;
 use crate::kafka::KafkaSetupError;
 use crate::metrics::Metrics;
+use crate::store::mapped::{self, Mapping, MappingError};
 use crate::store::{self, Rules};
 use crate::store_api::StoreHandle;
 
@@ -53,11 +54,13 @@ pub enum StartError {
     Kafka(#[from] KafkaSetupError),
     #[error("{0}; fix it in the [spark] section")]
     Spark(#[from] SparkSetupError),
+    #[error("{0}\nfix the [tables] settings to match the tables (jobwarden never changes a mapped table)")]
+    Mapping(#[from] MappingError),
 }
 
 impl StartError {
-    /// 3: the database; 4: the HTTP address; 5: Kafka; 2: another setting (as for an invalid
-    /// configuration file).
+    /// 3: the database; 4: the HTTP address; 5: Kafka; 6: the mapped tables; 2: another
+    /// setting (as for an invalid configuration file).
     pub fn exit_code(&self) -> u8 {
         match self {
             StartError::DatabaseRefused { .. }
@@ -66,6 +69,7 @@ impl StartError {
             StartError::HttpBind { .. } => 4,
             StartError::Kafka(_) => 5,
             StartError::Spark(_) => 2,
+            StartError::Mapping(_) => 6,
         }
     }
 }
@@ -102,6 +106,7 @@ impl Application {
         if applied > 0 {
             info!(applied, "database migrations applied");
         }
+        let mapping = Arc::new(check_tables(&db, &settings).await?);
         if let Some(kafka) = &settings.kafka {
             // Refuse a bad property now, not in a retry loop after start.
             crate::kafka::check(kafka)?;
@@ -121,6 +126,7 @@ impl Application {
         let events = Events::new(metrics.clone());
         let rules = Rules::from_settings(&settings.spark);
         let job_store = JobStore::new(db.clone(), settings.store.clone(), rules, events.clone())
+            .with_mapping(mapping)
             .with_timeout_sweep();
         let store_health = job_store.health();
         let store = job_store.launch();
@@ -316,4 +322,20 @@ pub async fn shutdown_signal() -> &'static str {
         let _ = tokio::signal::ctrl_c().await;
         "SIGINT"
     }
+}
+
+/// The application tables of `[tables]`, checked against the database's catalogue; none
+/// configured means jobwarden's own tables.
+pub async fn check_tables(
+    db: &DatabaseConnection,
+    settings: &Settings,
+) -> Result<Mapping, StartError> {
+    if settings.tables.is_empty() {
+        return Ok(Mapping::default());
+    }
+    let mapping = mapped::check(db, &settings.tables).await?;
+    for line in mapped::describe(&mapping).lines() {
+        info!("{line}");
+    }
+    Ok(mapping)
 }

@@ -20,6 +20,7 @@ use crate::events::{
 };
 use crate::health::Heartbeat;
 use crate::metrics::Metrics;
+use crate::store::mapped::{self, Mapping};
 use crate::store::{self, Committed, Rules};
 use crate::store_api::{
     Drain, DueExecution, DueJobs, GetStats, OpError, StoreError, StoreHandle, StoreStats,
@@ -56,6 +57,7 @@ pub struct JobStore {
     db: DatabaseConnection,
     settings: StoreSettings,
     rules: Rules,
+    mapping: Arc<Mapping>,
     sweep: bool,
     pending: VecDeque<Pending>,
     flushing: bool,
@@ -88,6 +90,7 @@ impl JobStore {
             db,
             settings,
             rules,
+            mapping: Arc::new(Mapping::default()),
             sweep: false,
             pending: VecDeque::new(),
             flushing: false,
@@ -99,6 +102,12 @@ impl JobStore {
             }),
             events,
         }
+    }
+
+    /// Keep the application's own tables true instead of jobwarden's (`[tables]`, checked).
+    pub fn with_mapping(mut self, mapping: Arc<Mapping>) -> Self {
+        self.mapping = mapping;
+        self
     }
 
     /// Also apply the timeout rules to every unfinished job every `store.sweep_interval`.
@@ -164,6 +173,7 @@ impl JobStore {
             db: self.db.clone(),
             settings: self.settings.clone(),
             rules: self.rules,
+            mapping: self.mapping.clone(),
             health: self.health.clone(),
             events: self.events.clone(),
         };
@@ -288,16 +298,58 @@ impl Handler<Write> for JobStore {
     }
 }
 
+/// Most new application rows one cycle picks up; the next cycle takes the rest.
+const ADOPT_PAGE: u64 = 5_000;
+
 impl Handler<DueJobs> for JobStore {
-    type Result = ResponseFuture<Result<Vec<DueExecution>, StoreError>>;
+    type Result = ResponseActFuture<Self, Result<Vec<DueExecution>, StoreError>>;
 
     fn handle(&mut self, msg: DueJobs, _: &mut Self::Context) -> Self::Result {
         let db = self.db.clone();
-        Box::pin(async move {
-            store::read::due_executions(&db, &msg)
-                .await
+        let mapping = self.mapping.clone();
+        // A cycle's first page first picks up the rows the application inserted since the
+        // last cycle, so they are due in this very cycle.
+        let adopt = msg.after.is_none() && mapping.executions.is_some();
+        let find_new = {
+            let db = db.clone();
+            let mapping = mapping.clone();
+            async move {
+                match &mapping.executions {
+                    Some(map) if adopt => mapped::adoptable_executions(&db, map, ADOPT_PAGE)
+                        .await
+                        .map_err(|e| StoreError::Read(e.to_string())),
+                    _ => Ok(Vec::new()),
+                }
+            }
+        };
+        Box::pin(find_new.into_actor(self).then(move |found, act, ctx| {
+            let answers: Vec<_> = match &found {
+                Ok(ids) => ids
+                    .iter()
+                    .map(|id| {
+                        act.enqueue(
+                            WriteOp::Adopt {
+                                execution_id: id.clone(),
+                            },
+                            ctx,
+                        )
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            async move {
+                found?;
+                for answer in answers {
+                    let _ = answer.await;
+                }
+                match &mapping.executions {
+                    Some(map) => mapped::due_executions(&db, map, &msg).await,
+                    None => store::read::due_executions(&db, &msg).await,
+                }
                 .map_err(|e| StoreError::Read(e.to_string()))
-        })
+            }
+            .into_actor(act)
+        }))
     }
 }
 
@@ -387,6 +439,7 @@ struct Writer {
     db: DatabaseConnection,
     settings: StoreSettings,
     rules: Rules,
+    mapping: Arc<Mapping>,
     health: Arc<StoreHealth>,
     events: Events,
 }
@@ -427,7 +480,7 @@ impl Writer {
         let mut delay = self.settings.retry_initial;
         loop {
             let started = Instant::now();
-            match store::apply_batch(&self.db, ops, &self.rules, Utc::now()).await {
+            match store::apply_batch(&self.db, ops, &self.rules, &self.mapping, Utc::now()).await {
                 Ok(Committed {
                     outcomes,
                     rows_written,

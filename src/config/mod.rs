@@ -9,6 +9,7 @@ mod layers;
 mod secret;
 mod spark;
 mod store;
+mod tables;
 mod telemetry;
 mod validate;
 
@@ -24,6 +25,10 @@ pub use kafka::{KafkaSettings, RESERVED_PROPERTIES};
 pub use secret::{is_secret_property, mask_url_password, DatabaseUrl, Secret, MASK};
 pub use spark::{BasicAuth, SparkSettings, MAX_POOL};
 pub use store::StoreSettings;
+pub use tables::{
+    effective_statuses, ColumnList, ExecutionColumns, MappedTable, QueueColumns, StatusValue,
+    TablesSettings,
+};
 pub use telemetry::{LogFormat, TelemetrySettings};
 pub use validate::{Problem, Problems, Validate};
 
@@ -42,6 +47,9 @@ pub struct Settings {
     pub http: HttpSettings,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaSettings>,
+    /// Application tables kept true in place of jobwarden's own.
+    #[serde(default, skip_serializing_if = "TablesSettings::is_empty")]
+    pub tables: TablesSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +118,7 @@ impl Settings {
         if let Some(kafka) = &self.kafka {
             kafka.validate(&mut problems);
         }
+        self.tables.validate(&mut problems);
         problems.into_vec()
     }
 

@@ -23,6 +23,7 @@ use crate::domain::{
 };
 use crate::store_api::{NewDeadLetter, OpError, Source, TrackRequest, WriteOp, WriteOutcome};
 
+use super::mapped::{self, AppExecution, AppQueueJob, Mapping};
 use super::rows;
 
 const SPARK: &str = "spark";
@@ -58,6 +59,11 @@ struct Changes {
     queue: HashMap<String, Loaded<queue::Model>>,
     history: Vec<history::ActiveModel>,
     dead_letters: Vec<NewDeadLetter>,
+    /// Mapped application rows as loaded: what their columns hold before this batch.
+    app_executions: HashMap<String, AppExecution>,
+    app_queue: HashMap<String, AppQueueJob>,
+    /// Application rows whose mapped values jobwarden cannot read, with the reason.
+    unreadable: HashMap<String, String>,
 }
 
 /// Largest id list in one `IN (…)`, well under every backend's bind-parameter limit.
@@ -80,16 +86,20 @@ pub async fn apply_batch(
     db: &DatabaseConnection,
     ops: &[WriteOp],
     rules: &Rules,
+    mapping: &Mapping,
     now: DateTime<Utc>,
 ) -> Result<Committed, DbErr> {
     let txn = db.begin().await?;
     let mut changes = Changes::default();
-    load_rows(&txn, ops, &mut changes).await?;
+    load_rows(&txn, ops, &mut changes, mapping).await?;
+    if let Some(map) = &mapping.executions {
+        reconcile_executions(&mut changes, map, now);
+    }
     let outcomes: Vec<_> = ops
         .iter()
-        .map(|op| apply_one(op, &mut changes, rules, now))
+        .map(|op| apply_one(op, &mut changes, rules, mapping, now))
         .collect();
-    let (duplicates, rows_written) = write_out(&txn, changes, now).await?;
+    let (duplicates, rows_written) = write_out(&txn, changes, mapping, now).await?;
     txn.commit().await?;
     Ok(Committed {
         outcomes: mark_duplicate_letters(outcomes, ops, &duplicates),
@@ -101,13 +111,15 @@ async fn load_rows(
     txn: &DatabaseTransaction,
     ops: &[WriteOp],
     changes: &mut Changes,
+    mapping: &Mapping,
 ) -> Result<(), DbErr> {
     let mut execution_ids: Vec<&str> = Vec::new();
     let mut queue_ids: Vec<&str> = Vec::new();
     for op in ops {
         match op {
             WriteOp::Track(r) => execution_ids.push(&r.execution_id),
-            WriteOp::Observe { execution_id, .. }
+            WriteOp::Adopt { execution_id }
+            | WriteOp::Observe { execution_id, .. }
             | WriteOp::PollFailed { execution_id, .. }
             | WriteOp::TimeOut { execution_id, .. } => execution_ids.push(execution_id),
             WriteOp::QueueEvent { event, .. } => queue_ids.push(&event.job_id),
@@ -155,17 +167,165 @@ async fn load_rows(
             );
         }
     }
+    if let Some(map) = &mapping.executions {
+        changes.app_executions = mapped::load_executions(txn, map, &execution_ids).await?;
+    }
+    if let Some(map) = &mapping.queue {
+        changes.app_queue = mapped::load_queue(txn, map, &queue_ids).await?;
+    }
     Ok(())
+}
+
+/// Brings jobwarden's copy of each mapped row up to what the application's row holds now: the
+/// application's columns are the truth for the fields they map (it may have cancelled a job,
+/// or set its submission id), and the rules then apply from there. A row the application
+/// deleted is no longer supervised.
+fn reconcile_executions(changes: &mut Changes, map: &mapped::ExecutionsMap, now: DateTime<Utc>) {
+    let ids: Vec<String> = changes.executions.keys().cloned().collect();
+    for id in ids {
+        let Some(app) = changes.app_executions.get(&id) else {
+            changes.executions.remove(&id);
+            continue;
+        };
+        let loaded = changes.executions.get_mut(&id).expect("listed above");
+        match overlay_execution(&mut loaded.row, app, map) {
+            Ok(None) => {}
+            Ok(Some(entry)) => {
+                loaded.dirty = true;
+                if let Some(entry) = entry.with_time(now) {
+                    changes
+                        .history
+                        .push(history_row(SPARK, &id, &entry, Source::Application));
+                }
+            }
+            Err(reason) => {
+                changes.executions.remove(&id);
+                changes.unreadable.insert(id, reason);
+            }
+        }
+    }
+}
+
+/// What overlaying an application row changed in jobwarden's copy.
+struct Overlaid {
+    from: crate::domain::JobStatus,
+    to: crate::domain::JobStatus,
+}
+
+impl Overlaid {
+    /// The history line for a status the application changed itself, if it did.
+    fn with_time(self, at: DateTime<Utc>) -> Option<HistoryEntry> {
+        (self.from != self.to).then(|| HistoryEntry {
+            from: Some(self.from),
+            to: self.to,
+            detail: Some("changed by the application".into()),
+            at,
+        })
+    }
+}
+
+/// Copies the application's mapped values into jobwarden's copy of the row. `Ok(None)` when
+/// the copy already held them.
+fn overlay_execution(
+    row: &mut executions::Model,
+    app: &AppExecution,
+    map: &mapped::ExecutionsMap,
+) -> Result<Option<Overlaid>, String> {
+    let status = app
+        .status
+        .as_ref()
+        .and_then(|v| map.vocabulary.decode(v))
+        .ok_or_else(|| match &app.status {
+            Some(v) => format!(
+                "status {v} is not in the status vocabulary of {}",
+                map.table
+            ),
+            None => format!("status is NULL in {}", map.table),
+        })?;
+    let before = row.clone();
+    let from = row.status.parse().unwrap_or(status);
+    row.status = status.as_str().to_owned();
+    row.submission_id.clone_from(&app.submission_id);
+    if map.job_name.is_some() {
+        row.job_name.clone_from(&app.job_name);
+    }
+    if map.progress.is_some() {
+        row.progress = app
+            .progress
+            .map_or(0, |p| p.round().clamp(0.0, 100.0) as i16);
+    }
+    if map.error_message.is_some() {
+        row.error_message.clone_from(&app.error_message);
+    }
+    if map.submitted_at.is_some() {
+        row.submitted_at = app.submitted_at;
+    }
+    if map.started_at.is_some() {
+        row.started_at = app.started_at;
+    }
+    if map.completed_at.is_some() {
+        row.completed_at = app.completed_at;
+    }
+    if *row == before {
+        return Ok(None);
+    }
+    Ok(Some(Overlaid { from, to: status }))
+}
+
+/// The application's view of jobwarden's row: the mapped fields, as they should now be.
+fn app_view(
+    row: &executions::Model,
+    loaded: &AppExecution,
+    map: &mapped::ExecutionsMap,
+) -> AppExecution {
+    let status = row
+        .status
+        .parse()
+        .map(|s| map.vocabulary.encode(s).clone())
+        .ok()
+        .or_else(|| loaded.status.clone());
+    AppExecution {
+        submission_id: loaded.submission_id.clone(),
+        status,
+        job_name: loaded.job_name.clone(),
+        progress: map.progress.as_ref().map(|_| f64::from(row.progress)),
+        error_message: map
+            .error_message
+            .as_ref()
+            .and_then(|_| row.error_message.clone()),
+        submitted_at: map.submitted_at.as_ref().and(row.submitted_at),
+        started_at: map.started_at.as_ref().and(row.started_at),
+        completed_at: map.completed_at.as_ref().and(row.completed_at),
+    }
 }
 
 fn apply_one(
     op: &WriteOp,
     changes: &mut Changes,
     rules: &Rules,
+    mapping: &Mapping,
     now: DateTime<Utc>,
 ) -> Result<WriteOutcome, OpError> {
+    if let Some(id) = op.execution_id() {
+        if let Some(reason) = changes.unreadable.get(id) {
+            return Err(OpError::CorruptRow {
+                table: mapping
+                    .executions
+                    .as_ref()
+                    .map_or_else(String::new, |m| m.table.to_string()),
+                id: id.to_owned(),
+                reason: reason.clone(),
+            });
+        }
+    }
     match op {
-        WriteOp::Track(request) => track(request, changes, now),
+        WriteOp::Track(request) => match &mapping.executions {
+            Some(map) => Err(OpError::ApplicationRows {
+                table: map.table.to_string(),
+            }),
+            None => track(request, changes, now),
+        },
+        WriteOp::Adopt { execution_id } => adopt(execution_id, changes, mapping, now),
         WriteOp::Observe {
             execution_id,
             observation,
@@ -188,7 +348,14 @@ fn apply_one(
             event,
             position,
             received_at,
-        } => queue_event(event, position.as_ref(), *received_at, changes, now),
+        } => queue_event(
+            event,
+            position.as_ref(),
+            *received_at,
+            changes,
+            mapping.queue.as_ref(),
+            now,
+        ),
         WriteOp::DeadLetter(letter) => {
             changes.dead_letters.push(letter.clone());
             Ok(WriteOutcome::DeadLettered { duplicate: false })
@@ -252,29 +419,12 @@ fn track(
         });
     }
     let state = ExecutionState::queued(now);
-    let mut row = executions::Model {
-        execution_id: request.execution_id.clone(),
-        job_name: request.job_name.clone(),
-        submission_id: request.submission_id.clone(),
-        status: String::new(),
-        spark_state: None,
-        progress: 0,
-        submitted_at: None,
-        started_at: None,
-        completed_at: None,
-        last_polled_at: None,
-        last_confirmed_at: None,
-        next_poll_at: None,
-        status_changed_at: None,
-        error_message: None,
-        consecutive_poll_failures: 0,
-        last_poll_error: None,
-        owner: None,
-        lease_until: None,
-        created_at: now,
-        updated_at: now,
-        failing_since: None,
-    };
+    let mut row = new_execution_row(
+        &request.execution_id,
+        request.job_name.clone(),
+        request.submission_id.clone(),
+        now,
+    );
     rows::store_execution_state(&mut row, &state);
     let registered = state.registered(
         request
@@ -299,11 +449,87 @@ fn track(
     Ok(WriteOutcome::Tracked { created: true })
 }
 
+/// Starts supervising a row the application inserted into its mapped table.
+fn adopt(
+    execution_id: &str,
+    changes: &mut Changes,
+    mapping: &Mapping,
+    now: DateTime<Utc>,
+) -> Result<WriteOutcome, OpError> {
+    if changes.executions.contains_key(execution_id) {
+        return Ok(WriteOutcome::Tracked { created: false });
+    }
+    let unknown = || OpError::UnknownExecution {
+        execution_id: execution_id.to_owned(),
+    };
+    let map = mapping.executions.as_ref().ok_or_else(unknown)?;
+    let app = changes
+        .app_executions
+        .get(execution_id)
+        .ok_or_else(unknown)?;
+    let mut row = new_execution_row(execution_id, None, None, now);
+    rows::store_execution_state(&mut row, &ExecutionState::queued(now));
+    overlay_execution(&mut row, app, map).map_err(|reason| OpError::CorruptRow {
+        table: map.table.to_string(),
+        id: execution_id.to_owned(),
+        reason,
+    })?;
+    let state = rows::execution_state(&row)?;
+    let registered = state.registered(Some(format!("picked up from {}", map.table)));
+    changes.history.push(history_row(
+        SPARK,
+        execution_id,
+        &registered,
+        Source::Application,
+    ));
+    changes.executions.insert(
+        execution_id.to_owned(),
+        Loaded {
+            row,
+            new: true,
+            dirty: true,
+        },
+    );
+    Ok(WriteOutcome::Tracked { created: true })
+}
+
+fn new_execution_row(
+    execution_id: &str,
+    job_name: Option<String>,
+    submission_id: Option<String>,
+    now: DateTime<Utc>,
+) -> executions::Model {
+    executions::Model {
+        execution_id: execution_id.to_owned(),
+        job_name,
+        submission_id,
+        status: String::new(),
+        spark_state: None,
+        progress: 0,
+        submitted_at: None,
+        started_at: None,
+        completed_at: None,
+        last_polled_at: None,
+        last_confirmed_at: None,
+        next_poll_at: None,
+        status_changed_at: None,
+        error_message: None,
+        consecutive_poll_failures: 0,
+        last_poll_error: None,
+        owner: None,
+        lease_until: None,
+        created_at: now,
+        updated_at: now,
+        failing_since: None,
+    }
+}
+
 fn queue_event(
     event: &StatusEvent,
     position: Option<&Position>,
     received_at: DateTime<Utc>,
     changes: &mut Changes,
+    map: Option<&mapped::QueueMap>,
     now: DateTime<Utc>,
 ) -> Result<WriteOutcome, OpError> {
     let loaded = changes
@@ -332,6 +558,48 @@ fn queue_event(
     } else {
         rows::queue_state(&loaded.row)?
     };
+    if let (Some(map), Some(app)) = (map, changes.app_queue.get(&event.job_id)) {
+        // The application's row is the truth for what it maps; a status it set itself (a
+        // cancel, say) is where the rules start from.
+        let status = app
+            .status
+            .as_ref()
+            .and_then(|v| map.vocabulary.decode(v))
+            .ok_or_else(|| OpError::CorruptRow {
+                table: map.table.to_string(),
+                id: event.job_id.clone(),
+                reason: match &app.status {
+                    Some(v) => format!("status {v} is not in the status vocabulary"),
+                    None => "status is NULL".into(),
+                },
+            })?;
+        if status != state.status && !loaded.new {
+            changes.history.push(history::ActiveModel {
+                id: NotSet,
+                job_kind: Set(QUEUE.to_owned()),
+                job_id: Set(event.job_id.clone()),
+                from_status: Set(Some(state.status.as_str().to_owned())),
+                to_status: Set(status.as_str().to_owned()),
+                source: Set(Source::Application.as_str().to_owned()),
+                detail: Set(Some("changed by the application".into())),
+                at: Set(received_at),
+            });
+        }
+        state.status = status;
+        if map.error_message.is_some() {
+            state.error_message.clone_from(&app.error_message);
+        }
+        if map.generated_fields.is_some() {
+            state.generated_fields.clone_from(&app.generated_fields);
+        }
+        if map.completed_at.is_some() {
+            state.completed_at = app.completed_at;
+        }
+        if rows::queue_state(&loaded.row).ok().as_ref() != Some(&state) {
+            rows::store_queue_state(&mut loaded.row, &state);
+            loaded.dirty = true;
+        }
+    }
     let before = state.clone();
     let applied = state.apply(event, position, received_at);
     if state != before || loaded.new {
@@ -381,8 +649,37 @@ fn history_row(
 async fn write_out(
     txn: &DatabaseTransaction,
     changes: Changes,
+    mapping: &Mapping,
     now: DateTime<Utc>,
 ) -> Result<(Vec<usize>, usize), DbErr> {
+    let mut app_rows_written = 0;
+    if let Some(map) = &mapping.executions {
+        for (id, loaded) in &changes.executions {
+            if let Some(before) = changes.app_executions.get(id) {
+                let after = app_view(&loaded.row, before, map);
+                if mapped::write_execution(txn, map, id, before, &after).await? {
+                    app_rows_written += 1;
+                }
+            }
+        }
+    }
+    if let Some(map) = &mapping.queue {
+        for (id, loaded) in &changes.queue {
+            if let (Some(before), Ok(state)) =
+                (changes.app_queue.get(id), rows::queue_state(&loaded.row))
+            {
+                let after = AppQueueJob {
+                    status: Some(map.vocabulary.encode(state.status).clone()),
+                    error_message: map.error_message.as_ref().and(state.error_message),
+                    generated_fields: map.generated_fields.as_ref().and(state.generated_fields),
+                    completed_at: map.completed_at.as_ref().and(state.completed_at),
+                };
+                if mapped::write_queue(txn, map, id, before, &after).await? {
+                    app_rows_written += 1;
+                }
+            }
+        }
+    }
     // Every changed row, new or not, goes out in multi-row upserts: one statement per chunk
     // instead of one UPDATE per row. The rows were read under lock in this transaction, so
     // the upsert writes exactly what the domain rules decided.
@@ -395,7 +692,7 @@ async fn write_out(
             loaded.row.into_active_model().reset_all()
         })
         .collect();
-    let mut rows_written = rows.len();
+    let mut rows_written = rows.len() + app_rows_written;
     for chunk in chunked(rows) {
         executions::Entity::insert_many(chunk)
             .on_conflict(

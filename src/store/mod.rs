@@ -2,6 +2,7 @@
 //! `JobStore` actor (the only writer) drives. What the store accepts is in `crate::store_api`.
 
 pub mod batch;
+pub mod mapped;
 pub mod read;
 mod rows;
 

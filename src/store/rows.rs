@@ -9,7 +9,7 @@ use crate::store_api::OpError;
 pub fn execution_state(row: &executions::Model) -> Result<ExecutionState, OpError> {
     Ok(ExecutionState {
         status: row.status.parse().map_err(|e| OpError::CorruptRow {
-            table: "spark_job_executions",
+            table: "spark_job_executions".into(),
             id: row.execution_id.clone(),
             reason: format!("{e}"),
         })?,
@@ -59,7 +59,7 @@ pub fn queue_state(row: &queue::Model) -> Result<QueueState, OpError> {
     };
     Ok(QueueState {
         status: row.status.parse().map_err(|e| OpError::CorruptRow {
-            table: "transformation_job_queue",
+            table: "transformation_job_queue".into(),
             id: row.job_id.clone(),
             reason: format!("{e}"),
         })?,
@@ -176,7 +176,10 @@ mod tests {
         odd.status = "Exploded".into();
         match execution_state(&odd) {
             Err(OpError::CorruptRow { table, id, .. }) => {
-                assert_eq!((table, id.as_str()), ("spark_job_executions", "e1"));
+                assert_eq!(
+                    (table.as_str(), id.as_str()),
+                    ("spark_job_executions", "e1")
+                );
             }
             other => panic!("expected a corrupt row, got {other:?}"),
         }

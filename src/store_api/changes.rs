@@ -12,6 +12,8 @@ pub enum Source {
     KafkaEvent,
     TimeoutSweep,
     Api,
+    /// The application wrote the row itself (mapped tables).
+    Application,
 }
 
 impl Source {
@@ -21,6 +23,7 @@ impl Source {
             Source::KafkaEvent => "kafka_event",
             Source::TimeoutSweep => "timeout_sweep",
             Source::Api => "api",
+            Source::Application => "application",
         }
     }
 }
@@ -51,6 +54,10 @@ pub struct NewDeadLetter {
 #[derive(Debug, Clone)]
 pub enum WriteOp {
     Track(TrackRequest),
+    /// Start supervising a row the application inserted into its mapped table.
+    Adopt {
+        execution_id: String,
+    },
     /// A backend answered about this execution.
     Observe {
         execution_id: String,
@@ -80,10 +87,25 @@ impl WriteOp {
     pub fn source(&self) -> Option<Source> {
         match self {
             WriteOp::Track(request) => Some(request.source),
+            WriteOp::Adopt { .. } => Some(Source::Application),
             WriteOp::Observe { .. } => Some(Source::SparkPoll),
             WriteOp::TimeOut { .. } => Some(Source::TimeoutSweep),
             WriteOp::QueueEvent { .. } => Some(Source::KafkaEvent),
             WriteOp::PollFailed { .. } | WriteOp::DeadLetter(_) => None,
+        }
+    }
+}
+
+impl WriteOp {
+    /// The execution this change is about, if it is about one.
+    pub fn execution_id(&self) -> Option<&str> {
+        match self {
+            WriteOp::Track(r) => Some(&r.execution_id),
+            WriteOp::Adopt { execution_id }
+            | WriteOp::Observe { execution_id, .. }
+            | WriteOp::PollFailed { execution_id, .. }
+            | WriteOp::TimeOut { execution_id, .. } => Some(execution_id),
+            WriteOp::QueueEvent { .. } | WriteOp::DeadLetter(_) => None,
         }
     }
 }
@@ -122,9 +144,11 @@ pub enum OpError {
     Duplicate { execution_id: String },
     #[error("no execution {execution_id}")]
     UnknownExecution { execution_id: String },
+    #[error("rows of {table} are inserted by the application; jobwarden picks each new row up by itself")]
+    ApplicationRows { table: String },
     #[error("row {id} of {table} is unreadable: {reason}")]
     CorruptRow {
-        table: &'static str,
+        table: String,
         id: String,
         reason: String,
     },

@@ -59,7 +59,7 @@ impl Broker {
         }
     }
 
-    async fn send(&self, key: &str, payload: &[u8]) {
+    pub(crate) async fn send(&self, key: &str, payload: &[u8]) {
         self.producer
             .send(
                 FutureRecord::to(TOPIC).key(key).payload(payload),

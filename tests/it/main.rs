@@ -4,6 +4,7 @@ mod binary;
 mod helpers;
 mod kafka;
 mod kafka_e2e;
+mod mapped;
 mod operating;
 mod readiness;
 mod real_spark;

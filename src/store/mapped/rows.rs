@@ -1,0 +1,472 @@
+//! Reading and writing the mapped columns of application rows: a batch loads them (locked) with
+//! jobwarden's own rows, and writes back only the columns whose value changed.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use entity::spark_job_executions as own;
+use sea_orm::sea_query::{
+    Alias, Condition, Expr, ExprTrait, Func, JoinType, LockType, Order, Query, SelectStatement,
+};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, Value};
+
+use super::{id_value, read_expr, status_value, Column, ExecutionsMap, Kind, QueueMap};
+use crate::config::StatusValue;
+use crate::store_api::{DueExecution, DueJobs};
+
+const APP: &str = "a";
+const OWN: &str = "b";
+
+/// The mapped fields of one application execution row. Unmapped fields stay `None` and are
+/// never written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppExecution {
+    pub submission_id: Option<String>,
+    pub status: Option<StatusValue>,
+    pub job_name: Option<String>,
+    pub progress: Option<f64>,
+    pub error_message: Option<String>,
+    pub submitted_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// The mapped fields of one application queue row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppQueueJob {
+    pub status: Option<StatusValue>,
+    pub error_message: Option<String>,
+    pub generated_fields: Option<serde_json::Value>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// The id as text, whatever the key's type, so it can meet jobwarden's own text keys.
+fn id_text(column: &Column, qualifier: &str, backend: DatabaseBackend) -> Expr {
+    let col = Expr::col((Alias::new(qualifier), Alias::new(&column.name)));
+    match (column.kind, backend) {
+        (Kind::Text, _) => col,
+        (_, DatabaseBackend::MySql) => Func::cast_as(col, Alias::new("CHAR")).into(),
+        _ => Func::cast_as(col, Alias::new("TEXT")).into(),
+    }
+}
+
+fn own_key() -> Expr {
+    Expr::col((Alias::new(OWN), own::Column::ExecutionId))
+}
+
+/// Columns added to a select one by one, remembering where each landed.
+struct Selection<'q> {
+    query: &'q mut SelectStatement,
+    backend: DatabaseBackend,
+    next: usize,
+}
+
+impl Selection<'_> {
+    fn add(&mut self, column: Option<&Column>) -> Option<(usize, Column)> {
+        let column = column?;
+        self.query.expr(read_expr(column, APP, self.backend));
+        self.next += 1;
+        Some((self.next - 1, column.clone()))
+    }
+}
+
+fn get_text(row: &QueryResult, at: &Option<(usize, Column)>) -> Result<Option<String>, DbErr> {
+    match at {
+        Some((i, _)) => row.try_get_by_index(*i),
+        None => Ok(None),
+    }
+}
+
+fn get_status(row: &QueryResult, at: &(usize, Column)) -> Result<Option<StatusValue>, DbErr> {
+    let (i, column) = at;
+    Ok(match column.kind {
+        Kind::Integer => row
+            .try_get_by_index::<Option<i64>>(*i)?
+            .map(StatusValue::Integer),
+        _ => row
+            .try_get_by_index::<Option<String>>(*i)?
+            .map(StatusValue::Name),
+    })
+}
+
+fn get_number(row: &QueryResult, at: &Option<(usize, Column)>) -> Result<Option<f64>, DbErr> {
+    match at {
+        Some((i, _)) => row.try_get_by_index(*i),
+        None => Ok(None),
+    }
+}
+
+fn get_time(
+    row: &QueryResult,
+    at: &Option<(usize, Column)>,
+    backend: DatabaseBackend,
+) -> Result<Option<DateTime<Utc>>, DbErr> {
+    let Some((i, column)) = at else {
+        return Ok(None);
+    };
+    match (backend, column.kind) {
+        (DatabaseBackend::Sqlite, _) | (_, Kind::Timestamp { zoned: true }) => {
+            row.try_get_by_index(*i)
+        }
+        _ => Ok(row
+            .try_get_by_index::<Option<NaiveDateTime>>(*i)?
+            .map(|t| t.and_utc())),
+    }
+}
+
+fn get_json(
+    row: &QueryResult,
+    at: &Option<(usize, Column)>,
+) -> Result<Option<serde_json::Value>, DbErr> {
+    let text = get_text(row, at)?;
+    // Text that is not JSON is still the application's value: kept as a JSON string.
+    Ok(text.map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t))))
+}
+
+fn in_ids(column: &Column, ids: &[&str]) -> Expr {
+    let values: Vec<Value> = ids.iter().filter_map(|id| id_value(column, id)).collect();
+    Expr::col((Alias::new(APP), Alias::new(&column.name))).is_in(values)
+}
+
+/// The application rows with these ids, locked for the transaction where the backend locks
+/// rows.
+pub async fn load_executions(
+    txn: &impl ConnectionTrait,
+    map: &ExecutionsMap,
+    ids: &[&str],
+) -> Result<HashMap<String, AppExecution>, DbErr> {
+    let backend = txn.get_database_backend();
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let mut query = Query::select();
+        query
+            .expr(id_text(&map.execution_id, APP, backend))
+            .from_as(map.table.name(), Alias::new(APP));
+        let mut s = Selection {
+            query: &mut query,
+            backend,
+            next: 1,
+        };
+        let submission = s.add(Some(&map.submission_id));
+        let status = s.add(Some(&map.status)).expect("status is always mapped");
+        let job_name = s.add(map.job_name.as_ref());
+        let progress = s.add(map.progress.as_ref());
+        let error = s.add(map.error_message.as_ref());
+        let submitted = s.add(map.submitted_at.as_ref());
+        let started = s.add(map.started_at.as_ref());
+        let completed = s.add(map.completed_at.as_ref());
+        query.and_where(in_ids(&map.execution_id, chunk));
+        if backend != DatabaseBackend::Sqlite {
+            query.lock(LockType::Update);
+        }
+        for row in txn.query_all(&query).await? {
+            let id: String = row.try_get_by_index(0)?;
+            let found = AppExecution {
+                submission_id: get_text(&row, &submission)?,
+                status: get_status(&row, &status)?,
+                job_name: get_text(&row, &job_name)?,
+                progress: get_number(&row, &progress)?,
+                error_message: get_text(&row, &error)?,
+                submitted_at: get_time(&row, &submitted, backend)?,
+                started_at: get_time(&row, &started, backend)?,
+                completed_at: get_time(&row, &completed, backend)?,
+            };
+            out.insert(id, found);
+        }
+    }
+    Ok(out)
+}
+
+/// The application queue rows with these ids, locked like [`load_executions`].
+pub async fn load_queue(
+    txn: &impl ConnectionTrait,
+    map: &QueueMap,
+    ids: &[&str],
+) -> Result<HashMap<String, AppQueueJob>, DbErr> {
+    let backend = txn.get_database_backend();
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let mut query = Query::select();
+        query
+            .expr(id_text(&map.job_id, APP, backend))
+            .from_as(map.table.name(), Alias::new(APP));
+        let mut s = Selection {
+            query: &mut query,
+            backend,
+            next: 1,
+        };
+        let status = s.add(Some(&map.status)).expect("status is always mapped");
+        let error = s.add(map.error_message.as_ref());
+        let fields = s.add(map.generated_fields.as_ref());
+        let completed = s.add(map.completed_at.as_ref());
+        query.and_where(in_ids(&map.job_id, chunk));
+        if backend != DatabaseBackend::Sqlite {
+            query.lock(LockType::Update);
+        }
+        for row in txn.query_all(&query).await? {
+            let id: String = row.try_get_by_index(0)?;
+            let found = AppQueueJob {
+                status: get_status(&row, &status)?,
+                error_message: get_text(&row, &error)?,
+                generated_fields: get_json(&row, &fields)?,
+                completed_at: get_time(&row, &completed, backend)?,
+            };
+            out.insert(id, found);
+        }
+    }
+    Ok(out)
+}
+
+/// A value as written into `column`.
+fn text_value(column: &Column, value: &Option<String>) -> Expr {
+    let value = value.as_ref().map(|v| match column.max_chars {
+        // A long failure reason is cut to what the column holds rather than refused.
+        Some(max) if v.chars().count() > max => v.chars().take(max).collect(),
+        _ => v.clone(),
+    });
+    Expr::val(Value::String(value))
+}
+
+fn time_value(column: &Column, backend: DatabaseBackend, value: Option<DateTime<Utc>>) -> Expr {
+    Expr::val(match (backend, column.kind) {
+        (DatabaseBackend::Sqlite, _) => {
+            Value::String(value.map(|t| t.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string()))
+        }
+        (_, Kind::Timestamp { zoned: true }) => Value::ChronoDateTimeUtc(value),
+        _ => Value::ChronoDateTime(value.map(|t| t.naive_utc())),
+    })
+}
+
+fn number_value(column: &Column, value: Option<f64>) -> Expr {
+    Expr::val(match column.kind {
+        Kind::Integer => Value::BigInt(value.map(|v| v.round() as i64)),
+        _ => Value::Double(value),
+    })
+}
+
+fn json_value(
+    column: &Column,
+    backend: DatabaseBackend,
+    value: &Option<serde_json::Value>,
+) -> Expr {
+    let text = Expr::val(Value::String(value.as_ref().map(|v| v.to_string())));
+    match (column.kind, backend) {
+        (Kind::Json { type_name }, DatabaseBackend::Postgres) => {
+            Func::cast_as(text, Alias::new(type_name)).into()
+        }
+        _ => text,
+    }
+}
+
+/// Collects `SET` pairs for the columns whose value changed.
+struct Changes(Vec<(String, Expr)>);
+
+impl Changes {
+    fn set<T: PartialEq>(
+        &mut self,
+        column: &Option<Column>,
+        before: &T,
+        after: &T,
+        value: impl FnOnce(&Column) -> Expr,
+    ) {
+        if let Some(column) = column {
+            if before != after {
+                self.0.push((column.name.clone(), value(column)));
+            }
+        }
+    }
+
+    async fn write(
+        self,
+        txn: &impl ConnectionTrait,
+        table: sea_orm::sea_query::TableName,
+        key: &Column,
+        id: &str,
+    ) -> Result<bool, DbErr> {
+        if self.0.is_empty() {
+            return Ok(false);
+        }
+        let Some(id) = id_value(key, id) else {
+            return Ok(false);
+        };
+        let mut update = Query::update();
+        update.table(table);
+        for (column, value) in self.0 {
+            update.value(Alias::new(column), value);
+        }
+        update.and_where(Expr::col(Alias::new(&key.name)).eq(id));
+        txn.execute(&update).await?;
+        Ok(true)
+    }
+}
+
+/// Writes the mapped columns that differ between `before` (as loaded) and `after`; `false`
+/// when nothing differed.
+pub async fn write_execution(
+    txn: &impl ConnectionTrait,
+    map: &ExecutionsMap,
+    id: &str,
+    before: &AppExecution,
+    after: &AppExecution,
+) -> Result<bool, DbErr> {
+    let backend = txn.get_database_backend();
+    let mut changes = Changes(Vec::new());
+    changes.set(
+        &Some(map.status.clone()),
+        &before.status,
+        &after.status,
+        |_| {
+            Expr::val(
+                after
+                    .status
+                    .as_ref()
+                    .map_or(Value::String(None), status_value),
+            )
+        },
+    );
+    let progress_of = |p: Option<f64>| p.map(|v| v.round() as i64);
+    changes.set(
+        &map.progress,
+        &progress_of(before.progress),
+        &progress_of(after.progress),
+        |c| number_value(c, after.progress),
+    );
+    changes.set(
+        &map.error_message,
+        &before.error_message,
+        &after.error_message,
+        |c| text_value(c, &after.error_message),
+    );
+    for (column, b, a) in [
+        (&map.submitted_at, before.submitted_at, after.submitted_at),
+        (&map.started_at, before.started_at, after.started_at),
+        (&map.completed_at, before.completed_at, after.completed_at),
+    ] {
+        changes.set(column, &b, &a, |c| time_value(c, backend, a));
+    }
+    changes
+        .write(txn, map.table.name(), &map.execution_id, id)
+        .await
+}
+
+/// Like [`write_execution`], for a queue row.
+pub async fn write_queue(
+    txn: &impl ConnectionTrait,
+    map: &QueueMap,
+    id: &str,
+    before: &AppQueueJob,
+    after: &AppQueueJob,
+) -> Result<bool, DbErr> {
+    let backend = txn.get_database_backend();
+    let mut changes = Changes(Vec::new());
+    changes.set(
+        &Some(map.status.clone()),
+        &before.status,
+        &after.status,
+        |_| {
+            Expr::val(
+                after
+                    .status
+                    .as_ref()
+                    .map_or(Value::String(None), status_value),
+            )
+        },
+    );
+    changes.set(
+        &map.error_message,
+        &before.error_message,
+        &after.error_message,
+        |c| text_value(c, &after.error_message),
+    );
+    changes.set(
+        &map.generated_fields,
+        &before.generated_fields,
+        &after.generated_fields,
+        |c| json_value(c, backend, &after.generated_fields),
+    );
+    changes.set(
+        &map.completed_at,
+        &before.completed_at,
+        &after.completed_at,
+        |c| time_value(c, backend, after.completed_at),
+    );
+    changes.write(txn, map.table.name(), &map.job_id, id).await
+}
+
+fn joined(map: &ExecutionsMap, backend: DatabaseBackend, join: JoinType) -> SelectStatement {
+    let mut query = Query::select();
+    query.from_as(map.table.name(), Alias::new(APP)).join_as(
+        join,
+        own::Entity,
+        Alias::new(OWN),
+        Condition::all().add(id_text(&map.execution_id, APP, backend).eq(own_key())),
+    );
+    query.and_where(
+        Expr::col((Alias::new(APP), Alias::new(&map.status.name)))
+            .is_in(map.vocabulary.unfinished()),
+    );
+    query
+}
+
+/// Unfinished application rows with a submission id whose poll is due, in jobwarden's key
+/// order after `page.after` (the same keyset paging as on its own table).
+pub async fn due_executions(
+    db: &impl ConnectionTrait,
+    map: &ExecutionsMap,
+    page: &DueJobs,
+) -> Result<Vec<DueExecution>, DbErr> {
+    let backend = db.get_database_backend();
+    let mut query = joined(map, backend, JoinType::InnerJoin);
+    let own_col = |c: own::Column| Expr::col((Alias::new(OWN), c));
+    query
+        .expr(own_key())
+        .expr(read_expr(&map.submission_id, APP, backend))
+        .and_where(Expr::col((Alias::new(APP), Alias::new(&map.submission_id.name))).is_not_null())
+        .cond_where(
+            Condition::any()
+                .add(own_col(own::Column::NextPollAt).is_null())
+                .add(own_col(own::Column::NextPollAt).lte(page.now)),
+        )
+        .cond_where(
+            Condition::any()
+                .add(own_col(own::Column::LastPolledAt).is_null())
+                .add(own_col(own::Column::LastPolledAt).lt(page.polled_before)),
+        )
+        .order_by_expr(own_key(), Order::Asc)
+        .limit(page.limit);
+    if let Some(after) = &page.after {
+        query.and_where(own_key().gt(after.as_str()));
+    }
+    let mut out = Vec::new();
+    for row in db.query_all(&query).await? {
+        let execution_id: String = row.try_get_by_index(0)?;
+        let submission_id: Option<String> = row.try_get_by_index(1)?;
+        if let Some(submission_id) = submission_id.filter(|s| !s.trim().is_empty()) {
+            out.push(DueExecution {
+                execution_id,
+                submission_id,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Unfinished application rows jobwarden has no bookkeeping for yet: rows the application
+/// inserted since the last look.
+pub async fn adoptable_executions(
+    db: &impl ConnectionTrait,
+    map: &ExecutionsMap,
+    limit: u64,
+) -> Result<Vec<String>, DbErr> {
+    let backend = db.get_database_backend();
+    let mut query = joined(map, backend, JoinType::LeftJoin);
+    query
+        .expr(id_text(&map.execution_id, APP, backend))
+        .and_where(own_key().is_null())
+        .limit(limit);
+    let mut out = Vec::new();
+    for row in db.query_all(&query).await? {
+        out.push(row.try_get_by_index(0)?);
+    }
+    Ok(out)
+}
