@@ -133,8 +133,11 @@ async fn track(
     settings: Settings,
     args: TrackArgs,
 ) -> anyhow::Result<()> {
+    let mapping = crate::startup::check_tables(&db, &settings).await?;
     let rules = Rules::from_settings(&settings.spark);
-    let store = JobStore::new(db, settings.store, rules, Events::default()).launch();
+    let store = JobStore::new(db, settings.store, rules, Events::default())
+        .with_mapping(std::sync::Arc::new(mapping))
+        .launch();
     let outcome = StoreHandle::from(&store)
         .write(WriteOp::Track(TrackRequest {
             execution_id: args.execution_id.clone(),
@@ -157,6 +160,7 @@ async fn track(
         Err(StoreError::Refused(OpError::Duplicate { execution_id })) => {
             bail!("execution {execution_id:?} is already tracked (see `jobwarden jobs show {execution_id}`)")
         }
+        Err(StoreError::Refused(refusal @ OpError::ApplicationRows { .. })) => bail!("{refusal}"),
         Err(e) => return Err(e).context("failed to register the execution"),
     }
     Ok(())

@@ -343,6 +343,23 @@ mod tests {
     }
 
     #[test]
+    fn a_rename_onto_another_status_name_is_refused() {
+        let settings = parse(
+            r#"
+            [queue]
+            table = "TransformationJobQueue"
+            [queue.columns]
+            job_id = "JobId"
+            status = "Status"
+            [queue.statuses]
+            Pending = "Completed"
+            "#,
+        );
+        let found = problems(&settings).join("\n");
+        assert!(found.contains("the same value as Pending"), "{found}");
+    }
+
+    #[test]
     fn renamed_statuses_may_leave_some_names_as_they_are() {
         let settings = parse(
             r#"

@@ -174,6 +174,9 @@ pub async fn track_job(
             StatusCode::CONFLICT,
             format!("execution {execution_id:?} is already tracked"),
         ),
+        Err(StoreError::Refused(refusal @ OpError::ApplicationRows { .. })) => {
+            error(StatusCode::CONFLICT, refusal.to_string())
+        }
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not registered: {e}"),

@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
+use chrono::{Duration as ChronoDuration, Utc};
 use jobwarden::actors::scheduler::{GetSchedulerStats, Tick};
 use jobwarden::config::{Settings, TablesSettings};
 use jobwarden::startup::{Application, StartError};
+use jobwarden::store_api::SweepTimeouts;
 use jobwarden_testkit::{Answer, SparkServer};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
 
@@ -432,6 +434,27 @@ async fn a_status_the_application_set_itself_is_never_overwritten(db: TestDb) {
         Some("5"),
         "the application's Cancelled stands"
     );
+    let sources: Vec<String> = jobwarden::store::read::page_executions(&db.db, None, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.execution_id)
+        .collect();
+    assert_eq!(sources.len(), 1, "one row of bookkeeping: {sources:?}");
+    let (copy, history) = jobwarden::store::read::execution_with_history(&db.db, &sources[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        copy.status, "Cancelled",
+        "jobwarden's copy follows the application"
+    );
+    let last = history.last().unwrap();
+    assert_eq!(
+        (last.to_status.as_str(), last.source.as_str()),
+        ("Cancelled", "application"),
+        "the history says who cancelled: {history:?}"
+    );
     app.shutdown().await;
 }
 
@@ -541,6 +564,59 @@ async fn queue_events_end_true_in_the_application_columns(db: TestDb) {
         "a late Completed does not overwrite the application's Cancelled"
     );
 }
+
+/// A job Spark never confirms is ended by the timeout rules in the application's columns,
+/// with the rule in its error column.
+async fn the_timeout_rules_end_a_mapped_job_in_its_columns(db: TestDb) {
+    create_orm_schema(&db).await;
+    let spark = SparkServer::start().await;
+    spark.answer("driver-lost", Answer::UnknownId);
+    insert_execution(&db, "lost", Some("driver-lost"), 2).await;
+    let app = Application::build(mapped_settings(&db, &spark))
+        .await
+        .unwrap();
+    poll_cycle(&app).await;
+    assert_eq!(status_of(&db, "lost").await.as_deref(), Some("2"));
+    let later = Utc::now() + ChronoDuration::minutes(6);
+    let failed = app.store.send(SweepTimeouts { now: later }).await.unwrap();
+    assert_eq!(failed, Ok(1));
+    let row = execution_row(&db, "lost", &["Status", "ErrorMessage"]).await;
+    assert_eq!(row[0].as_deref(), Some("4"));
+    assert!(
+        row[1]
+            .as_deref()
+            .is_some_and(|m| m.contains("stuck_timeout")),
+        "{row:?}"
+    );
+    app.shutdown().await;
+}
+
+/// Rows of a mapped table come from the application: registering one through the API is
+/// refused with a message that says so, and nothing is written.
+async fn the_api_refuses_to_register_rows_of_a_mapped_table(db: TestDb) {
+    create_orm_schema(&db).await;
+    let spark = SparkServer::start().await;
+    let app = Application::build(mapped_settings(&db, &spark))
+        .await
+        .unwrap();
+    let answer = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/jobs", app.http_addr.unwrap()))
+        .json(&serde_json::json!({"execution_id": "77", "submission_id": "driver-77"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 409);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    let message = body["error"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("SparkJobExecutions"), "{body}");
+    assert!(message.contains("inserted by the application"), "{body}");
+    app.shutdown().await;
+}
+
+crate::on_every_database!(
+    the_timeout_rules_end_a_mapped_job_in_its_columns,
+    the_api_refuses_to_register_rows_of_a_mapped_table,
+);
 
 crate::on_every_database!(
     spark_rows_end_true_in_the_application_columns,

@@ -187,3 +187,69 @@ pub(crate) fn id_value(column: &Column, id: &str) -> Option<Value> {
         _ => Some(Value::String(Some(id.to_owned()))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn configured(pairs: &[(&str, StatusValue)]) -> BTreeMap<String, StatusValue> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn integer_statuses_round_trip() {
+        let ints: Vec<(&str, StatusValue)> = JobStatus::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.as_str(), StatusValue::Integer(i as i64)))
+            .collect();
+        let vocabulary = Vocabulary::new(&JobStatus::ALL, JobStatus::as_str, &configured(&ints));
+        for status in JobStatus::ALL {
+            assert_eq!(vocabulary.decode(vocabulary.encode(status)), Some(status));
+        }
+        assert_eq!(
+            vocabulary.decode(&StatusValue::Integer(2)),
+            Some(JobStatus::Running)
+        );
+        assert_eq!(vocabulary.decode(&StatusValue::Integer(99)), None);
+    }
+
+    #[test]
+    fn unnamed_statuses_keep_their_own_names() {
+        let vocabulary = Vocabulary::new(
+            &QueueStatus::ALL,
+            QueueStatus::as_str,
+            &configured(&[("Processing", StatusValue::Name("InProgress".into()))]),
+        );
+        assert_eq!(
+            vocabulary.encode(QueueStatus::Processing),
+            &StatusValue::Name("InProgress".into())
+        );
+        assert_eq!(
+            vocabulary.decode(&StatusValue::Name("Completed".into())),
+            Some(QueueStatus::Completed)
+        );
+        assert_eq!(
+            vocabulary.decode(&StatusValue::Name("Processing".into())),
+            None,
+            "the renamed status is only known by its new name"
+        );
+    }
+
+    #[test]
+    fn only_unfinished_statuses_are_due() {
+        let vocabulary = Vocabulary::new(&JobStatus::ALL, JobStatus::as_str, &BTreeMap::new());
+        let unfinished: Vec<Value> = vocabulary.unfinished();
+        assert_eq!(
+            unfinished,
+            ["Queued", "Submitting", "Running"]
+                .map(|s| Value::String(Some(s.to_owned())))
+                .to_vec()
+        );
+    }
+}

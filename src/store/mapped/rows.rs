@@ -12,6 +12,7 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, Value};
 
 use super::{id_value, read_expr, status_value, Column, ExecutionsMap, Kind, QueueMap};
 use crate::config::StatusValue;
+use crate::domain::JobStatus;
 use crate::store_api::{DueExecution, DueJobs};
 
 const APP: &str = "a";
@@ -393,6 +394,7 @@ pub async fn write_queue(
     changes.write(txn, map.table.name(), &map.job_id, id).await
 }
 
+/// The application's rows joined with jobwarden's bookkeeping for them.
 fn joined(map: &ExecutionsMap, backend: DatabaseBackend, join: JoinType) -> SelectStatement {
     let mut query = Query::select();
     query.from_as(map.table.name(), Alias::new(APP)).join_as(
@@ -401,11 +403,11 @@ fn joined(map: &ExecutionsMap, backend: DatabaseBackend, join: JoinType) -> Sele
         Alias::new(OWN),
         Condition::all().add(id_text(&map.execution_id, APP, backend).eq(own_key())),
     );
-    query.and_where(
-        Expr::col((Alias::new(APP), Alias::new(&map.status.name)))
-            .is_in(map.vocabulary.unfinished()),
-    );
     query
+}
+
+fn app_status(map: &ExecutionsMap) -> Expr {
+    Expr::col((Alias::new(APP), Alias::new(&map.status.name)))
 }
 
 /// Unfinished application rows with a submission id whose poll is due, in jobwarden's key
@@ -419,6 +421,7 @@ pub async fn due_executions(
     let mut query = joined(map, backend, JoinType::InnerJoin);
     let own_col = |c: own::Column| Expr::col((Alias::new(OWN), c));
     query
+        .and_where(app_status(map).is_in(map.vocabulary.unfinished()))
         .expr(own_key())
         .expr(read_expr(&map.submission_id, APP, backend))
         .and_where(Expr::col((Alias::new(APP), Alias::new(&map.submission_id.name))).is_not_null())
@@ -451,22 +454,34 @@ pub async fn due_executions(
     Ok(out)
 }
 
-/// Unfinished application rows jobwarden has no bookkeeping for yet: rows the application
-/// inserted since the last look.
+/// Application rows whose bookkeeping must catch up with them: unfinished rows jobwarden has
+/// none for yet (the application inserted them since the last look), and rows jobwarden still
+/// counts as unfinished that the application finished itself (a cancel, say), which no poll
+/// would otherwise touch again.
 pub async fn adoptable_executions(
     db: &impl ConnectionTrait,
     map: &ExecutionsMap,
     limit: u64,
 ) -> Result<Vec<String>, DbErr> {
     let backend = db.get_database_backend();
-    let mut query = joined(map, backend, JoinType::LeftJoin);
-    query
+    let mut inserted = joined(map, backend, JoinType::LeftJoin);
+    inserted
         .expr(id_text(&map.execution_id, APP, backend))
+        .and_where(app_status(map).is_in(map.vocabulary.unfinished()))
         .and_where(own_key().is_null())
         .limit(limit);
+    let unfinished_copy = JobStatus::NON_TERMINAL.map(|s| s.as_str());
+    let mut finished = joined(map, backend, JoinType::InnerJoin);
+    finished
+        .expr(own_key())
+        .and_where(app_status(map).is_not_in(map.vocabulary.unfinished()))
+        .and_where(Expr::col((Alias::new(OWN), own::Column::Status)).is_in(unfinished_copy))
+        .limit(limit);
     let mut out = Vec::new();
-    for row in db.query_all(&query).await? {
-        out.push(row.try_get_by_index(0)?);
+    for query in [inserted, finished] {
+        for row in db.query_all(&query).await? {
+            out.push(row.try_get_by_index(0)?);
+        }
     }
     Ok(out)
 }
