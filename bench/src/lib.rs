@@ -3,6 +3,7 @@
 
 pub mod ceiling;
 pub mod kafka_ingest;
+pub mod mapped_schema;
 pub mod poll;
 pub mod status_check;
 pub mod store_writes;

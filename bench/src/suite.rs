@@ -42,6 +42,11 @@ pub enum Scenario {
     Fleet {
         jobs: usize,
     },
+    /// The same fleet on an application's mapped table and on jobwarden's own.
+    MappedSchema {
+        jobs: usize,
+        database_url: Option<String>,
+    },
     Idle,
     StatusCheck {
         rest_url: String,
@@ -164,6 +169,12 @@ fn plan(options: &SuiteOptions) -> Vec<Scenario> {
     plan.push(Scenario::Fleet {
         jobs: if options.full { 100_000 } else { 2_000 },
     });
+    for db in &databases {
+        plan.push(Scenario::MappedSchema {
+            jobs: if options.full { 10_000 } else { 2_000 },
+            database_url: db.clone(),
+        });
+    }
     plan.push(Scenario::Idle);
     if let (Some(rest_url), Some(submission_id), Some(spark_home)) = (
         &options.spark_rest_url,
@@ -305,6 +316,25 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                 ratio: None,
                 peak_rss_kb: None,
             }])
+        }
+        Scenario::MappedSchema { jobs, database_url } => {
+            let label = label_db(&database_url);
+            let own =
+                super::mapped_schema::measure(settings.clone(), database_url.clone(), jobs, false)
+                    .await?;
+            let mapped = super::mapped_schema::measure(settings, database_url, jobs, true).await?;
+            let per_poll = |seconds: f64| seconds * 1e6 / jobs as f64;
+            let row = |what: &str, mapped: f64, own: f64| Row {
+                scenario: format!("mapped table, {} jobs, {what}, {label}", thousands(jobs)),
+                ours: format!("{:.0} µs/poll (mapped)", per_poll(mapped)),
+                ceiling: format!("{:.0} µs/poll (own table)", per_poll(own)),
+                ratio: Some(own / mapped),
+                peak_rss_kb: None,
+            };
+            Ok(vec![
+                row("first cycle (every job changes)", mapped.first, own.first),
+                row("steady cycle (no change)", mapped.steady, own.steady),
+            ])
         }
         Scenario::Idle => {
             let scratch = tempfile::tempdir()?;
