@@ -30,7 +30,10 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
 
 /// Checks the `[tables]` mapping against the database; the resolved mapping as text.
 pub async fn check_tables(settings: &Settings) -> Result<String, StartError> {
-    let db = connect(settings).await?;
+    // A check answers now: one attempt, no waiting out database.startup_wait.
+    let mut once = settings.database.clone();
+    once.startup_wait = std::time::Duration::ZERO;
+    let db = connect_patiently(&once).await?;
     let mapping = crate::startup::check_tables(&db, settings).await?;
     Ok(crate::store::mapped::describe(&mapping))
 }

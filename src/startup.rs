@@ -97,6 +97,9 @@ impl Application {
     /// migrates, checks the remaining settings, binds the HTTP address, then starts the actors.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let db = connect_patiently(&settings.database).await?;
+        // The mapping is checked before jobwarden adds its own tables to the database: a start
+        // refused for a mapping leaves nothing behind.
+        let mapping = Arc::new(check_tables(&db, &settings).await?);
         let applied = store::migrate(&db)
             .await
             .map_err(|e| StartError::Migration {
@@ -106,7 +109,6 @@ impl Application {
         if applied > 0 {
             info!(applied, "database migrations applied");
         }
-        let mapping = Arc::new(check_tables(&db, &settings).await?);
         if let Some(kafka) = &settings.kafka {
             // Refuse a bad property now, not in a retry loop after start.
             crate::kafka::check(kafka)?;

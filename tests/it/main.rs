@@ -5,6 +5,7 @@ mod helpers;
 mod kafka;
 mod kafka_e2e;
 mod mapped;
+mod mapped_e2e;
 mod operating;
 mod readiness;
 mod real_spark;
