@@ -40,7 +40,7 @@ pub async fn check_tables(settings: &Settings) -> Result<String, StartError> {
 
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let db = connect(&settings).await?;
-    let applied = store::migrate(&db)
+    let applied = store::migrate_exclusively(&db, &settings.database)
         .await
         .context("failed to apply database migrations")?;
     println!("{applied} migration(s) applied; schema is up to date");
@@ -49,7 +49,7 @@ pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
 
 pub async fn jobs(settings: Settings, command: JobsCommand) -> anyhow::Result<()> {
     let db = connect(&settings).await?;
-    store::migrate(&db)
+    store::migrate_exclusively(&db, &settings.database)
         .await
         .context("failed to apply database migrations")?;
     match command {

@@ -33,6 +33,15 @@ pub struct Metrics {
     pub poll_cycle_seconds: HistogramVec,
     /// Answers that carried no status (a master recovering).
     pub unknown_state_answers: IntCounter,
+    /// `instance`: this instance's id; always 1.
+    pub instance_info: GaugeVec,
+    /// Poll buckets this instance holds a lease on.
+    pub buckets_held: Gauge,
+    /// 1 while this instance holds the leader lease (the timeout sweep runs here).
+    pub leader: Gauge,
+    pub live_instances: Gauge,
+    /// Writes refused because the lease they were made under had passed on.
+    pub fenced_writes: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -110,6 +119,13 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(cycle.clone())).expect("unique metric");
+        let instance_info = GaugeVec::new(
+            Opts::new("jobwarden_instance_info", "This instance's id (always 1)"),
+            &["instance"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(instance_info.clone()))
+            .expect("unique metric");
         let m = Metrics {
             polls: counter_vec(
                 &r,
@@ -183,6 +199,27 @@ impl Metrics {
                 &r,
                 "jobwarden_unknown_state_answers_total",
                 "Status answers that carried no status (a master recovering)",
+            ),
+            instance_info,
+            buckets_held: gauge(
+                &r,
+                "jobwarden_lease_buckets_held",
+                "Poll buckets this instance holds a lease on (of 64)",
+            ),
+            leader: gauge(
+                &r,
+                "jobwarden_leader",
+                "1 while this instance holds the leader lease",
+            ),
+            live_instances: gauge(
+                &r,
+                "jobwarden_live_instances",
+                "Instances seen alive on this database within one lease",
+            ),
+            fenced_writes: counter(
+                &r,
+                "jobwarden_fenced_writes_total",
+                "Writes refused because their lease had passed to another claim",
             ),
             registry: r,
         };

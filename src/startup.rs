@@ -56,6 +56,10 @@ pub enum StartError {
     Spark(#[from] SparkSetupError),
     #[error("{0}\nfix the [tables] settings to match the tables (jobwarden never changes a mapped table)")]
     Mapping(#[from] MappingError),
+    #[error("another jobwarden{holder} already runs on the SQLite file {path}: SQLite is for one instance; stop the other one, or use PostgreSQL or MySQL/MariaDB (database.url) to run several instances that share the work")]
+    SqliteInUse { path: String, holder: String },
+    #[error("cannot take a share of the work on database.url = {url}: {error}")]
+    Leases { url: String, error: String },
 }
 
 impl StartError {
@@ -65,7 +69,9 @@ impl StartError {
         match self {
             StartError::DatabaseRefused { .. }
             | StartError::DatabaseUnreachable { .. }
-            | StartError::Migration { .. } => 3,
+            | StartError::Migration { .. }
+            | StartError::SqliteInUse { .. }
+            | StartError::Leases { .. } => 3,
             StartError::HttpBind { .. } => 4,
             StartError::Kafka(_) => 5,
             StartError::Spark(_) => 2,
@@ -89,18 +95,24 @@ pub struct Application {
     pub metrics: Arc<Metrics>,
     /// Where the HTTP endpoints listen (absent when `http.bind` is empty).
     pub http_addr: Option<std::net::SocketAddr>,
+    /// This instance's id among those sharing the database.
+    pub instance: String,
     http: Option<actix_web::dev::ServerHandle>,
+    /// Held while running on a SQLite file, so a second instance on it refuses to start.
+    _sqlite_lock: Option<std::fs::File>,
 }
 
 impl Application {
     /// Connects (waiting up to `database.startup_wait` for a database that is not up yet),
     /// migrates, checks the remaining settings, binds the HTTP address, then starts the actors.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let sqlite_lock = lock_sqlite_file(settings.database.url.expose())?;
+        let instance = settings.instance.resolved_id();
         let db = connect_patiently(&settings.database).await?;
         // The mapping is checked before jobwarden adds its own tables to the database: a start
         // refused for a mapping leaves nothing behind.
         let mapping = Arc::new(check_tables(&db, &settings).await?);
-        let applied = store::migrate(&db)
+        let applied = store::migrate_exclusively(&db, &settings.database)
             .await
             .map_err(|e| StartError::Migration {
                 url: settings.database.url.to_string(),
@@ -124,12 +136,48 @@ impl Application {
             )
         };
 
+        // Several instances share PostgreSQL and MySQL/MariaDB through leases, claimed before
+        // the first poll cycle so it already knows its share.
+        let shared = db.get_database_backend() != sea_orm::DatabaseBackend::Sqlite;
+        let held = if shared {
+            let now = chrono::Utc::now();
+            Some(
+                store::leases::renew(&db, &instance, now, now, settings.instance.lease, &[])
+                    .await
+                    .map_err(|e| StartError::Leases {
+                        url: settings.database.url.to_string(),
+                        error: e.to_string(),
+                    })?,
+            )
+        } else {
+            None
+        };
+
         let metrics = Arc::new(Metrics::new());
+        metrics
+            .instance_info
+            .with_label_values(&[instance.as_str()])
+            .set(1.0);
         let events = Events::new(metrics.clone());
         let rules = Rules::from_settings(&settings.spark);
-        let job_store = JobStore::new(db.clone(), settings.store.clone(), rules, events.clone())
-            .with_mapping(mapping)
-            .with_timeout_sweep();
+        let mut job_store =
+            JobStore::new(db.clone(), settings.store.clone(), rules, events.clone())
+                .with_mapping(mapping)
+                .with_timeout_sweep();
+        // What /readyz and /metrics show before the first renewal (all of it on SQLite).
+        let (buckets, leader, live) = held
+            .as_ref()
+            .map_or((usize::from(store::leases::BUCKETS), true, 1), |h| {
+                (h.buckets.len(), h.leader.is_some(), h.live_instances)
+            });
+        metrics.buckets_held.set(buckets as f64);
+        metrics.leader.set(if leader { 1.0 } else { 0.0 });
+        metrics.live_instances.set(live as f64);
+        if let Some(held) = held {
+            info!(instance = %instance, buckets = held.buckets.len(), leader = held.leader.is_some(),
+                live_instances = held.live_instances, "sharing the database with other instances through leases");
+            job_store = job_store.shared_as(instance.clone(), settings.instance.lease, held);
+        }
         let store_health = job_store.health();
         let store = job_store.launch();
         let store_handle = StoreHandle::from(&store);
@@ -164,6 +212,7 @@ impl Application {
                     kafka_configured: listener.is_some(),
                     metrics: metrics.clone(),
                     api_token: settings.http.api_token.clone(),
+                    instance: instance.clone(),
                 };
                 let bind = settings.http.bind.clone();
                 let (addr, handle) = crate::http::start(socket, state)
@@ -183,13 +232,16 @@ impl Application {
             listener,
             metrics,
             http_addr: http.as_ref().map(|(addr, _)| *addr),
+            instance,
             http: http.map(|(_, handle)| handle),
+            _sqlite_lock: sqlite_lock,
         })
     }
 
     /// Runs until `shutdown` resolves, then stops taking work and flushes the store.
     pub async fn run_until(self, shutdown: impl Future<Output = &'static str>) {
         info!(
+            instance = %self.instance,
             database = %self.settings.database.url,
             spark = %self.settings.spark.rest_url,
             poll_interval = %humantime::format_duration(self.settings.spark.poll_interval),
@@ -231,7 +283,15 @@ impl Application {
             }
         }
         match tokio::time::timeout(DRAIN_TIMEOUT, self.store_handle.drain()).await {
-            Ok(Ok(())) => info!("all accepted changes are durable; bye"),
+            Ok(Ok(())) => {
+                // Nothing of ours is left to write: the others may take our share at once.
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    self.store.send(crate::actors::job_store::ReleaseLeases),
+                )
+                .await;
+                info!("all accepted changes are durable; bye")
+            }
             Ok(Err(e)) => warn!(error = %e, "job store stopped before draining"),
             Err(_) => error!(
                 timeout = ?DRAIN_TIMEOUT,
@@ -340,4 +400,50 @@ pub async fn check_tables(
         info!("{line}");
     }
     Ok(mapping)
+}
+
+/// On a SQLite file, a lock beside it held for the life of the process: a second instance on
+/// the same file is refused instead of fighting the first for it. `None` for other databases.
+fn lock_sqlite_file(url: &str) -> Result<Option<std::fs::File>, StartError> {
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return Ok(None);
+    };
+    let path = rest.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return Ok(None);
+    }
+    let lock_path = format!("{path}.jobwarden-lock");
+    let Ok(mut file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+    else {
+        // Cannot create it (a read-only directory): the database open will say what is wrong.
+        return Ok(None);
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            use std::io::{Seek, Write};
+            let _ = file.set_len(0);
+            let _ = file.seek(std::io::SeekFrom::Start(0));
+            let _ = write!(file, "{}", std::process::id());
+            Ok(Some(file))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&lock_path)
+                .ok()
+                .map(|pid| pid.trim().to_owned())
+                .filter(|pid| !pid.is_empty())
+                .map(|pid| format!(" (process {pid})"))
+                .unwrap_or_default();
+            Err(StartError::SqliteInUse {
+                path: path.to_owned(),
+                holder,
+            })
+        }
+        Err(std::fs::TryLockError::Error(_)) => Ok(None),
+    }
 }

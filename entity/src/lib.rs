@@ -2,6 +2,8 @@
 
 pub mod dead_letters;
 pub mod job_status_history;
+pub mod jobwarden_instances;
+pub mod jobwarden_leases;
 pub mod prelude;
 pub mod spark_job_executions;
 pub mod transformation_job_queue;

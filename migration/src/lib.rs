@@ -9,6 +9,9 @@ mod m20261128_000002_create_transformation_job_queue;
 mod m20261128_000003_create_job_status_history;
 mod m20261128_000004_create_dead_letters;
 mod m20261129_000005_add_failing_since;
+mod m20261129_000006_create_leases;
+
+pub use m20261129_000006_create_leases::BUCKETS;
 
 pub struct Migrator;
 
@@ -21,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000003_create_job_status_history::Migration),
             Box::new(m20261128_000004_create_dead_letters::Migration),
             Box::new(m20261129_000005_add_failing_since::Migration),
+            Box::new(m20261129_000006_create_leases::Migration),
         ]
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info_span, warn, Instrument};
@@ -16,15 +16,17 @@ use tracing::{debug, error, info_span, warn, Instrument};
 use crate::config::StoreSettings;
 use crate::domain::Applied;
 use crate::events::{
-    ActorCrashed, BatchCommitted, DatabaseBack, DatabaseUnreachable, Edge, Events, TimeoutsSwept,
+    ActorCrashed, BatchCommitted, DatabaseBack, DatabaseUnreachable, Edge, Events,
+    LeaseRenewalFailed, LeasesRenewed, TimeoutsSwept, WriteFenced,
 };
 use crate::health::Heartbeat;
 use crate::metrics::Metrics;
+use crate::store::leases::{self, Held};
 use crate::store::mapped::{self, Mapping};
-use crate::store::{self, Committed, Rules};
+use crate::store::{self, Committed, Rules, WriteContext};
 use crate::store_api::{
-    Drain, DueExecution, DueJobs, GetStats, OpError, StoreError, StoreHandle, StoreStats,
-    SweepTimeouts, Write, WriteOp, WriteOutcome,
+    Drain, DueExecution, DueJobs, DuePage, Fence, FencedWrite, GetStats, OpError, StoreError,
+    StoreHandle, StoreStats, SweepTimeouts, Write, WriteOp, WriteOutcome,
 };
 
 use super::supervision::contained;
@@ -50,14 +52,30 @@ impl StoreHealth {
 
 struct Pending {
     op: WriteOp,
+    fence: Option<Fence>,
     reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
 }
+
+/// This instance's part when several share the database: who it is and what it holds.
+struct Sharing {
+    instance: String,
+    started_at: DateTime<Utc>,
+    lease: Duration,
+    held: Held,
+    renewing: bool,
+}
+
+/// Give back every lease this instance holds (at shutdown, after the last write).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ReleaseLeases;
 
 pub struct JobStore {
     db: DatabaseConnection,
     settings: StoreSettings,
     rules: Rules,
     mapping: Arc<Mapping>,
+    sharing: Option<Sharing>,
     sweep: bool,
     pending: VecDeque<Pending>,
     flushing: bool,
@@ -91,6 +109,7 @@ impl JobStore {
             settings,
             rules,
             mapping: Arc::new(Mapping::default()),
+            sharing: None,
             sweep: false,
             pending: VecDeque::new(),
             flushing: false,
@@ -108,6 +127,78 @@ impl JobStore {
     pub fn with_mapping(mut self, mapping: Arc<Mapping>) -> Self {
         self.mapping = mapping;
         self
+    }
+
+    /// Share the database with other instances as `instance`: poll only the buckets leased
+    /// to it (starting with `held`, renewed every third of `lease`), run the once-per-cluster
+    /// work only while it leads, and refuse poll results whose lease has passed on.
+    pub fn shared_as(mut self, instance: String, lease: Duration, held: Held) -> Self {
+        self.sharing = Some(Sharing {
+            instance,
+            started_at: Utc::now(),
+            lease,
+            held,
+            renewing: false,
+        });
+        self
+    }
+
+    /// Whether the once-per-cluster work (timeout sweep, picking up application rows) is
+    /// this instance's to do now.
+    fn leads(&self, now: DateTime<Utc>) -> bool {
+        self.sharing.as_ref().is_none_or(|s| s.held.leads(now))
+    }
+
+    fn renew(&mut self, ctx: &mut Context<Self>) {
+        let Some(sharing) = self.sharing.as_mut() else {
+            return;
+        };
+        if sharing.renewing {
+            return;
+        }
+        sharing.renewing = true;
+        let db = self.db.clone();
+        let me = sharing.instance.clone();
+        let started_at = sharing.started_at;
+        let lease = sharing.lease;
+        let retiring = sharing.held.retiring.clone();
+        let renewal =
+            async move { leases::renew(&db, &me, started_at, Utc::now(), lease, &retiring).await };
+        ctx.spawn(contained(renewal).into_actor(self).map(|answer, act, _| {
+            let Some(sharing) = act.sharing.as_mut() else {
+                return;
+            };
+            sharing.renewing = false;
+            match answer {
+                Ok(Ok(held)) => {
+                    let gained = held
+                        .buckets
+                        .keys()
+                        .filter(|b| !sharing.held.buckets.contains_key(b))
+                        .count();
+                    let lost = sharing
+                        .held
+                        .buckets
+                        .keys()
+                        .filter(|b| !held.buckets.contains_key(b))
+                        .count();
+                    act.events.emit(LeasesRenewed {
+                        instance: &sharing.instance,
+                        buckets: held.buckets.len(),
+                        gained,
+                        lost,
+                        leader: held.leader.is_some(),
+                        was_leader: sharing.held.leader.is_some(),
+                        live: held.live_instances,
+                    });
+                    sharing.held = held;
+                }
+                Ok(Err(e)) => act.events.emit(LeaseRenewalFailed { error: &e }),
+                Err(panicked) => act.events.emit(LeaseRenewalFailed {
+                    error: &std::io::Error::other(panicked.message().to_owned()),
+                }),
+            }
+        }));
     }
 
     /// Also apply the timeout rules to every unfinished job every `store.sweep_interval`.
@@ -145,8 +236,17 @@ impl JobStore {
         op: WriteOp,
         ctx: &mut Context<Self>,
     ) -> oneshot::Receiver<Result<WriteOutcome, StoreError>> {
+        self.enqueue_fenced(op, None, ctx)
+    }
+
+    fn enqueue_fenced(
+        &mut self,
+        op: WriteOp,
+        fence: Option<Fence>,
+        ctx: &mut Context<Self>,
+    ) -> oneshot::Receiver<Result<WriteOutcome, StoreError>> {
         let (reply, answer) = oneshot::channel();
-        self.pending.push_back(Pending { op, reply });
+        self.pending.push_back(Pending { op, fence, reply });
         self.flush(ctx);
         answer
     }
@@ -162,8 +262,14 @@ impl JobStore {
             return;
         }
         let take = self.pending.len().min(self.settings.max_batch);
-        let (ops, replies): (Vec<_>, Vec<_>) =
-            self.pending.drain(..take).map(|p| (p.op, p.reply)).unzip();
+        let mut ops = Vec::with_capacity(take);
+        let mut fences = Vec::with_capacity(take);
+        let mut replies = Vec::with_capacity(take);
+        for p in self.pending.drain(..take) {
+            ops.push(p.op);
+            fences.push(p.fence);
+            replies.push(p.reply);
+        }
         self.flushing = true;
         self.health
             .largest_batch
@@ -174,10 +280,11 @@ impl JobStore {
             settings: self.settings.clone(),
             rules: self.rules,
             mapping: self.mapping.clone(),
+            instance: self.sharing.as_ref().map(|s| s.instance.clone()),
             health: self.health.clone(),
             events: self.events.clone(),
         };
-        let write = async move { writer.write_durably(ops).await }.instrument(span);
+        let write = async move { writer.write_durably(ops, fences).await }.instrument(span);
         ctx.spawn(
             contained(write)
                 .into_actor(self)
@@ -223,6 +330,7 @@ impl From<&Addr<JobStore>> for StoreHandle {
             addr.clone().recipient(),
             addr.clone().recipient(),
             addr.clone().recipient(),
+            addr.clone().recipient(),
         )
     }
 }
@@ -236,6 +344,9 @@ impl Actor for JobStore {
             ctx.run_interval(self.settings.sweep_interval, |_, ctx| {
                 ctx.notify(SweepTimeouts { now: Utc::now() });
             });
+        }
+        if let Some(sharing) = &self.sharing {
+            ctx.run_interval(sharing.lease / 3, |act, ctx| act.renew(ctx));
         }
         ctx.run_interval(IDLE_BEAT, |act, _| {
             if act.pending.is_empty() && !act.flushing {
@@ -298,18 +409,57 @@ impl Handler<Write> for JobStore {
     }
 }
 
+impl Handler<FencedWrite> for JobStore {
+    type Result = ResponseFuture<Result<WriteOutcome, StoreError>>;
+
+    fn handle(&mut self, msg: FencedWrite, ctx: &mut Self::Context) -> Self::Result {
+        let answer = self.enqueue_fenced(msg.op, Some(msg.fence), ctx);
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Gone("store stopped before answering".into())))
+        })
+    }
+}
+
+impl Handler<ReleaseLeases> for JobStore {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: ReleaseLeases, _: &mut Self::Context) -> Self::Result {
+        let Some(sharing) = self.sharing.as_mut() else {
+            return Box::pin(async {});
+        };
+        sharing.held = Held::default();
+        let db = self.db.clone();
+        let me = sharing.instance.clone();
+        Box::pin(async move {
+            match leases::release_all(&db, &me).await {
+                Ok(()) => {
+                    tracing::info!(instance = %me, "leases given back; the other instances take over now")
+                }
+                Err(e) => {
+                    warn!(instance = %me, error = %e, "could not give leases back; they pass on when they run out")
+                }
+            }
+        })
+    }
+}
+
 /// Most new application rows one cycle picks up; the next cycle takes the rest.
 const ADOPT_PAGE: u64 = 5_000;
 
 impl Handler<DueJobs> for JobStore {
-    type Result = ResponseActFuture<Self, Result<Vec<DueExecution>, StoreError>>;
+    type Result = ResponseActFuture<Self, Result<DuePage, StoreError>>;
 
     fn handle(&mut self, msg: DueJobs, _: &mut Self::Context) -> Self::Result {
         let db = self.db.clone();
         let mapping = self.mapping.clone();
+        // A bucket whose lease ends within one renewal period is not started on: its polls
+        // should be over before another instance can claim it.
+        let share = self.sharing.as_ref().map(|s| (s.held.clone(), s.lease / 3));
         // A cycle's first page first picks up the rows the application inserted since the
-        // last cycle, so they are due in this very cycle.
-        let adopt = msg.after.is_none() && mapping.executions.is_some();
+        // last cycle, so they are due in this very cycle (by the leader alone).
+        let adopt = msg.after.is_none() && mapping.executions.is_some() && self.leads(msg.now);
         let find_new = {
             let db = db.clone();
             let mapping = mapping.clone();
@@ -342,21 +492,55 @@ impl Handler<DueJobs> for JobStore {
                 for answer in answers {
                     let _ = answer.await;
                 }
-                match &mapping.executions {
+                let page = match &mapping.executions {
                     Some(map) => mapped::due_executions(&db, map, &msg).await,
                     None => store::read::due_executions(&db, &msg).await,
                 }
-                .map_err(|e| StoreError::Read(e.to_string()))
+                .map_err(|e| StoreError::Read(e.to_string()))?;
+                Ok(own_share(page, &msg, share.as_ref()))
             }
             .into_actor(act)
         }))
     }
 }
 
+/// The part of a page of due jobs that falls in this instance's buckets, each with the lease
+/// it is polled under; all of it when the instance does not share the database.
+fn own_share(
+    page: Vec<DueExecution>,
+    request: &DueJobs,
+    share: Option<&(Held, Duration)>,
+) -> DuePage {
+    let last = page.last().map(|j| j.execution_id.clone());
+    let full = page.len() as u64 >= request.limit;
+    let jobs = match share {
+        None => page,
+        Some((held, margin)) => page
+            .into_iter()
+            .filter_map(|mut job| {
+                let bucket = leases::bucket_of(&job.execution_id);
+                let until = request.now + chrono::Duration::from_std(*margin).unwrap_or_default();
+                let lease = held.bucket(bucket, until)?;
+                job.fence = Some(Fence {
+                    bucket,
+                    token: lease.token,
+                });
+                Some(job)
+            })
+            .collect(),
+    };
+    DuePage { jobs, last, full }
+}
+
 impl Handler<SweepTimeouts> for JobStore {
     type Result = ResponseActFuture<Self, Result<usize, StoreError>>;
 
     fn handle(&mut self, msg: SweepTimeouts, _: &mut Self::Context) -> Self::Result {
+        // Leadership is a matter of the clock now; `msg.now` is the instant the rules judge.
+        if !self.leads(Utc::now()) {
+            // Another instance leads and sweeps.
+            return Box::pin(fut::ready(Ok(0)));
+        }
         let db = self.db.clone();
         let started_before = self
             .rules
@@ -440,6 +624,7 @@ struct Writer {
     settings: StoreSettings,
     rules: Rules,
     mapping: Arc<Mapping>,
+    instance: Option<String>,
     health: Arc<StoreHealth>,
     events: Events,
 }
@@ -448,14 +633,38 @@ impl Writer {
     /// Writes `ops` in one transaction, waiting out database outages. If the database refuses
     /// the batch as such (not an outage), each change is retried alone so one bad change cannot
     /// sink the others.
-    async fn write_durably(&self, ops: Vec<WriteOp>) -> Vec<Result<WriteOutcome, OpError>> {
-        match self.write_retrying(&ops).await {
+    async fn write_durably(
+        &self,
+        ops: Vec<WriteOp>,
+        fences: Vec<Option<Fence>>,
+    ) -> Vec<Result<WriteOutcome, OpError>> {
+        let outcomes = self.write_each(&ops, &fences).await;
+        for (op, outcome) in ops.iter().zip(&outcomes) {
+            if let (Err(e @ OpError::Fenced { .. }), Some(id)) = (outcome, op.execution_id()) {
+                self.events.emit(WriteFenced {
+                    execution_id: id,
+                    error: e,
+                });
+            }
+        }
+        outcomes
+    }
+
+    async fn write_each(
+        &self,
+        ops: &[WriteOp],
+        fences: &[Option<Fence>],
+    ) -> Vec<Result<WriteOutcome, OpError>> {
+        match self.write_retrying(ops, fences).await {
             Ok(outcomes) => outcomes,
             Err(e) if ops.len() > 1 => {
                 warn!(error = %e, size = ops.len(), "batch refused by the database; writing its changes one by one");
                 let mut outcomes = Vec::with_capacity(ops.len());
-                for op in ops {
-                    match self.write_retrying(std::slice::from_ref(&op)).await {
+                for (op, fence) in ops.iter().zip(fences) {
+                    match self
+                        .write_retrying(std::slice::from_ref(op), std::slice::from_ref(fence))
+                        .await
+                    {
                         Ok(mut single) => outcomes.push(single.remove(0)),
                         Err(e) => {
                             error!(error = %e, change = ?op, "change refused by the database");
@@ -476,11 +685,17 @@ impl Writer {
     async fn write_retrying(
         &self,
         ops: &[WriteOp],
+        fences: &[Option<Fence>],
     ) -> Result<Vec<Result<WriteOutcome, OpError>>, DbErr> {
         let mut delay = self.settings.retry_initial;
+        let cx = WriteContext {
+            rules: &self.rules,
+            mapping: &self.mapping,
+            instance: self.instance.as_deref(),
+        };
         loop {
             let started = Instant::now();
-            match store::apply_batch(&self.db, ops, &self.rules, &self.mapping, Utc::now()).await {
+            match store::apply_batch(&self.db, ops, fences, &cx, Utc::now()).await {
                 Ok(Committed {
                     outcomes,
                     rows_written,

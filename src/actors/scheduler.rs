@@ -165,7 +165,6 @@ impl Scheduler {
             after: cycle.cursor.clone(),
             limit: self.page,
         };
-        let page = self.page;
         ctx.spawn(
             self.store
                 .due(request)
@@ -176,13 +175,16 @@ impl Scheduler {
                         return;
                     };
                     match answer {
-                        Ok(jobs) => {
+                        Ok(due) => {
                             act.heartbeat.beat();
                             act.stats.pages += 1;
-                            cycle.more = jobs.len() as u64 == page;
-                            if let Some(last) = jobs.last() {
-                                cycle.cursor = Some(last.execution_id.clone());
+                            // The page may hold fewer jobs than it read (other instances'
+                            // shares): where it ended in the table decides what comes next.
+                            cycle.more = due.full;
+                            if let Some(last) = due.last {
+                                cycle.cursor = Some(last);
                             }
+                            let jobs = due.jobs;
                             // Still in flight from before (a slow write, or a scheduler that
                             // restarted): never a second poll at once.
                             let fresh: Vec<DueExecution> = jobs

@@ -200,7 +200,7 @@ async fn poll_once(
             )
         }
     };
-    let written = store.write(op);
+    let written = store.write_fenced(op, job.fence);
     let span = tracing::Span::current();
     actix_rt::spawn(
         async move {

@@ -4,6 +4,7 @@
 
 mod database;
 mod http;
+mod instance;
 mod kafka;
 mod layers;
 mod secret;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use database::DatabaseSettings;
 pub use http::HttpSettings;
+pub use instance::InstanceSettings;
 pub use kafka::{KafkaSettings, RESERVED_PROPERTIES};
 pub use secret::{is_secret_property, mask_url_password, DatabaseUrl, Secret, MASK};
 pub use spark::{BasicAuth, SparkSettings, MAX_POOL};
@@ -45,6 +47,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub telemetry: TelemetrySettings,
     pub http: HttpSettings,
+    pub instance: InstanceSettings,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaSettings>,
     /// Application tables kept true in place of jobwarden's own.
@@ -115,6 +118,7 @@ impl Settings {
         self.store.validate(&mut problems);
         self.telemetry.validate(&mut problems);
         self.http.validate(&mut problems);
+        self.instance.validate(&mut problems);
         if let Some(kafka) = &self.kafka {
             kafka.validate(&mut problems);
         }

@@ -16,7 +16,10 @@ use crate::metrics::Metrics;
 pub use kafka::{ConsumerLag, EventApplied, EventConsumed, EventDeadLettered, ListenerRestarting};
 pub use poll::{BackendReachable, BackendUnreachable, PollAnswered, PollFailed, PollNotRecorded};
 pub use scheduler::{PollCycleFinished, TickSkipped};
-pub use store::{BatchCommitted, DatabaseBack, DatabaseUnreachable, TimeoutsSwept};
+pub use store::{
+    BatchCommitted, DatabaseBack, DatabaseUnreachable, LeaseRenewalFailed, LeasesRenewed,
+    TimeoutsSwept, WriteFenced,
+};
 pub use supervision::ActorCrashed;
 
 /// Something that happened, that knows how to log and count itself.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::InternalEvent;
 use crate::metrics::Metrics;
@@ -81,5 +81,74 @@ impl InternalEvent for TimeoutsSwept {
                 "timeout sweep failed stuck jobs"
             );
         }
+    }
+}
+
+/// A lease renewal round changed what this instance holds.
+pub struct LeasesRenewed<'a> {
+    pub instance: &'a str,
+    pub buckets: usize,
+    pub gained: usize,
+    pub lost: usize,
+    pub leader: bool,
+    pub was_leader: bool,
+    pub live: usize,
+}
+
+impl InternalEvent for LeasesRenewed<'_> {
+    fn emit(self, m: &Metrics) {
+        m.buckets_held.set(self.buckets as f64);
+        m.leader.set(if self.leader { 1.0 } else { 0.0 });
+        m.live_instances.set(self.live as f64);
+        if self.gained > 0 || self.lost > 0 {
+            info!(
+                actor = "job_store",
+                instance = self.instance,
+                buckets = self.buckets,
+                gained = self.gained,
+                lost = self.lost,
+                live_instances = self.live,
+                "share of the work changed"
+            );
+        }
+        if self.leader != self.was_leader {
+            info!(
+                actor = "job_store",
+                instance = self.instance,
+                leader = self.leader,
+                "leader lease {}",
+                if self.leader {
+                    "taken: the timeout sweep runs here"
+                } else {
+                    "passed on"
+                }
+            );
+        }
+    }
+}
+
+/// A renewal round failed; what is held lapses when its lease runs out.
+pub struct LeaseRenewalFailed<'a> {
+    pub error: &'a dyn std::error::Error,
+}
+
+impl InternalEvent for LeaseRenewalFailed<'_> {
+    fn emit(self, _: &Metrics) {
+        warn!(actor = "job_store", error = %self.error,
+            "could not renew leases; polling stops for the buckets whose lease runs out");
+    }
+}
+
+/// A write was refused because the lease it was made under had passed on.
+pub struct WriteFenced<'a> {
+    pub execution_id: &'a str,
+    pub error: &'a dyn std::error::Error,
+}
+
+impl InternalEvent for WriteFenced<'_> {
+    fn emit(self, m: &Metrics) {
+        m.fenced_writes.inc();
+        warn!(actor = "job_store", execution_id = self.execution_id, error = %self.error,
+            "stale write refused (fencing): this instance lost the lease it polled under");
     }
 }

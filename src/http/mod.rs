@@ -29,6 +29,8 @@ pub struct HttpState {
     pub kafka_configured: bool,
     pub metrics: Arc<Metrics>,
     pub api_token: Option<Secret>,
+    /// This instance's id among those sharing the database.
+    pub instance: String,
 }
 
 /// A JSON error body with a message that says what to do.

@@ -54,7 +54,18 @@ pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
         check("kafka_listener", Ok("not configured".into()));
     }
     let ready = not_ready.is_empty();
-    let body = json!({ "ready": ready, "checks": checks, "not_ready": not_ready });
+    let share = json!({
+        "buckets": state.metrics.buckets_held.get(),
+        "leader": state.metrics.leader.get() > 0.0,
+        "live_instances": state.metrics.live_instances.get(),
+    });
+    let body = json!({
+        "ready": ready,
+        "instance": state.instance,
+        "share": share,
+        "checks": checks,
+        "not_ready": not_ready,
+    });
     if ready {
         HttpResponse::Ok().json(body)
     } else {

@@ -21,8 +21,11 @@ use crate::domain::{
     Effect, ExecutionState, HistoryEntry, PollPolicy, Position, QueueState, StatusEvent,
     TimeoutPolicy,
 };
-use crate::store_api::{NewDeadLetter, OpError, Source, TrackRequest, WriteOp, WriteOutcome};
+use crate::store_api::{
+    Fence, NewDeadLetter, OpError, Source, TrackRequest, WriteOp, WriteOutcome,
+};
 
+use super::leases;
 use super::mapped::{self, AppExecution, AppQueueJob, Mapping};
 use super::rows;
 
@@ -81,25 +84,64 @@ pub struct Committed {
     pub rows_written: usize,
 }
 
-/// Applies `ops` in one transaction. `Err` means nothing was written.
+/// What a batch is written with, besides its changes.
+pub struct WriteContext<'a> {
+    pub rules: &'a Rules,
+    pub mapping: &'a Mapping,
+    /// This instance, when several share the database: fenced changes are checked against it.
+    pub instance: Option<&'a str>,
+}
+
+/// Applies `ops` in one transaction; `fences[i]` is the lease `ops[i]` was made under, if any.
+/// `Err` means nothing was written.
 pub async fn apply_batch(
     db: &DatabaseConnection,
     ops: &[WriteOp],
-    rules: &Rules,
-    mapping: &Mapping,
+    fences: &[Option<Fence>],
+    cx: &WriteContext<'_>,
     now: DateTime<Utc>,
 ) -> Result<Committed, DbErr> {
     let txn = db.begin().await?;
+    let holders = match cx.instance {
+        Some(_) => {
+            let mut names: Vec<String> = fences
+                .iter()
+                .flatten()
+                .map(|f| leases::bucket_name(f.bucket))
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            leases::current_holders(&txn, names).await?
+        }
+        None => HashMap::new(),
+    };
     let mut changes = Changes::default();
-    load_rows(&txn, ops, &mut changes, mapping).await?;
-    if let Some(map) = &mapping.executions {
+    load_rows(&txn, ops, &mut changes, cx.mapping).await?;
+    if let Some(map) = &cx.mapping.executions {
         reconcile_executions(&mut changes, map, now);
     }
     let outcomes: Vec<_> = ops
         .iter()
-        .map(|op| apply_one(op, &mut changes, rules, mapping, now))
+        .enumerate()
+        .map(|(i, op)| {
+            if let (Some(fence), Some(me)) = (fences.get(i).copied().flatten(), cx.instance) {
+                let (holder, token) = holders
+                    .get(&leases::bucket_name(fence.bucket))
+                    .cloned()
+                    .unwrap_or((None, 0));
+                if holder.as_deref() != Some(me) || token != fence.token {
+                    return Err(OpError::Fenced {
+                        bucket: fence.bucket,
+                        holder: holder.unwrap_or_else(|| "nobody".into()),
+                        token,
+                        ours: fence.token,
+                    });
+                }
+            }
+            apply_one(op, &mut changes, cx.rules, cx.mapping, now)
+        })
         .collect();
-    let (duplicates, rows_written) = write_out(&txn, changes, mapping, now).await?;
+    let (duplicates, rows_written) = write_out(&txn, changes, cx.mapping, now).await?;
     txn.commit().await?;
     Ok(Committed {
         outcomes: mark_duplicate_letters(outcomes, ops, &duplicates),

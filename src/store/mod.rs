@@ -2,6 +2,7 @@
 //! `JobStore` actor (the only writer) drives. What the store accepts is in `crate::store_api`.
 
 pub mod batch;
+pub mod leases;
 pub mod mapped;
 pub mod read;
 mod rows;
@@ -9,11 +10,14 @@ mod rows;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, RuntimeErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
+    RuntimeErr,
+};
 
 use crate::config::DatabaseSettings;
 
-pub use batch::{apply_batch, Committed, Rules};
+pub use batch::{apply_batch, Committed, Rules, WriteContext};
 
 const STATEMENT_CACHE: usize = 16;
 
@@ -47,6 +51,37 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<usize, DbErr> {
     let pending = Migrator::get_pending_migrations(db).await?.len();
     Migrator::up(db, None).await?;
     Ok(pending)
+}
+
+/// Like [`migrate`], holding a database-wide lock meanwhile, so instances starting together
+/// migrate one after the other (the later ones find nothing left to do). The lock lives on
+/// a connection of its own: the migrations need the pool's.
+pub async fn migrate_exclusively(
+    db: &DatabaseConnection,
+    settings: &DatabaseSettings,
+) -> Result<usize, DbErr> {
+    let (take, give_back) = match db.get_database_backend() {
+        DatabaseBackend::Postgres => (
+            "SELECT pg_advisory_lock(7310563425001)",
+            "SELECT pg_advisory_unlock(7310563425001)",
+        ),
+        DatabaseBackend::MySql => (
+            "SELECT GET_LOCK('jobwarden_migrations', 600)",
+            "SELECT RELEASE_LOCK('jobwarden_migrations')",
+        ),
+        // One instance per SQLite file (see `startup`), and SQLite serialises writers anyway.
+        _ => return migrate(db).await,
+    };
+    let mut single = settings.clone();
+    single.max_connections = 1;
+    let lock = connect(&single).await?;
+    lock.execute_unprepared(take).await?;
+    let applied = migrate(db).await;
+    let released = lock.execute_unprepared(give_back).await;
+    lock.close().await.ok();
+    let applied = applied?;
+    released?;
+    Ok(applied)
 }
 
 /// Driver errors can echo the connection URL; never let its password through.

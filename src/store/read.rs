@@ -54,6 +54,7 @@ pub async fn due_executions(
             submission_id.map(|submission_id| DueExecution {
                 execution_id,
                 submission_id,
+                fence: None,
             })
         })
         .collect())

@@ -154,4 +154,12 @@ pub enum OpError {
     },
     #[error("the database refused the change: {0}")]
     Refused(String),
+    /// The lease the change was made under passed to another instance (or another claim).
+    #[error("stale write refused: bucket {bucket} is now held by {holder} (token {token}), not by this instance under token {ours}")]
+    Fenced {
+        bucket: u16,
+        holder: String,
+        token: i64,
+        ours: i64,
+    },
 }

@@ -32,16 +32,44 @@ impl From<MailboxError> for StoreError {
 #[rtype(result = "Result<WriteOutcome, StoreError>")]
 pub struct Write(pub WriteOp);
 
+/// The lease a poll was dispatched under: its result is written only if this instance still
+/// holds that lease with that token (a paused instance that wakes up cannot overwrite what
+/// the instance that took over has written since).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub bucket: u16,
+    pub token: i64,
+}
+
 /// An execution the scheduler should ask its backend about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueExecution {
     pub execution_id: String,
     pub submission_id: String,
+    /// Present when several instances share the database.
+    pub fence: Option<Fence>,
+}
+
+/// One page of due executions: those of this instance's share, and where the page ended in
+/// the whole table (the next page starts after `last`; `full` says there may be more).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DuePage {
+    pub jobs: Vec<DueExecution>,
+    pub last: Option<String>,
+    pub full: bool,
+}
+
+/// Make one change durable, only if the lease it was made under still holds.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<WriteOutcome, StoreError>")]
+pub struct FencedWrite {
+    pub op: WriteOp,
+    pub fence: Fence,
 }
 
 /// One page of executions due for a poll, in execution id order.
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<Vec<DueExecution>, StoreError>")]
+#[rtype(result = "Result<DuePage, StoreError>")]
 pub struct DueJobs {
     pub now: DateTime<Utc>,
     /// Only jobs not polled since this instant (the start of the current poll cycle).

@@ -11,7 +11,8 @@ use actix::Recipient;
 
 pub use changes::{NewDeadLetter, OpError, Source, TrackRequest, WriteOp, WriteOutcome};
 pub use messages::{
-    Drain, DueExecution, DueJobs, GetStats, StoreError, StoreStats, SweepTimeouts, Write,
+    Drain, DueExecution, DueJobs, DuePage, Fence, FencedWrite, GetStats, StoreError, StoreStats,
+    SweepTimeouts, Write,
 };
 
 /// The store, as its callers see it. Cheap to clone. Each request is handed to the store's
@@ -20,6 +21,7 @@ pub use messages::{
 #[derive(Clone)]
 pub struct StoreHandle {
     write: Recipient<Write>,
+    fenced: Recipient<FencedWrite>,
     due: Recipient<DueJobs>,
     drain: Recipient<Drain>,
     stats: Recipient<GetStats>,
@@ -28,12 +30,14 @@ pub struct StoreHandle {
 impl StoreHandle {
     pub fn new(
         write: Recipient<Write>,
+        fenced: Recipient<FencedWrite>,
         due: Recipient<DueJobs>,
         drain: Recipient<Drain>,
         stats: Recipient<GetStats>,
     ) -> Self {
         StoreHandle {
             write,
+            fenced,
             due,
             drain,
             stats,
@@ -49,11 +53,27 @@ impl StoreHandle {
         async move { request.await.map_err(StoreError::from)? }
     }
 
+    /// Makes `op` durable if `fence` (the lease a poll was dispatched under) still holds;
+    /// without a fence, like [`StoreHandle::write`].
+    pub fn write_fenced(
+        &self,
+        op: WriteOp,
+        fence: Option<Fence>,
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send + 'static {
+        let request = match fence {
+            Some(fence) => {
+                futures::future::Either::Left(self.fenced.send(FencedWrite { op, fence }))
+            }
+            None => futures::future::Either::Right(self.write.send(Write(op))),
+        };
+        async move { request.await.map_err(StoreError::from)? }
+    }
+
     /// One page of due executions.
     pub fn due(
         &self,
         page: DueJobs,
-    ) -> impl Future<Output = Result<Vec<DueExecution>, StoreError>> + Send + 'static {
+    ) -> impl Future<Output = Result<DuePage, StoreError>> + Send + 'static {
         let request = self.due.send(page);
         async move { request.await.map_err(StoreError::from)? }
     }

@@ -36,6 +36,10 @@ struct Shared {
     status_requests: Mutex<HashMap<String, usize>>,
     current: AtomicUsize,
     max: AtomicUsize,
+    /// Submissions whose status is being answered right now, and how often a second request
+    /// for one of them arrived meanwhile (two pollers on one job).
+    answering: Mutex<std::collections::HashSet<String>>,
+    overlaps: AtomicUsize,
     tail_requests: AtomicUsize,
     last_authorization: Mutex<Option<String>>,
     head_requests: Mutex<HashMap<String, usize>>,
@@ -106,6 +110,12 @@ impl SparkServer {
 
     pub fn max_concurrent(&self) -> usize {
         self.shared.max.load(Ordering::SeqCst)
+    }
+
+    /// Status requests that arrived while another request for the same submission was still
+    /// being answered.
+    pub fn overlapping_requests(&self) -> usize {
+        self.shared.overlaps.load(Ordering::SeqCst)
     }
 
     pub fn status_requests(&self, submission_id: &str) -> usize {
@@ -277,6 +287,9 @@ impl SparkServer {
         }
         let now = self.shared.current.fetch_add(1, Ordering::SeqCst) + 1;
         self.shared.max.fetch_max(now, Ordering::SeqCst);
+        if !self.shared.answering.lock().unwrap().insert(id.to_owned()) {
+            self.shared.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
         let delay = *self.shared.delay.lock().unwrap();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -308,6 +321,7 @@ impl SparkServer {
             }
         };
         self.shared.current.fetch_sub(1, Ordering::SeqCst);
+        self.shared.answering.lock().unwrap().remove(id);
         reply
     }
 }

@@ -89,6 +89,16 @@ impl Running {
         }
     }
 
+    /// Waits for a log line containing `needle` and returns it.
+    pub(crate) fn line_with(&mut self, needle: &str, limit: Duration) -> String {
+        self.wait_for_line(needle, limit);
+        self.seen
+            .iter()
+            .find(|l| l.contains(needle))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([format!("-{name}"), self.child.id().to_string()])
@@ -294,7 +304,7 @@ fn migrate_applies_the_schema_and_is_repeatable() {
     let first = run_to_end(jobwarden(dir.path()).arg("migrate"));
     assert!(first.status.success(), "{}", text(&first));
     assert!(
-        text(&first).contains("5 migration(s) applied"),
+        text(&first).contains("6 migration(s) applied"),
         "{}",
         text(&first)
     );

@@ -2,6 +2,7 @@
 
 mod binary;
 mod helpers;
+mod instances;
 mod kafka;
 mod kafka_e2e;
 mod mapped;

@@ -129,6 +129,7 @@ async fn tracked_executions_are_due_page_by_page_in_id_order(db: TestDb) {
         .await
         .unwrap()
         .unwrap();
+    let first = first.jobs;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].execution_id, "e1");
     assert_eq!(first[0].submission_id, "driver-1");
@@ -140,7 +141,11 @@ async fn tracked_executions_are_due_page_by_page_in_id_order(db: TestDb) {
         .await
         .unwrap()
         .unwrap();
-    let ids: Vec<_> = second.iter().map(|j| j.execution_id.as_str()).collect();
+    let ids: Vec<_> = second
+        .jobs
+        .iter()
+        .map(|j| j.execution_id.as_str())
+        .collect();
     assert_eq!(ids, ["e2"], "the page after e1 holds only what follows it");
 }
 

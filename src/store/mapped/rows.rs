@@ -448,6 +448,7 @@ pub async fn due_executions(
             out.push(DueExecution {
                 execution_id,
                 submission_id,
+                fence: None,
             });
         }
     }

@@ -1,0 +1,698 @@
+//! Several jobwarden instances on one database: leases spread the Spark jobs, fencing refuses
+//! the writes of an instance that lost its lease, SQLite stays single-instance.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use entity::jobwarden_leases;
+use jobwarden::actors::JobStore;
+use jobwarden::domain::{JobStatus, Observation};
+use jobwarden::startup::{Application, StartError};
+use jobwarden::store::leases::{self, bucket_of, BUCKETS};
+use jobwarden::store_api::{
+    Fence, FencedWrite, OpError, Source, StoreError, TrackRequest, Write, WriteOp, WriteOutcome,
+};
+use jobwarden_testkit::{Answer, SparkServer};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, Statement};
+
+use crate::binary::{jobwarden, Running};
+use crate::helpers::{rules, wait_until, Backend, TestDb};
+
+/// Who holds each bucket now.
+async fn bucket_owners(db: &DatabaseConnection) -> BTreeMap<String, usize> {
+    let mut owners = BTreeMap::new();
+    for row in jobwarden_leases::Entity::find().all(db).await.unwrap() {
+        if row.name.starts_with("bucket:") {
+            if let Some(owner) = row.owner {
+                *owners.entry(owner).or_default() += 1;
+            }
+        }
+    }
+    owners
+}
+
+async fn leader(db: &DatabaseConnection) -> Option<String> {
+    jobwarden_leases::Entity::find_by_id(leases::LEADER.to_owned())
+        .one(db)
+        .await
+        .unwrap()
+        .and_then(|r| r.owner)
+}
+
+async fn two_instances_split_the_buckets_and_one_leads(db: TestDb) {
+    if db.backend == Backend::Sqlite {
+        return;
+    }
+    let lease = Duration::from_secs(30);
+    let now = Utc::now();
+    let first = leases::renew(&db.db, "a", now, now, lease, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        first.buckets.len(),
+        usize::from(BUCKETS),
+        "alone, it takes all"
+    );
+    assert!(first.leader.is_some());
+    let second = leases::renew(&db.db, "b", now, now, lease, &[])
+        .await
+        .unwrap();
+    assert_eq!(second.buckets.len(), 0, "nothing is free yet");
+    assert!(second.leader.is_none());
+    // a sees b alive: it stops polling what exceeds its fair share at once, and hands it
+    // back one round later, when its polls in flight there are over; then b takes it.
+    let first = leases::renew(&db.db, "a", now, now, lease, &[])
+        .await
+        .unwrap();
+    assert_eq!((first.buckets.len(), first.retiring.len()), (32, 32));
+    let second = leases::renew(&db.db, "b", now, now, lease, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        second.buckets.len(),
+        0,
+        "retiring buckets stay a's for one round"
+    );
+    let first = leases::renew(&db.db, "a", now, now, lease, &first.retiring)
+        .await
+        .unwrap();
+    let second = leases::renew(&db.db, "b", now, now, lease, &[])
+        .await
+        .unwrap();
+    assert_eq!((first.buckets.len(), second.buckets.len()), (32, 32));
+    assert_eq!(first.live_instances, 2);
+    assert!(first
+        .buckets
+        .keys()
+        .all(|b| !second.buckets.contains_key(b)));
+    assert_eq!(leader(&db.db).await.as_deref(), Some("a"), "one leader");
+    assert_eq!(
+        bucket_owners(&db.db).await,
+        BTreeMap::from([("a".to_owned(), 32), ("b".to_owned(), 32)])
+    );
+}
+
+async fn a_stopping_instance_hands_its_share_over_at_once(db: TestDb) {
+    if db.backend == Backend::Sqlite {
+        return;
+    }
+    let lease = Duration::from_secs(30);
+    let now = Utc::now();
+    leases::renew(&db.db, "a", now, now, lease, &[])
+        .await
+        .unwrap();
+    leases::renew(&db.db, "b", now, now, lease, &[])
+        .await
+        .unwrap();
+    leases::release_all(&db.db, "a").await.unwrap();
+    let b = leases::renew(&db.db, "b", now, now, lease, &[])
+        .await
+        .unwrap();
+    assert_eq!(b.buckets.len(), usize::from(BUCKETS));
+    assert!(b.leader.is_some(), "the leader lease moves too");
+}
+
+async fn an_expired_lease_is_claimed_with_a_new_token(db: TestDb) {
+    if db.backend == Backend::Sqlite {
+        return;
+    }
+    let lease = Duration::from_secs(3);
+    let now = Utc::now();
+    let a = leases::renew(&db.db, "a", now, now, lease, &[])
+        .await
+        .unwrap();
+    // a stops renewing; once its lease has run out, b takes everything over.
+    let later = now + chrono::Duration::seconds(10);
+    let b = leases::renew(&db.db, "b", later, later, lease, &[])
+        .await
+        .unwrap();
+    assert_eq!(b.buckets.len(), usize::from(BUCKETS));
+    for (bucket, lease) in &b.buckets {
+        assert_eq!(lease.token, a.buckets[bucket].token + 1, "bucket {bucket}");
+    }
+}
+
+/// A store that shares the database as `instance`, holding what one renewal gave it.
+async fn shared_store(db: &TestDb, instance: &str) -> (actix::Addr<JobStore>, leases::Held) {
+    let settings = db.settings();
+    let now = Utc::now();
+    let held = leases::renew(&db.db, instance, now, now, settings.instance.lease, &[])
+        .await
+        .unwrap();
+    let store = JobStore::new(
+        db.db.clone(),
+        settings.store.clone(),
+        rules(&settings),
+        jobwarden::events::Events::default(),
+    )
+    .shared_as(instance.to_owned(), settings.instance.lease, held.clone())
+    .launch();
+    (store, held)
+}
+
+fn running_observation() -> Observation {
+    Observation {
+        status: Some(JobStatus::Running),
+        raw_state: Some("RUNNING".into()),
+        progress: Some(50),
+        message: None,
+        relaunching: false,
+        at: Utc::now(),
+    }
+}
+
+async fn a_write_under_a_lease_taken_over_is_refused_and_changes_nothing(db: TestDb) {
+    if db.backend == Backend::Sqlite {
+        return;
+    }
+    let (store, held) = shared_store(&db, "paused").await;
+    let track = WriteOp::Track(TrackRequest {
+        execution_id: "e1".into(),
+        submission_id: Some("driver-1".into()),
+        job_name: None,
+        source: Source::Api,
+    });
+    store.send(Write(track)).await.unwrap().unwrap();
+    let bucket = bucket_of("e1");
+    let fence = Fence {
+        bucket,
+        token: held.buckets[&bucket].token,
+    };
+    let observe = || WriteOp::Observe {
+        execution_id: "e1".into(),
+        observation: running_observation(),
+    };
+    let before_takeover = store
+        .send(FencedWrite {
+            op: observe(),
+            fence,
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(before_takeover, Ok(WriteOutcome::Execution(_))),
+        "{before_takeover:?}"
+    );
+    // Another instance claims the bucket while this one is paused.
+    let name = leases::bucket_name(bucket);
+    db.db
+        .execute_raw(Statement::from_string(
+            db.db.get_database_backend(),
+            format!(
+                "UPDATE jobwarden_leases SET owner = 'other', token = token + 1 WHERE name = '{name}'"
+            ),
+        ))
+        .await
+        .unwrap();
+    let row_before = jobwarden::store::read::execution_with_history(&db.db, "e1")
+        .await
+        .unwrap()
+        .unwrap();
+    let stale = store
+        .send(FencedWrite {
+            op: WriteOp::PollFailed {
+                execution_id: "e1".into(),
+                at: Utc::now(),
+                error: "late answer".into(),
+            },
+            fence,
+        })
+        .await
+        .unwrap();
+    match stale {
+        Err(StoreError::Refused(OpError::Fenced {
+            holder,
+            token,
+            ours,
+            ..
+        })) => {
+            assert_eq!(holder, "other");
+            assert_eq!(token, ours + 1);
+        }
+        other => panic!("expected a fenced refusal, got {other:?}"),
+    }
+    let row_after = jobwarden::store::read::execution_with_history(&db.db, "e1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row_after, row_before,
+        "nothing written under the lost lease"
+    );
+}
+
+crate::on_every_database!(
+    two_instances_split_the_buckets_and_one_leads,
+    a_stopping_instance_hands_its_share_over_at_once,
+    an_expired_lease_is_claimed_with_a_new_token,
+    a_write_under_a_lease_taken_over_is_refused_and_changes_nothing,
+);
+
+#[actix_rt::test]
+async fn a_second_instance_on_one_sqlite_file_is_refused() {
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let spark = SparkServer::start().await;
+    let settings = crate::operating::instance_settings(&db.url, &spark);
+    let first = Application::build(settings.clone()).await.unwrap();
+    let second = Application::build(settings.clone()).await;
+    match second {
+        Err(e @ StartError::SqliteInUse { .. }) => {
+            let text = e.to_string();
+            assert_eq!(e.exit_code(), 3);
+            assert!(text.contains("SQLite is for one instance"), "{text}");
+            assert!(text.contains("PostgreSQL"), "{text}");
+            assert!(
+                text.contains(&format!("process {}", std::process::id())),
+                "{text}"
+            );
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(app) => {
+            app.shutdown().await;
+            panic!("a second instance started on the same SQLite file");
+        }
+    }
+    first.shutdown().await;
+    let again = Application::build(settings).await.unwrap();
+    again.shutdown().await;
+}
+
+/// A fresh, empty database on `backend`'s server (no migrations), dropped by the caller.
+async fn empty_database(backend: Backend) -> Option<(String, String, String)> {
+    let admin = match backend {
+        Backend::Postgres => std::env::var("JOBWARDEN_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+        Backend::MariaDb => std::env::var("JOBWARDEN_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into()),
+        Backend::Sqlite => return None,
+    };
+    let admin_db = match Database::connect(&admin).await {
+        Ok(db) => db,
+        Err(e) if !crate::helpers::require_all_backends() => {
+            eprintln!("SKIPPED on {backend:?}: {e}");
+            return None;
+        }
+        Err(e) => panic!("{backend:?} unreachable: {e}"),
+    };
+    let name = format!(
+        "jw_start_{}_{}",
+        std::process::id(),
+        Utc::now().timestamp_micros()
+    );
+    admin_db
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&admin).unwrap();
+    url.set_path(&format!("/{name}"));
+    Some((admin, url.to_string(), name))
+}
+
+async fn drop_database(admin: &str, name: &str, backend: Backend) {
+    let force = if backend == Backend::Postgres {
+        " WITH (FORCE)"
+    } else {
+        ""
+    };
+    if let Ok(db) = Database::connect(admin).await {
+        db.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}{force}"))
+            .await
+            .ok();
+    }
+}
+
+fn write_config(dir: &Path, body: &str) {
+    std::fs::write(dir.join("config.toml"), body).unwrap();
+}
+
+async fn instances_starting_together_migrate_once(backend: Backend) {
+    let Some((admin, url, name)) = empty_database(backend).await else {
+        return;
+    };
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let children: Vec<std::process::Child> = dirs
+        .iter()
+        .map(|dir| {
+            write_config(dir.path(), &format!("[database]\nurl = \"{url}\"\n"));
+            jobwarden(dir.path())
+                .arg("migrate")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut applied = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        let n: usize = text
+            .split(" migration(s) applied")
+            .next()
+            .and_then(|head| head.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {text}"));
+        applied += n;
+    }
+    assert_eq!(
+        applied, 6,
+        "every migration ran exactly once among the three"
+    );
+    drop_database(&admin, &name, backend).await;
+}
+
+#[actix_rt::test]
+async fn instances_starting_together_migrate_once_on_postgres() {
+    instances_starting_together_migrate_once(Backend::Postgres).await;
+}
+
+#[actix_rt::test]
+async fn instances_starting_together_migrate_once_on_mariadb() {
+    instances_starting_together_migrate_once(Backend::MariaDb).await;
+}
+
+/// One `jobwarden run` of several sharing `url`.
+struct Instance {
+    name: String,
+    running: Running,
+    metrics_url: String,
+    _dir: tempfile::TempDir,
+}
+
+fn start_instance(name: &str, url: &str, spark: &SparkServer, extra: &str) -> Instance {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &format!(
+            "[database]\nurl = \"{url}\"\n[spark]\nrest_url = \"{spark}\"\nmaster_ui_url = \"{spark}\"\npoll_interval = \"1s\"\nmax_concurrent_polls = 16\nrequest_timeout = \"30s\"\n[instance]\nid = \"{name}\"\nlease = \"3s\"\n{extra}",
+            spark = spark.url()
+        ),
+    );
+    let mut running = Running::start(jobwarden(dir.path()));
+    let line = running.line_with("HTTP endpoints listening", Duration::from_secs(60));
+    let address = line
+        .split("address=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    Instance {
+        name: name.to_owned(),
+        running,
+        metrics_url: format!("http://{address}/metrics"),
+        _dir: dir,
+    }
+}
+
+/// One number of this instance's Prometheus text.
+async fn metric(instance: &Instance, series: &str) -> f64 {
+    let text = reqwest::get(&instance.metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn insert_jobs(db: &DatabaseConnection, prefix: &str, jobs: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..jobs).map(|i| format!("{prefix}-{i}")).collect();
+    for chunk in ids.chunks(1000) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|id| format!("('{id}', 'driver-{id}')"))
+            .collect();
+        db.execute_unprepared(&format!(
+            "INSERT INTO spark_job_executions (execution_id, submission_id) VALUES {}",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    }
+    ids
+}
+
+async fn wait_for_even_share(db: &DatabaseConnection, names: &[&str]) {
+    let fair = usize::from(BUCKETS).div_ceil(names.len());
+    wait_until(Duration::from_secs(60), "the buckets to spread", || async {
+        let owners = bucket_owners(db).await;
+        owners.values().sum::<usize>() == usize::from(BUCKETS)
+            && names
+                .iter()
+                .all(|n| owners.get(*n).is_some_and(|c| *c + 2 >= fair && *c <= fair))
+    })
+    .await;
+}
+
+async fn stop_all(instances: Vec<Instance>) {
+    for instance in instances {
+        instance.running.signal("TERM");
+        let (status, log) = instance.running.wait(Duration::from_secs(60));
+        assert!(status.success(), "{}: {log}", instance.name);
+    }
+}
+
+async fn history_has_no_duplicate_transition(db: &DatabaseConnection) {
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT job_id, from_status, to_status, COUNT(*) FROM job_status_history \
+             GROUP BY job_id, from_status, to_status HAVING COUNT(*) > 1"
+                .to_owned(),
+        ))
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "{} duplicated transitions", rows.len());
+}
+
+async fn three_instances_poll_every_job_once_per_cycle_and_share_the_work(db: TestDb) {
+    if db.backend == Backend::Sqlite {
+        return;
+    }
+    const JOBS: usize = 10_000;
+    let spark = SparkServer::start().await;
+    spark.set_delay(Duration::from_millis(2));
+    let ids = insert_jobs(&db.db, "fleet", JOBS).await;
+    let names = ["i1", "i2", "i3"];
+    let instances: Vec<Instance> = names
+        .iter()
+        .map(|n| start_instance(n, &db.url, &spark, ""))
+        .collect();
+    wait_for_even_share(&db.db, &names).await;
+    let before: HashMap<&str, usize> = ids
+        .iter()
+        .map(|id| (id.as_str(), spark.status_requests(&format!("driver-{id}"))))
+        .collect();
+    let polls_before: Vec<f64> = futures::future::join_all(
+        instances
+            .iter()
+            .map(|i| metric(i, "jobwarden_polls_total{outcome=\"observed\"}")),
+    )
+    .await;
+    let total_before = spark.total_status_requests();
+    wait_until(Duration::from_secs(120), "three more cycles", || async {
+        spark.total_status_requests() >= total_before + 3 * JOBS
+    })
+    .await;
+    let missed: Vec<&String> = ids
+        .iter()
+        .filter(|id| spark.status_requests(&format!("driver-{id}")) < before[id.as_str()] + 2)
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "{} jobs were not polled in every cycle, e.g. {:?}",
+        missed.len(),
+        missed.first()
+    );
+    assert_eq!(
+        spark.overlapping_requests(),
+        0,
+        "a job was polled by two instances at once"
+    );
+    let polls_after: Vec<f64> = futures::future::join_all(
+        instances
+            .iter()
+            .map(|i| metric(i, "jobwarden_polls_total{outcome=\"observed\"}")),
+    )
+    .await;
+    let done: Vec<f64> = polls_after
+        .iter()
+        .zip(&polls_before)
+        .map(|(a, b)| a - b)
+        .collect();
+    let sum: f64 = done.iter().sum();
+    for (instance, polls) in instances.iter().zip(&done) {
+        assert!(
+            *polls <= sum / 2.0,
+            "{} did {polls} of {sum} polls",
+            instance.name
+        );
+        assert!(*polls > 0.0, "{} did no work", instance.name);
+    }
+    history_has_no_duplicate_transition(&db.db).await;
+    stop_all(instances).await;
+}
+
+async fn a_killed_instance_share_is_polled_by_the_others_within_a_lease(db: TestDb) {
+    if db.backend == Backend::Sqlite {
+        return;
+    }
+    const JOBS: usize = 2_000;
+    let spark = SparkServer::start().await;
+    let ids = insert_jobs(&db.db, "kill", JOBS).await;
+    let names = ["k1", "k2", "k3"];
+    let mut instances: Vec<Instance> = names
+        .iter()
+        .map(|n| start_instance(n, &db.url, &spark, ""))
+        .collect();
+    wait_for_even_share(&db.db, &names).await;
+    let victim = instances.pop().unwrap();
+    let orphans: Vec<&String> = {
+        let mut owned = Vec::new();
+        for row in jobwarden_leases::Entity::find().all(&db.db).await.unwrap() {
+            if row.owner.as_deref() == Some("k3") {
+                owned.push(row.name);
+            }
+        }
+        ids.iter()
+            .filter(|id| owned.contains(&leases::bucket_name(bucket_of(id))))
+            .collect()
+    };
+    assert!(!orphans.is_empty());
+    victim.running.signal("KILL");
+    let killed_at = Instant::now();
+    let counts_at_kill: HashMap<&str, usize> = orphans
+        .iter()
+        .map(|id| (id.as_str(), spark.status_requests(&format!("driver-{id}"))))
+        .collect();
+    // Anything the victim had in flight may still land; count from a moment after.
+    wait_until(
+        Duration::from_secs(30),
+        "the others to hold every bucket",
+        || async {
+            let owners = bucket_owners(&db.db).await;
+            !owners.contains_key("k3") && owners.values().sum::<usize>() == usize::from(BUCKETS)
+        },
+    )
+    .await;
+    let taken_over = killed_at.elapsed();
+    wait_until(
+        Duration::from_secs(30),
+        "every orphaned job to be polled again",
+        || async {
+            orphans.iter().all(|id| {
+                spark.status_requests(&format!("driver-{id}")) > counts_at_kill[id.as_str()]
+            })
+        },
+    )
+    .await;
+    let polled = killed_at.elapsed();
+    eprintln!(
+        "takeover after kill -9: buckets held by the others after {taken_over:?}, every orphaned job polled after {polled:?} (lease 3s, renewal every 1s, poll interval 1s)"
+    );
+    // The lease runs out at most 3s after the last renewal, the others' next renewal comes
+    // within 1s, their next cycle within 1s.
+    assert!(
+        polled < Duration::from_secs(3 + 1 + 1 + 2),
+        "took {polled:?}"
+    );
+    assert_eq!(
+        leader(&db.db).await.as_deref().map(|l| l != "k3"),
+        Some(true)
+    );
+    history_has_no_duplicate_transition(&db.db).await;
+    let statuses = db
+        .db
+        .query_all_raw(Statement::from_string(
+            db.db.get_database_backend(),
+            "SELECT DISTINCT status FROM spark_job_executions".to_owned(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(statuses.len(), 1, "every row still Running");
+    let _ = victim.running.wait(Duration::from_secs(10));
+    stop_all(instances).await;
+}
+
+async fn a_paused_instance_cannot_overwrite_newer_truth(db: TestDb) {
+    if db.backend == Backend::Sqlite {
+        return;
+    }
+    const JOBS: usize = 200;
+    let spark = SparkServer::start().await;
+    // Answers take a while, so the paused instance has polls in flight when it stops.
+    spark.set_delay(Duration::from_millis(800));
+    let ids = insert_jobs(&db.db, "pause", JOBS).await;
+    let names = ["p1", "p2"];
+    let mut instances: Vec<Instance> = names
+        .iter()
+        .map(|n| start_instance(n, &db.url, &spark, ""))
+        .collect();
+    wait_for_even_share(&db.db, &names).await;
+    let mut paused = instances.remove(0);
+    wait_until(
+        Duration::from_secs(20),
+        "p1 to have polls in flight",
+        || async { metric(&paused, "jobwarden_polls_in_flight").await > 0.0 },
+    )
+    .await;
+    paused.running.signal("STOP");
+    for id in &ids {
+        spark.answer(&format!("driver-{id}"), Answer::State("FINISHED"));
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "p2 to finish every job",
+        || async {
+            bucket_owners(&db.db).await.get("p2") == Some(&usize::from(BUCKETS))
+                && db
+                    .db
+                    .query_one_raw(Statement::from_string(
+                        db.db.get_database_backend(),
+                        "SELECT COUNT(*) FROM spark_job_executions WHERE status <> 'Succeeded'"
+                            .to_owned(),
+                    ))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .try_get_by_index::<i64>(0)
+                    .unwrap()
+                    == 0
+        },
+    )
+    .await;
+    paused.running.signal("CONT");
+    paused
+        .running
+        .wait_for_line("stale write refused (fencing)", Duration::from_secs(30));
+    let still = db
+        .db
+        .query_one_raw(Statement::from_string(
+            db.db.get_database_backend(),
+            "SELECT COUNT(*) FROM spark_job_executions WHERE status = 'Succeeded'".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert_eq!(still, JOBS as i64, "no row moved back");
+    history_has_no_duplicate_transition(&db.db).await;
+    instances.insert(0, paused);
+    stop_all(instances).await;
+}
+
+crate::on_every_database!(
+    three_instances_poll_every_job_once_per_cycle_and_share_the_work,
+    a_killed_instance_share_is_polled_by_the_others_within_a_lease,
+    a_paused_instance_cannot_overwrite_newer_truth,
+);
