@@ -94,7 +94,7 @@ fn fill(backend: DatabaseBackend, mapped: bool, first: usize, last: usize) -> St
 
 /// A fresh database on the server of `url` (dropped by [`drop_database`]), or a scratch
 /// SQLite file.
-async fn fresh_database(
+pub(crate) async fn fresh_database(
     url: Option<&str>,
     scratch: &std::path::Path,
     name: &str,
@@ -117,7 +117,7 @@ async fn fresh_database(
     Ok(parsed.to_string())
 }
 
-async fn drop_database(url: Option<&str>, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn drop_database(url: Option<&str>, name: &str) -> anyhow::Result<()> {
     if let Some(url) = url {
         // The service's pool may still be closing its connections.
         let force = if url.starts_with("postgres") {

@@ -42,6 +42,11 @@ pub enum Scenario {
     Fleet {
         jobs: usize,
     },
+    /// One `jobwarden` process beside three sharing a database, over a saturated fleet.
+    Instances {
+        jobs: usize,
+        database_url: String,
+    },
     /// The same fleet on an application's mapped table and on jobwarden's own.
     MappedSchema {
         jobs: usize,
@@ -172,6 +177,13 @@ fn plan(options: &SuiteOptions) -> Vec<Scenario> {
     for db in &databases {
         plan.push(Scenario::MappedSchema {
             jobs: if options.full { 10_000 } else { 2_000 },
+            database_url: db.clone(),
+        });
+    }
+    // Several instances need a server database and the service binary beside this one.
+    for db in databases.iter().flatten() {
+        plan.push(Scenario::Instances {
+            jobs: if options.full { 20_000 } else { 5_000 },
             database_url: db.clone(),
         });
     }
@@ -335,6 +347,22 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                 row("first cycle (every job changes)", mapped.first, own.first),
                 row("steady cycle (no change)", mapped.steady, own.steady),
             ])
+        }
+        Scenario::Instances { jobs, database_url } => {
+            let label = label_db(&Some(database_url.clone()));
+            let window = Duration::from_secs(10);
+            let one = super::instances::measure(&database_url, jobs, 1, window).await?;
+            let three = super::instances::measure(&database_url, jobs, 3, window).await?;
+            Ok(vec![Row {
+                scenario: format!(
+                    "poll throughput, {} running jobs, 3 instances vs 1, {label}",
+                    thousands(jobs)
+                ),
+                ours: format!("{:.0} polls/s (3 processes)", three.polls_per_second),
+                ceiling: format!("{:.0} polls/s (1 process)", one.polls_per_second),
+                ratio: Some(three.polls_per_second / one.polls_per_second),
+                peak_rss_kb: None,
+            }])
         }
         Scenario::Idle => {
             let scratch = tempfile::tempdir()?;

@@ -40,6 +40,8 @@ struct Shared {
     /// for one of them arrived meanwhile (two pollers on one job).
     answering: Mutex<std::collections::HashSet<String>>,
     overlaps: AtomicUsize,
+    /// Status requests answered, counted even without per-submission counts.
+    answered: AtomicUsize,
     tail_requests: AtomicUsize,
     last_authorization: Mutex<Option<String>>,
     head_requests: Mutex<HashMap<String, usize>>,
@@ -110,6 +112,11 @@ impl SparkServer {
 
     pub fn max_concurrent(&self) -> usize {
         self.shared.max.load(Ordering::SeqCst)
+    }
+
+    /// Status requests answered so far (also when per-submission counts are off).
+    pub fn answered_status_requests(&self) -> usize {
+        self.shared.answered.load(Ordering::SeqCst)
     }
 
     /// Status requests that arrived while another request for the same submission was still
@@ -322,6 +329,7 @@ impl SparkServer {
         };
         self.shared.current.fetch_sub(1, Ordering::SeqCst);
         self.shared.answering.lock().unwrap().remove(id);
+        self.shared.answered.fetch_add(1, Ordering::SeqCst);
         reply
     }
 }

@@ -1,0 +1,126 @@
+//! Poll throughput of one `jobwarden` process beside three sharing one database, on the same
+//! machine in the same run: each set polls a saturated fleet (more due jobs than one interval
+//! can take) against a Spark-protocol server, and the server counts the answers.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use jobwarden_testkit::SparkServer;
+use sea_orm::ConnectionTrait;
+
+/// Status answers per second for `processes` instances over `jobs` running jobs.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    pub processes: usize,
+    pub polls_per_second: f64,
+}
+
+/// The service binary built beside this one (`cargo build --release` builds both).
+fn service_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let dir = me
+        .parent()
+        .context("the benchmark binary has no directory")?;
+    let candidate = dir.join("jobwarden");
+    anyhow::ensure!(
+        candidate.exists(),
+        "{} not found: build the service next to the benchmark (cargo build --release --bins)",
+        candidate.display()
+    );
+    Ok(candidate)
+}
+
+fn start(binary: &PathBuf, url: &str, spark: &str, name: &str) -> anyhow::Result<Child> {
+    Ok(Command::new(binary)
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("JOBWARDEN__DATABASE__URL", url)
+        .env("JOBWARDEN__SPARK__REST_URL", spark)
+        .env("JOBWARDEN__SPARK__MASTER_UI_URL", spark)
+        .env("JOBWARDEN__SPARK__POLL_INTERVAL", "1s")
+        .env("JOBWARDEN__SPARK__MAX_CONCURRENT_POLLS", "64")
+        .env("JOBWARDEN__INSTANCE__ID", name)
+        .env("JOBWARDEN__INSTANCE__LEASE", "6s")
+        .env("JOBWARDEN__HTTP__BIND", "")
+        .env("JOBWARDEN__TELEMETRY__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+/// Runs `processes` instances over a fresh database holding `jobs` running jobs; measures the
+/// answers per second over `window` once every job has been polled once.
+pub async fn measure(
+    database_url: &str,
+    jobs: usize,
+    processes: usize,
+    window: Duration,
+) -> anyhow::Result<Throughput> {
+    let binary = service_binary()?;
+    let scratch = tempfile::tempdir()?;
+    let name = format!(
+        "jw_bench_instances_{processes}_{}",
+        chrono::Utc::now().timestamp_millis()
+    );
+    let url =
+        super::mapped_schema::fresh_database(Some(database_url), scratch.path(), &name).await?;
+    {
+        let settings = jobwarden::config::DatabaseSettings {
+            url: jobwarden::config::DatabaseUrl::new(url.clone()),
+            ..jobwarden::config::load(None)?.settings.database
+        };
+        let db = jobwarden::store::connect(&settings).await?;
+        jobwarden::store::migrate(&db).await?;
+        let ids: Vec<usize> = (0..jobs).collect();
+        for chunk in ids.chunks(1000) {
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|i| format!("('i-{i}', 'driver-i-{i}')"))
+                .collect();
+            db.execute_unprepared(&format!(
+                "INSERT INTO spark_job_executions (execution_id, submission_id) VALUES {}",
+                values.join(", ")
+            ))
+            .await?;
+        }
+        db.close().await?;
+    }
+    let server = SparkServer::start().await.without_request_counts();
+    let mut children = Vec::new();
+    for n in 0..processes {
+        children.push(start(&binary, &url, &server.url(), &format!("bench-{n}"))?);
+    }
+    let outcome = async {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        // Warm-up: every job polled once and the leases spread.
+        while server.answered_status_requests() < jobs * 2 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the instances did not start polling"
+            );
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        let before = server.answered_status_requests();
+        let started = Instant::now();
+        actix_rt::time::sleep(window).await;
+        let answered = server.answered_status_requests() - before;
+        Ok(Throughput {
+            processes,
+            polls_per_second: answered as f64 / started.elapsed().as_secs_f64(),
+        })
+    }
+    .await;
+    for child in &mut children {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+    }
+    for child in &mut children {
+        let _ = child.wait();
+    }
+    super::mapped_schema::drop_database(Some(database_url), &name).await?;
+    outcome
+}
