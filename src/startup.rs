@@ -196,6 +196,9 @@ impl Application {
         );
         let mut heartbeats: Vec<Arc<Heartbeat>> = vec![scheduler.heartbeat()];
         let scheduler = Supervisor::start(move |_| scheduler);
+        store.do_send(crate::actors::job_store::OnBucketsGained(
+            scheduler.clone().recipient(),
+        ));
         let listener = settings.kafka.as_ref().map(|kafka| {
             let listener = KafkaListener::new(kafka.clone(), store_handle.clone(), events.clone());
             heartbeats.push(listener.heartbeat());

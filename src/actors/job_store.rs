@@ -63,7 +63,14 @@ struct Sharing {
     lease: Duration,
     held: Held,
     renewing: bool,
+    on_gain: Option<Recipient<crate::actors::scheduler::Tick>>,
 }
+
+/// Who to tell when this instance gains buckets: their jobs are polled in a cycle started
+/// then, not at the next tick (what a dead instance left is taken over sooner).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct OnBucketsGained(pub Recipient<crate::actors::scheduler::Tick>);
 
 /// Give back every lease this instance holds (at shutdown, after the last write).
 #[derive(Message, Debug)]
@@ -139,6 +146,7 @@ impl JobStore {
             lease,
             held,
             renewing: false,
+            on_gain: None,
         });
         self
     }
@@ -192,6 +200,11 @@ impl JobStore {
                         live: held.live_instances,
                     });
                     sharing.held = held;
+                    if gained > 0 {
+                        if let Some(tick) = &sharing.on_gain {
+                            tick.do_send(crate::actors::scheduler::Tick);
+                        }
+                    }
                 }
                 Ok(Err(e)) => act.events.emit(LeaseRenewalFailed { error: &e }),
                 Err(panicked) => act.events.emit(LeaseRenewalFailed {
@@ -419,6 +432,16 @@ impl Handler<FencedWrite> for JobStore {
                 .await
                 .unwrap_or_else(|_| Err(StoreError::Gone("store stopped before answering".into())))
         })
+    }
+}
+
+impl Handler<OnBucketsGained> for JobStore {
+    type Result = ();
+
+    fn handle(&mut self, msg: OnBucketsGained, _: &mut Self::Context) {
+        if let Some(sharing) = self.sharing.as_mut() {
+            sharing.on_gain = Some(msg.0);
+        }
     }
 }
 
