@@ -142,7 +142,7 @@ impl Application {
         let held = if shared {
             let now = chrono::Utc::now();
             Some(
-                store::leases::renew(&db, &instance, now, now, settings.instance.lease, &[])
+                store::leases::renew(&db, &instance, now, now, settings.instance.lease, &[], true)
                     .await
                     .map_err(|e| StartError::Leases {
                         url: settings.database.url.to_string(),
@@ -264,6 +264,7 @@ impl Application {
 
     /// Stops taking work and waits for the store to make accepted changes durable.
     pub async fn shutdown(self) {
+        self.store.do_send(crate::actors::job_store::StopClaiming);
         if let Some(http) = &self.http {
             http.stop(true).await;
         }

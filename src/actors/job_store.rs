@@ -25,8 +25,8 @@ use crate::store::leases::{self, Held};
 use crate::store::mapped::{self, Mapping};
 use crate::store::{self, Committed, Rules, WriteContext};
 use crate::store_api::{
-    Drain, DueExecution, DueJobs, DuePage, Fence, FencedWrite, GetStats, OpError, StoreError,
-    StoreHandle, StoreStats, SweepTimeouts, Write, WriteOp, WriteOutcome,
+    Drain, DueJobs, DuePage, Fence, FencedWrite, GetStats, OpError, StoreError, StoreHandle,
+    StoreStats, SweepTimeouts, Write, WriteOp, WriteOutcome,
 };
 
 use super::supervision::contained;
@@ -64,7 +64,14 @@ struct Sharing {
     held: Held,
     renewing: bool,
     on_gain: Option<Recipient<crate::actors::scheduler::Tick>>,
+    /// False once shutdown began: renewals keep what is held, claim nothing more.
+    claiming: bool,
 }
+
+/// Shutdown began: keep renewing what is held until the last write, claim nothing new.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct StopClaiming;
 
 /// Who to tell when this instance gains buckets: their jobs are polled in a cycle started
 /// then, not at the next tick (what a dead instance left is taken over sooner).
@@ -147,6 +154,7 @@ impl JobStore {
             held,
             renewing: false,
             on_gain: None,
+            claiming: true,
         });
         self
     }
@@ -170,8 +178,10 @@ impl JobStore {
         let started_at = sharing.started_at;
         let lease = sharing.lease;
         let retiring = sharing.held.retiring.clone();
-        let renewal =
-            async move { leases::renew(&db, &me, started_at, Utc::now(), lease, &retiring).await };
+        let claim = sharing.claiming;
+        let renewal = async move {
+            leases::renew(&db, &me, started_at, Utc::now(), lease, &retiring, claim).await
+        };
         ctx.spawn(contained(renewal).into_actor(self).map(|answer, act, _| {
             let Some(sharing) = act.sharing.as_mut() else {
                 return;
@@ -435,6 +445,16 @@ impl Handler<FencedWrite> for JobStore {
     }
 }
 
+impl Handler<StopClaiming> for JobStore {
+    type Result = ();
+
+    fn handle(&mut self, _: StopClaiming, _: &mut Self::Context) {
+        if let Some(sharing) = self.sharing.as_mut() {
+            sharing.claiming = false;
+        }
+    }
+}
+
 impl Handler<OnBucketsGained> for JobStore {
     type Result = ();
 
@@ -517,7 +537,13 @@ impl Handler<DueJobs> for JobStore {
                 }
                 let page = match &mapping.executions {
                     Some(map) => mapped::due_executions(&db, map, &msg).await,
-                    None => store::read::due_executions(&db, &msg).await,
+                    None => store::read::due_executions(&db, &msg)
+                        .await
+                        .map(|jobs| DuePage {
+                            last: jobs.last().map(|j| j.execution_id.clone()),
+                            full: jobs.len() as u64 >= msg.limit,
+                            jobs,
+                        }),
                 }
                 .map_err(|e| StoreError::Read(e.to_string()))?;
                 Ok(own_share(page, &msg, share.as_ref()))
@@ -529,30 +555,25 @@ impl Handler<DueJobs> for JobStore {
 
 /// The part of a page of due jobs that falls in this instance's buckets, each with the lease
 /// it is polled under; all of it when the instance does not share the database.
-fn own_share(
-    page: Vec<DueExecution>,
-    request: &DueJobs,
-    share: Option<&(Held, Duration)>,
-) -> DuePage {
-    let last = page.last().map(|j| j.execution_id.clone());
-    let full = page.len() as u64 >= request.limit;
-    let jobs = match share {
-        None => page,
-        Some((held, margin)) => page
-            .into_iter()
-            .filter_map(|mut job| {
-                let bucket = leases::bucket_of(&job.execution_id);
-                let until = request.now + chrono::Duration::from_std(*margin).unwrap_or_default();
-                let lease = held.bucket(bucket, until)?;
-                job.fence = Some(Fence {
-                    bucket,
-                    token: lease.token,
-                });
-                Some(job)
-            })
-            .collect(),
+fn own_share(page: DuePage, request: &DueJobs, share: Option<&(Held, Duration)>) -> DuePage {
+    let Some((held, margin)) = share else {
+        return page;
     };
-    DuePage { jobs, last, full }
+    let until = request.now + chrono::Duration::from_std(*margin).unwrap_or_default();
+    let jobs = page
+        .jobs
+        .into_iter()
+        .filter_map(|mut job| {
+            let bucket = leases::bucket_of(&job.execution_id);
+            let lease = held.bucket(bucket, until)?;
+            job.fence = Some(Fence {
+                bucket,
+                token: lease.token,
+            });
+            Some(job)
+        })
+        .collect();
+    DuePage { jobs, ..page }
 }
 
 impl Handler<SweepTimeouts> for JobStore {
@@ -742,6 +763,15 @@ impl Writer {
                         self.events.emit(DatabaseBack);
                     }
                     return Ok(outcomes);
+                }
+                Err(e) if store::is_conflict(&e) => {
+                    // Another instance's transaction got in the way; the database is fine.
+                    self.events.metrics().store_retries.inc();
+                    debug!(error = %e, "transaction collided with another; running it again");
+                    actix_rt::time::sleep(
+                        self.settings.retry_initial.min(Duration::from_millis(50)),
+                    )
+                    .await;
                 }
                 Err(e) if store::is_transient(&e) => {
                     let first = self.health.database.set(false);

@@ -209,11 +209,67 @@ async fn load_rows(
             );
         }
     }
+    if lock {
+        lock_new_queue_rows(txn, &queue_ids, changes).await?;
+    }
     if let Some(map) = &mapping.executions {
         changes.app_executions = mapped::load_executions(txn, map, &execution_ids).await?;
     }
     if let Some(map) = &mapping.queue {
         changes.app_queue = mapped::load_queue(txn, map, &queue_ids).await?;
+    }
+    Ok(())
+}
+
+/// Queue jobs this batch is about to create. A row that does not exist locks nothing, so two
+/// instances applying events of one new job at once (a partition briefly read by both around
+/// a rebalance) would both insert it and the later upsert would overwrite the other with
+/// older state. An empty placeholder row is inserted first (waiting, on a conflict, for the
+/// other transaction to end), then locked and read like any other row; it is never committed
+/// empty, as the batch writes every new row.
+async fn lock_new_queue_rows(
+    txn: &DatabaseTransaction,
+    queue_ids: &[&str],
+    changes: &mut Changes,
+) -> Result<(), DbErr> {
+    let missing: Vec<&str> = queue_ids
+        .iter()
+        .copied()
+        .filter(|id| !changes.queue.contains_key(*id))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    for chunk in missing.chunks(LOAD_CHUNK) {
+        let placeholders = chunk.iter().map(|id| queue::ActiveModel {
+            job_id: Set((*id).to_owned()),
+            status: Set(String::new()),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        });
+        queue::Entity::insert_many(placeholders)
+            .on_conflict_do_nothing()
+            .exec_without_returning(txn)
+            .await?;
+        let rows = queue::Entity::find()
+            .filter(queue::Column::JobId.is_in(chunk.iter().copied()))
+            .lock_exclusive()
+            .all(txn)
+            .await?;
+        for row in rows {
+            // Empty: our own placeholder, or one another batch inserted and rolled back.
+            let new = row.status.is_empty();
+            changes.queue.insert(
+                row.job_id.clone(),
+                Loaded {
+                    row,
+                    new,
+                    dirty: new,
+                },
+            );
+        }
     }
     Ok(())
 }
@@ -755,9 +811,21 @@ async fn write_out(
             .exec_without_returning(txn)
             .await?;
     }
-    let rows: Vec<queue::ActiveModel> = changes
+    // A placeholder whose change was refused is not a job: it goes, rather than being
+    // committed without a status.
+    let (empty, queue_rows): (Vec<_>, Vec<_>) = changes
         .queue
         .into_values()
+        .partition(|loaded| loaded.row.status.is_empty());
+    let empty: Vec<String> = empty.into_iter().map(|l| l.row.job_id).collect();
+    if !empty.is_empty() {
+        queue::Entity::delete_many()
+            .filter(queue::Column::JobId.is_in(empty))
+            .exec(txn)
+            .await?;
+    }
+    let rows: Vec<queue::ActiveModel> = queue_rows
+        .into_iter()
         .filter(|loaded| loaded.dirty)
         .map(|mut loaded| {
             loaded.row.updated_at = now;

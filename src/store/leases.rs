@@ -78,6 +78,7 @@ pub async fn renew(
     now: DateTime<Utc>,
     lease: Duration,
     retiring: &[String],
+    claim: bool,
 ) -> Result<Held, DbErr> {
     let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
     let until = now + lease;
@@ -173,7 +174,7 @@ pub async fn renew(
         }
         query
     };
-    if fair > buckets_kept {
+    if claim && fair > buckets_kept {
         wanted.extend(
             free()
                 .filter(leases::Column::Name.starts_with("bucket:"))
@@ -182,7 +183,7 @@ pub async fn renew(
                 .await?,
         );
     }
-    if !leads {
+    if claim && !leads {
         wanted.extend(
             free()
                 .filter(leases::Column::Name.eq(LEADER))

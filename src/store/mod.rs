@@ -105,6 +105,24 @@ fn url_password(raw: &str) -> Option<String> {
         .filter(|p| !p.is_empty())
 }
 
+/// Whether an error is two transactions colliding (a deadlock, a serialization failure, a
+/// lock wait that timed out): the database is fine, the transaction just has to run again.
+pub fn is_conflict(err: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
+    else {
+        return false;
+    };
+    let Sqlx::Database(db_err) = e.as_ref() else {
+        return false;
+    };
+    let code = db_err.code().map(|c| c.into_owned()).unwrap_or_default();
+    matches!(code.as_str(), "40001" | "40P01")
+        || ["Deadlock found", "Lock wait timeout"]
+            .iter()
+            .any(|m| db_err.message().contains(m))
+}
+
 /// Whether an error is the database being away or busy (retry) rather than a refusal (don't).
 pub fn is_transient(err: &DbErr) -> bool {
     use sea_orm::sqlx::Error as Sqlx;
@@ -234,6 +252,23 @@ mod tests {
         ] {
             assert!(is_transient(&err), "{err}");
         }
+    }
+
+    #[test]
+    fn colliding_transactions_are_conflicts_not_outages() {
+        for err in [
+            database("40P01", "deadlock detected"),
+            database("40001", "could not serialize access"),
+            database(
+                "40001",
+                "Deadlock found when trying to get lock; try restarting transaction",
+            ),
+        ] {
+            assert!(is_conflict(&err) && is_transient(&err), "{err}");
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(!is_conflict(&sqlx(Sqlx::Io(io))));
+        assert!(!is_conflict(&database("57P01", "terminating connection")));
     }
 
     #[test]

@@ -99,6 +99,14 @@ impl Running {
             .unwrap_or_default()
     }
 
+    /// Sends a signal, not minding a process that is already gone.
+    pub(crate) fn signal_quietly(&self, name: &str) {
+        let _ = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+
     pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([format!("-{name}"), self.child.id().to_string()])

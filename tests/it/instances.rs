@@ -47,7 +47,7 @@ async fn two_instances_split_the_buckets_and_one_leads(db: TestDb) {
     }
     let lease = Duration::from_secs(30);
     let now = Utc::now();
-    let first = leases::renew(&db.db, "a", now, now, lease, &[])
+    let first = leases::renew(&db.db, "a", now, now, lease, &[], true)
         .await
         .unwrap();
     assert_eq!(
@@ -56,18 +56,18 @@ async fn two_instances_split_the_buckets_and_one_leads(db: TestDb) {
         "alone, it takes all"
     );
     assert!(first.leader.is_some());
-    let second = leases::renew(&db.db, "b", now, now, lease, &[])
+    let second = leases::renew(&db.db, "b", now, now, lease, &[], true)
         .await
         .unwrap();
     assert_eq!(second.buckets.len(), 0, "nothing is free yet");
     assert!(second.leader.is_none());
     // a sees b alive: it stops polling what exceeds its fair share at once, and hands it
     // back one round later, when its polls in flight there are over; then b takes it.
-    let first = leases::renew(&db.db, "a", now, now, lease, &[])
+    let first = leases::renew(&db.db, "a", now, now, lease, &[], true)
         .await
         .unwrap();
     assert_eq!((first.buckets.len(), first.retiring.len()), (32, 32));
-    let second = leases::renew(&db.db, "b", now, now, lease, &[])
+    let second = leases::renew(&db.db, "b", now, now, lease, &[], true)
         .await
         .unwrap();
     assert_eq!(
@@ -75,10 +75,10 @@ async fn two_instances_split_the_buckets_and_one_leads(db: TestDb) {
         0,
         "retiring buckets stay a's for one round"
     );
-    let first = leases::renew(&db.db, "a", now, now, lease, &first.retiring)
+    let first = leases::renew(&db.db, "a", now, now, lease, &first.retiring, true)
         .await
         .unwrap();
-    let second = leases::renew(&db.db, "b", now, now, lease, &[])
+    let second = leases::renew(&db.db, "b", now, now, lease, &[], true)
         .await
         .unwrap();
     assert_eq!((first.buckets.len(), second.buckets.len()), (32, 32));
@@ -100,14 +100,14 @@ async fn a_stopping_instance_hands_its_share_over_at_once(db: TestDb) {
     }
     let lease = Duration::from_secs(30);
     let now = Utc::now();
-    leases::renew(&db.db, "a", now, now, lease, &[])
+    leases::renew(&db.db, "a", now, now, lease, &[], true)
         .await
         .unwrap();
-    leases::renew(&db.db, "b", now, now, lease, &[])
+    leases::renew(&db.db, "b", now, now, lease, &[], true)
         .await
         .unwrap();
     leases::release_all(&db.db, "a").await.unwrap();
-    let b = leases::renew(&db.db, "b", now, now, lease, &[])
+    let b = leases::renew(&db.db, "b", now, now, lease, &[], true)
         .await
         .unwrap();
     assert_eq!(b.buckets.len(), usize::from(BUCKETS));
@@ -120,12 +120,12 @@ async fn an_expired_lease_is_claimed_with_a_new_token(db: TestDb) {
     }
     let lease = Duration::from_secs(3);
     let now = Utc::now();
-    let a = leases::renew(&db.db, "a", now, now, lease, &[])
+    let a = leases::renew(&db.db, "a", now, now, lease, &[], true)
         .await
         .unwrap();
     // a stops renewing; once its lease has run out, b takes everything over.
     let later = now + chrono::Duration::seconds(10);
-    let b = leases::renew(&db.db, "b", later, later, lease, &[])
+    let b = leases::renew(&db.db, "b", later, later, lease, &[], true)
         .await
         .unwrap();
     assert_eq!(b.buckets.len(), usize::from(BUCKETS));
@@ -138,9 +138,17 @@ async fn an_expired_lease_is_claimed_with_a_new_token(db: TestDb) {
 async fn shared_store(db: &TestDb, instance: &str) -> (actix::Addr<JobStore>, leases::Held) {
     let settings = db.settings();
     let now = Utc::now();
-    let held = leases::renew(&db.db, instance, now, now, settings.instance.lease, &[])
-        .await
-        .unwrap();
+    let held = leases::renew(
+        &db.db,
+        instance,
+        now,
+        now,
+        settings.instance.lease,
+        &[],
+        true,
+    )
+    .await
+    .unwrap();
     let store = JobStore::new(
         db.db.clone(),
         settings.store.clone(),
@@ -381,9 +389,19 @@ async fn instances_starting_together_migrate_once_on_mariadb() {
 /// One `jobwarden run` of several sharing `url`.
 struct Instance {
     name: String,
-    running: Running,
+    /// Taken when the test stops it; a dropped instance still holding it is killed.
+    running: Option<Running>,
     metrics_url: String,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for Instance {
+    /// A failed test must not leave its services polling.
+    fn drop(&mut self) {
+        if let Some(running) = &self.running {
+            running.signal_quietly("KILL");
+        }
+    }
 }
 
 fn start_instance(name: &str, url: &str, spark: &SparkServer, extra: &str) -> Instance {
@@ -405,7 +423,7 @@ fn start_instance(name: &str, url: &str, spark: &SparkServer, extra: &str) -> In
         .to_owned();
     Instance {
         name: name.to_owned(),
-        running,
+        running: Some(running),
         metrics_url: format!("http://{address}/metrics"),
         _dir: dir,
     }
@@ -455,8 +473,10 @@ async fn wait_for_even_share(db: &DatabaseConnection, names: &[&str]) {
 
 async fn stop_all(instances: Vec<Instance>) {
     for instance in instances {
-        instance.running.signal("TERM");
-        let (status, log) = instance.running.wait(Duration::from_secs(60));
+        let mut instance = instance;
+        let running = instance.running.take().expect("still running");
+        running.signal("TERM");
+        let (status, log) = running.wait(Duration::from_secs(60));
         assert!(status.success(), "{}: {log}", instance.name);
     }
 }
@@ -568,7 +588,7 @@ async fn a_killed_instance_share_is_polled_by_the_others_within_a_lease(db: Test
             .collect()
     };
     assert!(!orphans.is_empty());
-    victim.running.signal("KILL");
+    victim.running.as_ref().unwrap().signal("KILL");
     let killed_at = Instant::now();
     let counts_at_kill: HashMap<&str, usize> = orphans
         .iter()
@@ -619,7 +639,12 @@ async fn a_killed_instance_share_is_polled_by_the_others_within_a_lease(db: Test
         .await
         .unwrap();
     assert_eq!(statuses.len(), 1, "every row still Running");
-    let _ = victim.running.wait(Duration::from_secs(10));
+    let mut victim = victim;
+    let _ = victim
+        .running
+        .take()
+        .expect("killed, not yet reaped")
+        .wait(Duration::from_secs(10));
     stop_all(instances).await;
 }
 
@@ -645,7 +670,7 @@ async fn a_paused_instance_cannot_overwrite_newer_truth(db: TestDb) {
         || async { metric(&paused, "jobwarden_polls_in_flight").await > 0.0 },
     )
     .await;
-    paused.running.signal("STOP");
+    paused.running.as_ref().unwrap().signal("STOP");
     for id in &ids {
         spark.answer(&format!("driver-{id}"), Answer::State("FINISHED"));
     }
@@ -670,9 +695,11 @@ async fn a_paused_instance_cannot_overwrite_newer_truth(db: TestDb) {
         },
     )
     .await;
-    paused.running.signal("CONT");
+    paused.running.as_ref().unwrap().signal("CONT");
     paused
         .running
+        .as_mut()
+        .unwrap()
         .wait_for_line("stale write refused (fencing)", Duration::from_secs(30));
     let still = db
         .db

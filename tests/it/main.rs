@@ -3,6 +3,7 @@
 mod binary;
 mod helpers;
 mod instances;
+mod instances_kafka;
 mod kafka;
 mod kafka_e2e;
 mod mapped;

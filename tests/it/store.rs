@@ -17,7 +17,10 @@ use jobwarden::store_api::{
     Drain, DueJobs, GetStats, NewDeadLetter, OpError, Source, StoreError, TrackRequest, Write,
     WriteOp, WriteOutcome,
 };
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    TransactionTrait,
+};
 
 use crate::helpers::{
     launch_store, rules, settings_for, socket_of, wait_until, Backend, CutProxy, TestDb,
@@ -652,3 +655,47 @@ async fn postgres_sockets_are_opened_with_tcp_nodelay() {
 async fn mariadb_sockets_are_opened_with_tcp_nodelay() {
     database_sockets_are_opened_with_tcp_nodelay(Backend::MariaDb).await;
 }
+
+/// Two instances apply events of one new job at once (a partition briefly read by both around
+/// a rebalance): the one that commits second must see the other's row, not overwrite it with
+/// its older event.
+async fn a_new_job_written_by_another_transaction_meanwhile_is_not_overwritten(db: TestDb) {
+    if db.backend == Backend::Sqlite {
+        // One instance per SQLite file: no other writer can get in between.
+        return;
+    }
+    let store = start_store(&db);
+    let other = db.db.begin().await.unwrap();
+    let mut newer = TransformationJobQueue::find().one(&db.db).await.unwrap();
+    assert!(newer.is_none());
+    other
+        .execute_unprepared(
+            "INSERT INTO transformation_job_queue (job_id, status, last_topic, last_partition, last_offset, last_event_at, created_at, updated_at) \
+             VALUES ('q-race', 'Processing', 'transformation-job-status', 2, 5, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+        )
+        .await
+        .unwrap();
+    // The store's batch for the older event now waits on the other transaction's new row.
+    let older = store.send(Write(WriteOp::QueueEvent {
+        event: event("q-race", QueueStatus::Pending),
+        position: at_offset(4),
+        received_at: t(4),
+    }));
+    let waiting = actix_rt::spawn(older);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the second writer waits for the first"
+    );
+    other.commit().await.unwrap();
+    waiting.await.unwrap().unwrap().unwrap();
+    newer = TransformationJobQueue::find_by_id("q-race".to_owned())
+        .one(&db.db)
+        .await
+        .unwrap();
+    let row = newer.expect("the row");
+    assert_eq!(row.status, "Processing", "the older event did not win");
+    assert_eq!(row.last_offset, Some(5));
+}
+
+on_every_database!(a_new_job_written_by_another_transaction_meanwhile_is_not_overwritten);

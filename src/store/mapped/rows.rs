@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use entity::spark_job_executions as own;
 use sea_orm::sea_query::{
-    Alias, Condition, Expr, ExprTrait, Func, JoinType, LockType, Order, Query, SelectStatement,
+    Alias, Condition, Expr, ExprTrait, Func, JoinType, LockType, Query, SelectStatement,
 };
 use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, Value};
 
 use super::{id_value, read_expr, status_value, Column, ExecutionsMap, Kind, QueueMap};
 use crate::config::StatusValue;
 use crate::domain::JobStatus;
-use crate::store_api::{DueExecution, DueJobs};
+use crate::store_api::{DueJobs, DuePage};
 
 const APP: &str = "a";
 const OWN: &str = "b";
@@ -410,55 +410,53 @@ fn app_status(map: &ExecutionsMap) -> Expr {
     Expr::col((Alias::new(APP), Alias::new(&map.status.name)))
 }
 
-/// Unfinished application rows with a submission id whose poll is due, in jobwarden's key
-/// order after `page.after` (the same keyset paging as on its own table).
+/// A page of due jobs on a mapped table: the page is read from jobwarden's own copy (keyset
+/// by id on its own index, so a page costs the same whatever the fleet), then each row is
+/// looked up in the application's table by key, which has the last word on whether it is
+/// unfinished and what its submission id is. The copy is kept in step by
+/// [`adoptable_executions`] at the start of every cycle.
 pub async fn due_executions(
-    db: &impl ConnectionTrait,
+    db: &sea_orm::DatabaseConnection,
     map: &ExecutionsMap,
     page: &DueJobs,
-) -> Result<Vec<DueExecution>, DbErr> {
+) -> Result<DuePage, DbErr> {
+    let copies = crate::store::read::due_executions(db, page).await?;
+    let last = copies.last().map(|j| j.execution_id.clone());
+    let full = copies.len() as u64 >= page.limit;
     let backend = db.get_database_backend();
-    let mut query = joined(map, backend, JoinType::InnerJoin);
-    let own_col = |c: own::Column| Expr::col((Alias::new(OWN), c));
-    query
-        .and_where(app_status(map).is_in(map.vocabulary.unfinished()))
-        .expr(own_key())
-        .expr(read_expr(&map.submission_id, APP, backend))
-        .and_where(Expr::col((Alias::new(APP), Alias::new(&map.submission_id.name))).is_not_null())
-        .cond_where(
-            Condition::any()
-                .add(own_col(own::Column::NextPollAt).is_null())
-                .add(own_col(own::Column::NextPollAt).lte(page.now)),
-        )
-        .cond_where(
-            Condition::any()
-                .add(own_col(own::Column::LastPolledAt).is_null())
-                .add(own_col(own::Column::LastPolledAt).lt(page.polled_before)),
-        )
-        .order_by_expr(own_key(), Order::Asc)
-        .limit(page.limit);
-    if let Some(after) = &page.after {
-        query.and_where(own_key().gt(after.as_str()));
-    }
-    let mut out = Vec::new();
-    for row in db.query_all(&query).await? {
-        let execution_id: String = row.try_get_by_index(0)?;
-        let submission_id: Option<String> = row.try_get_by_index(1)?;
-        if let Some(submission_id) = submission_id.filter(|s| !s.trim().is_empty()) {
-            out.push(DueExecution {
-                execution_id,
-                submission_id,
-                fence: None,
-            });
+    let ids: Vec<&str> = copies.iter().map(|j| j.execution_id.as_str()).collect();
+    let mut current: HashMap<String, String> = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let mut query = Query::select();
+        query
+            .expr(id_text(&map.execution_id, APP, backend))
+            .expr(read_expr(&map.submission_id, APP, backend))
+            .from_as(map.table.name(), Alias::new(APP))
+            .and_where(in_ids(&map.execution_id, chunk))
+            .and_where(app_status(map).is_in(map.vocabulary.unfinished()));
+        for row in db.query_all(&query).await? {
+            let id: String = row.try_get_by_index(0)?;
+            let submission: Option<String> = row.try_get_by_index(1)?;
+            if let Some(submission) = submission.filter(|s| !s.trim().is_empty()) {
+                current.insert(id, submission);
+            }
         }
     }
-    Ok(out)
+    let jobs = copies
+        .into_iter()
+        .filter_map(|mut job| {
+            job.submission_id = current.remove(&job.execution_id)?;
+            Some(job)
+        })
+        .collect();
+    Ok(DuePage { jobs, last, full })
 }
 
 /// Application rows whose bookkeeping must catch up with them: unfinished rows jobwarden has
-/// none for yet (the application inserted them since the last look), and rows jobwarden still
-/// counts as unfinished that the application finished itself (a cancel, say), which no poll
-/// would otherwise touch again.
+/// none for yet (the application inserted them since the last look), and rows whose copy no
+/// longer agrees with the application's row on what decides polling — finished or not (the
+/// application cancelled a job, or started one again), and the submission id (set once the
+/// application has submitted). Each is brought in step by one write at the cycle's start.
 pub async fn adoptable_executions(
     db: &impl ConnectionTrait,
     map: &ExecutionsMap,
@@ -472,14 +470,33 @@ pub async fn adoptable_executions(
         .and_where(own_key().is_null())
         .limit(limit);
     let unfinished_copy = JobStatus::NON_TERMINAL.map(|s| s.as_str());
-    let mut finished = joined(map, backend, JoinType::InnerJoin);
-    finished
+    let own_col = |c: own::Column| Expr::col((Alias::new(OWN), c));
+    let app_submission = Expr::col((Alias::new(APP), Alias::new(&map.submission_id.name)));
+    let mut drifted = joined(map, backend, JoinType::InnerJoin);
+    drifted
         .expr(own_key())
-        .and_where(app_status(map).is_not_in(map.vocabulary.unfinished()))
-        .and_where(Expr::col((Alias::new(OWN), own::Column::Status)).is_in(unfinished_copy))
+        .cond_where(
+            Condition::any()
+                .add(
+                    Condition::all()
+                        .add(app_status(map).is_not_in(map.vocabulary.unfinished()))
+                        .add(own_col(own::Column::Status).is_in(unfinished_copy)),
+                )
+                .add(
+                    Condition::all()
+                        .add(app_status(map).is_in(map.vocabulary.unfinished()))
+                        .add(own_col(own::Column::Status).is_not_in(unfinished_copy)),
+                )
+                .add(
+                    Condition::all()
+                        .add(app_submission.clone().is_not_null())
+                        .add(own_col(own::Column::SubmissionId).is_null()),
+                )
+                .add(app_submission.ne(own_col(own::Column::SubmissionId))),
+        )
         .limit(limit);
     let mut out = Vec::new();
-    for query in [inserted, finished] {
+    for query in [inserted, drifted] {
         for row in db.query_all(&query).await? {
             out.push(row.try_get_by_index(0)?);
         }
