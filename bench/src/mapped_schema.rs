@@ -16,6 +16,8 @@ use sea_orm::{ConnectionTrait, Database, DatabaseBackend};
 pub struct CycleSeconds {
     pub first: f64,
     pub steady: f64,
+    /// Rows the steady cycle wrote (none expected: nothing changed).
+    pub steady_writes: u64,
 }
 
 const MAPPING: &str = r#"
@@ -189,11 +191,17 @@ pub async fn measure(
     let app = Application::build(settings).await?;
     wait_for_cycle(&app.scheduler, 0).await?;
     let first = started.elapsed().as_secs_f64();
+    let written = app.metrics.store_rows_written.get();
     let started = Instant::now();
     app.scheduler.send(Tick).await?;
     wait_for_cycle(&app.scheduler, 1).await?;
     let steady = started.elapsed().as_secs_f64();
+    let steady_writes = app.metrics.store_rows_written.get() - written;
     app.shutdown().await;
     drop_database(database_url.as_deref(), &name).await?;
-    Ok(CycleSeconds { first, steady })
+    Ok(CycleSeconds {
+        first,
+        steady,
+        steady_writes,
+    })
 }

@@ -343,9 +343,16 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                 ratio: Some(own / mapped),
                 peak_rss_kb: None,
             };
+            let mut steady = row("steady cycle (no change)", mapped.steady, own.steady);
+            steady
+                .ours
+                .push_str(&format!(", {} rows written", mapped.steady_writes));
+            steady
+                .ceiling
+                .push_str(&format!(", {} rows written", own.steady_writes));
             Ok(vec![
                 row("first cycle (every job changes)", mapped.first, own.first),
-                row("steady cycle (no change)", mapped.steady, own.steady),
+                steady,
             ])
         }
         Scenario::Instances { jobs, database_url } => {

@@ -489,7 +489,7 @@ impl Handler<ReleaseLeases> for JobStore {
 }
 
 /// Most new application rows one cycle picks up; the next cycle takes the rest.
-const ADOPT_PAGE: u64 = 5_000;
+const ADOPT_PAGE: u64 = 50_000;
 
 impl Handler<DueJobs> for JobStore {
     type Result = ResponseActFuture<Self, Result<DuePage, StoreError>>;

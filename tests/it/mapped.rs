@@ -613,7 +613,39 @@ async fn the_api_refuses_to_register_rows_of_a_mapped_table(db: TestDb) {
     app.shutdown().await;
 }
 
+/// Polls that bring no news write nothing on a mapped table either: neither the
+/// application's row nor jobwarden's bookkeeping.
+async fn a_steady_cycle_on_a_mapped_table_writes_nothing(db: TestDb) {
+    create_orm_schema(&db).await;
+    let spark = SparkServer::start().await;
+    for i in 0..20 {
+        spark.answer(&format!("driver-s{i}"), Answer::State("RUNNING"));
+        insert_execution(
+            &db,
+            &format!("steady-{i}"),
+            Some(&format!("driver-s{i}")),
+            0,
+        )
+        .await;
+    }
+    let app = Application::build(mapped_settings(&db, &spark))
+        .await
+        .unwrap();
+    poll_cycle(&app).await;
+    assert_eq!(status_of(&db, "steady-7").await.as_deref(), Some("2"));
+    let written = app.metrics.store_rows_written.get();
+    poll_cycle(&app).await;
+    poll_cycle(&app).await;
+    assert_eq!(
+        app.metrics.store_rows_written.get() - written,
+        0,
+        "rows written by cycles that brought no news"
+    );
+    app.shutdown().await;
+}
+
 crate::on_every_database!(
+    a_steady_cycle_on_a_mapped_table_writes_nothing,
     the_timeout_rules_end_a_mapped_job_in_its_columns,
     the_api_refuses_to_register_rows_of_a_mapped_table,
 );
