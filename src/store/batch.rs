@@ -192,25 +192,23 @@ async fn load_rows(
             );
         }
     }
-    for chunk in queue_ids.chunks(LOAD_CHUNK) {
-        let mut query =
-            queue::Entity::find().filter(queue::Column::JobId.is_in(chunk.iter().copied()));
-        if lock {
-            query = query.lock_exclusive();
-        }
-        for row in query.all(txn).await? {
-            changes.queue.insert(
-                row.job_id.clone(),
-                Loaded {
-                    row,
-                    new: false,
-                    dirty: false,
-                },
-            );
-        }
-    }
     if lock {
-        lock_new_queue_rows(txn, &queue_ids, changes).await?;
+        lock_queue_rows(txn, &queue_ids, changes).await?;
+    } else {
+        for chunk in queue_ids.chunks(LOAD_CHUNK) {
+            let query =
+                queue::Entity::find().filter(queue::Column::JobId.is_in(chunk.iter().copied()));
+            for row in query.all(txn).await? {
+                changes.queue.insert(
+                    row.job_id.clone(),
+                    Loaded {
+                        row,
+                        new: false,
+                        dirty: false,
+                    },
+                );
+            }
+        }
     }
     if let Some(map) = &mapping.executions {
         changes.app_executions = mapped::load_executions(txn, map, &execution_ids).await?;
@@ -221,27 +219,20 @@ async fn load_rows(
     Ok(())
 }
 
-/// Queue jobs this batch is about to create. A row that does not exist locks nothing, so two
-/// instances applying events of one new job at once (a partition briefly read by both around
-/// a rebalance) would both insert it and the later upsert would overwrite the other with
-/// older state. An empty placeholder row is inserted first (waiting, on a conflict, for the
-/// other transaction to end), then locked and read like any other row; it is never committed
-/// empty, as the batch writes every new row.
-async fn lock_new_queue_rows(
+/// The queue rows of a batch, locked, on servers where another instance may write at the same
+/// time. A row that does not exist locks nothing, so two instances applying events of one new
+/// job at once (a partition briefly read by both around a rebalance) would both insert it and
+/// the later upsert would overwrite the other with older state. So every id first gets an
+/// empty placeholder row where it has none (waiting, on a conflict, for the other transaction
+/// to end), then all are locked and read. A placeholder is never committed empty: the batch
+/// writes every new row or deletes it.
+async fn lock_queue_rows(
     txn: &DatabaseTransaction,
     queue_ids: &[&str],
     changes: &mut Changes,
 ) -> Result<(), DbErr> {
-    let missing: Vec<&str> = queue_ids
-        .iter()
-        .copied()
-        .filter(|id| !changes.queue.contains_key(*id))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
     let now = Utc::now();
-    for chunk in missing.chunks(LOAD_CHUNK) {
+    for chunk in queue_ids.chunks(LOAD_CHUNK) {
         let placeholders = chunk.iter().map(|id| queue::ActiveModel {
             job_id: Set((*id).to_owned()),
             status: Set(String::new()),
