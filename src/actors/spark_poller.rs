@@ -195,6 +195,7 @@ async fn poll_once(
                     execution_id: job.execution_id.clone(),
                     at: Utc::now(),
                     error: e.to_string(),
+                    outage: e.is_outage(),
                 },
                 PollReport::Failed,
             )

@@ -259,6 +259,19 @@ mod tests {
     }
 
     #[test]
+    fn the_masters_rpc_port_is_refused_as_rest_url_naming_the_rest_port() {
+        let err = load_file("[spark]\nrest_url = \"spark://localhost:7077\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spark.rest_url = \"spark://localhost:7077\""),
+            "{err}"
+        );
+        assert!(err.contains("RPC port"), "{err}");
+        assert!(err.contains("6066"), "{err}");
+    }
+
+    #[test]
     fn missing_explicit_file_is_an_error_naming_it() {
         let err = load_with_env(Some(Path::new("/nonexistent/jw.toml")), env(&[]))
             .unwrap_err()

@@ -93,6 +93,18 @@ impl Validate for SparkSettings {
                 format!("{rest:?}"),
                 "expected spark://host:6066 or http(s)://host:port",
             );
+        } else if url::Url::parse(&rest.replacen("spark://", "http://", 1))
+            .is_ok_and(|u| u.port() == Some(7077))
+        {
+            // The master URL teams know is the RPC port; the status API is elsewhere.
+            p.refuse(
+                "spark.rest_url",
+                format!("{rest:?}"),
+                "7077 is the master's RPC port (the spark.master URL jobs are submitted to), not \
+                 its REST submission server, which listens on 6066 by default \
+                 (spark.master.rest.port; on Spark 3.5 it is off unless spark.master.rest.enabled \
+                 = true): use spark://host:6066",
+            );
         }
         p.positive("spark.poll_interval", self.poll_interval);
         p.positive("spark.request_timeout", self.request_timeout);

@@ -236,6 +236,26 @@ impl ExecutionState {
     /// Counts a poll that got no usable answer and puts the next poll off by the policy's
     /// backoff. The status never moves because of this: not reaching the backend says nothing
     /// about the job.
+    /// The backend itself could not answer (unreachable, timing out, failing, a master that is
+    /// not the alive one): nothing is known about the job, so this never counts toward the
+    /// stuck rule; the poll is retried with the same backoff, and the error is kept.
+    pub fn backend_away(&mut self, at: DateTime<Utc>, error: &str, policy: &PollPolicy) -> Effect {
+        if self.status.is_terminal() {
+            return Effect::quiet(Applied::Refreshed);
+        }
+        self.last_polled_at = Some(at);
+        // A run of answers without this job is interrupted: its clock starts again once the
+        // backend answers again.
+        self.failing_since = None;
+        self.consecutive_poll_failures = self.consecutive_poll_failures.saturating_add(1);
+        self.last_poll_error = Some(error.to_owned());
+        let delay = poll_backoff(self.consecutive_poll_failures, policy);
+        self.next_poll_at = chrono::Duration::from_std(delay).ok().map(|d| at + d);
+        Effect::quiet(Applied::Refreshed)
+    }
+
+    /// The backend answered, but with nothing usable about this job (it does not know the id,
+    /// or the answer is garbage): the stuck rule's clock runs from the first such poll.
     pub fn poll_failed(&mut self, at: DateTime<Utc>, error: &str, policy: &PollPolicy) -> Effect {
         if self.status.is_terminal() {
             return Effect::quiet(Applied::Refreshed);

@@ -31,14 +31,13 @@ pub fn timeout_reason(
     if state.status.is_terminal() {
         return None;
     }
-    if state.consecutive_poll_failures > 0 {
-        // From the first failed poll of this run: the last answer before it came at most one
-        // poll earlier, so the rule never fires early, and it needs no write per good answer.
-        let since = state
-            .failing_since
-            .or(state.last_confirmed_at)
-            .or(state.status_changed_at)
-            .unwrap_or(created_at);
+    // From the first poll of this run whose answer had nothing usable about the job: the last
+    // good answer came at most one poll earlier, so the rule never fires early, and it needs no
+    // write per good answer. A backend that is away starts no such run.
+    if let Some(since) = state
+        .failing_since
+        .filter(|_| state.consecutive_poll_failures > 0)
+    {
         if elapsed(since, now) >= policy.stuck_timeout {
             return Some(format!(
                 "timed out: Spark has not confirmed this job for {} (stuck_timeout {}; polls failing since {}, {} failed polls; last confirmed {})",
@@ -136,6 +135,43 @@ mod tests {
             at: t(at),
         });
         job
+    }
+
+    #[test]
+    fn a_backend_away_for_longer_than_the_stuck_timeout_fails_nothing() {
+        let mut job = ExecutionState::queued(t(0));
+        job.observe(&Observation {
+            status: Some(JobStatus::Running),
+            raw_state: Some("RUNNING".into()),
+            progress: None,
+            message: None,
+            relaunching: false,
+            at: t(1),
+        });
+        for i in 0..100 {
+            job.backend_away(t(10 + i * 15), "cannot reach Spark", &POLL);
+        }
+        assert_eq!(timeout_reason(&job, t(3600), &POLICY), None);
+        assert_eq!(job.time_out(t(3600), &POLICY).applied, Applied::Refreshed);
+        assert_eq!(job.status, JobStatus::Running);
+        assert_eq!(job.last_poll_error.as_deref(), Some("cannot reach Spark"));
+    }
+
+    #[test]
+    fn an_outage_restarts_the_stuck_clock_of_an_unknown_job() {
+        let mut job = ExecutionState::queued(t(0));
+        job.poll_failed(t(10), "Spark does not know submission driver-1", &POLL);
+        job.backend_away(t(200), "cannot reach Spark", &POLL);
+        job.poll_failed(t(400), "Spark does not know submission driver-1", &POLL);
+        assert_eq!(
+            timeout_reason(&job, t(650), &POLICY),
+            None,
+            "250s since the outage"
+        );
+        assert!(
+            timeout_reason(&job, t(700), &POLICY).is_some(),
+            "300s since"
+        );
     }
 
     #[test]

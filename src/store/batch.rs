@@ -425,8 +425,13 @@ fn apply_one(
             execution_id,
             at,
             error,
+            outage,
         } => with_execution(changes, execution_id, Source::SparkPoll, |state| {
-            state.poll_failed(*at, error, &rules.poll)
+            if *outage {
+                state.backend_away(*at, error, &rules.poll)
+            } else {
+                state.poll_failed(*at, error, &rules.poll)
+            }
         }),
         WriteOp::TimeOut { execution_id, now } => {
             with_execution(changes, execution_id, Source::TimeoutSweep, |state| {

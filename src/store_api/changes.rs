@@ -68,6 +68,9 @@ pub enum WriteOp {
         execution_id: String,
         at: DateTime<Utc>,
         error: String,
+        /// The backend itself was away (never counts toward the stuck rule), rather than
+        /// answering without this job.
+        outage: bool,
     },
     /// Fail the job if, by its state at write time, the store's timeout policy says so.
     TimeOut {

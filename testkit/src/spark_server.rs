@@ -24,6 +24,8 @@ pub enum Answer {
     /// Never answers (longer than any client timeout).
     Hang,
     Garbage,
+    /// What a standby master answers every status request with (a real one's answer).
+    Standby,
 }
 
 #[derive(Default)]
@@ -316,6 +318,12 @@ impl SparkServer {
                 "500 Internal Server Error",
                 "text/html",
                 "<html><body><h2>HTTP ERROR 500</h2></body></html>".into(),
+            )),
+            Answer::Standby => Some((
+                "200 OK",
+                "application/json",
+                include_str!("../../tests/fixtures/status-STANDBY-master.json")
+                    .replace("driver-20261129045231-0000", id),
             )),
             Answer::Garbage => Some((
                 "200 OK",

@@ -224,6 +224,7 @@ async fn a_write_under_a_lease_taken_over_is_refused_and_changes_nothing(db: Tes
                 execution_id: "e1".into(),
                 at: Utc::now(),
                 error: "late answer".into(),
+                outage: false,
             },
             fence,
         })

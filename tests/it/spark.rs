@@ -559,6 +559,64 @@ async fn unknown_id_is_recorded_and_left_to_the_timeout_policy() {
     assert_eq!(history.last().unwrap().source, "timeout_sweep");
 }
 
+/// A standby (or recovering) master cannot say anything about any driver: its answers are an
+/// outage of the master, recorded as such, and never bring a job closer to the stuck rule.
+#[actix_rt::test]
+async fn a_standby_masters_answers_never_time_a_job_out() {
+    let spark = FakeSpark::start().await;
+    let world = World::new(&spark.url(), 1, 1).await;
+    world.wait_idle().await;
+    assert_eq!(world.row("e0").await.status, "Running");
+    spark.answer("driver-0", Answer::Standby);
+    world.cycle().await;
+    world.cycle().await;
+    let row = world.row("e0").await;
+    assert_eq!(row.status, "Running");
+    assert!(row.consecutive_poll_failures > 0);
+    let error = row.last_poll_error.unwrap();
+    assert!(
+        error.contains("not the alive one (state STANDBY)"),
+        "{error}"
+    );
+    assert_eq!(
+        row.failing_since, None,
+        "no run of answers without the job began"
+    );
+    let much_later = Utc::now() + ChronoDuration::hours(2);
+    assert_eq!(
+        world
+            .store
+            .send(SweepTimeouts { now: much_later })
+            .await
+            .unwrap(),
+        Ok(0)
+    );
+    assert_eq!(world.row("e0").await.status, "Running");
+}
+
+/// Spark out of reach for longer than the stuck timeout fails nothing: jobwarden not reaching
+/// Spark says nothing about the jobs.
+#[actix_rt::test]
+async fn spark_out_of_reach_past_the_stuck_timeout_fails_nothing() {
+    let spark = FakeSpark::start().await;
+    let world = World::new(&spark.url(), 1, 1).await;
+    world.wait_idle().await;
+    spark.answer("driver-0", Answer::Http500);
+    world.cycle().await;
+    let row = world.row("e0").await;
+    assert!(row.consecutive_poll_failures > 0);
+    let much_later = Utc::now() + ChronoDuration::hours(2);
+    assert_eq!(
+        world
+            .store
+            .send(SweepTimeouts { now: much_later })
+            .await
+            .unwrap(),
+        Ok(0)
+    );
+    assert_eq!(world.row("e0").await.status, "Running");
+}
+
 #[actix_rt::test]
 async fn job_spark_keeps_confirming_is_not_swept() {
     let spark = FakeSpark::start().await;

@@ -331,6 +331,7 @@ async fn poll_failure_never_changes_status(db: TestDb) {
                 execution_id: "e1".into(),
                 at: t(10 + i),
                 error: "connection refused".into(),
+                outage: false,
             },
         )
         .await

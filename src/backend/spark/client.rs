@@ -39,13 +39,18 @@ pub enum SparkError {
     Garbage(String),
     #[error("Spark reported driver state {0:?}, which this version does not know")]
     UnknownState(String),
+    /// A standby or recovering master: it cannot say anything about any driver now.
+    #[error("the Spark master is not the alive one (state {0}); asking again later")]
+    MasterNotAlive(String),
 }
 
 impl SparkError {
     /// Spark itself is down or failing (as opposed to an answer about one submission).
     pub fn is_outage(&self) -> bool {
         match self {
-            SparkError::Timeout(_) | SparkError::Unreachable { .. } => true,
+            SparkError::Timeout(_)
+            | SparkError::Unreachable { .. }
+            | SparkError::MasterNotAlive(_) => true,
             SparkError::Http { status, .. } => *status >= 500,
             _ => false,
         }
@@ -72,6 +77,22 @@ struct MasterWire {
 struct WorkerWire {
     id: String,
     webuiaddress: String,
+}
+
+/// The recovery state a standby or recovering master names when it refuses a status request
+/// ("Current state is not alive: STANDBY. …", the prefix Spark's own client checks for).
+fn not_alive_state(message: &str) -> Option<String> {
+    let rest = message.split("Current state is not alive:").nth(1)?;
+    let state: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    Some(if state.is_empty() {
+        "unknown".into()
+    } else {
+        state
+    })
 }
 
 /// Cheap to clone: every clone shares one connection pool.
@@ -172,6 +193,9 @@ impl SparkClient {
             ));
         }
         let Some(raw_state) = wire.driver_state else {
+            if let Some(state) = wire.message.as_deref().and_then(not_alive_state) {
+                return Err(SparkError::MasterNotAlive(state));
+            }
             if wire.success == Some(false) {
                 return Err(SparkError::UnknownSubmission(submission_id.to_owned()));
             }
@@ -404,6 +428,25 @@ mod tests {
             "http://master:6066/"
         );
         assert!(rest_base_url("http://").is_err());
+    }
+
+    #[test]
+    fn a_standby_masters_refusal_names_its_state() {
+        let body: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/status-STANDBY-master.json"
+        ))
+        .unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert_eq!(not_alive_state(message).as_deref(), Some("STANDBY"));
+        assert_eq!(
+            not_alive_state(
+                "java.lang.Exception: Current state is not alive: RECOVERING. Can only…"
+            )
+            .as_deref(),
+            Some("RECOVERING")
+        );
+        assert_eq!(not_alive_state("Spark does not know driver-1"), None);
+        assert!(SparkError::MasterNotAlive("STANDBY".into()).is_outage());
     }
 
     #[test]
