@@ -44,6 +44,8 @@ struct Shared {
     overlaps: AtomicUsize,
     /// Status requests answered, counted even without per-submission counts.
     answered: AtomicUsize,
+    /// Drivers the master has forgotten but its worker still lists: id to state.
+    on_worker_only: Mutex<HashMap<String, String>>,
     tail_requests: AtomicUsize,
     last_authorization: Mutex<Option<String>>,
     head_requests: Mutex<HashMap<String, usize>>,
@@ -105,6 +107,17 @@ impl SparkServer {
             .lock()
             .unwrap()
             .insert(submission_id.to_owned(), answer);
+    }
+
+    /// The master forgets this driver (its status answer becomes "unknown id", as after a
+    /// master restart or eviction) while its worker's page still lists it in `state`.
+    pub fn forget_on_master(&self, submission_id: &str, state: &str) {
+        self.answer(submission_id, Answer::UnknownId);
+        self.shared
+            .on_worker_only
+            .lock()
+            .unwrap()
+            .insert(submission_id.to_owned(), state.to_owned());
     }
 
     /// Every status answer takes this long (so concurrency becomes visible).
@@ -227,6 +240,9 @@ impl SparkServer {
         if let (Some(id), "POST") = (path.strip_prefix("/v1/submissions/kill/"), method) {
             return Some(("200 OK", "application/json", kill_body(id)));
         }
+        if path == "/" {
+            return Some(("200 OK", "text/html", self.worker_page()));
+        }
         if path == "/json/" {
             let master = include_str!("../../tests/fixtures/master-json.json")
                 .replace("http://127.0.0.1:8081", &self.url());
@@ -267,6 +283,34 @@ impl SparkServer {
             }
         }
         Some(("404 Not Found", "text/plain", "not found".into()))
+    }
+
+    /// A worker's page, shaped like a real one (tests/fixtures/worker-page-4.3.0.html): the
+    /// drivers only this worker still knows, in Running Drivers and Finished Drivers tables.
+    fn worker_page(&self) -> String {
+        let drivers = self.shared.on_worker_only.lock().unwrap().clone();
+        let rows = |running: bool| {
+            drivers
+                .iter()
+                .filter(|(_, state)| (state.as_str() == "RUNNING") == running)
+                .map(|(id, state)| {
+                    format!(
+                        "<tr>\n      <td>{id}</td>\n      <td>Sleep</td>\n      <td>{state}</td>\n      <td sorttable_customkey=\"1\">\n        1\n      </td>\n      <td sorttable_customkey=\"512\">\n        512.0 MiB\n      </td>\n      <td></td>\n      <td>\n        <a href=\"{url}/logPage/?driverId={id}&amp;logType=stderr\">stderr</a>\n      </td>\n      <td>\n        \n      </td>\n    </tr>",
+                        url = self.url()
+                    )
+                })
+                .collect::<String>()
+        };
+        let table = |title: &str, body: String| {
+            format!(
+                "<h4><a>{title}</a></h4>\n<table class=\"table table-bordered table-hover table-sm table-striped sortable\">\n      <thead><th width=\"\" class=\"\">DriverID</th><th width=\"\" class=\"\">Main Class</th><th width=\"\" class=\"\">State</th><th width=\"\" class=\"\">Cores</th><th width=\"\" class=\"\">Memory</th><th width=\"\" class=\"\">Resources</th><th width=\"\" class=\"\">Logs</th><th width=\"\" class=\"\">Notes</th></thead>\n      <tbody>\n        {body}\n      </tbody>\n    </table>"
+            )
+        };
+        format!(
+            "<!DOCTYPE html><html><head><title>Spark Worker at 127.0.0.1:37125</title></head><body>\n{}\n{}\n</body></html>",
+            table("Running Drivers", rows(true)),
+            table("Finished Drivers", rows(false))
+        )
     }
 
     /// The first lines a real driver logs; UI lines only for drivers with a SparkContext.

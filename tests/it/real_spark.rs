@@ -356,3 +356,104 @@ async fn real_spark_drivers_end_as_spark_says_with_reasons_and_history() {
         "per-job spans must name the execution"
     );
 }
+
+/// The master's status answer for a driver, as JSON.
+async fn master_status(http: &reqwest::Client, cluster: &Cluster, id: &str) -> serde_json::Value {
+    http.get(format!("{}/v1/submissions/status/{id}", cluster.rest))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A driver that finished and then dropped out of the master's list (what a master restart,
+/// a failover or 200 newer completions do; here Spark's own `clear` endpoint) ends with its
+/// true outcome, read from its worker's page, not "timed out".
+#[actix_rt::test]
+async fn a_finished_driver_the_master_forgot_ends_as_its_worker_says() {
+    let Some(cluster) = cluster() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let jar = build_jar(dir.path(), &cluster.jars);
+    let http = reqwest::Client::new();
+    let sleeper = submit(&http, &cluster, &jar, "Sleep", &["500"]).await;
+    let failer = submit(&http, &cluster, &jar, "Fail", &[]).await;
+    wait_until(
+        Duration::from_secs(120),
+        "both drivers to end on the cluster",
+        || {
+            let http = http.clone();
+            let (cluster, sleeper, failer) = (&cluster, &sleeper, &failer);
+            async move {
+                master_status(&http, cluster, sleeper).await["driverState"] == "FINISHED"
+                    && master_status(&http, cluster, failer).await["driverState"] == "FAILED"
+            }
+        },
+    )
+    .await;
+    let cleared: serde_json::Value = http
+        .post(format!("{}/v1/submissions/clear", cluster.rest))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cleared["success"], true, "{cleared}");
+    let forgotten = master_status(&http, &cluster, &sleeper).await;
+    assert_eq!(
+        forgotten["success"], false,
+        "the master forgot it: {forgotten}"
+    );
+
+    let db_path = dir.path().join("jw.db");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[database]\nurl = \"sqlite://{}?mode=rwc\"\n[spark]\nrest_url = \"{}\"\nmaster_ui_url = \"{}\"\npoll_interval = \"1s\"\nrequest_timeout = \"5s\"\n",
+            db_path.display(),
+            cluster.rest,
+            cluster.ui
+        ),
+    )
+    .unwrap();
+    for (execution, submission) in [("forgot-sleep", &sleeper), ("forgot-fail", &failer)] {
+        let out = run_to_end(jobwarden(dir.path()).args([
+            "jobs",
+            "track",
+            "--execution-id",
+            execution,
+            "--submission-id",
+            submission,
+        ]));
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let mut service = Running::start(jobwarden(dir.path()));
+    service.wait_for_line("jobwarden running", Duration::from_secs(30));
+    let db = Database::connect(format!("sqlite://{}?mode=ro", db_path.display()))
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(60), "both rows to end", || {
+        let db = db.clone();
+        async move {
+            row(&db, "forgot-sleep")
+                .await
+                .is_some_and(|r| r.status == "Succeeded")
+                && row(&db, "forgot-fail")
+                    .await
+                    .is_some_and(|r| r.status == "Failed")
+        }
+    })
+    .await;
+    let failed = row(&db, "forgot-fail").await.unwrap();
+    let reason = failed.error_message.unwrap();
+    assert!(
+        reason.contains("input table missing: jobwarden-e2e"),
+        "the reason comes from the worker's log: {reason}"
+    );
+    assert!(failed.spark_state.unwrap().contains("worker page"));
+    service.signal("TERM");
+    let (status, log) = service.wait(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+}

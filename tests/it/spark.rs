@@ -559,6 +559,68 @@ async fn unknown_id_is_recorded_and_left_to_the_timeout_policy() {
     assert_eq!(history.last().unwrap().source, "timeout_sweep");
 }
 
+/// Starts one running job (e0, driver-0) and lets the master forget it while its worker's page
+/// still lists it in `state`; one more cycle.
+async fn forgotten_by_the_master(worker_state: &str) -> (FakeSpark, World) {
+    let spark = FakeSpark::start().await;
+    let world = World::new(&spark.url(), 1, 1).await;
+    world.wait_idle().await;
+    assert_eq!(world.row("e0").await.status, "Running");
+    spark.forget_on_master("driver-0", worker_state);
+    world.cycle().await;
+    (spark, world)
+}
+
+#[actix_rt::test]
+async fn a_driver_the_master_forgot_ends_as_its_worker_says() {
+    let (_spark, world) = forgotten_by_the_master("FINISHED").await;
+    let row = world.row("e0").await;
+    assert_eq!(row.status, "Succeeded");
+    assert_eq!(row.consecutive_poll_failures, 0);
+    assert!(row.spark_state.unwrap().contains("worker page"));
+}
+
+#[actix_rt::test]
+async fn a_failed_driver_the_master_forgot_gets_its_reason_from_the_workers_log() {
+    let (_spark, world) = forgotten_by_the_master("FAILED").await;
+    let row = world.row("e0").await;
+    assert_eq!(row.status, "Failed");
+    let reason = row.error_message.unwrap();
+    assert!(reason.starts_with("Caused by:"), "{reason}");
+}
+
+#[actix_rt::test]
+async fn a_driver_killed_by_a_restarted_master_is_cancelled_saying_why() {
+    let (_spark, world) = forgotten_by_the_master("KILLED").await;
+    let row = world.row("e0").await;
+    assert_eq!(row.status, "Cancelled");
+    let reason = row.error_message.unwrap();
+    assert!(reason.contains("master no longer knows it"), "{reason}");
+}
+
+#[actix_rt::test]
+async fn a_driver_still_running_on_its_worker_stays_running_and_confirmed() {
+    let (_spark, world) = forgotten_by_the_master("RUNNING").await;
+    let row = world.row("e0").await;
+    assert_eq!(row.status, "Running");
+    assert_eq!(row.consecutive_poll_failures, 0, "its worker confirmed it");
+}
+
+#[actix_rt::test]
+async fn a_driver_nobody_knows_is_left_to_the_stuck_rule_saying_who_was_asked() {
+    let spark = FakeSpark::start().await;
+    spark.answer("driver-0", Answer::UnknownId);
+    let world = World::new(&spark.url(), 1, 1).await;
+    world.wait_idle().await;
+    let row = world.row("e0").await;
+    assert_eq!(row.status, "Queued");
+    let error = row.last_poll_error.unwrap();
+    assert!(
+        error.contains("neither the master nor any of its 1 workers lists it"),
+        "{error}"
+    );
+}
+
 /// A standby (or recovering) master cannot say anything about any driver: its answers are an
 /// outage of the master, recorded as such, and never bring a job closer to the stuck rule.
 #[actix_rt::test]

@@ -268,6 +268,40 @@ impl SparkClient {
         Ok(progress_of(&jobs))
     }
 
+    /// Asks every worker the master lists for a driver the master itself no longer knows:
+    /// the driver as its worker's page shows it, with that worker's id, or `None` when no
+    /// worker lists it. Also says how many workers were asked.
+    pub async fn find_on_workers(
+        &self,
+        submission_id: &str,
+    ) -> Result<(Option<(super::worker_page::WorkerDriver, String)>, usize), SparkError> {
+        let mut master = self.master_ui.clone();
+        master.set_path("/json/");
+        let body = self.get_text(master).await?;
+        let master: MasterWire = serde_json::from_str(&body)
+            .map_err(|e| SparkError::Garbage(format!("master /json/: {e}")))?;
+        let mut asked = 0;
+        for worker in &master.workers {
+            let Ok(mut page) = Url::parse(&worker.webuiaddress) else {
+                continue;
+            };
+            page.set_path("/");
+            asked += 1;
+            let html = match self.get_text(page).await {
+                Ok(html) => html,
+                // A worker that is gone cannot tell; the others may.
+                Err(_) => continue,
+            };
+            if let Some(found) = super::worker_page::drivers_on_worker_page(&html)
+                .into_iter()
+                .find(|d| d.id == submission_id)
+            {
+                return Ok((Some((found, worker.id.clone())), asked));
+            }
+        }
+        Ok((None, asked))
+    }
+
     /// The web UI of the worker running this driver, from the master's `/json/`.
     async fn worker_ui(&self, status: &DriverStatus) -> Result<Url, SparkError> {
         let worker_id = status

@@ -5,6 +5,7 @@ mod client;
 mod driver_ui;
 mod observe;
 mod state;
+mod worker_page;
 
 pub use client::{compose_reason, DriverStatus, SparkClient, SparkError, SparkSetupError};
 pub use driver_ui::{parse_driver_ui, progress_of, DriverUi, UiJob};

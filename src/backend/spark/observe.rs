@@ -14,7 +14,7 @@ use crate::config::SparkSettings;
 use crate::domain::Observation;
 use crate::store_api::DueExecution;
 
-use super::client::{DriverStatus, SparkClient, SparkSetupError};
+use super::client::{DriverStatus, SparkClient, SparkError, SparkSetupError};
 use super::driver_ui::DriverUi;
 use super::state::DriverState;
 
@@ -36,15 +36,62 @@ impl SparkStandalone {
     }
 
     async fn poll(&self, job: &DueExecution) -> Result<Observation, BackendError> {
-        let status = self.client.status(&job.submission_id).await.map_err(|e| {
-            if e.is_outage() {
-                BackendError::outage(e)
-            } else {
-                BackendError::no_answer(e)
-            }
-        })?;
+        let status = match self.client.status(&job.submission_id).await {
+            Ok(status) => status,
+            Err(SparkError::UnknownSubmission(id)) => return self.ask_workers(&id).await,
+            Err(e) if e.is_outage() => return Err(BackendError::outage(e)),
+            Err(e) => return Err(BackendError::no_answer(e)),
+        };
         let at = Utc::now();
         Ok(self.observation_of(&status, at).await)
+    }
+
+    /// The alive master does not know the driver: after a restart or failover, or once more
+    /// than `spark.deploy.retainedDrivers` others finished, it forgets drivers that ran (and
+    /// may still run) on its workers. The workers' pages still say how each driver is doing.
+    async fn ask_workers(&self, submission_id: &str) -> Result<Observation, BackendError> {
+        let (found, asked) = match self.client.find_on_workers(submission_id).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                return Err(BackendError::no_answer(SparkError::UnknownSubmission(
+                    format!("{submission_id} (and its workers could not be asked: {e})"),
+                )))
+            }
+        };
+        let Some((driver, worker_id)) = found else {
+            return Err(BackendError::no_answer(SparkError::UnknownSubmission(
+                format!(
+                    "{submission_id}: neither the master nor any of its {asked} workers lists it"
+                ),
+            )));
+        };
+        let Some(state) = DriverState::parse(&driver.state) else {
+            return Err(BackendError::no_answer(SparkError::UnknownState(
+                driver.state,
+            )));
+        };
+        debug!(worker = %worker_id, state = %driver.state, "the master forgot the driver; its worker knows it");
+        let status = DriverStatus {
+            submission_id: submission_id.to_owned(),
+            state,
+            message: driver.notes.clone(),
+            worker_id: Some(worker_id.clone()),
+        };
+        let mut observation = self.observation_of(&status, Utc::now()).await;
+        if state == DriverState::Killed {
+            // The master cannot say who killed it; a restarted master without recovery kills
+            // the drivers it does not know, which is worth saying.
+            observation.message = Some(format!(
+                "driver KILLED on worker {worker_id}, and the master no longer knows it: killed \
+                 through Spark, or by a master that restarted without a recovery mode (it kills \
+                 the drivers it does not know)"
+            ));
+        }
+        observation.raw_state = Some(format!(
+            "{} (worker page; master forgot it)",
+            state.as_str()
+        ));
+        Ok(observation)
     }
 
     /// Turns a status answer into an observation, fetching the failure reason when the driver
