@@ -25,7 +25,7 @@ pub use http::HttpSettings;
 pub use instance::InstanceSettings;
 pub use kafka::{KafkaSettings, RESERVED_PROPERTIES};
 pub use secret::{is_secret_property, mask_url_password, DatabaseUrl, Secret, MASK};
-pub use spark::{BasicAuth, SparkSettings, MAX_POOL};
+pub use spark::{BasicAuth, SparkSettings, StatusSource, MAX_POOL};
 pub use store::StoreSettings;
 pub use tables::{
     effective_statuses, ColumnList, ExecutionColumns, MappedTable, QueueColumns, StatusValue,

@@ -43,6 +43,21 @@ pub struct SparkSettings {
     pub basic_auth: Option<BasicAuth>,
     /// How much of a failed driver's stderr to fetch and keep.
     pub stderr_tail_bytes: usize,
+    /// Where drivers' states come from: `auto` (the master UI's `/json/` listing, once per
+    /// cycle, and REST per id for what it does not list, when REST answers), `rest` (REST per
+    /// id only), `master_ui` (the listing only: masters with REST off).
+    #[serde(default)]
+    pub status_source: StatusSource,
+}
+
+/// See [`SparkSettings::status_source`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusSource {
+    #[default]
+    Auto,
+    Rest,
+    MasterUi,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

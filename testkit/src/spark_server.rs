@@ -46,6 +46,9 @@ struct Shared {
     answered: AtomicUsize,
     /// Drivers the master has forgotten but its worker still lists: id to state.
     on_worker_only: Mutex<HashMap<String, String>>,
+    /// Drivers the master's `/json/` lists: id to state.
+    listed: Mutex<HashMap<String, String>>,
+    listing_requests: AtomicUsize,
     tail_requests: AtomicUsize,
     last_authorization: Mutex<Option<String>>,
     head_requests: Mutex<HashMap<String, usize>>,
@@ -118,6 +121,20 @@ impl SparkServer {
             .lock()
             .unwrap()
             .insert(submission_id.to_owned(), state.to_owned());
+    }
+
+    /// The master's `/json/` lists this driver in `state` (active or completed by state).
+    pub fn list_on_master(&self, submission_id: &str, state: &str) {
+        self.shared
+            .listed
+            .lock()
+            .unwrap()
+            .insert(submission_id.to_owned(), state.to_owned());
+    }
+
+    /// Requests for the master's `/json/`.
+    pub fn listing_requests(&self) -> usize {
+        self.shared.listing_requests.load(Ordering::SeqCst)
     }
 
     /// Every status answer takes this long (so concurrency becomes visible).
@@ -244,9 +261,8 @@ impl SparkServer {
             return Some(("200 OK", "text/html", self.worker_page()));
         }
         if path == "/json/" {
-            let master = include_str!("../../tests/fixtures/master-json.json")
-                .replace("http://127.0.0.1:8081", &self.url());
-            return Some(("200 OK", "application/json", master));
+            self.shared.listing_requests.fetch_add(1, Ordering::SeqCst);
+            return Some(("200 OK", "application/json", self.master_json()));
         }
         if path == "/log/" {
             let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
@@ -283,6 +299,33 @@ impl SparkServer {
             }
         }
         Some(("404 Not Found", "text/plain", "not found".into()))
+    }
+
+    /// The master's `/json/` (a real one's, tests/fixtures/master-json.json), its workers
+    /// pointing here and the listed drivers added to its driver lists.
+    fn master_json(&self) -> String {
+        let mut master: serde_json::Value = serde_json::from_str(
+            &include_str!("../../tests/fixtures/master-json.json")
+                .replace("http://127.0.0.1:8081", &self.url()),
+        )
+        .expect("fixture");
+        let worker = master["workers"][0]["id"].clone();
+        for (id, state) in self.shared.listed.lock().unwrap().iter() {
+            let active = matches!(state.as_str(), "SUBMITTED" | "RUNNING" | "RELAUNCHING");
+            let list = if active {
+                "activedrivers"
+            } else {
+                "completeddrivers"
+            };
+            if let Some(drivers) = master[list].as_array_mut() {
+                drivers.push(serde_json::json!({
+                    "id": id, "starttime": "1795899752148", "state": state, "cores": 1,
+                    "memory": 512, "resources": {}, "submitdate": "Sat Nov 28 21:02:32 UTC 2026",
+                    "worker": worker, "mainclass": "Sleep"
+                }));
+            }
+        }
+        master.to_string()
     }
 
     /// A worker's page, shaped like a real one (tests/fixtures/worker-page-4.3.0.html): the

@@ -81,9 +81,14 @@ impl World {
     }
 
     async fn with_pages(spark_url: &str, pool: usize, jobs: usize, page: u64) -> World {
+        World::configured(spark_settings(spark_url, pool), jobs, page).await
+    }
+
+    async fn configured(spark: SparkSettings, jobs: usize, page: u64) -> World {
+        let pool = spark.max_concurrent_polls;
         let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
         let settings = Settings {
-            spark: spark_settings(spark_url, pool),
+            spark,
             ..db.settings()
         };
         let metrics = Arc::new(Metrics::new());
@@ -557,6 +562,82 @@ async fn unknown_id_is_recorded_and_left_to_the_timeout_policy() {
         .unwrap()
         .unwrap();
     assert_eq!(history.last().unwrap().source, "timeout_sweep");
+}
+
+/// One listing per cycle answers every listed driver: at 1,000 jobs a cycle costs the master
+/// one request instead of a thousand, and the states are as true.
+#[actix_rt::test]
+async fn a_cycle_asks_the_master_once_for_the_listing() {
+    const JOBS: usize = 1_000;
+    let spark = FakeSpark::start().await;
+    for i in 0..JOBS {
+        spark.list_on_master(&format!("driver-{i}"), "RUNNING");
+    }
+    let world = World::new(&spark.url(), 16, JOBS).await;
+    world.wait_idle().await;
+    assert_eq!(world.count_status("Running").await, JOBS as u64);
+    let listings = spark.listing_requests();
+    eprintln!(
+        "master requests for a cycle over {JOBS} jobs: {listings} listing(s), {} REST status requests",
+        spark.total_status_requests()
+    );
+    assert!(listings <= 2, "{listings} listings in one cycle");
+    assert_eq!(spark.total_status_requests(), 0, "no REST request at all");
+    for i in 0..10 {
+        spark.list_on_master(&format!("driver-{i}"), "FINISHED");
+    }
+    // A listing is reused for at most a second: the next cycles see the change.
+    wait_until(
+        Duration::from_secs(30),
+        "the finished drivers' rows",
+        || async {
+            world.cycle().await;
+            world.count_status("Succeeded").await == 10
+        },
+    )
+    .await;
+    assert_eq!(spark.total_status_requests(), 0, "still no REST request");
+}
+
+/// With `status_source = "rest"`, every driver costs a REST request (the figure before the
+/// listing), for comparison in the same test run.
+#[actix_rt::test]
+async fn the_rest_source_asks_per_driver() {
+    const JOBS: usize = 1_000;
+    let spark = FakeSpark::start().await;
+    for i in 0..JOBS {
+        spark.list_on_master(&format!("driver-{i}"), "RUNNING");
+    }
+    let mut settings = spark_settings(&spark.url(), 16);
+    settings.status_source = jobwarden::config::StatusSource::Rest;
+    let world = World::configured(settings, JOBS, 2_000).await;
+    assert!(world.scheduler.send(Tick).await.unwrap().started);
+    world.wait_idle().await;
+    assert_eq!(spark.total_status_requests(), JOBS);
+}
+
+/// A master with REST off (Spark 3.5's default) is read from its UI's listing alone.
+#[actix_rt::test]
+async fn a_master_with_rest_off_is_read_from_its_listing() {
+    let spark = FakeSpark::start().await;
+    spark.list_on_master("driver-0", "RUNNING");
+    spark.list_on_master("driver-1", "FINISHED");
+    spark.list_on_master("driver-2", "FAILED");
+    // Nothing listens on the REST port, as with REST off.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let rest = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut settings = spark_settings(&rest, 4);
+    settings.master_ui_url = Some(spark.url());
+    let world = World::configured(settings, 3, 2_000).await;
+    assert!(world.scheduler.send(Tick).await.unwrap().started);
+    world.wait_idle().await;
+    assert_eq!(world.row("e0").await.status, "Running");
+    assert_eq!(world.row("e1").await.status, "Succeeded");
+    let failed = world.row("e2").await;
+    assert_eq!(failed.status, "Failed");
+    assert!(failed.error_message.unwrap().starts_with("Caused by:"));
+    assert_eq!(world.row("e0").await.consecutive_poll_failures, 0);
 }
 
 /// Starts one running job (e0, driver-0) and lets the master forget it while its worker's page

@@ -73,6 +73,31 @@ struct MasterWire {
     workers: Vec<WorkerWire>,
 }
 
+/// The driver lists of a master's `/json/`.
+#[derive(Deserialize)]
+struct ListingWire {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    activedrivers: Vec<ListedWire>,
+    #[serde(default)]
+    completeddrivers: Vec<ListedWire>,
+}
+
+#[derive(Deserialize)]
+struct ListedWire {
+    id: String,
+    state: String,
+    #[serde(default)]
+    worker: Option<String>,
+}
+
+/// Every driver an alive master knows, from one request.
+#[derive(Debug, Clone, Default)]
+pub struct MasterListing {
+    pub drivers: std::collections::HashMap<String, DriverStatus>,
+}
+
 #[derive(Deserialize)]
 struct WorkerWire {
     id: String,
@@ -103,7 +128,13 @@ pub struct SparkClient {
     master_ui: Url,
     timeout: Duration,
     stderr_tail_bytes: usize,
+    /// The master's `/json/` as last read: the driver listing, worker lookups and failure
+    /// reasons of one moment share one request.
+    master_json: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, bytes::Bytes)>>>,
 }
+
+/// How long one read of the master's `/json/` is reused.
+const MASTER_JSON_TTL: Duration = Duration::from_secs(1);
 
 /// Longest failure message stored on a row (the meaningful line plus the stderr tail).
 const MAX_REASON_CHARS: usize = 8_000;
@@ -171,7 +202,26 @@ impl SparkClient {
             master_ui,
             timeout: settings.request_timeout,
             stderr_tail_bytes: settings.stderr_tail_bytes,
+            master_json: Default::default(),
         })
+    }
+
+    /// `GET MASTER_UI/json/`, or its answer of less than a second ago.
+    async fn master_json(&self) -> Result<bytes::Bytes, SparkError> {
+        if let Ok(cached) = self.master_json.lock() {
+            if let Some((at, body)) = cached.as_ref() {
+                if at.elapsed() < MASTER_JSON_TTL {
+                    return Ok(body.clone());
+                }
+            }
+        }
+        let mut master = self.master_ui.clone();
+        master.set_path("/json/");
+        let body = self.get_bytes(master).await?;
+        if let Ok(mut cached) = self.master_json.lock() {
+            *cached = Some((std::time::Instant::now(), body.clone()));
+        }
+        Ok(body)
     }
 
     pub fn rest_base(&self) -> &Url {
@@ -268,6 +318,35 @@ impl SparkClient {
         Ok(progress_of(&jobs))
     }
 
+    /// `GET MASTER_UI/json/`: every driver the master knows, with its state and worker, in one
+    /// answer that exists whether or not REST is on. A master that is not the alive one lists
+    /// nothing authoritative: that is [`SparkError::MasterNotAlive`].
+    pub async fn master_listing(&self) -> Result<MasterListing, SparkError> {
+        let body = self.master_json().await?;
+        let wire: ListingWire = serde_json::from_slice(&body)
+            .map_err(|e| SparkError::Garbage(format!("master /json/: {e}")))?;
+        if let Some(status) = wire.status.as_deref().filter(|s| *s != "ALIVE") {
+            return Err(SparkError::MasterNotAlive(status.to_owned()));
+        }
+        let mut drivers = std::collections::HashMap::new();
+        // Completed entries last: a relaunched id is listed in both, and its end wins.
+        for listed in wire.activedrivers.into_iter().chain(wire.completeddrivers) {
+            let Some(state) = DriverState::parse(&listed.state) else {
+                continue;
+            };
+            drivers.insert(
+                listed.id.clone(),
+                DriverStatus {
+                    submission_id: listed.id,
+                    state,
+                    message: None,
+                    worker_id: listed.worker.filter(|w| w != "None"),
+                },
+            );
+        }
+        Ok(MasterListing { drivers })
+    }
+
     /// Asks every worker the master lists for a driver the master itself no longer knows:
     /// the driver as its worker's page shows it, with that worker's id, or `None` when no
     /// worker lists it. Also says how many workers were asked.
@@ -275,10 +354,8 @@ impl SparkClient {
         &self,
         submission_id: &str,
     ) -> Result<(Option<(super::worker_page::WorkerDriver, String)>, usize), SparkError> {
-        let mut master = self.master_ui.clone();
-        master.set_path("/json/");
-        let body = self.get_text(master).await?;
-        let master: MasterWire = serde_json::from_str(&body)
+        let body = self.master_json().await?;
+        let master: MasterWire = serde_json::from_slice(&body)
             .map_err(|e| SparkError::Garbage(format!("master /json/: {e}")))?;
         let mut asked = 0;
         for worker in &master.workers {
@@ -308,10 +385,8 @@ impl SparkClient {
             .worker_id
             .as_deref()
             .ok_or_else(|| SparkError::Garbage("the status names no worker".into()))?;
-        let mut master = self.master_ui.clone();
-        master.set_path("/json/");
-        let body = self.get_text(master).await?;
-        let master: MasterWire = serde_json::from_str(&body)
+        let body = self.master_json().await?;
+        let master: MasterWire = serde_json::from_slice(&body)
             .map_err(|e| SparkError::Garbage(format!("master /json/: {e}")))?;
         let worker = master
             .workers

@@ -2,19 +2,22 @@
 //! reason from the worker's log when it FAILED, and real progress from the driver's UI while it
 //! runs, mapped onto an [`Observation`].
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::future::LocalBoxFuture;
-use tracing::{debug, warn};
+use futures::future::{FutureExt, LocalBoxFuture, Shared};
+use tracing::{debug, info, warn};
 
 use crate::backend::{BackendError, StatusBackend};
-use crate::config::SparkSettings;
+use crate::config::{SparkSettings, StatusSource};
 use crate::domain::Observation;
 use crate::store_api::DueExecution;
 
-use super::client::{DriverStatus, SparkClient, SparkError, SparkSetupError};
+use super::client::{DriverStatus, MasterListing, SparkClient, SparkError, SparkSetupError};
 use super::driver_ui::DriverUi;
 use super::state::DriverState;
 
@@ -23,7 +26,29 @@ pub struct SparkStandalone {
     client: SparkClient,
     name: String,
     uis: DriverUis,
+    source: StatusSource,
+    listing: ListingCache,
+    /// Since when REST has not been reachable (`auto`): the listing alone answers meanwhile.
+    rest_down_since: Cell<Option<Instant>>,
+    /// The one log line saying where states come from has been written.
+    announced: Cell<bool>,
 }
+
+type ListingFuture = Shared<LocalBoxFuture<'static, Result<Rc<MasterListing>, SparkError>>>;
+
+/// The master's listing, fetched once and shared by every poll within `ttl`: the polls of a
+/// cycle ask the master once, not once per driver.
+struct ListingCache {
+    ttl: Duration,
+    fetched: RefCell<Option<(Instant, Rc<MasterListing>)>>,
+    in_flight: RefCell<Option<ListingFuture>>,
+}
+
+/// The longest a listing is reused.
+const LISTING_TTL: Duration = Duration::from_secs(1);
+
+/// How long REST is left alone after it was found unreachable (`auto`).
+const REST_RETRY: Duration = Duration::from_secs(300);
 
 impl SparkStandalone {
     pub fn new(settings: &SparkSettings) -> Result<Self, SparkSetupError> {
@@ -32,13 +57,112 @@ impl SparkStandalone {
             name: client.rest_base().as_str().to_owned(),
             client,
             uis: DriverUis::default(),
+            source: settings.status_source,
+            listing: ListingCache {
+                // Long enough for the polls of one cycle to share it, short enough that a
+                // change is never read a second late.
+                ttl: (settings.poll_interval / 2).min(LISTING_TTL),
+                fetched: RefCell::new(None),
+                in_flight: RefCell::new(None),
+            },
+            rest_down_since: Cell::new(None),
+            announced: Cell::new(false),
         })
     }
 
+    /// The master's listing, from the cache while it is fresh; one request at a time.
+    async fn listing(&self) -> Result<Rc<MasterListing>, SparkError> {
+        if let Some((at, listing)) = self.listing.fetched.borrow().as_ref() {
+            if at.elapsed() < self.listing.ttl {
+                return Ok(listing.clone());
+            }
+        }
+        let pending = self.listing.in_flight.borrow().clone();
+        let fetch = match pending {
+            Some(fetch) => fetch,
+            None => {
+                let client = self.client.clone();
+                let fetch = async move { client.master_listing().await.map(Rc::new) }
+                    .boxed_local()
+                    .shared();
+                *self.listing.in_flight.borrow_mut() = Some(fetch.clone());
+                fetch
+            }
+        };
+        let answer = fetch.await;
+        self.listing.in_flight.borrow_mut().take();
+        if let Ok(listing) = &answer {
+            *self.listing.fetched.borrow_mut() = Some((Instant::now(), listing.clone()));
+        }
+        answer
+    }
+
+    fn rest_usable(&self) -> bool {
+        match self.source {
+            StatusSource::MasterUi => false,
+            StatusSource::Rest => true,
+            StatusSource::Auto => self
+                .rest_down_since
+                .get()
+                .is_none_or(|since| since.elapsed() >= REST_RETRY),
+        }
+    }
+
+    fn announce(&self, how: &str) {
+        if !self.announced.replace(true) {
+            info!(backend = %self.name, "driver states: {how}");
+        }
+    }
+
     async fn poll(&self, job: &DueExecution) -> Result<Observation, BackendError> {
+        if self.source == StatusSource::Rest {
+            return self.poll_rest(job).await;
+        }
+        match self.listing().await {
+            Ok(listing) => {
+                if let Some(listed) = listing.drivers.get(&job.submission_id) {
+                    self.announce(if self.rest_usable() {
+                        "from the master UI's /json/ listing, one request per cycle; REST per id only for drivers it does not list"
+                    } else {
+                        "from the master UI's /json/ listing, one request per cycle (REST not used)"
+                    });
+                    let mut status = listed.clone();
+                    if status.state == DriverState::Error && self.rest_usable() {
+                        // The listing carries no message; REST has Spark's exception.
+                        if let Ok(full) = self.client.status(&job.submission_id).await {
+                            status.message = full.message;
+                        }
+                    }
+                    return Ok(self.observation_of(&status, Utc::now()).await);
+                }
+                if self.rest_usable() {
+                    self.poll_rest(job).await
+                } else {
+                    self.ask_workers(&job.submission_id).await
+                }
+            }
+            Err(e) if self.rest_usable() => {
+                debug!(error = %e, "no listing from the master UI; asking REST");
+                self.poll_rest(job).await
+            }
+            Err(e) if e.is_outage() => Err(BackendError::outage(e)),
+            Err(e) => Err(BackendError::no_answer(e)),
+        }
+    }
+
+    async fn poll_rest(&self, job: &DueExecution) -> Result<Observation, BackendError> {
         let status = match self.client.status(&job.submission_id).await {
             Ok(status) => status,
             Err(SparkError::UnknownSubmission(id)) => return self.ask_workers(&id).await,
+            Err(e @ SparkError::Unreachable { .. }) if self.source == StatusSource::Auto => {
+                // REST off (Spark 3.5's default) looks like this: use the listing alone for a
+                // while, and say so once.
+                if self.rest_down_since.replace(Some(Instant::now())).is_none() {
+                    warn!(backend = %self.name, error = %e,
+                        "Spark's REST server is not reachable; driver states come from the master UI's /json/ listing alone (set spark.status_source = \"master_ui\" to stop trying REST)");
+                }
+                return self.ask_workers(&job.submission_id).await;
+            }
             Err(e) if e.is_outage() => return Err(BackendError::outage(e)),
             Err(e) => return Err(BackendError::no_answer(e)),
         };
@@ -52,6 +176,8 @@ impl SparkStandalone {
     async fn ask_workers(&self, submission_id: &str) -> Result<Observation, BackendError> {
         let (found, asked) = match self.client.find_on_workers(submission_id).await {
             Ok(answer) => answer,
+            // The master itself is away: nothing is known about the driver.
+            Err(e) if e.is_outage() => return Err(BackendError::outage(e)),
             Err(e) => {
                 return Err(BackendError::no_answer(SparkError::UnknownSubmission(
                     format!("{submission_id} (and its workers could not be asked: {e})"),
