@@ -246,6 +246,8 @@ mod tests {
     fn spark_url_forms_are_checked() {
         for ok in [
             "spark://master:6066",
+            "spark://m1:6066,m2:6066",
+            "http://m1:6066,http://m2:6066",
             "http://127.0.0.1:6066",
             "https://spark.example:443",
         ] {

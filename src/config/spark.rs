@@ -96,20 +96,34 @@ impl SparkSettings {
 impl Validate for SparkSettings {
     fn validate(&self, p: &mut Problems) {
         let rest = &self.rest_url;
-        let rest_ok = ["spark://", "http://", "https://"]
-            .iter()
-            .any(|prefix| rest.starts_with(prefix))
-            && url::Url::parse(&rest.replacen("spark://", "http://", 1))
-                .map(|u| u.host().is_some())
-                .unwrap_or(false);
+        // Spark's own multi-master form names the scheme once: spark://h1:6066,h2:6066.
+        let scheme = rest.split("://").next().filter(|_| rest.contains("://"));
+        let parts: Vec<String> = rest
+            .split(',')
+            .map(|part| {
+                let part = part.trim();
+                match scheme {
+                    Some(scheme) if !part.contains("://") => format!("{scheme}://{part}"),
+                    _ => part.to_owned(),
+                }
+            })
+            .collect();
+        let parsed = |part: &str| url::Url::parse(&part.replacen("spark://", "http://", 1));
+        let rest_ok = parts.iter().all(|part| {
+            ["spark://", "http://", "https://"]
+                .iter()
+                .any(|prefix| part.starts_with(prefix))
+                && parsed(part).map(|u| u.host().is_some()).unwrap_or(false)
+        });
         if !rest_ok {
             p.refuse(
                 "spark.rest_url",
                 format!("{rest:?}"),
-                "expected spark://host:6066 or http(s)://host:port",
+                "expected spark://host:6066, http(s)://host:port, or several masters as spark://host1:6066,host2:6066",
             );
-        } else if url::Url::parse(&rest.replacen("spark://", "http://", 1))
-            .is_ok_and(|u| u.port() == Some(7077))
+        } else if parts
+            .iter()
+            .any(|part| parsed(part).is_ok_and(|u| u.port() == Some(7077)))
         {
             // The master URL teams know is the RPC port; the status API is elsewhere.
             p.refuse(

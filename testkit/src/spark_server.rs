@@ -49,6 +49,8 @@ struct Shared {
     /// Drivers the master's `/json/` lists: id to state.
     listed: Mutex<HashMap<String, String>>,
     listing_requests: AtomicUsize,
+    /// A standby master of an HA pair: every status request refused, lists empty.
+    standby: std::sync::atomic::AtomicBool,
     tail_requests: AtomicUsize,
     last_authorization: Mutex<Option<String>>,
     head_requests: Mutex<HashMap<String, usize>>,
@@ -130,6 +132,11 @@ impl SparkServer {
             .lock()
             .unwrap()
             .insert(submission_id.to_owned(), state.to_owned());
+    }
+
+    /// Makes this master a standby (`true`) or the alive one (`false`) of an HA pair.
+    pub fn set_standby(&self, standby: bool) {
+        self.shared.standby.store(standby, Ordering::SeqCst);
     }
 
     /// Requests for the master's `/json/`.
@@ -309,6 +316,12 @@ impl SparkServer {
                 .replace("http://127.0.0.1:8081", &self.url()),
         )
         .expect("fixture");
+        if self.shared.standby.load(Ordering::SeqCst) {
+            // What a standby's UI shows: its recovery state and no drivers.
+            master["status"] = serde_json::json!("STANDBY");
+            master["completeddrivers"] = serde_json::json!([]);
+            return master.to_string();
+        }
         let worker = master["workers"][0]["id"].clone();
         for (id, state) in self.shared.listed.lock().unwrap().iter() {
             let active = matches!(state.as_str(), "SUBMITTED" | "RUNNING" | "RELAUNCHING");
@@ -390,14 +403,17 @@ impl SparkServer {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let answer = self
-            .shared
-            .answers
-            .lock()
-            .unwrap()
-            .get(id)
-            .cloned()
-            .unwrap_or(Answer::State("RUNNING"));
+        let answer = if self.shared.standby.load(Ordering::SeqCst) {
+            Answer::Standby
+        } else {
+            self.shared
+                .answers
+                .lock()
+                .unwrap()
+                .get(id)
+                .cloned()
+                .unwrap_or(Answer::State("RUNNING"))
+        };
         let reply = match answer {
             Answer::State(state) => Some(("200 OK", "application/json", status_body(id, state))),
             Answer::UnknownId => Some(("200 OK", "application/json", unknown_body(id))),

@@ -640,6 +640,40 @@ async fn a_master_with_rest_off_is_read_from_its_listing() {
     assert_eq!(world.row("e0").await.consecutive_poll_failures, 0);
 }
 
+/// Two masters of an HA pair: the standby's refusals pass the question to the alive one, so no
+/// poll fails; after a failover the new alive master answers.
+#[actix_rt::test]
+async fn the_alive_master_of_a_pair_answers_and_a_failover_fails_no_poll() {
+    let first = FakeSpark::start().await;
+    let second = FakeSpark::start().await;
+    first.set_standby(true);
+    let rest = format!("spark://{},{}", first.addr, second.addr);
+    let mut settings = spark_settings(&rest, 2);
+    settings.master_ui_url = Some(format!("{},{}", first.url(), second.url()));
+    let world = World::configured(settings, 1, 2_000).await;
+    assert!(world.scheduler.send(Tick).await.unwrap().started);
+    world.wait_idle().await;
+    let row = world.row("e0").await;
+    assert_eq!(row.status, "Running");
+    assert_eq!(
+        row.consecutive_poll_failures, 0,
+        "{:?}",
+        row.last_poll_error
+    );
+    // Failover: the second master goes, the first takes over and knows the driver finished.
+    second.set_standby(true);
+    first.set_standby(false);
+    first.answer("driver-0", Answer::State("FINISHED"));
+    world.cycle().await;
+    let row = world.row("e0").await;
+    assert_eq!(row.status, "Succeeded");
+    assert_eq!(
+        row.consecutive_poll_failures, 0,
+        "{:?}",
+        row.last_poll_error
+    );
+}
+
 /// Starts one running job (e0, driver-0) and lets the master forget it while its worker's page
 /// still lists it in `state`; one more cycle.
 async fn forgotten_by_the_master(worker_state: &str) -> (FakeSpark, World) {

@@ -124,13 +124,28 @@ fn not_alive_state(message: &str) -> Option<String> {
 #[derive(Clone)]
 pub struct SparkClient {
     http: reqwest::Client,
-    rest_base: Url,
-    master_ui: Url,
+    /// Every configured master (one, or an HA group), each with its REST server and web UI.
+    masters: std::sync::Arc<Vec<Master>>,
+    /// The master that answered as the alive one last: asked first.
+    alive: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     timeout: Duration,
     stderr_tail_bytes: usize,
     /// The master's `/json/` as last read: the driver listing, worker lookups and failure
     /// reasons of one moment share one request.
     master_json: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, bytes::Bytes)>>>,
+}
+
+/// One master of the configured group.
+#[derive(Debug, Clone)]
+struct Master {
+    rest: Url,
+    ui: Url,
+}
+
+#[derive(Deserialize)]
+struct MasterStatusWire {
+    #[serde(default)]
+    status: Option<String>,
 }
 
 /// How long one read of the master's `/json/` is reused.
@@ -154,22 +169,48 @@ pub enum SparkSetupError {
 
 impl SparkClient {
     pub fn new(settings: &SparkSettings) -> Result<Self, SparkSetupError> {
-        let rest_base = rest_base_url(&settings.rest_url)?;
-        let master_ui = match &settings.master_ui_url {
-            Some(url) => Url::parse(url).map_err(|e| SparkSetupError::MasterUiUrl {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?,
-            None => {
-                let mut ui = rest_base.clone();
-                ui.set_port(Some(8080))
-                    .map_err(|_| SparkSetupError::RestUrl {
-                        url: settings.rest_url.clone(),
-                        reason: "has no host".into(),
-                    })?;
-                ui
+        let rests = rest_base_urls(&settings.rest_url)?;
+        let uis: Vec<Url> = match &settings.master_ui_url {
+            Some(urls) => {
+                let uis = urls
+                    .split(',')
+                    .map(|url| {
+                        Url::parse(url.trim()).map_err(|e| SparkSetupError::MasterUiUrl {
+                            url: urls.clone(),
+                            reason: e.to_string(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if uis.len() != rests.len() {
+                    return Err(SparkSetupError::MasterUiUrl {
+                        url: urls.clone(),
+                        reason: format!(
+                            "names {} master UIs for {} masters in spark.rest_url; give one per master, in the same order",
+                            uis.len(),
+                            rests.len()
+                        ),
+                    });
+                }
+                uis
             }
+            None => rests
+                .iter()
+                .map(|rest| {
+                    let mut ui = rest.clone();
+                    ui.set_port(Some(8080))
+                        .map_err(|_| SparkSetupError::RestUrl {
+                            url: settings.rest_url.clone(),
+                            reason: "has no host".into(),
+                        })?;
+                    Ok(ui)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
         };
+        let masters: Vec<Master> = rests
+            .into_iter()
+            .zip(uis)
+            .map(|(rest, ui)| Master { rest, ui })
+            .collect();
         let mut headers = HeaderMap::new();
         let authorization = match (&settings.bearer_token, &settings.basic_auth) {
             (Some(token), _) => Some(format!("Bearer {}", token.expose())),
@@ -198,15 +239,43 @@ impl SparkClient {
             .map_err(SparkSetupError::Http)?;
         Ok(SparkClient {
             http,
-            rest_base,
-            master_ui,
+            masters: std::sync::Arc::new(masters),
+            alive: Default::default(),
             timeout: settings.request_timeout,
             stderr_tail_bytes: settings.stderr_tail_bytes,
             master_json: Default::default(),
         })
     }
 
-    /// `GET MASTER_UI/json/`, or its answer of less than a second ago.
+    /// The masters in the order to ask them: the one alive last time first.
+    fn masters_in_turn(&self) -> impl Iterator<Item = (usize, &Master)> {
+        let start = self.alive.load(std::sync::atomic::Ordering::Relaxed);
+        let n = self.masters.len();
+        (0..n).map(move |k| {
+            let i = (start + k) % n;
+            (i, &self.masters[i])
+        })
+    }
+
+    fn found_alive(&self, index: usize) {
+        self.alive
+            .store(index, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether another master of the group may answer where this one could not.
+    fn ask_another(&self, error: &SparkError) -> bool {
+        self.masters.len() > 1
+            && matches!(
+                error,
+                SparkError::MasterNotAlive(_)
+                    | SparkError::Unreachable { .. }
+                    | SparkError::Timeout(_)
+            )
+    }
+
+    /// `GET MASTER_UI/json/` of the alive master, or its answer of less than a second ago.
+    /// With several masters, the first whose status is ALIVE; none alive is
+    /// [`SparkError::MasterNotAlive`].
     async fn master_json(&self) -> Result<bytes::Bytes, SparkError> {
         if let Ok(cached) = self.master_json.lock() {
             if let Some((at, body)) = cached.as_ref() {
@@ -215,22 +284,68 @@ impl SparkClient {
                 }
             }
         }
-        let mut master = self.master_ui.clone();
-        master.set_path("/json/");
-        let body = self.get_bytes(master).await?;
-        if let Ok(mut cached) = self.master_json.lock() {
-            *cached = Some((std::time::Instant::now(), body.clone()));
+        let mut last = None;
+        for (i, master) in self.masters_in_turn() {
+            let mut url = master.ui.clone();
+            url.set_path("/json/");
+            let body = match self.get_bytes(url).await {
+                Ok(body) => body,
+                Err(e) if self.ask_another(&e) => {
+                    last = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if self.masters.len() > 1 {
+                let status = serde_json::from_slice::<MasterStatusWire>(&body)
+                    .ok()
+                    .and_then(|w| w.status);
+                if let Some(status) = status.filter(|s| s != "ALIVE") {
+                    last = Some(SparkError::MasterNotAlive(status));
+                    continue;
+                }
+                self.found_alive(i);
+            }
+            if let Ok(mut cached) = self.master_json.lock() {
+                *cached = Some((std::time::Instant::now(), body.clone()));
+            }
+            return Ok(body);
         }
-        Ok(body)
+        Err(last.unwrap_or_else(|| SparkError::MasterNotAlive("unknown".into())))
     }
 
+    /// The first configured master's REST server (for names in logs).
     pub fn rest_base(&self) -> &Url {
-        &self.rest_base
+        &self.masters[0].rest
     }
 
-    /// `GET /v1/submissions/status/{id}`.
+    /// `GET /v1/submissions/status/{id}` on the alive master: a standby's refusal, or a master
+    /// out of reach, passes the question to the next master of the group.
     pub async fn status(&self, submission_id: &str) -> Result<DriverStatus, SparkError> {
-        let url = self.rest_url(&["v1", "submissions", "status", submission_id]);
+        let mut last = None;
+        for (i, master) in self.masters_in_turn() {
+            match self.status_at(master, submission_id).await {
+                Err(e) if self.ask_another(&e) => last = Some(e),
+                answer => {
+                    if answer.is_ok() || matches!(answer, Err(SparkError::UnknownSubmission(_))) {
+                        self.found_alive(i);
+                    }
+                    return answer;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| SparkError::MasterNotAlive("unknown".into())))
+    }
+
+    async fn status_at(
+        &self,
+        master: &Master,
+        submission_id: &str,
+    ) -> Result<DriverStatus, SparkError> {
+        let url = rest_url(
+            &master.rest,
+            &["v1", "submissions", "status", submission_id],
+        );
         let body = self.get_bytes(url).await?;
         let wire: StatusWire = serde_json::from_slice(&body).map_err(|e| {
             let text = String::from_utf8_lossy(&body);
@@ -266,7 +381,8 @@ impl SparkClient {
 
     /// `POST /v1/submissions/kill/{id}`; true when Spark accepted the kill.
     pub async fn kill(&self, submission_id: &str) -> Result<bool, SparkError> {
-        let url = self.rest_url(&["v1", "submissions", "kill", submission_id]);
+        let alive = &self.masters[self.alive.load(std::sync::atomic::Ordering::Relaxed)];
+        let url = rest_url(&alive.rest, &["v1", "submissions", "kill", submission_id]);
         let response = self
             .http
             .post(url.clone())
@@ -423,14 +539,6 @@ impl SparkClient {
         self.get_text(log).await
     }
 
-    fn rest_url(&self, segments: &[&str]) -> Url {
-        let mut url = self.rest_base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        url
-    }
-
     async fn get_text(&self, url: Url) -> Result<String, SparkError> {
         let body = self.get_bytes(url).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
@@ -480,6 +588,34 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+fn rest_url(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
+}
+
+/// `spark://h1:6066,h2:6066` (Spark's own multi-master form: the scheme once) or a comma list
+/// of URLs, one per master.
+fn rest_base_urls(raw: &str) -> Result<Vec<Url>, SparkSetupError> {
+    let scheme = raw
+        .split("://")
+        .next()
+        .filter(|_| raw.contains("://"))
+        .unwrap_or("spark");
+    raw.split(',')
+        .map(|part| {
+            let part = part.trim();
+            if part.contains("://") {
+                rest_base_url(part)
+            } else {
+                rest_base_url(&format!("{scheme}://{part}"))
+            }
+        })
+        .collect()
 }
 
 fn rest_base_url(raw: &str) -> Result<Url, SparkSetupError> {
