@@ -371,6 +371,7 @@ async fn real_spark_drivers_end_true_in_a_mapped_table() {
     let Some((rest, ui, jars)) = cluster() else {
         return;
     };
+    let _cluster = crate::real_spark::CLUSTER.lock().await;
     let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
     create_orm_schema(&db).await;
     let dir = tempfile::tempdir().unwrap();

@@ -45,6 +45,10 @@ fn cluster() -> Option<Cluster> {
     }
 }
 
+/// Held by every test that uses the real cluster: one of them makes the master forget its
+/// finished drivers (Spark's `clear`), which must not happen under another's feet.
+pub(crate) static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Spark calls `main` by reflection, so each driver is a public class in its own file.
 /// `Stages` runs three real jobs of 20 slow tasks, so its UI reports progress.
 const DRIVERS: [(&str, &str); 4] = [
@@ -164,6 +168,7 @@ async fn row(db: &DatabaseConnection, id: &str) -> Option<spark_job_executions::
 #[actix_rt::test]
 async fn real_spark_drivers_end_as_spark_says_with_reasons_and_history() {
     let Some(cluster) = cluster() else { return };
+    let _cluster = CLUSTER.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let jar = build_jar(dir.path(), &cluster.jars);
     let http = reqwest::Client::new();
@@ -374,6 +379,7 @@ async fn master_status(http: &reqwest::Client, cluster: &Cluster, id: &str) -> s
 #[actix_rt::test]
 async fn a_finished_driver_the_master_forgot_ends_as_its_worker_says() {
     let Some(cluster) = cluster() else { return };
+    let _cluster = CLUSTER.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let jar = build_jar(dir.path(), &cluster.jars);
     let http = reqwest::Client::new();
