@@ -140,6 +140,12 @@ impl Application {
         // the first poll cycle so it already knows its share.
         let shared = db.get_database_backend() != sea_orm::DatabaseBackend::Sqlite;
         let held = if shared {
+            store::leases::check_server(&db)
+                .await
+                .map_err(|error| StartError::Leases {
+                    url: settings.database.url.to_string(),
+                    error,
+                })?;
             let now = chrono::Utc::now();
             Some(
                 store::leases::renew(&db, &instance, now, now, settings.instance.lease, &[], true)

@@ -37,6 +37,51 @@ fn bucket_number(name: &str) -> Option<u16> {
     name.strip_prefix("bucket:")?.parse().ok()
 }
 
+/// Why this database server cannot share work through leases (`None`: it can). Claims need
+/// `FOR UPDATE SKIP LOCKED`: MySQL 8.0 and MariaDB 10.6 onward.
+pub fn unsupported_server(version: &str) -> Option<String> {
+    let numbers: Vec<u32> = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .take(2)
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let (major, minor) = (*numbers.first()?, numbers.get(1).copied().unwrap_or(0));
+    let (name, needed) = if version.to_ascii_lowercase().contains("mariadb") {
+        ("MariaDB", (10, 6))
+    } else {
+        ("MySQL", (8, 0))
+    };
+    ((major, minor) < needed).then(|| {
+        format!(
+            "{name} {version} has no SELECT … FOR UPDATE SKIP LOCKED, which jobwarden's leases \
+             need ({name} {}.{} or later); upgrade the server",
+            needed.0, needed.1
+        )
+    })
+}
+
+/// Checks that the connected server can share work through leases.
+pub async fn check_server(db: &DatabaseConnection) -> Result<(), String> {
+    if db.get_database_backend() != DatabaseBackend::MySql {
+        return Ok(());
+    }
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            DatabaseBackend::MySql,
+            "SELECT VERSION()",
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let version: String = row
+        .and_then(|r| r.try_get_by_index(0).ok())
+        .unwrap_or_default();
+    match unsupported_server(&version) {
+        Some(reason) => Err(reason),
+        None => Ok(()),
+    }
+}
+
 /// One lease this instance holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
@@ -276,6 +321,18 @@ mod tests {
         }
         let (least, most) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
         assert!(least > 100 && most < 220, "{least}..{most}");
+    }
+
+    #[test]
+    fn servers_without_skip_locked_are_named() {
+        assert_eq!(unsupported_server("10.11.19-MariaDB-0+deb12u1"), None);
+        assert_eq!(unsupported_server("8.0.36"), None);
+        assert_eq!(unsupported_server("15.19"), None);
+        let old = unsupported_server("10.5.23-MariaDB").unwrap();
+        assert!(old.contains("MariaDB 10.6 or later"), "{old}");
+        assert!(unsupported_server("5.7.44-log")
+            .unwrap()
+            .contains("MySQL 8.0"));
     }
 
     #[test]

@@ -675,6 +675,40 @@ mod tests {
         assert!(rest_base_url("http://").is_err());
     }
 
+    /// The driver entries of a real Spark 3.5.8 master with REST off (its `starttime` a string,
+    /// `resources` an object), as its `/json/` lists them while the driver runs and after.
+    #[test]
+    fn a_spark_3_5_listing_is_read() {
+        let observed: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/master-json-3.5.8-drivers.json"
+        ))
+        .unwrap();
+        for (key, state) in [
+            ("activedrivers_while_running", DriverState::Running),
+            ("completeddrivers_after_exit", DriverState::Finished),
+        ] {
+            let list = if state == DriverState::Running {
+                "activedrivers"
+            } else {
+                "completeddrivers"
+            };
+            let body = serde_json::json!({ "status": "ALIVE", list: observed[key] }).to_string();
+            let wire: ListingWire = serde_json::from_str(&body).unwrap();
+            let listed = wire
+                .activedrivers
+                .iter()
+                .chain(&wire.completeddrivers)
+                .next()
+                .unwrap();
+            assert_eq!(listed.id, "driver-20261129044149-0000");
+            assert_eq!(DriverState::parse(&listed.state), Some(state));
+            assert_eq!(
+                listed.worker.as_deref(),
+                Some("worker-20261129044145-127.0.0.1-45435")
+            );
+        }
+    }
+
     #[test]
     fn a_standby_masters_refusal_names_its_state() {
         let body: serde_json::Value = serde_json::from_str(include_str!(
