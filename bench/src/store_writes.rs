@@ -62,6 +62,7 @@ pub async fn measure(
                     progress: Some(10),
                     message: None,
                     relaunching: false,
+                    successors: Vec::new(),
                     at: now,
                 },
             })

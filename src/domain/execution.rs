@@ -67,6 +67,9 @@ pub struct Observation {
     pub message: Option<String>,
     /// The backend is starting the job again after losing it (a relaunched driver).
     pub relaunching: bool,
+    /// While relaunching: the backend ids that may be the relaunched job (the store follows
+    /// one only if exactly one of them is not already another row's).
+    pub successors: Vec<String>,
     pub at: DateTime<Utc>,
 }
 
@@ -338,6 +341,7 @@ mod tests {
             progress: None,
             message: None,
             relaunching: false,
+            successors: Vec::new(),
             at: t(at),
         }
     }
@@ -495,6 +499,7 @@ mod tests {
                 progress: None,
                 message: None,
                 relaunching: false,
+                successors: Vec::new(),
                 at: t(3),
             })
             .applied;
@@ -573,6 +578,7 @@ mod tests {
         let relaunching = |at| Observation {
             raw_state: Some("RELAUNCHING".into()),
             relaunching: true,
+            successors: Vec::new(),
             ..saw(JobStatus::Running, at)
         };
         let mut job = ExecutionState::queued(t(0));

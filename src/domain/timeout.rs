@@ -132,6 +132,7 @@ mod tests {
             progress: None,
             message: None,
             relaunching: false,
+            successors: Vec::new(),
             at: t(at),
         });
         job
@@ -146,6 +147,7 @@ mod tests {
             progress: None,
             message: None,
             relaunching: false,
+            successors: Vec::new(),
             at: t(1),
         });
         for i in 0..100 {
@@ -184,6 +186,7 @@ mod tests {
                 progress: None,
                 message: None,
                 relaunching: false,
+                successors: Vec::new(),
                 at: t(minute * 60),
             });
         }

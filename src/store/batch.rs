@@ -67,6 +67,8 @@ struct Changes {
     app_queue: HashMap<String, AppQueueJob>,
     /// Application rows whose mapped values jobwarden cannot read, with the reason.
     unreadable: HashMap<String, String>,
+    /// Of the ids a relaunched driver may have become, those another row already tracks.
+    tracked_successors: std::collections::HashSet<String>,
 }
 
 /// Largest id list in one `IN (…)`, well under every backend's bind-parameter limit.
@@ -191,6 +193,27 @@ async fn load_rows(
                 },
             );
         }
+    }
+    let successors: Vec<&str> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Observe { observation, .. } => Some(observation.successors.iter()),
+            _ => None,
+        })
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    for chunk in successors.chunks(LOAD_CHUNK) {
+        let tracked: Vec<Option<String>> = executions::Entity::find()
+            .select_only()
+            .column(executions::Column::SubmissionId)
+            .filter(executions::Column::SubmissionId.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        changes
+            .tracked_successors
+            .extend(tracked.into_iter().flatten());
     }
     if lock {
         lock_queue_rows(txn, &queue_ids, changes).await?;
@@ -418,9 +441,20 @@ fn apply_one(
         WriteOp::Observe {
             execution_id,
             observation,
-        } => with_execution(changes, execution_id, Source::SparkPoll, |state| {
-            state.observe(observation)
-        }),
+        } => {
+            let was_relaunching = changes
+                .executions
+                .get(execution_id)
+                .is_some_and(|l| l.row.spark_state.as_deref() == Some("RELAUNCHING"));
+            let outcome = with_execution(changes, execution_id, Source::SparkPoll, |state| {
+                state.observe(observation)
+            });
+            if outcome.is_ok() && !observation.successors.is_empty() && mapping.executions.is_none()
+            {
+                follow_relaunch(changes, execution_id, observation, was_relaunching);
+            }
+            outcome
+        }
         WriteOp::PollFailed {
             execution_id,
             at,
@@ -455,6 +489,60 @@ fn apply_one(
             Ok(WriteOutcome::DeadLettered { duplicate: false })
         }
     }
+}
+
+/// A relaunched driver gets a new id: the row follows it when exactly one candidate is not
+/// already another row's; otherwise it keeps watching the old id and says why, once.
+fn follow_relaunch(
+    changes: &mut Changes,
+    execution_id: &str,
+    observation: &crate::domain::Observation,
+    was_relaunching: bool,
+) {
+    let Some(loaded) = changes.executions.get_mut(execution_id) else {
+        return;
+    };
+    let Ok(mut state) = rows::execution_state(&loaded.row) else {
+        return;
+    };
+    if crate::domain::Lifecycle::is_terminal(state.status) {
+        return;
+    }
+    let old = loaded.row.submission_id.clone().unwrap_or_default();
+    let free: Vec<&String> = observation
+        .successors
+        .iter()
+        .filter(|id| !changes.tracked_successors.contains(*id))
+        .collect();
+    let detail = match free.as_slice() {
+        [new] => {
+            let new = (*new).clone();
+            loaded.row.submission_id = Some(new.clone());
+            state.resubmitted();
+            rows::store_execution_state(&mut loaded.row, &state);
+            loaded.dirty = true;
+            changes.tracked_successors.insert(new.clone());
+            format!(
+                "relaunched by Spark as {new} (was {old}): the only driver of the same main class started after it and tracked by no other row; following {new}"
+            )
+        }
+        [] => return,
+        many if !was_relaunching => format!(
+            "relaunched by Spark, but {} drivers could be the new one ({}): still watching {old} rather than guess",
+            many.len(),
+            many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+        _ => return,
+    };
+    let entry = HistoryEntry {
+        from: Some(state.status),
+        to: state.status,
+        detail: Some(detail),
+        at: observation.at,
+    };
+    changes
+        .history
+        .push(history_row(SPARK, execution_id, &entry, Source::SparkPoll));
 }
 
 /// Runs one domain rule on the execution's state, writes the state back to its row and the

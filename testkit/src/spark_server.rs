@@ -46,8 +46,8 @@ struct Shared {
     answered: AtomicUsize,
     /// Drivers the master has forgotten but its worker still lists: id to state.
     on_worker_only: Mutex<HashMap<String, String>>,
-    /// Drivers the master's `/json/` lists: id to state.
-    listed: Mutex<HashMap<String, String>>,
+    /// Drivers the master's `/json/` lists: id to state, main class and start time (ms).
+    listed: Mutex<HashMap<String, (String, String, i64)>>,
     listing_requests: AtomicUsize,
     /// A standby master of an HA pair: every status request refused, lists empty.
     standby: std::sync::atomic::AtomicBool,
@@ -127,11 +127,16 @@ impl SparkServer {
 
     /// The master's `/json/` lists this driver in `state` (active or completed by state).
     pub fn list_on_master(&self, submission_id: &str, state: &str) {
-        self.shared
-            .listed
-            .lock()
-            .unwrap()
-            .insert(submission_id.to_owned(), state.to_owned());
+        self.list_on_master_as(submission_id, state, "Sleep", 1_795_899_752_148);
+    }
+
+    /// Like [`SparkServer::list_on_master`], with the driver's main class and start time (ms),
+    /// which is all that tells a relaunched driver's new id.
+    pub fn list_on_master_as(&self, submission_id: &str, state: &str, main: &str, start_ms: i64) {
+        self.shared.listed.lock().unwrap().insert(
+            submission_id.to_owned(),
+            (state.to_owned(), main.to_owned(), start_ms),
+        );
     }
 
     /// Makes this master a standby (`true`) or the alive one (`false`) of an HA pair.
@@ -323,7 +328,7 @@ impl SparkServer {
             return master.to_string();
         }
         let worker = master["workers"][0]["id"].clone();
-        for (id, state) in self.shared.listed.lock().unwrap().iter() {
+        for (id, (state, main, start)) in self.shared.listed.lock().unwrap().iter() {
             let active = matches!(state.as_str(), "SUBMITTED" | "RUNNING" | "RELAUNCHING");
             let list = if active {
                 "activedrivers"
@@ -332,9 +337,9 @@ impl SparkServer {
             };
             if let Some(drivers) = master[list].as_array_mut() {
                 drivers.push(serde_json::json!({
-                    "id": id, "starttime": "1795899752148", "state": state, "cores": 1,
+                    "id": id, "starttime": start.to_string(), "state": state, "cores": 1,
                     "memory": 512, "resources": {}, "submitdate": "Sat Nov 28 21:02:32 UTC 2026",
-                    "worker": worker, "mainclass": "Sleep"
+                    "worker": worker, "mainclass": main
                 }));
             }
         }

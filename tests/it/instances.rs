@@ -167,6 +167,7 @@ fn running_observation() -> Observation {
         progress: Some(50),
         message: None,
         relaunching: false,
+        successors: Vec::new(),
         at: Utc::now(),
     }
 }

@@ -707,6 +707,110 @@ async fn a_recovering_masters_submitted_never_moves_a_running_row_back() {
     );
 }
 
+/// Lists driver-0 running (class Sleep, started at 1000 ms) and its job e0 as Running.
+async fn running_and_listed(jobs: usize) -> (FakeSpark, World) {
+    let spark = FakeSpark::start().await;
+    spark.list_on_master_as("driver-0", "RUNNING", "Sleep", 1_000);
+    let world = World::new(&spark.url(), 1, jobs).await;
+    world.wait_idle().await;
+    assert_eq!(world.row("e0").await.status, "Running");
+    (spark, world)
+}
+
+async fn history_details(world: &World, id: &str) -> Vec<String> {
+    read::execution_with_history(&world.db.db, id)
+        .await
+        .unwrap()
+        .unwrap()
+        .1
+        .into_iter()
+        .filter_map(|h| h.detail)
+        .collect()
+}
+
+/// Spark relaunches a supervised driver under a new id (its worker was lost): the row follows
+/// the one new driver of the same main class started after it, and says so.
+#[actix_rt::test]
+async fn a_relaunched_driver_is_followed_to_its_new_id() {
+    let (spark, world) = running_and_listed(1).await;
+    spark.list_on_master_as("driver-0", "RELAUNCHING", "Sleep", 1_000);
+    spark.list_on_master_as("driver-9", "RUNNING", "Sleep", 2_000);
+    spark.list_on_master_as("driver-8", "RUNNING", "OtherJob", 3_000);
+    // A listing is reused for up to a second: the cycles after that see the relaunch.
+    wait_until(Duration::from_secs(30), "the row to follow", || async {
+        world.cycle().await;
+        world.row("e0").await.submission_id.as_deref() != Some("driver-0")
+    })
+    .await;
+    let row = world.row("e0").await;
+    assert_eq!(row.submission_id.as_deref(), Some("driver-9"));
+    assert_eq!(row.status, "Running");
+    let details = history_details(&world, "e0").await;
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("relaunched by Spark as driver-9 (was driver-0)")),
+        "{details:?}"
+    );
+    spark.list_on_master_as("driver-9", "FINISHED", "Sleep", 2_000);
+    wait_until(Duration::from_secs(30), "the new driver's end", || async {
+        world.cycle().await;
+        world.row("e0").await.status == "Succeeded"
+    })
+    .await;
+}
+
+/// Two drivers could be the relaunched one: the row keeps watching the old id rather than
+/// guess, and the history says so once.
+#[actix_rt::test]
+async fn an_ambiguous_relaunch_keeps_the_old_id_and_says_why() {
+    let (spark, world) = running_and_listed(1).await;
+    spark.list_on_master_as("driver-0", "RELAUNCHING", "Sleep", 1_000);
+    spark.list_on_master_as("driver-8", "RUNNING", "Sleep", 2_000);
+    spark.list_on_master_as("driver-9", "RUNNING", "Sleep", 3_000);
+    wait_until(
+        Duration::from_secs(30),
+        "the relaunch to be seen",
+        || async {
+            world.cycle().await;
+            world.row("e0").await.spark_state.as_deref() == Some("RELAUNCHING")
+        },
+    )
+    .await;
+    world.cycle().await;
+    let row = world.row("e0").await;
+    assert_eq!(row.submission_id.as_deref(), Some("driver-0"));
+    let notes: Vec<String> = history_details(&world, "e0")
+        .await
+        .into_iter()
+        .filter(|d| d.contains("could be the new one"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("driver-8, driver-9"), "{notes:?}");
+}
+
+/// A candidate another row already tracks is not the relaunched driver.
+#[actix_rt::test]
+async fn a_relaunch_never_takes_a_driver_another_row_tracks() {
+    let (spark, world) = running_and_listed(2).await;
+    spark.list_on_master_as("driver-1", "RUNNING", "Sleep", 2_000);
+    spark.list_on_master_as("driver-0", "RELAUNCHING", "Sleep", 1_000);
+    spark.list_on_master_as("driver-7", "RUNNING", "Sleep", 3_000);
+    wait_until(Duration::from_secs(30), "the row to follow", || async {
+        world.cycle().await;
+        world.row("e0").await.submission_id.as_deref() != Some("driver-0")
+    })
+    .await;
+    assert_eq!(
+        world.row("e0").await.submission_id.as_deref(),
+        Some("driver-7")
+    );
+    assert_eq!(
+        world.row("e1").await.submission_id.as_deref(),
+        Some("driver-1")
+    );
+}
+
 /// Starts one running job (e0, driver-0) and lets the master forget it while its worker's page
 /// still lists it in `state`; one more cycle.
 async fn forgotten_by_the_master(worker_state: &str) -> (FakeSpark, World) {

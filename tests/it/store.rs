@@ -67,6 +67,7 @@ fn observe(id: &str, status: JobStatus, at: i64) -> WriteOp {
             progress: None,
             message: None,
             relaunching: false,
+            successors: Vec::new(),
             at: t(at),
         },
     }
@@ -215,6 +216,7 @@ async fn transitions_set_timestamps_once_and_write_history(db: TestDb) {
                 status: Some(JobStatus::Failed),
                 raw_state: Some("ERROR".into()),
                 relaunching: false,
+                successors: Vec::new(),
                 progress: None,
                 message: Some("java.lang.ClassNotFoundException: Main".into()),
                 at: t(4),

@@ -90,12 +90,45 @@ struct ListedWire {
     state: String,
     #[serde(default)]
     worker: Option<String>,
+    #[serde(default)]
+    mainclass: Option<String>,
+    /// Milliseconds, written as a JSON string by Spark.
+    #[serde(default)]
+    starttime: Option<serde_json::Value>,
 }
 
 /// Every driver an alive master knows, from one request.
 #[derive(Debug, Clone, Default)]
 pub struct MasterListing {
     pub drivers: std::collections::HashMap<String, DriverStatus>,
+    /// Main class and start time (ms) of each listed driver: what a relaunched driver's new id
+    /// is recognised by (nothing in Spark's answers links the two ids).
+    pub origins: std::collections::HashMap<String, (String, i64)>,
+}
+
+impl MasterListing {
+    /// The drivers that may be `old` relaunched: waiting or running (a relaunch starts a new
+    /// driver), of the same main class, started after it.
+    pub fn successors_of(&self, old: &str) -> Vec<String> {
+        let Some((class, started)) = self.origins.get(old) else {
+            return Vec::new();
+        };
+        let mut found: Vec<String> = self
+            .origins
+            .iter()
+            .filter(|(id, (c, s))| {
+                id.as_str() != old
+                    && c == class
+                    && s > started
+                    && self.drivers.get(id.as_str()).is_some_and(|d| {
+                        matches!(d.state, DriverState::Submitted | DriverState::Running)
+                    })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        found.sort();
+        found
+    }
 }
 
 #[derive(Deserialize)]
@@ -445,11 +478,20 @@ impl SparkClient {
             return Err(SparkError::MasterNotAlive(status.to_owned()));
         }
         let mut drivers = std::collections::HashMap::new();
+        let mut origins = std::collections::HashMap::new();
         // Completed entries last: a relaunched id is listed in both, and its end wins.
         for listed in wire.activedrivers.into_iter().chain(wire.completeddrivers) {
             let Some(state) = DriverState::parse(&listed.state) else {
                 continue;
             };
+            let started = match &listed.starttime {
+                Some(serde_json::Value::String(s)) => s.parse().ok(),
+                Some(serde_json::Value::Number(n)) => n.as_i64(),
+                _ => None,
+            };
+            if let (Some(class), Some(started)) = (listed.mainclass.clone(), started) {
+                origins.insert(listed.id.clone(), (class, started));
+            }
             drivers.insert(
                 listed.id.clone(),
                 DriverStatus {
@@ -460,7 +502,7 @@ impl SparkClient {
                 },
             );
         }
-        Ok(MasterListing { drivers })
+        Ok(MasterListing { drivers, origins })
     }
 
     /// Asks every worker the master lists for a driver the master itself no longer knows:

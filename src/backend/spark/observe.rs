@@ -259,12 +259,26 @@ impl SparkStandalone {
                 other.estimated_progress()
             }
         };
+        let relaunching = status.state == DriverState::Relaunching;
+        let successors = if relaunching {
+            // The relaunched driver has a new id; the listing is the only place to find it.
+            match self.listing().await {
+                Ok(listing) => listing.successors_of(&status.submission_id),
+                Err(e) => {
+                    debug!(error = %e, "no listing to look for the relaunched driver in");
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
         Observation {
             status: status.state.job_status(),
             raw_state: Some(status.state.as_str().to_owned()),
             progress,
             message,
-            relaunching: status.state == DriverState::Relaunching,
+            relaunching,
+            successors,
             at,
         }
     }
