@@ -136,6 +136,16 @@ impl Running {
     }
 }
 
+impl Drop for Running {
+    /// A test that fails half-way must not leave its service running behind it.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 pub(crate) fn run_to_end(cmd: &mut Command) -> Output {
     cmd.output().unwrap()
 }
