@@ -502,32 +502,38 @@ impl Handler<DueJobs> for JobStore {
         let share = self.sharing.as_ref().map(|s| (s.held.clone(), s.lease / 3));
         // A cycle's first page first picks up the rows the application inserted since the
         // last cycle, so they are due in this very cycle (by the leader alone).
-        let adopt = msg.after.is_none() && mapping.executions.is_some() && self.leads(msg.now);
+        let adopt = msg.after.is_none()
+            && (mapping.executions.is_some() || mapping.queue.is_some())
+            && self.leads(msg.now);
         let find_new = {
             let db = db.clone();
             let mapping = mapping.clone();
             async move {
-                match &mapping.executions {
-                    Some(map) if adopt => mapped::adoptable_executions(&db, map, ADOPT_PAGE)
-                        .await
-                        .map_err(|e| StoreError::Read(e.to_string())),
-                    _ => Ok(Vec::new()),
+                let mut ops: Vec<WriteOp> = Vec::new();
+                if !adopt {
+                    return Ok::<_, StoreError>(ops);
                 }
+                if let Some(map) = &mapping.executions {
+                    let ids = mapped::adoptable_executions(&db, map, ADOPT_PAGE)
+                        .await
+                        .map_err(|e| StoreError::Read(e.to_string()))?;
+                    ops.extend(
+                        ids.into_iter()
+                            .map(|execution_id| WriteOp::Adopt { execution_id }),
+                    );
+                }
+                if let Some(map) = &mapping.queue {
+                    let ids = mapped::queue_drift(&db, map, ADOPT_PAGE)
+                        .await
+                        .map_err(|e| StoreError::Read(e.to_string()))?;
+                    ops.extend(ids.into_iter().map(|job_id| WriteOp::SyncQueue { job_id }));
+                }
+                Ok(ops)
             }
         };
         Box::pin(find_new.into_actor(self).then(move |found, act, ctx| {
             let answers: Vec<_> = match &found {
-                Ok(ids) => ids
-                    .iter()
-                    .map(|id| {
-                        act.enqueue(
-                            WriteOp::Adopt {
-                                execution_id: id.clone(),
-                            },
-                            ctx,
-                        )
-                    })
-                    .collect(),
+                Ok(ops) => ops.iter().map(|op| act.enqueue(op.clone(), ctx)).collect(),
                 Err(_) => Vec::new(),
             };
             async move {

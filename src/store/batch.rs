@@ -18,8 +18,8 @@ use sea_orm::{
 
 use crate::config::SparkSettings;
 use crate::domain::{
-    Effect, ExecutionState, HistoryEntry, PollPolicy, Position, QueueState, StatusEvent,
-    TimeoutPolicy,
+    Effect, EventApplied, ExecutionState, HistoryEntry, PollPolicy, Position, QueueState,
+    StatusEvent, TimeoutPolicy,
 };
 use crate::store_api::{
     Fence, NewDeadLetter, OpError, Source, TrackRequest, WriteOp, WriteOutcome,
@@ -167,6 +167,7 @@ async fn load_rows(
             | WriteOp::PollFailed { execution_id, .. }
             | WriteOp::TimeOut { execution_id, .. } => execution_ids.push(execution_id),
             WriteOp::QueueEvent { event, .. } => queue_ids.push(&event.job_id),
+            WriteOp::SyncQueue { job_id } => queue_ids.push(job_id),
             WriteOp::DeadLetter(_) => {}
         }
     }
@@ -438,6 +439,7 @@ fn apply_one(
             None => track(request, changes, now),
         },
         WriteOp::Adopt { execution_id } => adopt(execution_id, changes, mapping, now),
+        WriteOp::SyncQueue { job_id } => sync_queue(job_id, changes, mapping.queue.as_ref(), now),
         WriteOp::Observe {
             execution_id,
             observation,
@@ -706,6 +708,70 @@ fn new_execution_row(
     }
 }
 
+/// Brings a mapped queue row and jobwarden's copy into step, forward only: whichever is further
+/// along its lifecycle wins, and a finished status the application wrote is never overwritten.
+/// When the copy is ahead, the batch's write-out copies it into the application's row.
+fn sync_queue(
+    job_id: &str,
+    changes: &mut Changes,
+    map: Option<&mapped::QueueMap>,
+    now: DateTime<Utc>,
+) -> Result<WriteOutcome, OpError> {
+    use crate::domain::Lifecycle;
+    let (Some(map), Some(app), Some(loaded)) = (
+        map,
+        changes.app_queue.get(job_id),
+        changes.queue.get_mut(job_id),
+    ) else {
+        return Ok(WriteOutcome::Queue(EventApplied::Refreshed));
+    };
+    if loaded.row.status.is_empty() {
+        // Only a placeholder: jobwarden has nothing of its own for this job.
+        return Ok(WriteOutcome::Queue(EventApplied::Refreshed));
+    }
+    let mut state = rows::queue_state(&loaded.row)?;
+    let theirs = app
+        .status
+        .as_ref()
+        .and_then(|v| map.vocabulary.decode(v))
+        .ok_or_else(|| OpError::CorruptRow {
+            table: map.table.to_string(),
+            id: job_id.to_owned(),
+            reason: "status is not in the status vocabulary".into(),
+        })?;
+    if theirs == state.status || (state.status.stage() > theirs.stage() && !theirs.is_terminal()) {
+        // Equal, or ours is further along: the write-out brings the application's row up to it.
+        return Ok(WriteOutcome::Queue(EventApplied::Refreshed));
+    }
+    let from = state.status;
+    state.status = theirs;
+    if map.error_message.is_some() {
+        state.error_message.clone_from(&app.error_message);
+    }
+    if map.generated_fields.is_some() {
+        state.generated_fields.clone_from(&app.generated_fields);
+    }
+    if map.completed_at.is_some() {
+        state.completed_at = app.completed_at;
+    }
+    rows::store_queue_state(&mut loaded.row, &state);
+    loaded.dirty = true;
+    changes.history.push(history::ActiveModel {
+        id: NotSet,
+        job_kind: Set(QUEUE.to_owned()),
+        job_id: Set(job_id.to_owned()),
+        from_status: Set(Some(from.as_str().to_owned())),
+        to_status: Set(theirs.as_str().to_owned()),
+        source: Set(Source::Application.as_str().to_owned()),
+        detail: Set(Some("changed by the application".into())),
+        at: Set(now),
+    });
+    Ok(WriteOutcome::Queue(EventApplied::Transitioned {
+        from,
+        to: theirs,
+    }))
+}
+
 fn queue_event(
     event: &StatusEvent,
     position: Option<&Position>,
@@ -740,7 +806,22 @@ fn queue_event(
     } else {
         rows::queue_state(&loaded.row)?
     };
-    if let (Some(map), Some(app)) = (map, changes.app_queue.get(&event.job_id)) {
+    let app = changes.app_queue.get(&event.job_id);
+    let behind = |theirs: crate::domain::QueueStatus, ours: crate::domain::QueueStatus| {
+        use crate::domain::Lifecycle;
+        !theirs.is_terminal() && theirs.stage() < ours.stage()
+    };
+    let app = app.filter(|app| {
+        // An application row that is behind jobwarden's copy (it was inserted after an event
+        // had been applied) is brought forward by the write-out, not taken as the truth.
+        loaded.new
+            || !app
+                .status
+                .as_ref()
+                .and_then(|v| map.and_then(|m| m.vocabulary.decode(v)))
+                .is_some_and(|theirs| behind(theirs, state.status))
+    });
+    if let (Some(map), Some(app)) = (map, app) {
         // The application's row is the truth for what it maps; a status it set itself (a
         // cancel, say) is where the rules start from.
         let status = app

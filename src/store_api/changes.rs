@@ -58,6 +58,11 @@ pub enum WriteOp {
     Adopt {
         execution_id: String,
     },
+    /// Bring a mapped queue row and jobwarden's copy of it into step (an event applied before
+    /// the application inserted its row, or a status the application changed itself).
+    SyncQueue {
+        job_id: String,
+    },
     /// A backend answered about this execution.
     Observe {
         execution_id: String,
@@ -90,7 +95,7 @@ impl WriteOp {
     pub fn source(&self) -> Option<Source> {
         match self {
             WriteOp::Track(request) => Some(request.source),
-            WriteOp::Adopt { .. } => Some(Source::Application),
+            WriteOp::Adopt { .. } | WriteOp::SyncQueue { .. } => Some(Source::Application),
             WriteOp::Observe { .. } => Some(Source::SparkPoll),
             WriteOp::TimeOut { .. } => Some(Source::TimeoutSweep),
             WriteOp::QueueEvent { .. } => Some(Source::KafkaEvent),
@@ -108,7 +113,7 @@ impl WriteOp {
             | WriteOp::Observe { execution_id, .. }
             | WriteOp::PollFailed { execution_id, .. }
             | WriteOp::TimeOut { execution_id, .. } => Some(execution_id),
-            WriteOp::QueueEvent { .. } | WriteOp::DeadLetter(_) => None,
+            WriteOp::QueueEvent { .. } | WriteOp::SyncQueue { .. } | WriteOp::DeadLetter(_) => None,
         }
     }
 }

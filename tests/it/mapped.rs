@@ -11,7 +11,7 @@ use jobwarden::config::{Settings, TablesSettings};
 use jobwarden::startup::{Application, StartError};
 use jobwarden::store_api::SweepTimeouts;
 use jobwarden_testkit::{Answer, SparkServer};
-use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, Statement};
 
 use crate::helpers::{wait_until, Backend, TestDb};
 use crate::kafka::Broker;
@@ -644,7 +644,75 @@ async fn a_steady_cycle_on_a_mapped_table_writes_nothing(db: TestDb) {
     app.shutdown().await;
 }
 
+/// An event that arrives before the application has inserted its queue row is kept by
+/// jobwarden, and reaches the application's row once there is one.
+async fn an_event_before_the_application_row_reaches_it_later(db: TestDb) {
+    create_orm_schema(&db).await;
+    let b = db.backend;
+    let broker = Broker::start();
+    let spark = SparkServer::start().await;
+    let mut settings = mapped_settings(&db, &spark);
+    settings.kafka = Some(broker.settings(&format!("early-{}", std::process::id())));
+    let app = Application::build(settings).await.unwrap();
+    broker
+        .send(
+            "q-early",
+            br#"{"jobId":"q-early","status":"Completed","generatedFields":{"rows":7}}"#,
+        )
+        .await;
+    wait_until(
+        Duration::from_secs(20),
+        "jobwarden to keep the event",
+        || async {
+            entity::prelude::TransformationJobQueue::find_by_id("q-early".to_owned())
+                .one(&db.db)
+                .await
+                .unwrap()
+                .is_some_and(|r| r.status == "Completed")
+        },
+    )
+    .await;
+    sql(
+        &db.db,
+        &format!(
+            "INSERT INTO {} ({}, {}, {}) VALUES ('q-early', 'Pending', 'ingest-service')",
+            queue_table(b),
+            q(b, "JobId"),
+            q(b, "Status"),
+            q(b, "CreatedBy")
+        ),
+    )
+    .await;
+    poll_cycle(&app).await;
+    let statement = format!(
+        "SELECT {}, {} FROM {} WHERE {} = 'q-early'",
+        q(b, "Status"),
+        match b {
+            Backend::Postgres => format!("CAST({} AS TEXT)", q(b, "GeneratedFields")),
+            _ => q(b, "GeneratedFields"),
+        },
+        queue_table(b),
+        q(b, "JobId")
+    );
+    let row = db
+        .db
+        .query_one_raw(Statement::from_string(
+            db.db.get_database_backend(),
+            statement,
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let status: String = row.try_get_by_index(0).unwrap();
+    let fields: Option<String> = row.try_get_by_index(1).unwrap();
+    assert_eq!(status, "Completed");
+    let fields: serde_json::Value = serde_json::from_str(&fields.unwrap()).unwrap();
+    assert_eq!(fields, serde_json::json!({"rows": 7}));
+    app.shutdown().await;
+}
+
 crate::on_every_database!(
+    an_event_before_the_application_row_reaches_it_later,
     a_steady_cycle_on_a_mapped_table_writes_nothing,
     the_timeout_rules_end_a_mapped_job_in_its_columns,
     the_api_refuses_to_register_rows_of_a_mapped_table,

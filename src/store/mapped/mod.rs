@@ -13,8 +13,8 @@ use crate::domain::{JobStatus, Lifecycle, QueueStatus};
 
 pub use catalogue::{check, describe, MappingError, MappingProblem};
 pub use rows::{
-    adoptable_executions, due_executions, load_executions, load_queue, write_execution,
-    write_queue, AppExecution, AppQueueJob,
+    adoptable_executions, due_executions, load_executions, load_queue, queue_drift,
+    write_execution, write_queue, AppExecution, AppQueueJob,
 };
 
 /// Which tables are the application's. The default is jobwarden's own tables for both.

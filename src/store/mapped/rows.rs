@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use entity::spark_job_executions as own;
+use entity::transformation_job_queue as own_queue;
 use sea_orm::sea_query::{
     Alias, Condition, Expr, ExprTrait, Func, JoinType, LockType, Query, SelectStatement,
 };
@@ -12,7 +13,7 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, Value};
 
 use super::{id_value, read_expr, status_value, Column, ExecutionsMap, Kind, QueueMap};
 use crate::config::StatusValue;
-use crate::domain::JobStatus;
+use crate::domain::{JobStatus, QueueStatus};
 use crate::store_api::{DueJobs, DuePage};
 
 const APP: &str = "a";
@@ -500,6 +501,50 @@ pub async fn adoptable_executions(
         for row in db.query_all(&query).await? {
             out.push(row.try_get_by_index(0)?);
         }
+    }
+    Ok(out)
+}
+
+/// Mapped queue rows whose status differs from jobwarden's copy of them: an event applied
+/// before the application inserted its row, or a status the application set itself.
+pub async fn queue_drift(
+    db: &impl ConnectionTrait,
+    map: &QueueMap,
+    limit: u64,
+) -> Result<Vec<String>, DbErr> {
+    let backend = db.get_database_backend();
+    let own_key = Expr::col((Alias::new(OWN), own_queue::Column::JobId));
+    let own_status = Expr::col((Alias::new(OWN), own_queue::Column::Status));
+    // jobwarden's status name, spelled as the application's column stores it.
+    let mut spelled = Expr::case(
+        own_status.clone().eq(QueueStatus::ALL[0].as_str()),
+        status_value(map.vocabulary.encode(QueueStatus::ALL[0])),
+    );
+    for status in &QueueStatus::ALL[1..] {
+        spelled = spelled.case(
+            own_status.clone().eq(status.as_str()),
+            status_value(map.vocabulary.encode(*status)),
+        );
+    }
+    let mut query = Query::select();
+    query
+        .expr(own_key.clone())
+        .from_as(map.table.name(), Alias::new(APP))
+        .join_as(
+            JoinType::InnerJoin,
+            own_queue::Entity,
+            Alias::new(OWN),
+            Condition::all().add(id_text(&map.job_id, APP, backend).eq(own_key)),
+        )
+        .and_where(own_status.ne(""))
+        .and_where(
+            Expr::col((Alias::new(APP), Alias::new(&map.status.name)))
+                .ne(Expr::Case(Box::new(spelled.finally(Value::String(None))))),
+        )
+        .limit(limit);
+    let mut out = Vec::new();
+    for row in db.query_all(&query).await? {
+        out.push(row.try_get_by_index(0)?);
     }
     Ok(out)
 }
