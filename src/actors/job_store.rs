@@ -419,16 +419,20 @@ impl Handler<Stall> for JobStore {
     }
 }
 
+/// The answer to a change, once it is durable (or the store is gone).
+async fn answered(
+    answer: oneshot::Receiver<Result<WriteOutcome, StoreError>>,
+) -> Result<WriteOutcome, StoreError> {
+    answer
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Gone("store stopped before answering".into())))
+}
+
 impl Handler<Write> for JobStore {
     type Result = ResponseFuture<Result<WriteOutcome, StoreError>>;
 
     fn handle(&mut self, msg: Write, ctx: &mut Self::Context) -> Self::Result {
-        let answer = self.enqueue(msg.0, ctx);
-        Box::pin(async move {
-            answer
-                .await
-                .unwrap_or_else(|_| Err(StoreError::Gone("store stopped before answering".into())))
-        })
+        Box::pin(answered(self.enqueue(msg.0, ctx)))
     }
 }
 
@@ -436,12 +440,7 @@ impl Handler<FencedWrite> for JobStore {
     type Result = ResponseFuture<Result<WriteOutcome, StoreError>>;
 
     fn handle(&mut self, msg: FencedWrite, ctx: &mut Self::Context) -> Self::Result {
-        let answer = self.enqueue_fenced(msg.op, Some(msg.fence), ctx);
-        Box::pin(async move {
-            answer
-                .await
-                .unwrap_or_else(|_| Err(StoreError::Gone("store stopped before answering".into())))
-        })
+        Box::pin(answered(self.enqueue_fenced(msg.op, Some(msg.fence), ctx)))
     }
 }
 

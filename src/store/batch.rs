@@ -708,6 +708,71 @@ fn new_execution_row(
     }
 }
 
+/// A mapped queue row's status, or why it cannot be read.
+fn app_queue_status(
+    map: &mapped::QueueMap,
+    app: &AppQueueJob,
+    job_id: &str,
+) -> Result<crate::domain::QueueStatus, OpError> {
+    app.status
+        .as_ref()
+        .and_then(|v| map.vocabulary.decode(v))
+        .ok_or_else(|| OpError::CorruptRow {
+            table: map.table.to_string(),
+            id: job_id.to_owned(),
+            reason: match &app.status {
+                Some(v) => format!("status {v} is not in the status vocabulary"),
+                None => "status is NULL".into(),
+            },
+        })
+}
+
+/// Whether the application's status is behind jobwarden's (and not finished): then the
+/// application's row is brought forward rather than taken as the truth.
+fn behind(theirs: crate::domain::QueueStatus, ours: crate::domain::QueueStatus) -> bool {
+    use crate::domain::Lifecycle;
+    !theirs.is_terminal() && theirs.stage() < ours.stage()
+}
+
+/// Takes the application's status and the values it maps into jobwarden's state.
+fn take_app_queue(
+    state: &mut QueueState,
+    theirs: crate::domain::QueueStatus,
+    app: &AppQueueJob,
+    map: &mapped::QueueMap,
+) {
+    state.status = theirs;
+    if map.error_message.is_some() {
+        state.error_message.clone_from(&app.error_message);
+    }
+    if map.generated_fields.is_some() {
+        state.generated_fields.clone_from(&app.generated_fields);
+    }
+    if map.completed_at.is_some() {
+        state.completed_at = app.completed_at;
+    }
+}
+
+fn queue_history(
+    job_id: &str,
+    from: crate::domain::QueueStatus,
+    to: crate::domain::QueueStatus,
+    source: Source,
+    detail: Option<String>,
+    at: DateTime<Utc>,
+) -> history::ActiveModel {
+    history::ActiveModel {
+        id: NotSet,
+        job_kind: Set(QUEUE.to_owned()),
+        job_id: Set(job_id.to_owned()),
+        from_status: Set(Some(from.as_str().to_owned())),
+        to_status: Set(to.as_str().to_owned()),
+        source: Set(source.as_str().to_owned()),
+        detail: Set(detail),
+        at: Set(at),
+    }
+}
+
 /// Brings a mapped queue row and jobwarden's copy into step, forward only: whichever is further
 /// along its lifecycle wins, and a finished status the application wrote is never overwritten.
 /// When the copy is ahead, the batch's write-out copies it into the application's row.
@@ -717,7 +782,6 @@ fn sync_queue(
     map: Option<&mapped::QueueMap>,
     now: DateTime<Utc>,
 ) -> Result<WriteOutcome, OpError> {
-    use crate::domain::Lifecycle;
     let (Some(map), Some(app), Some(loaded)) = (
         map,
         changes.app_queue.get(job_id),
@@ -730,42 +794,23 @@ fn sync_queue(
         return Ok(WriteOutcome::Queue(EventApplied::Refreshed));
     }
     let mut state = rows::queue_state(&loaded.row)?;
-    let theirs = app
-        .status
-        .as_ref()
-        .and_then(|v| map.vocabulary.decode(v))
-        .ok_or_else(|| OpError::CorruptRow {
-            table: map.table.to_string(),
-            id: job_id.to_owned(),
-            reason: "status is not in the status vocabulary".into(),
-        })?;
-    if theirs == state.status || (state.status.stage() > theirs.stage() && !theirs.is_terminal()) {
+    let theirs = app_queue_status(map, app, job_id)?;
+    if theirs == state.status || behind(theirs, state.status) {
         // Equal, or ours is further along: the write-out brings the application's row up to it.
         return Ok(WriteOutcome::Queue(EventApplied::Refreshed));
     }
     let from = state.status;
-    state.status = theirs;
-    if map.error_message.is_some() {
-        state.error_message.clone_from(&app.error_message);
-    }
-    if map.generated_fields.is_some() {
-        state.generated_fields.clone_from(&app.generated_fields);
-    }
-    if map.completed_at.is_some() {
-        state.completed_at = app.completed_at;
-    }
+    take_app_queue(&mut state, theirs, app, map);
     rows::store_queue_state(&mut loaded.row, &state);
     loaded.dirty = true;
-    changes.history.push(history::ActiveModel {
-        id: NotSet,
-        job_kind: Set(QUEUE.to_owned()),
-        job_id: Set(job_id.to_owned()),
-        from_status: Set(Some(from.as_str().to_owned())),
-        to_status: Set(theirs.as_str().to_owned()),
-        source: Set(Source::Application.as_str().to_owned()),
-        detail: Set(Some("changed by the application".into())),
-        at: Set(now),
-    });
+    changes.history.push(queue_history(
+        job_id,
+        from,
+        theirs,
+        Source::Application,
+        Some("changed by the application".into()),
+        now,
+    ));
     Ok(WriteOutcome::Queue(EventApplied::Transitioned {
         from,
         to: theirs,
@@ -806,61 +851,27 @@ fn queue_event(
     } else {
         rows::queue_state(&loaded.row)?
     };
-    let app = changes.app_queue.get(&event.job_id);
-    let behind = |theirs: crate::domain::QueueStatus, ours: crate::domain::QueueStatus| {
-        use crate::domain::Lifecycle;
-        !theirs.is_terminal() && theirs.stage() < ours.stage()
-    };
-    let app = app.filter(|app| {
-        // An application row that is behind jobwarden's copy (it was inserted after an event
-        // had been applied) is brought forward by the write-out, not taken as the truth.
-        loaded.new
-            || !app
-                .status
-                .as_ref()
-                .and_then(|v| map.and_then(|m| m.vocabulary.decode(v)))
-                .is_some_and(|theirs| behind(theirs, state.status))
-    });
-    if let (Some(map), Some(app)) = (map, app) {
+    if let (Some(map), Some(app)) = (map, changes.app_queue.get(&event.job_id)) {
+        let theirs = app_queue_status(map, app, &event.job_id)?;
         // The application's row is the truth for what it maps; a status it set itself (a
-        // cancel, say) is where the rules start from.
-        let status = app
-            .status
-            .as_ref()
-            .and_then(|v| map.vocabulary.decode(v))
-            .ok_or_else(|| OpError::CorruptRow {
-                table: map.table.to_string(),
-                id: event.job_id.clone(),
-                reason: match &app.status {
-                    Some(v) => format!("status {v} is not in the status vocabulary"),
-                    None => "status is NULL".into(),
-                },
-            })?;
-        if status != state.status && !loaded.new {
-            changes.history.push(history::ActiveModel {
-                id: NotSet,
-                job_kind: Set(QUEUE.to_owned()),
-                job_id: Set(event.job_id.clone()),
-                from_status: Set(Some(state.status.as_str().to_owned())),
-                to_status: Set(status.as_str().to_owned()),
-                source: Set(Source::Application.as_str().to_owned()),
-                detail: Set(Some("changed by the application".into())),
-                at: Set(received_at),
-            });
-        }
-        state.status = status;
-        if map.error_message.is_some() {
-            state.error_message.clone_from(&app.error_message);
-        }
-        if map.generated_fields.is_some() {
-            state.generated_fields.clone_from(&app.generated_fields);
-        }
-        if map.completed_at.is_some() {
-            state.completed_at = app.completed_at;
-        }
-        if rows::queue_state(&loaded.row).ok().as_ref() != Some(&state) {
-            rows::store_queue_state(&mut loaded.row, &state);
-            loaded.dirty = true;
+        // cancel, say) is where the rules start from. A row behind jobwarden's copy (inserted
+        // after an event had been applied) is brought forward by the write-out instead.
+        if loaded.new || !behind(theirs, state.status) {
+            if theirs != state.status && !loaded.new {
+                changes.history.push(queue_history(
+                    &event.job_id,
+                    state.status,
+                    theirs,
+                    Source::Application,
+                    Some("changed by the application".into()),
+                    received_at,
+                ));
+            }
+            take_app_queue(&mut state, theirs, app, map);
+            if rows::queue_state(&loaded.row).ok().as_ref() != Some(&state) {
+                rows::store_queue_state(&mut loaded.row, &state);
+                loaded.dirty = true;
+            }
         }
     }
     let before = state.clone();
@@ -875,16 +886,14 @@ fn queue_event(
             (None, Some(p)) => Some(format!("{}[{}]@{}", p.topic, p.partition, p.offset)),
             (None, None) => None,
         };
-        changes.history.push(history::ActiveModel {
-            id: NotSet,
-            job_kind: Set(QUEUE.to_owned()),
-            job_id: Set(event.job_id.clone()),
-            from_status: Set(Some(before.status.as_str().to_owned())),
-            to_status: Set(state.status.as_str().to_owned()),
-            source: Set(Source::KafkaEvent.as_str().to_owned()),
-            detail: Set(detail),
-            at: Set(event.timestamp.unwrap_or(received_at)),
-        });
+        changes.history.push(queue_history(
+            &event.job_id,
+            before.status,
+            state.status,
+            Source::KafkaEvent,
+            detail,
+            event.timestamp.unwrap_or(received_at),
+        ));
     }
     Ok(WriteOutcome::Queue(applied))
 }

@@ -45,21 +45,6 @@ mod three_instances_in_one_group_apply_every_event_once_in_order_through_rebalan
     }
 }
 
-fn broker() -> Option<String> {
-    match std::env::var("JOBWARDEN_TEST_KAFKA_BROKERS") {
-        Ok(brokers) => Some(brokers),
-        Err(_) => {
-            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-            assert!(
-                !ci,
-                "CI must run the broker end-to-end tests: start tansu with .ci/kafka.sh and export its variable"
-            );
-            eprintln!("SKIPPED Kafka instances test: JOBWARDEN_TEST_KAFKA_BROKERS is not set (run `eval \"$(bash .ci/kafka.sh)\"`)");
-            None
-        }
-    }
-}
-
 fn final_status(job: usize) -> &'static str {
     if job.is_multiple_of(7) {
         "Failed"
@@ -309,7 +294,9 @@ async fn final_rows(db: &DatabaseConnection) -> u64 {
 }
 
 async fn scenario(backend: Backend) {
-    let Some(brokers) = broker() else { return };
+    let Some(brokers) = crate::kafka_e2e::broker() else {
+        return;
+    };
     let Some(test_db) = TestDb::fresh(backend).await else {
         return;
     };

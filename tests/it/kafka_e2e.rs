@@ -22,7 +22,7 @@ use crate::helpers::wait_until;
 const JOBS: usize = 10_000;
 const MALFORMED: usize = 25;
 
-fn broker() -> Option<String> {
+pub(crate) fn broker() -> Option<String> {
     match std::env::var("JOBWARDEN_TEST_KAFKA_BROKERS") {
         Ok(brokers) => Some(brokers),
         Err(_) => {

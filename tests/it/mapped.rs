@@ -139,7 +139,7 @@ pub(crate) fn orm_mapping(backend: Backend) -> TablesSettings {
     toml::from_str(&text).expect("the test mapping parses")
 }
 
-fn executions_table(backend: Backend) -> &'static str {
+pub(crate) fn executions_table(backend: Backend) -> &'static str {
     match backend {
         Backend::Postgres => r#"app."SparkJobExecutions""#,
         Backend::MariaDb => "`SparkJobExecutions`",
@@ -156,7 +156,7 @@ fn queue_table(backend: Backend) -> &'static str {
 }
 
 /// `"Name"` on PostgreSQL and SQLite, `` `Name` `` on MariaDB.
-fn q(backend: Backend, name: &str) -> String {
+pub(crate) fn q(backend: Backend, name: &str) -> String {
     match backend {
         Backend::MariaDb => format!("`{name}`"),
         _ => format!("\"{name}\""),

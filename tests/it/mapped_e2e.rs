@@ -1,17 +1,15 @@
 //! End to end on mapped tables: the real binary and the real Spark cluster.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use jobwarden::config::TablesSettings;
 use jobwarden_testkit::{Answer, SparkServer};
 use sea_orm::{ConnectionTrait, Statement};
-use serde_json::json;
 
 use crate::binary::{jobwarden, run_to_end, Running};
 use crate::helpers::{wait_until, Backend, TestDb};
-use crate::mapped::{create_orm_schema, orm_mapping};
+use crate::mapped::{create_orm_schema, executions_table, orm_mapping, q};
 
 /// Writes `dir/config.toml` as an operator would: the database, some `[spark]` keys, and the
 /// mapping rendered from the same settings the in-process tests use.
@@ -38,21 +36,6 @@ fn write_config(dir: &Path, db_url: &str, spark: &[(&str, &str)], tables: &Table
         toml::to_string(&doc).expect("the config renders"),
     )
     .unwrap();
-}
-
-fn executions_table(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Postgres => r#"app."SparkJobExecutions""#,
-        Backend::MariaDb => "`SparkJobExecutions`",
-        Backend::Sqlite => r#""SparkJobExecutions""#,
-    }
-}
-
-fn q(backend: Backend, name: &str) -> String {
-    match backend {
-        Backend::MariaDb => format!("`{name}`"),
-        _ => format!("\"{name}\""),
-    }
 }
 
 /// The application inserts a submitted Spark job with only the columns it knows.
@@ -260,132 +243,27 @@ crate::on_every_database!(
     the_binary_keeps_mapped_rows_true,
 );
 
-/// The real cluster's REST url, master UI and distribution `jars/`; `None` (the reason
-/// printed) where there is none, except under CI, where its absence is a failure.
-fn cluster() -> Option<(String, String, std::path::PathBuf)> {
-    let var = |name: &str| std::env::var(name).ok();
-    match (
-        var("JOBWARDEN_TEST_SPARK_REST_URL"),
-        var("JOBWARDEN_TEST_SPARK_MASTER_UI"),
-        var("JOBWARDEN_TEST_SPARK_HOME"),
-    ) {
-        (Some(rest), Some(ui), Some(home)) => Some((rest, ui, Path::new(&home).join("jars"))),
-        _ => {
-            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-            assert!(
-                !ci,
-                "CI must run the real-Spark test: start the cluster with .ci/spark.sh and export its variables"
-            );
-            eprintln!("SKIPPED real-Spark mapped test: JOBWARDEN_TEST_SPARK_REST_URL is not set (run `eval \"$(bash .ci/spark.sh)\"`)");
-            None
-        }
-    }
-}
-
-/// Spark calls `main` by reflection, so each driver is a public class in its own file.
-const DRIVERS: [(&str, &str); 2] = [
-    (
-        "Sleep",
-        "public class Sleep { public static void main(String[] a) throws Exception { Thread.sleep(Long.parseLong(a[0])); } }",
-    ),
-    (
-        "Fail",
-        "public class Fail { public static void main(String[] a) { throw new IllegalStateException(\"input table missing: jobwarden-e2e\"); } }",
-    ),
-];
-
-/// Compiles [`DRIVERS`] into one jar; its `file:` URL.
-fn build_jar(dir: &Path, spark_jars: &Path) -> String {
-    let src = dir.join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    let sources: Vec<_> = DRIVERS
-        .iter()
-        .map(|(name, code)| {
-            let file = src.join(format!("{name}.java"));
-            std::fs::write(&file, code).unwrap();
-            file
-        })
-        .collect();
-    let classes = dir.join("classes");
-    let jar = dir.join("drivers.jar");
-    let steps = [
-        Command::new("javac")
-            .arg("-cp")
-            .arg(format!("{}/*", spark_jars.display()))
-            .arg("-d")
-            .arg(&classes)
-            .args(&sources)
-            .output(),
-        Command::new("jar")
-            .arg("cf")
-            .arg(&jar)
-            .arg("-C")
-            .arg(&classes)
-            .arg(".")
-            .output(),
-    ];
-    for step in steps {
-        let out = step.expect("a JDK (javac, jar) must be installed for the real-Spark test");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    format!("file:{}", jar.display())
-}
-
-/// Submits `main` in cluster mode; the submission (driver) id.
-async fn submit(rest: &str, jar: &str, main: &str, args: &[&str]) -> String {
-    let body = json!({
-        "action": "CreateSubmissionRequest",
-        "appResource": jar,
-        "mainClass": main,
-        "appArgs": args,
-        "clientSparkVersion": "4.3.0",
-        "environmentVariables": {"SPARK_ENV_LOADED": "1"},
-        "sparkProperties": {
-            "spark.master": "spark://127.0.0.1:7077",
-            "spark.submit.deployMode": "cluster",
-            "spark.app.name": format!("jobwarden-mapped-e2e-{main}"),
-            "spark.driver.memory": "512m",
-            "spark.jars": jar,
-            "spark.driver.supervise": "false",
-        },
-    });
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(format!("{rest}/v1/submissions/create"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(answer["success"], true, "{answer}");
-    answer["submissionId"].as_str().unwrap().to_owned()
-}
-
 #[actix_rt::test]
 async fn real_spark_drivers_end_true_in_a_mapped_table() {
-    let Some((rest, ui, jars)) = cluster() else {
+    let Some(cluster) = crate::real_spark::cluster() else {
         return;
     };
     let _cluster = crate::real_spark::CLUSTER.lock().await;
     let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
     create_orm_schema(&db).await;
     let dir = tempfile::tempdir().unwrap();
-    let jar = build_jar(dir.path(), &jars);
-    let sleeper = submit(&rest, &jar, "Sleep", &["2000"]).await;
-    let failer = submit(&rest, &jar, "Fail", &[]).await;
+    let jar = crate::real_spark::build_jar(dir.path(), &cluster.jars);
+    let http = reqwest::Client::new();
+    let sleeper = crate::real_spark::submit(&http, &cluster, &jar, "Sleep", &["2000"]).await;
+    let failer = crate::real_spark::submit(&http, &cluster, &jar, "Fail", &[]).await;
     insert_execution(&db, "e2e-sleep", &sleeper, 0).await;
     insert_execution(&db, "e2e-fail", &failer, 0).await;
     write_config(
         dir.path(),
         &db.url,
         &[
-            ("rest_url", &rest),
-            ("master_ui_url", &ui),
+            ("rest_url", &cluster.rest),
+            ("master_ui_url", &cluster.ui),
             ("poll_interval", "1s"),
             ("request_timeout", "5s"),
         ],

@@ -14,16 +14,16 @@ use serde_json::json;
 use crate::binary::{jobwarden, run_to_end, text, Running};
 use crate::helpers::wait_until;
 
-struct Cluster {
-    rest: String,
-    ui: String,
+pub(crate) struct Cluster {
+    pub(crate) rest: String,
+    pub(crate) ui: String,
     /// The distribution's `jars/`, to compile a driver that runs real stages.
-    jars: std::path::PathBuf,
+    pub(crate) jars: std::path::PathBuf,
 }
 
 /// The cluster from the environment; `None` (with the reason printed) where there is none,
 /// except under CI, where its absence is a failure.
-fn cluster() -> Option<Cluster> {
+pub(crate) fn cluster() -> Option<Cluster> {
     let rest = std::env::var("JOBWARDEN_TEST_SPARK_REST_URL").ok();
     let ui = std::env::var("JOBWARDEN_TEST_SPARK_MASTER_UI").ok();
     let home = std::env::var("JOBWARDEN_TEST_SPARK_HOME").ok();
@@ -77,7 +77,7 @@ const DRIVERS: [(&str, &str); 4] = [
 ];
 
 /// Compiles the tiny drivers into one jar.
-fn build_jar(dir: &Path, spark_jars: &Path) -> String {
+pub(crate) fn build_jar(dir: &Path, spark_jars: &Path) -> String {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     let mut sources = Vec::new();
@@ -119,7 +119,7 @@ fn build_jar(dir: &Path, spark_jars: &Path) -> String {
     format!("file:{}", jar.display())
 }
 
-async fn submit(
+pub(crate) async fn submit(
     http: &reqwest::Client,
     cluster: &Cluster,
     jar: &str,

@@ -130,6 +130,25 @@ fn in_ids(column: &Column, ids: &[&str]) -> Expr {
     Expr::col((Alias::new(APP), Alias::new(&column.name))).is_in(values)
 }
 
+/// A select of the application rows with these ids, their id as text first, locked for the
+/// transaction where the backend locks rows; callers add the columns they read.
+fn locked_rows(
+    table: &super::AppTable,
+    key: &Column,
+    ids: &[&str],
+    backend: DatabaseBackend,
+) -> SelectStatement {
+    let mut query = Query::select();
+    query
+        .expr(id_text(key, APP, backend))
+        .from_as(table.name(), Alias::new(APP))
+        .and_where(in_ids(key, ids));
+    if backend != DatabaseBackend::Sqlite {
+        query.lock(LockType::Update);
+    }
+    query
+}
+
 /// The application rows with these ids, locked for the transaction where the backend locks
 /// rows.
 pub async fn load_executions(
@@ -140,10 +159,7 @@ pub async fn load_executions(
     let backend = txn.get_database_backend();
     let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
-        let mut query = Query::select();
-        query
-            .expr(id_text(&map.execution_id, APP, backend))
-            .from_as(map.table.name(), Alias::new(APP));
+        let mut query = locked_rows(&map.table, &map.execution_id, chunk, backend);
         let mut s = Selection {
             query: &mut query,
             backend,
@@ -157,10 +173,6 @@ pub async fn load_executions(
         let submitted = s.add(map.submitted_at.as_ref());
         let started = s.add(map.started_at.as_ref());
         let completed = s.add(map.completed_at.as_ref());
-        query.and_where(in_ids(&map.execution_id, chunk));
-        if backend != DatabaseBackend::Sqlite {
-            query.lock(LockType::Update);
-        }
         for row in txn.query_all(&query).await? {
             let id: String = row.try_get_by_index(0)?;
             let found = AppExecution {
@@ -188,10 +200,7 @@ pub async fn load_queue(
     let backend = txn.get_database_backend();
     let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
-        let mut query = Query::select();
-        query
-            .expr(id_text(&map.job_id, APP, backend))
-            .from_as(map.table.name(), Alias::new(APP));
+        let mut query = locked_rows(&map.table, &map.job_id, chunk, backend);
         let mut s = Selection {
             query: &mut query,
             backend,
@@ -201,10 +210,6 @@ pub async fn load_queue(
         let error = s.add(map.error_message.as_ref());
         let fields = s.add(map.generated_fields.as_ref());
         let completed = s.add(map.completed_at.as_ref());
-        query.and_where(in_ids(&map.job_id, chunk));
-        if backend != DatabaseBackend::Sqlite {
-            query.lock(LockType::Update);
-        }
         for row in txn.query_all(&query).await? {
             let id: String = row.try_get_by_index(0)?;
             let found = AppQueueJob {
@@ -278,6 +283,19 @@ impl Changes {
         }
     }
 
+    /// The status column is always mapped.
+    fn set_status(
+        &mut self,
+        column: &Column,
+        before: &Option<StatusValue>,
+        after: &Option<StatusValue>,
+    ) {
+        if before != after {
+            let value = after.as_ref().map_or(Value::String(None), status_value);
+            self.0.push((column.name.clone(), Expr::val(value)));
+        }
+    }
+
     async fn write(
         self,
         txn: &impl ConnectionTrait,
@@ -313,19 +331,7 @@ pub async fn write_execution(
 ) -> Result<bool, DbErr> {
     let backend = txn.get_database_backend();
     let mut changes = Changes(Vec::new());
-    changes.set(
-        &Some(map.status.clone()),
-        &before.status,
-        &after.status,
-        |_| {
-            Expr::val(
-                after
-                    .status
-                    .as_ref()
-                    .map_or(Value::String(None), status_value),
-            )
-        },
-    );
+    changes.set_status(&map.status, &before.status, &after.status);
     let progress_of = |p: Option<f64>| p.map(|v| v.round() as i64);
     changes.set(
         &map.progress,
@@ -361,19 +367,7 @@ pub async fn write_queue(
 ) -> Result<bool, DbErr> {
     let backend = txn.get_database_backend();
     let mut changes = Changes(Vec::new());
-    changes.set(
-        &Some(map.status.clone()),
-        &before.status,
-        &after.status,
-        |_| {
-            Expr::val(
-                after
-                    .status
-                    .as_ref()
-                    .map_or(Value::String(None), status_value),
-            )
-        },
-    );
+    changes.set_status(&map.status, &before.status, &after.status);
     changes.set(
         &map.error_message,
         &before.error_message,
