@@ -79,6 +79,10 @@ pub struct TrackArgs {
     /// A readable job name for the dashboard.
     #[arg(long)]
     pub name: Option<String>,
+    /// The Spark cluster it runs on, a [spark.clusters.<name>] of the configuration; the
+    /// default cluster ([spark]) when left out.
+    #[arg(long, value_parser = non_empty)]
+    pub cluster: Option<String>,
 }
 
 fn parse_status(value: &str) -> Result<JobStatus, String> {

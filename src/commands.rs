@@ -95,6 +95,7 @@ async fn show(db: &sea_orm::DatabaseConnection, execution_id: &str) -> anyhow::R
         ("execution_id", Some(row.execution_id.clone())),
         ("job_name", row.job_name.clone()),
         ("submission_id", row.submission_id.clone()),
+        ("cluster", row.cluster.clone()),
         ("status", Some(row.status.clone())),
         ("spark_state", row.spark_state.clone()),
         ("progress", Some(format!("{}%", row.progress))),
@@ -136,6 +137,13 @@ async fn track(
     settings: Settings,
     args: TrackArgs,
 ) -> anyhow::Result<()> {
+    if !settings.spark.knows_cluster(args.cluster.as_deref()) {
+        bail!(
+            "no Spark cluster named {:?} in the configuration: add [spark.clusters.{}] with its rest_url, or leave --cluster out for the default cluster",
+            args.cluster.as_deref().unwrap_or_default(),
+            args.cluster.as_deref().unwrap_or_default()
+        );
+    }
     let mapping = crate::startup::check_tables(&db, &settings).await?;
     let rules = Rules::from_settings(&settings.spark);
     let store = JobStore::new(db, settings.store, rules, Events::default())
@@ -146,6 +154,7 @@ async fn track(
             execution_id: args.execution_id.clone(),
             submission_id: Some(args.submission_id.clone()),
             job_name: args.name,
+            cluster: args.cluster.clone(),
             source: Source::Api,
         }))
         .await;

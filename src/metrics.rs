@@ -25,7 +25,8 @@ pub struct Metrics {
     /// Job rows inserted or updated: grows with what happens, not with polls.
     pub store_rows_written: IntCounter,
     pub database_up: Gauge,
-    pub spark_up: Gauge,
+    /// `cluster`: `default` or a `[spark.clusters.<name>]`.
+    pub spark_up: GaugeVec,
     /// `actor`: scheduler, spark_poller, kafka_listener, job_store.
     pub actor_restarts: IntCounterVec,
     pub timeouts: IntCounter,
@@ -126,6 +127,13 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(instance_info.clone()))
             .expect("unique metric");
+        let spark_up = GaugeVec::new(
+            Opts::new("jobwarden_spark_up", "1 while the Spark cluster answers"),
+            &["cluster"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(spark_up.clone()))
+            .expect("unique metric");
         let m = Metrics {
             polls: counter_vec(
                 &r,
@@ -177,7 +185,7 @@ impl Metrics {
                 "Job rows inserted or updated by the store (a change that changes nothing writes none)",
             ),
             database_up: gauge(&r, "jobwarden_database_up", "1 while the database answers"),
-            spark_up: gauge(&r, "jobwarden_spark_up", "1 while Spark answers"),
+            spark_up,
             actor_restarts: counter_vec(
                 &r,
                 "jobwarden_actor_restarts_total",
@@ -224,7 +232,6 @@ impl Metrics {
             registry: r,
         };
         m.database_up.set(1.0);
-        m.spark_up.set(1.0);
         m
     }
 

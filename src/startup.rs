@@ -4,7 +4,6 @@
 //! code, with nothing half-running behind it.
 
 use std::future::Future;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,11 +12,11 @@ use sea_orm::{DatabaseConnection, DbErr};
 use tracing::{error, info, warn};
 
 use crate::actors::kafka_listener::{KafkaListener, StopListening};
+use crate::actors::polling;
 use crate::actors::scheduler::{Scheduler, StopPolling};
-use crate::actors::spark_poller::{self, SparkPoller};
+use crate::actors::spark_poller::SparkPoller;
 use crate::actors::{JobStore, StoreHealth};
-use crate::backend::spark::{SparkSetupError, SparkStandalone};
-use crate::backend::StatusBackend;
+use crate::backend::spark::SparkSetupError;
 use crate::config::{DatabaseSettings, Settings};
 use crate::events::Events;
 use crate::health::Heartbeat;
@@ -125,7 +124,8 @@ impl Application {
             // Refuse a bad property now, not in a retry loop after start.
             crate::kafka::check(kafka)?;
         }
-        let backend: Rc<dyn StatusBackend> = Rc::new(SparkStandalone::new(&settings.spark)?);
+        // Refuse a cluster whose client cannot be built now, before anything starts.
+        crate::backend::spark::clusters(&settings.spark)?;
         let listener_socket = if settings.http.bind.is_empty() {
             None
         } else {
@@ -187,19 +187,7 @@ impl Application {
         let store_health = job_store.health();
         let store = job_store.launch();
         let store_handle = StoreHandle::from(&store);
-        let pollers = spark_poller::start_pool(
-            backend,
-            settings.spark.max_concurrent_polls,
-            &store_handle,
-            &events,
-        );
-        let scheduler = Scheduler::new(
-            store_handle.clone(),
-            pollers.clone(),
-            settings.spark.poll_interval,
-            settings.spark.scheduler_stale_after(),
-            events.clone(),
-        );
+        let (scheduler, pollers) = polling::assemble(&settings.spark, &store_handle, &events)?;
         let mut heartbeats: Vec<Arc<Heartbeat>> = vec![scheduler.heartbeat()];
         let scheduler = Supervisor::start(move |_| scheduler);
         store.do_send(crate::actors::job_store::OnBucketsGained(
@@ -222,6 +210,7 @@ impl Application {
                     metrics: metrics.clone(),
                     api_token: settings.http.api_token.clone(),
                     instance: instance.clone(),
+                    clusters: settings.spark.clusters.keys().cloned().collect(),
                 };
                 let bind = settings.http.bind.clone();
                 let (addr, handle) = crate::http::start(socket, state)

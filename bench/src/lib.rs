@@ -12,12 +12,9 @@ pub mod suite;
 
 pub mod cli;
 
-use std::rc::Rc;
-
 use actix::{Actor, Addr};
 use jobwarden::actors::scheduler::{Scheduler, Ticking};
-use jobwarden::actors::{spark_poller, JobStore};
-use jobwarden::backend::spark::SparkStandalone;
+use jobwarden::actors::{polling, JobStore};
 use jobwarden::config::{DatabaseUrl, Settings};
 use jobwarden::events::Events;
 use jobwarden::store::Rules;
@@ -69,22 +66,8 @@ pub(crate) fn start_polling(
     ticking: Ticking,
 ) -> anyhow::Result<Addr<Scheduler>> {
     let handle = StoreHandle::from(store);
-    let backend = Rc::new(SparkStandalone::new(&settings.spark)?);
-    let pollers = spark_poller::start_pool(
-        backend,
-        settings.spark.max_concurrent_polls,
-        &handle,
-        events,
-    );
-    Ok(Scheduler::new(
-        handle,
-        pollers,
-        settings.spark.poll_interval,
-        settings.spark.scheduler_stale_after(),
-        events.clone(),
-    )
-    .ticking(ticking)
-    .start())
+    let (scheduler, _pollers) = polling::assemble(&settings.spark, &handle, events)?;
+    Ok(scheduler.ticking(ticking).start())
 }
 
 /// Registers one execution per id (submission `driver-<id>`) through the store, a few
@@ -101,6 +84,7 @@ pub(crate) async fn track_all(
                 submission_id: Some(format!("driver-{id}")),
                 execution_id: id.clone(),
                 job_name: None,
+                cluster: None,
                 source: Source::Api,
             }))
         }))

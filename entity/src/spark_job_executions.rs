@@ -32,6 +32,8 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// The first failed poll of the current run of failures; cleared by the next good answer.
     pub failing_since: Option<DateTimeUtc>,
+    /// The Spark cluster it runs on (`[spark.clusters.<name>]`); none is the default one.
+    pub cluster: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

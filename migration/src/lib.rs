@@ -10,6 +10,7 @@ mod m20261128_000003_create_job_status_history;
 mod m20261128_000004_create_dead_letters;
 mod m20261129_000005_add_failing_since;
 mod m20261129_000006_create_leases;
+mod m20261129_000007_add_cluster;
 
 pub use m20261129_000006_create_leases::BUCKETS;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000004_create_dead_letters::Migration),
             Box::new(m20261129_000005_add_failing_since::Migration),
             Box::new(m20261129_000006_create_leases::Migration),
+            Box::new(m20261129_000007_add_cluster::Migration),
         ]
     }
 }

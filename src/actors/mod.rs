@@ -9,8 +9,10 @@
 //! `JobStore` is the only writer to the database; everything else talks to it through a
 //! `crate::store_api::StoreHandle` and waits for the answer that says the change is durable.
 
+mod backlog;
 pub mod job_store;
 pub mod kafka_listener;
+pub mod polling;
 pub mod scheduler;
 pub mod spark_poller;
 pub mod supervision;

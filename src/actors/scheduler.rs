@@ -4,7 +4,7 @@
 //! of the scheduler, and a cycle that outlasts the interval makes the next tick a no-op
 //! instead of a pile-up.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use crate::events::{ActorCrashed, Events, PollCycleFinished, TickSkipped};
 use crate::health::Heartbeat;
 use crate::store_api::{DueExecution, DueJobs, StoreHandle};
 
+use super::backlog::Backlog;
 use super::spark_poller::{Poll, PollReport, PollSettled, SparkPoller};
 use super::supervision::guarded;
 #[cfg(feature = "fault-injection")]
@@ -71,7 +72,7 @@ pub struct Scheduler {
     /// Jobs handed to a poller whose result is not durable yet. Kept across restarts: the
     /// polls go on, and their results arrive as [`PollSettled`] messages at the same address.
     in_flight: HashSet<String>,
-    backlog: VecDeque<DueExecution>,
+    backlog: Backlog,
     interval: Duration,
     ticking: Ticking,
     timer: Option<SpawnHandle>,
@@ -121,7 +122,7 @@ impl Scheduler {
             pollers,
             idle,
             in_flight: HashSet::new(),
-            backlog: VecDeque::new(),
+            backlog: Backlog::default(),
             interval,
             ticking: Ticking::Automatic,
             timer: None,
@@ -139,6 +140,13 @@ impl Scheduler {
 
     pub fn ticking(mut self, ticking: Ticking) -> Self {
         self.ticking = ticking;
+        self
+    }
+
+    /// The most pollers each cluster's polls may hold at once (none: no cap), so a hung cluster
+    /// cannot take the pool from the others.
+    pub fn cluster_caps(mut self, caps: impl IntoIterator<Item = (Option<String>, usize)>) -> Self {
+        self.backlog = Backlog::with_caps(caps);
         self
     }
 
@@ -192,7 +200,9 @@ impl Scheduler {
                                 .filter(|j| !act.in_flight.contains(&j.execution_id))
                                 .collect();
                             cycle.due += fresh.len() as u64;
-                            act.backlog.extend(fresh);
+                            for job in fresh {
+                                act.backlog.push(job);
+                            }
                         }
                         Err(e) => {
                             warn!(actor = "scheduler", error = %e, "could not read due jobs; next tick retries");
@@ -225,11 +235,15 @@ impl Scheduler {
             if self.in_flight.len() >= self.max_unwritten {
                 break;
             }
-            let Some(poller) = self.idle.pop() else { break };
-            let Some(job) = self.backlog.pop_front() else {
+            if self.idle.is_empty() {
+                break;
+            }
+            let Some(job) = self.backlog.take() else {
                 break;
             };
+            let Some(poller) = self.idle.pop() else { break };
             let execution_id = job.execution_id.clone();
+            let cluster = job.cluster.clone();
             self.in_flight.insert(execution_id.clone());
             self.stats.dispatched += 1;
             if let Some(cycle) = self.cycle.as_mut() {
@@ -245,6 +259,7 @@ impl Scheduler {
                 // The backend request is over: the poller takes the next job while the write
                 // becomes durable; the job stays in flight until its PollSettled arrives.
                 act.idle.push(poller);
+                act.backlog.done(&cluster);
                 if let Err(e) = answered {
                     // The poller died with the job: nothing was written.
                     warn!(execution_id = %execution_id, error = %e, "poller did not answer");
@@ -398,7 +413,7 @@ impl Supervised for Scheduler {
     /// poller idle (a busy one queues its next poll) and no cycle.
     fn restarting(&mut self, _: &mut Self::Context) {
         self.idle = (0..self.pollers.len()).rev().collect();
-        self.backlog.clear();
+        self.backlog.reset();
         self.cycle = None;
         self.fetching = false;
         self.timer = None;

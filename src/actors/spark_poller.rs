@@ -13,7 +13,7 @@ use tracing::{debug, info_span, Instrument};
 
 use crate::backend::{BackendError, StatusBackend};
 use crate::events::{
-    ActorCrashed, BackendReachable, BackendUnreachable, Edge, Events, PollAnswered, PollFailed,
+    ActorCrashed, BackendReachable, BackendUnreachable, Edges, Events, PollAnswered, PollFailed,
     PollNotRecorded,
 };
 use crate::store_api::{DueExecution, StoreHandle, WriteOp};
@@ -57,8 +57,8 @@ pub struct SparkPoller {
     id: usize,
     backend: Rc<dyn StatusBackend>,
     store: StoreHandle,
-    /// Whether the backend answered last time, shared by the pool so an outage is logged once.
-    reachable: Arc<Edge>,
+    /// Whether each cluster answered last time, shared by the pool so an outage is logged once.
+    reachable: Arc<Edges>,
     events: Events,
 }
 
@@ -69,7 +69,7 @@ pub fn start_pool(
     store: &StoreHandle,
     events: &Events,
 ) -> Vec<Addr<SparkPoller>> {
-    let reachable = Arc::new(Edge::default());
+    let reachable = Arc::new(Edges::default());
     (0..size)
         .map(|id| {
             let poller = SparkPoller {
@@ -161,7 +161,7 @@ impl Supervised for SparkPoller {
 async fn poll_once(
     backend: Rc<dyn StatusBackend>,
     store: StoreHandle,
-    reachable: Arc<Edge>,
+    reachable: Arc<Edges>,
     events: Events,
     poll: Poll,
 ) {
@@ -173,7 +173,7 @@ async fn poll_once(
     events.metrics().polls_in_flight.dec();
     let (op, report) = match answer {
         Ok(observation) => {
-            note_reachable(&reachable, &events, backend.name(), None);
+            note_reachable(&reachable, &events, backend.name(&job), None);
             events.emit(PollAnswered {
                 raw_state: observation.raw_state.as_deref(),
                 unknown: observation.status.is_none(),
@@ -188,7 +188,7 @@ async fn poll_once(
             )
         }
         Err(e) => {
-            note_reachable(&reachable, &events, backend.name(), Some(&e));
+            note_reachable(&reachable, &events, backend.name(&job), Some(&e));
             events.emit(PollFailed { error: &e, elapsed });
             (
                 WriteOp::PollFailed {
@@ -224,16 +224,16 @@ async fn poll_once(
     );
 }
 
-/// Logs the backend going away or coming back once per change, not once per job.
-fn note_reachable(edge: &Edge, events: &Events, backend: &str, error: Option<&BackendError>) {
+/// Logs a cluster going away or coming back once per change, not once per job.
+fn note_reachable(edges: &Edges, events: &Events, backend: &str, error: Option<&BackendError>) {
     match error {
         Some(e) if e.is_outage() => {
-            if edge.set(false) {
+            if edges.set(backend, false) {
                 events.emit(BackendUnreachable { backend, error: e });
             }
         }
         _ => {
-            if edge.set(true) {
+            if edges.set(backend, true) {
                 events.emit(BackendReachable { backend });
             }
         }

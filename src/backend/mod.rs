@@ -1,9 +1,12 @@
 //! Where a backend plugs in: "ask the backend how this job is doing", answered with the
 //! backend-neutral [`Observation`] or an error that says whether the backend itself is away.
-//! Spark standalone is the one backend today (`spark`); another (YARN, Livy, several Spark
-//! clusters) implements [`StatusBackend`] and the pollers use it unchanged.
+//! Spark standalone is the one backend today (`spark`), one per cluster behind [`Clusters`];
+//! another (YARN, Livy) implements [`StatusBackend`] and the pollers use it unchanged.
 
+mod clusters;
 pub mod spark;
+
+pub use clusters::{Clusters, RouteError};
 
 use futures::future::LocalBoxFuture;
 
@@ -12,8 +15,9 @@ use crate::store_api::DueExecution;
 
 /// Asks one backend about one job at a time.
 pub trait StatusBackend: 'static {
-    /// What to call this backend in logs (a URL, a cluster name).
-    fn name(&self) -> &str;
+    /// What to call the backend that answers about this job in logs and metrics (a cluster
+    /// name, a URL).
+    fn name<'a>(&'a self, job: &'a DueExecution) -> &'a str;
 
     /// How the job is doing, as of the answer.
     fn observe<'a>(

@@ -2,6 +2,7 @@
 //! `JOBWARDEN__SECTION__KEY` environment variables; refused at start with the key named. Each
 //! section lives in its own file and validates itself.
 
+mod clusters;
 mod database;
 mod http;
 mod instance;
@@ -20,6 +21,7 @@ use figment::providers::{Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use clusters::{Cluster, ClusterSettings, DEFAULT_CLUSTER};
 pub use database::DatabaseSettings;
 pub use http::HttpSettings;
 pub use instance::InstanceSettings;
@@ -321,5 +323,75 @@ mod tests {
             .warnings
             .iter()
             .any(|w| w.contains("spark.request_timeout")));
+    }
+
+    #[test]
+    fn named_clusters_inherit_what_they_do_not_set_and_split_the_pool() {
+        let loaded = load_file(
+            "[spark]\nmax_concurrent_polls = 9\nrequest_timeout = \"4s\"\n\
+             [spark.clusters.east]\nrest_url = \"spark://east-1:6066,east-2:6066\"\n\
+             [spark.clusters.west]\nrest_url = \"http://west:6066\"\nrequest_timeout = \"2s\"\npool_share = 0.5\n",
+            &[],
+        )
+        .unwrap();
+        let clusters = loaded.settings.spark.clusters();
+        let summary: Vec<(Option<&str>, usize, Duration)> = clusters
+            .iter()
+            .map(|c| (c.name.as_deref(), c.pollers, c.settings.request_timeout))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (None, 3, Duration::from_secs(4)),
+                (Some("east"), 3, Duration::from_secs(4)),
+                (Some("west"), 5, Duration::from_secs(2)),
+            ]
+        );
+        assert_eq!(
+            clusters[1].settings.rest_url,
+            "spark://east-1:6066,east-2:6066"
+        );
+        assert!(loaded.settings.spark.knows_cluster(Some("west")));
+        assert!(!loaded.settings.spark.knows_cluster(Some("north")));
+    }
+
+    #[test]
+    fn a_cluster_is_checked_like_the_default_one_and_named_in_the_message() {
+        let err = load_file(
+            "[spark.clusters.east]\nrest_url = \"spark://east:7077\"\npool_share = 1.5\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("spark.clusters.east.rest_url"), "{err}");
+        assert!(err.contains("RPC port"), "{err}");
+        assert!(
+            err.contains("spark.clusters.east.pool_share = 1.5"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_default_cluster_cannot_be_named_again() {
+        let err = load_file(
+            "[spark.clusters.default]\nrest_url = \"http://x:6066\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("spark.clusters.default"), "{err}");
+        assert!(err.contains("[spark] itself"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_without_a_rest_url_is_refused_naming_the_key() {
+        let err = load_file(
+            "[spark.clusters.east]\nmaster_ui_url = \"http://x:8080\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("rest_url"), "{err}");
+        assert!(err.contains("east"), "{err}");
     }
 }

@@ -1,9 +1,11 @@
 //! `[spark]`: the Spark master jobwarden polls, how often, and when it gives up on a job.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::clusters::{check_clusters, check_pool_share, ClusterSettings};
 use super::secret::Secret;
 use super::validate::{human, Problems, Validate};
 use crate::domain::{PollPolicy, TimeoutPolicy};
@@ -48,6 +50,13 @@ pub struct SparkSettings {
     /// id only), `master_ui` (the listing only: masters with REST off).
     #[serde(default)]
     pub status_source: StatusSource,
+    /// The most of `max_concurrent_polls` the default cluster's polls may hold at once, when
+    /// there are other clusters; an equal split unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_share: Option<f64>,
+    /// Further clusters, by name; rows name one in their `cluster` column.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub clusters: BTreeMap<String, ClusterSettings>,
 }
 
 /// See [`SparkSettings::status_source`].
@@ -89,52 +98,18 @@ impl SparkSettings {
     /// How long a working scheduler can go without a sign of progress: a tick comes every
     /// interval, and a poll it waits for ends within two request timeouts.
     pub fn scheduler_stale_after(&self) -> Duration {
-        self.poll_interval * 2 + self.request_timeout * 2 + Duration::from_secs(1)
+        let longest = self
+            .clusters
+            .values()
+            .filter_map(|c| c.request_timeout)
+            .fold(self.request_timeout, Duration::max);
+        self.poll_interval * 2 + longest * 2 + Duration::from_secs(1)
     }
 }
 
 impl Validate for SparkSettings {
     fn validate(&self, p: &mut Problems) {
-        let rest = &self.rest_url;
-        // Spark's own multi-master form names the scheme once: spark://h1:6066,h2:6066.
-        let scheme = rest.split("://").next().filter(|_| rest.contains("://"));
-        let parts: Vec<String> = rest
-            .split(',')
-            .map(|part| {
-                let part = part.trim();
-                match scheme {
-                    Some(scheme) if !part.contains("://") => format!("{scheme}://{part}"),
-                    _ => part.to_owned(),
-                }
-            })
-            .collect();
-        let parsed = |part: &str| url::Url::parse(&part.replacen("spark://", "http://", 1));
-        let rest_ok = parts.iter().all(|part| {
-            ["spark://", "http://", "https://"]
-                .iter()
-                .any(|prefix| part.starts_with(prefix))
-                && parsed(part).map(|u| u.host().is_some()).unwrap_or(false)
-        });
-        if !rest_ok {
-            p.refuse(
-                "spark.rest_url",
-                format!("{rest:?}"),
-                "expected spark://host:6066, http(s)://host:port, or several masters as spark://host1:6066,host2:6066",
-            );
-        } else if parts
-            .iter()
-            .any(|part| parsed(part).is_ok_and(|u| u.port() == Some(7077)))
-        {
-            // The master URL teams know is the RPC port; the status API is elsewhere.
-            p.refuse(
-                "spark.rest_url",
-                format!("{rest:?}"),
-                "7077 is the master's RPC port (the spark.master URL jobs are submitted to), not \
-                 its REST submission server, which listens on 6066 by default \
-                 (spark.master.rest.port; on Spark 3.5 it is off unless spark.master.rest.enabled \
-                 = true): use spark://host:6066",
-            );
-        }
+        check_rest_url(p, "spark.rest_url", &self.rest_url);
         p.positive("spark.poll_interval", self.poll_interval);
         p.positive("spark.request_timeout", self.request_timeout);
         p.positive("spark.stuck_timeout", self.stuck_timeout);
@@ -165,14 +140,59 @@ impl Validate for SparkSettings {
             );
         }
         if let Some(ui) = &self.master_ui_url {
-            if !ui.starts_with("http://") && !ui.starts_with("https://") {
-                p.refuse(
-                    "spark.master_ui_url",
-                    format!("{ui:?}"),
-                    "expected an http(s):// URL",
-                );
-            }
+            check_master_ui_url(p, "spark.master_ui_url", ui);
         }
+        check_pool_share(p, "spark.pool_share", self.pool_share);
+        check_clusters(&self.clusters, p);
+    }
+}
+
+/// A REST URL in one of the forms jobwarden takes, and not the master's RPC port.
+pub(super) fn check_rest_url(p: &mut Problems, key: &str, rest: &str) {
+    // Spark's own multi-master form names the scheme once: spark://h1:6066,h2:6066.
+    let scheme = rest.split("://").next().filter(|_| rest.contains("://"));
+    let parts: Vec<String> = rest
+        .split(',')
+        .map(|part| {
+            let part = part.trim();
+            match scheme {
+                Some(scheme) if !part.contains("://") => format!("{scheme}://{part}"),
+                _ => part.to_owned(),
+            }
+        })
+        .collect();
+    let parsed = |part: &str| url::Url::parse(&part.replacen("spark://", "http://", 1));
+    let rest_ok = parts.iter().all(|part| {
+        ["spark://", "http://", "https://"]
+            .iter()
+            .any(|prefix| part.starts_with(prefix))
+            && parsed(part).map(|u| u.host().is_some()).unwrap_or(false)
+    });
+    if !rest_ok {
+        p.refuse(
+            key,
+            format!("{rest:?}"),
+            "expected spark://host:6066, http(s)://host:port, or several masters as spark://host1:6066,host2:6066",
+        );
+    } else if parts
+        .iter()
+        .any(|part| parsed(part).is_ok_and(|u| u.port() == Some(7077)))
+    {
+        // The master URL teams know is the RPC port; the status API is elsewhere.
+        p.refuse(
+            key,
+            format!("{rest:?}"),
+            "7077 is the master's RPC port (the spark.master URL jobs are submitted to), not \
+             its REST submission server, which listens on 6066 by default \
+             (spark.master.rest.port; on Spark 3.5 it is off unless spark.master.rest.enabled \
+             = true): use spark://host:6066",
+        );
+    }
+}
+
+pub(super) fn check_master_ui_url(p: &mut Problems, key: &str, ui: &str) {
+    if !ui.starts_with("http://") && !ui.starts_with("https://") {
+        p.refuse(key, format!("{ui:?}"), "expected an http(s):// URL");
     }
 }
 

@@ -67,3 +67,24 @@ impl Edge {
         self.0.swap(up, Ordering::Relaxed) != up
     }
 }
+
+/// One [`Edge`] per name (a cluster), each up until seen down.
+#[derive(Default)]
+pub struct Edges(std::sync::Mutex<std::collections::HashMap<String, bool>>);
+
+impl Edges {
+    /// Records the state of `name`; true when it changed.
+    pub fn set(&self, name: &str, up: bool) -> bool {
+        let mut all = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match all.get_mut(name) {
+            Some(was) => std::mem::replace(was, up) != up,
+            None => {
+                all.insert(name.to_owned(), up);
+                !up
+            }
+        }
+    }
+}

@@ -60,9 +60,9 @@ pub struct BackendUnreachable<'a> {
 
 impl InternalEvent for BackendUnreachable<'_> {
     fn emit(self, m: &Metrics) {
-        warn!(backend = self.backend, error = %self.error,
-            "backend unreachable; jobs keep their status, polls back off");
-        m.spark_up.set(0.0);
+        warn!(cluster = self.backend, error = %self.error,
+            "Spark cluster unreachable; its jobs keep their status, polls back off");
+        m.spark_up.with_label_values(&[self.backend]).set(0.0);
     }
 }
 
@@ -73,7 +73,7 @@ pub struct BackendReachable<'a> {
 
 impl InternalEvent for BackendReachable<'_> {
     fn emit(self, m: &Metrics) {
-        info!(backend = self.backend, "backend reachable again");
-        m.spark_up.set(1.0);
+        info!(cluster = self.backend, "Spark cluster reachable again");
+        m.spark_up.with_label_values(&[self.backend]).set(1.0);
     }
 }

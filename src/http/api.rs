@@ -108,6 +108,8 @@ pub struct TrackBody {
     execution_id: String,
     submission_id: String,
     job_name: Option<String>,
+    /// A `[spark.clusters.<name>]`; none is the default cluster.
+    cluster: Option<String>,
 }
 
 /// `POST /api/v1/jobs`: register a Spark submission, through the JobStore like every write.
@@ -144,10 +146,27 @@ pub async fn track_job(
             "job_name must be at most 255 characters",
         );
     }
+    let cluster = body.cluster.map(|c| c.trim().to_owned());
+    if let Some(name) = &cluster {
+        if !state.clusters.contains(name) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "no Spark cluster named {name:?}: configured are {}; leave cluster out for the default one",
+                    if state.clusters.is_empty() {
+                        "none besides the default".to_owned()
+                    } else {
+                        state.clusters.join(", ")
+                    }
+                ),
+            );
+        }
+    }
     let op = WriteOp::Track(TrackRequest {
         execution_id: body.execution_id.trim().to_owned(),
         submission_id: Some(body.submission_id.trim().to_owned()),
         job_name: body.job_name,
+        cluster,
         source: Source::Api,
     });
     let answer = state.store.write(op).await;

@@ -31,6 +31,8 @@ pub struct HttpState {
     pub api_token: Option<Secret>,
     /// This instance's id among those sharing the database.
     pub instance: String,
+    /// The named Spark clusters a job may be tracked on (besides the default one).
+    pub clusters: Vec<String>,
 }
 
 /// A JSON error body with a message that says what to do.

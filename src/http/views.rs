@@ -14,6 +14,8 @@ pub struct ExecutionView {
     pub execution_id: String,
     pub job_name: Option<String>,
     pub submission_id: Option<String>,
+    /// The Spark cluster; null is the default one.
+    pub cluster: Option<String>,
     pub status: String,
     pub spark_state: Option<String>,
     pub progress: i16,
@@ -38,6 +40,7 @@ impl From<executions::Model> for ExecutionView {
             execution_id: row.execution_id,
             job_name: row.job_name,
             submission_id: row.submission_id,
+            cluster: row.cluster,
             status: row.status,
             spark_state: row.spark_state,
             progress: row.progress,

@@ -595,6 +595,9 @@ fn track(
             if existing.row.job_name.is_none() {
                 existing.row.job_name.clone_from(&request.job_name);
             }
+            if existing.row.cluster.is_none() {
+                existing.row.cluster.clone_from(&request.cluster);
+            }
             existing.dirty = true;
             return Ok(WriteOutcome::Tracked { created: false });
         }
@@ -609,6 +612,7 @@ fn track(
         request.submission_id.clone(),
         now,
     );
+    row.cluster.clone_from(&request.cluster);
     rows::store_execution_state(&mut row, &state);
     let registered = state.registered(
         request
@@ -705,6 +709,7 @@ fn new_execution_row(
         created_at: now,
         updated_at: now,
         failing_since: None,
+        cluster: None,
     }
 }
 

@@ -25,6 +25,7 @@ pub async fn due_executions(
         .select_only()
         .column(executions::Column::ExecutionId)
         .column(executions::Column::SubmissionId)
+        .column(executions::Column::Cluster)
         .filter(
             executions::Column::Status.is_in(JobStatus::NON_TERMINAL.iter().map(|s| s.as_str())),
         )
@@ -42,7 +43,7 @@ pub async fn due_executions(
     if let Some(after) = &page.after {
         query = query.filter(executions::Column::ExecutionId.gt(after.as_str()));
     }
-    let rows: Vec<(String, Option<String>)> = query
+    let rows: Vec<(String, Option<String>, Option<String>)> = query
         .order_by_asc(executions::Column::ExecutionId)
         .limit(page.limit)
         .into_tuple()
@@ -50,10 +51,11 @@ pub async fn due_executions(
         .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(execution_id, submission_id)| {
+        .filter_map(|(execution_id, submission_id, cluster)| {
             submission_id.map(|submission_id| DueExecution {
                 execution_id,
                 submission_id,
+                cluster,
                 fence: None,
             })
         })

@@ -116,6 +116,7 @@ mod tests {
             created_at: t(0),
             updated_at: t(3),
             failing_since: Some(t(3)),
+            cluster: None,
         }
     }
 

@@ -34,6 +34,8 @@ pub struct TrackRequest {
     pub execution_id: String,
     pub submission_id: Option<String>,
     pub job_name: Option<String>,
+    /// The Spark cluster it runs on; none is the default one.
+    pub cluster: Option<String>,
     pub source: Source,
 }
 

@@ -46,6 +46,8 @@ pub struct Fence {
 pub struct DueExecution {
     pub execution_id: String,
     pub submission_id: String,
+    /// The Spark cluster it runs on; none is the default one.
+    pub cluster: Option<String>,
     /// Present when several instances share the database.
     pub fence: Option<Fence>,
 }

@@ -99,6 +99,16 @@ impl Running {
             .unwrap_or_default()
     }
 
+    /// The address the HTTP server took (tests bind port 0).
+    pub(crate) fn http_address(&mut self) -> String {
+        let line = self.line_with("HTTP endpoints listening", Duration::from_secs(60));
+        line.split("address=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned()
+    }
+
     /// Sends a signal, not minding a process that is already gone.
     pub(crate) fn signal_quietly(&self, name: &str) {
         let _ = Command::new("kill")
@@ -322,7 +332,7 @@ fn migrate_applies_the_schema_and_is_repeatable() {
     let first = run_to_end(jobwarden(dir.path()).arg("migrate"));
     assert!(first.status.success(), "{}", text(&first));
     assert!(
-        text(&first).contains("6 migration(s) applied"),
+        text(&first).contains("7 migration(s) applied"),
         "{}",
         text(&first)
     );

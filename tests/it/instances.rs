@@ -181,6 +181,7 @@ async fn a_write_under_a_lease_taken_over_is_refused_and_changes_nothing(db: Tes
         execution_id: "e1".into(),
         submission_id: Some("driver-1".into()),
         job_name: None,
+        cluster: None,
         source: Source::Api,
     });
     store.send(Write(track)).await.unwrap().unwrap();

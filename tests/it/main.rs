@@ -1,6 +1,7 @@
 //! jobwarden's integration tests: one binary, real databases, the real `jobwarden` executable.
 
 mod binary;
+mod clusters;
 mod helpers;
 mod instances;
 mod instances_kafka;

@@ -1,7 +1,6 @@
 //! Spark supervision against a server speaking Spark's REST protocol: the client's typed
 //! answers, the bounded poller pool, the scheduler's cycles, backoff and timeouts.
 
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,10 +8,10 @@ use actix::prelude::*;
 use chrono::{Duration as ChronoDuration, Utc};
 use entity::prelude::*;
 use entity::spark_job_executions;
+use jobwarden::actors::polling;
 use jobwarden::actors::scheduler::{GetSchedulerStats, Scheduler, Tick, Ticking};
-use jobwarden::actors::spark_poller;
 use jobwarden::actors::JobStore;
-use jobwarden::backend::spark::{DriverState, SparkClient, SparkError, SparkStandalone};
+use jobwarden::backend::spark::{DriverState, SparkClient, SparkError};
 use jobwarden::config::{Settings, SparkSettings};
 use jobwarden::events::Events;
 use jobwarden::metrics::Metrics;
@@ -56,6 +55,7 @@ async fn track(store: &Addr<JobStore>, n: usize) {
                 execution_id: format!("e{i}"),
                 submission_id: Some(format!("driver-{i}")),
                 job_name: None,
+                cluster: None,
                 source: Source::Api,
             })))
         }))
@@ -85,7 +85,6 @@ impl World {
     }
 
     async fn configured(spark: SparkSettings, jobs: usize, page: u64) -> World {
-        let pool = spark.max_concurrent_polls;
         let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
         let settings = Settings {
             spark,
@@ -96,17 +95,8 @@ impl World {
         let store = launch_store_counting(db.db.clone(), &settings, events.clone());
         track(&store, jobs).await;
         let handle = StoreHandle::from(&store);
-        let backend = Rc::new(SparkStandalone::new(&settings.spark).unwrap());
-        let pollers = spark_poller::start_pool(backend, pool, &handle, &events);
-        let scheduler = Scheduler::new(
-            handle,
-            pollers,
-            settings.spark.poll_interval,
-            settings.spark.scheduler_stale_after(),
-            events,
-        )
-        .ticking(Ticking::Manual)
-        .page_size(page);
+        let (scheduler, _pollers) = polling::assemble(&settings.spark, &handle, &events).unwrap();
+        let scheduler = scheduler.ticking(Ticking::Manual).page_size(page);
         // Supervised as in the service: a crash restarts it at the same address.
         let scheduler = Supervisor::start(move |_| scheduler);
         World {
@@ -490,7 +480,11 @@ async fn spark_outage_never_fails_a_job_and_backs_off() {
         spark.answer(&format!("driver-{i}"), Answer::Http500);
     }
     world.cycle().await;
-    assert_eq!(world.metrics.spark_up.get(), 0.0, "Spark is reported down");
+    assert_eq!(
+        world.metrics.spark_up.with_label_values(&["default"]).get(),
+        0.0,
+        "Spark is reported down"
+    );
     for i in 0..3 {
         let row = world.row(&format!("e{i}")).await;
         assert_eq!(row.status, "Running");

@@ -54,6 +54,7 @@ fn track(id: &str, submission: &str) -> WriteOp {
         execution_id: id.into(),
         submission_id: Some(submission.into()),
         job_name: Some(format!("job {id}")),
+        cluster: None,
         source: Source::Api,
     })
 }

@@ -198,6 +198,12 @@ pub enum SparkSetupError {
     Credentials,
     #[error("cannot build the HTTP client for Spark: {0}")]
     Http(#[source] reqwest::Error),
+    #[error("[spark.clusters.{name}]: {source}")]
+    Cluster {
+        name: String,
+        #[source]
+        source: Box<SparkSetupError>,
+    },
 }
 
 impl SparkClient {

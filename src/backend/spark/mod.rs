@@ -11,3 +11,25 @@ pub use client::{compose_reason, DriverStatus, SparkClient, SparkError, SparkSet
 pub use driver_ui::{parse_driver_ui, progress_of, DriverUi, UiJob};
 pub use observe::SparkStandalone;
 pub use state::{failure_line, DriverState};
+
+use std::rc::Rc;
+
+use crate::backend::Clusters;
+use crate::config::SparkSettings;
+
+/// A standalone backend for every configured cluster, each with its own HTTP client (its own
+/// credentials and timeouts), behind one router.
+pub fn clusters(settings: &SparkSettings) -> Result<Clusters, SparkSetupError> {
+    let mut all = Clusters::new(settings.poll_interval);
+    for cluster in settings.clusters() {
+        let backend = SparkStandalone::new(&cluster.settings).map_err(|e| match &cluster.name {
+            Some(name) => SparkSetupError::Cluster {
+                name: name.clone(),
+                source: Box::new(e),
+            },
+            None => e,
+        })?;
+        all = all.with(cluster.name, Rc::new(backend));
+    }
+    Ok(all)
+}

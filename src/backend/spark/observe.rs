@@ -327,7 +327,7 @@ impl SparkStandalone {
 }
 
 impl StatusBackend for SparkStandalone {
-    fn name(&self) -> &str {
+    fn name<'a>(&'a self, _: &'a DueExecution) -> &'a str {
         &self.name
     }
 
