@@ -68,6 +68,9 @@ pub struct ExecutionColumns {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+    /// The Spark cluster (a `[spark.clusters.<name>]`; NULL is the default one). Read only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,6 +109,7 @@ impl ColumnList for ExecutionColumns {
             ("submission_id", Some(self.submission_id.as_str())),
             ("status", Some(self.status.as_str())),
             ("job_name", self.job_name.as_deref()),
+            ("cluster", self.cluster.as_deref()),
             ("progress", self.progress.as_deref()),
             ("error_message", self.error_message.as_deref()),
             ("submitted_at", self.submitted_at.as_deref()),

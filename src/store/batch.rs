@@ -362,6 +362,9 @@ fn overlay_execution(
     if map.job_name.is_some() {
         row.job_name.clone_from(&app.job_name);
     }
+    if map.cluster.is_some() {
+        row.cluster.clone_from(&app.cluster);
+    }
     if map.progress.is_some() {
         row.progress = app
             .progress
@@ -401,6 +404,7 @@ fn app_view(
         submission_id: loaded.submission_id.clone(),
         status,
         job_name: loaded.job_name.clone(),
+        cluster: loaded.cluster.clone(),
         progress: map.progress.as_ref().map(|_| f64::from(row.progress)),
         error_message: map
             .error_message

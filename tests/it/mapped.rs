@@ -644,6 +644,56 @@ async fn a_steady_cycle_on_a_mapped_table_writes_nothing(db: TestDb) {
     app.shutdown().await;
 }
 
+/// An application that names the cluster in a column of its own has each job asked of that
+/// cluster; a NULL there is the default cluster.
+async fn a_mapped_cluster_column_routes_each_job_to_its_cluster(db: TestDb) {
+    create_orm_schema(&db).await;
+    let b = db.backend;
+    sql(
+        &db.db,
+        &format!(
+            "ALTER TABLE {} ADD COLUMN {} varchar(64) NULL",
+            executions_table(b),
+            q(b, "Cluster")
+        ),
+    )
+    .await;
+    let default = SparkServer::start().await;
+    let east = SparkServer::start().await;
+    default.answer("driver-home", Answer::State("RUNNING"));
+    east.answer("driver-away", Answer::State("FINISHED"));
+    insert_execution(&db, "home", Some("driver-home"), 0).await;
+    insert_execution(&db, "away", Some("driver-away"), 0).await;
+    sql(
+        &db.db,
+        &format!(
+            "UPDATE {} SET {} = 'east' WHERE {} = 'away'",
+            executions_table(b),
+            q(b, "Cluster"),
+            q(b, "JobName")
+        ),
+    )
+    .await;
+    let mut settings = mapped_settings(&db, &default);
+    settings.tables.executions.as_mut().unwrap().columns.cluster = Some("Cluster".into());
+    let mut cluster: jobwarden::config::ClusterSettings =
+        toml::from_str(&format!("rest_url = \"{}\"", east.url())).unwrap();
+    cluster.master_ui_url = Some(east.url());
+    settings.spark.clusters.insert("east".into(), cluster);
+    let app = Application::build(settings).await.unwrap();
+    poll_cycle(&app).await;
+    poll_cycle(&app).await;
+    assert_eq!(status_of(&db, "home").await.as_deref(), Some("2"));
+    assert_eq!(status_of(&db, "away").await.as_deref(), Some("3"));
+    assert_eq!(
+        default.status_requests("driver-away"),
+        0,
+        "east's job never asked of the default"
+    );
+    assert_eq!(east.status_requests("driver-home"), 0);
+    app.shutdown().await;
+}
+
 /// An event that arrives before the application has inserted its queue row is kept by
 /// jobwarden, and reaches the application's row once there is one.
 async fn an_event_before_the_application_row_reaches_it_later(db: TestDb) {
@@ -712,6 +762,7 @@ async fn an_event_before_the_application_row_reaches_it_later(db: TestDb) {
 }
 
 crate::on_every_database!(
+    a_mapped_cluster_column_routes_each_job_to_its_cluster,
     an_event_before_the_application_row_reaches_it_later,
     a_steady_cycle_on_a_mapped_table_writes_nothing,
     the_timeout_rules_end_a_mapped_job_in_its_columns,

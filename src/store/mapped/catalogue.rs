@@ -74,6 +74,7 @@ pub async fn check(
         let submission_id = table.text("submission_id", &c.submission_id);
         let status = table.status("status", &c.status, vocabulary.stored_values());
         let job_name = table.optional(c.job_name.as_deref(), |t, col| t.text("job_name", col));
+        let cluster = table.optional(c.cluster.as_deref(), |t, col| t.text("cluster", col));
         let progress = table.optional(c.progress.as_deref(), |t, col| {
             t.one_of("progress", col, &[Kind::Integer, Kind::Float], "a number")
         });
@@ -95,6 +96,7 @@ pub async fn check(
                 submission_id,
                 status,
                 job_name,
+                cluster,
                 progress,
                 error_message,
                 submitted_at,
@@ -166,6 +168,7 @@ pub fn describe(mapping: &Mapping) -> String {
             ("submission_id", Some(m.submission_id.clone())),
             ("status", Some(m.status.clone())),
             ("job_name", m.job_name.clone()),
+            ("cluster", m.cluster.clone()),
             ("progress", m.progress.clone()),
             ("error_message", m.error_message.clone()),
             ("submitted_at", m.submitted_at.clone()),

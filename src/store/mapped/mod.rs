@@ -141,6 +141,7 @@ pub struct ExecutionsMap {
     pub submission_id: Column,
     pub status: Column,
     pub job_name: Option<Column>,
+    pub cluster: Option<Column>,
     pub progress: Option<Column>,
     pub error_message: Option<Column>,
     pub submitted_at: Option<Column>,

@@ -26,6 +26,7 @@ pub struct AppExecution {
     pub submission_id: Option<String>,
     pub status: Option<StatusValue>,
     pub job_name: Option<String>,
+    pub cluster: Option<String>,
     pub progress: Option<f64>,
     pub error_message: Option<String>,
     pub submitted_at: Option<DateTime<Utc>>,
@@ -168,6 +169,7 @@ pub async fn load_executions(
         let submission = s.add(Some(&map.submission_id));
         let status = s.add(Some(&map.status)).expect("status is always mapped");
         let job_name = s.add(map.job_name.as_ref());
+        let cluster = s.add(map.cluster.as_ref());
         let progress = s.add(map.progress.as_ref());
         let error = s.add(map.error_message.as_ref());
         let submitted = s.add(map.submitted_at.as_ref());
@@ -179,6 +181,7 @@ pub async fn load_executions(
                 submission_id: get_text(&row, &submission)?,
                 status: get_status(&row, &status)?,
                 job_name: get_text(&row, &job_name)?,
+                cluster: get_text(&row, &cluster)?,
                 progress: get_number(&row, &progress)?,
                 error_message: get_text(&row, &error)?,
                 submitted_at: get_time(&row, &submitted, backend)?,
