@@ -11,6 +11,7 @@ pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod notify;
 pub mod startup;
 pub mod store;
 pub mod store_api;

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub live_instances: Gauge,
     /// Writes refused because the lease they were made under had passed on.
     pub fenced_writes: IntCounter,
+    /// Outbox messages by `channel` and `outcome`: delivered, retrying, refused, gave_up.
+    pub notifications: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -126,6 +128,16 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(instance_info.clone()))
+            .expect("unique metric");
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "jobwarden_notifications_total",
+                "Notification delivery attempts by channel and outcome (messages, a storm counts each)",
+            ),
+            &["channel", "outcome"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(notifications.clone()))
             .expect("unique metric");
         let spark_up = GaugeVec::new(
             Opts::new("jobwarden_spark_up", "1 while the Spark cluster answers"),
@@ -229,6 +241,7 @@ impl Metrics {
                 "jobwarden_fenced_writes_total",
                 "Writes refused because their lease had passed to another claim",
             ),
+            notifications,
             registry: r,
         };
         m.database_up.set(1.0);

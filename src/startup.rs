@@ -12,6 +12,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use tracing::{error, info, warn};
 
 use crate::actors::kafka_listener::{KafkaListener, StopListening};
+use crate::actors::notifier::Notifier;
 use crate::actors::polling;
 use crate::actors::scheduler::{Scheduler, StopPolling};
 use crate::actors::spark_poller::SparkPoller;
@@ -90,6 +91,8 @@ pub struct Application {
     pub pollers: Vec<Addr<SparkPoller>>,
     /// Absent when no `[kafka]` section is configured.
     pub listener: Option<Addr<KafkaListener>>,
+    /// Absent when no notification rule is configured.
+    pub notifier: Option<Addr<Notifier>>,
     /// This application's own metrics (not shared with another application in the process).
     pub metrics: Arc<Metrics>,
     /// Where the HTTP endpoints listen (absent when `http.bind` is empty).
@@ -169,6 +172,7 @@ impl Application {
         let mut job_store =
             JobStore::new(db.clone(), settings.store.clone(), rules, events.clone())
                 .with_mapping(mapping)
+                .with_notifications(&settings.notifications)
                 .with_timeout_sweep();
         // What /readyz and /metrics show before the first renewal (all of it on SQLite).
         let (buckets, leader, live) = held
@@ -193,6 +197,15 @@ impl Application {
         store.do_send(crate::actors::job_store::OnBucketsGained(
             scheduler.clone().recipient(),
         ));
+        let notifier = settings.notifications.is_enabled().then(|| {
+            Notifier::new(
+                settings.notifications.clone(),
+                store.clone().recipient(),
+                store_handle.clone(),
+                events.clone(),
+            )
+            .start()
+        });
         let listener = settings.kafka.as_ref().map(|kafka| {
             let listener = KafkaListener::new(kafka.clone(), store_handle.clone(), events.clone());
             heartbeats.push(listener.heartbeat());
@@ -211,6 +224,8 @@ impl Application {
                     api_token: settings.http.api_token.clone(),
                     instance: instance.clone(),
                     clusters: settings.spark.clusters.keys().cloned().collect(),
+                    read_token: settings.http.read_token.clone(),
+                    max_concurrent_polls: settings.spark.max_concurrent_polls,
                 };
                 let bind = settings.http.bind.clone();
                 let (addr, handle) = crate::http::start(socket, state)
@@ -228,6 +243,7 @@ impl Application {
             scheduler,
             pollers,
             listener,
+            notifier,
             metrics,
             http_addr: http.as_ref().map(|(addr, _)| *addr),
             instance,

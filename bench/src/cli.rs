@@ -64,6 +64,13 @@ pub enum Measurement {
         #[arg(long, value_delimiter = ',', default_value = "5,64")]
         pools: Vec<usize>,
     },
+    /// The dashboard's jobs page (first screen) over a seeded fleet, beside the JSON API's
+    /// list of a page of the same size, both through HTTP to the running service.
+    Dashboard {
+        /// Executions seeded into a scratch SQLite file (three transitions each).
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+    },
     /// One scenario of the suite, given as JSON (the suite runs each in its own process).
     #[command(hide = true)]
     Scenario { spec: String },

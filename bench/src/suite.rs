@@ -53,6 +53,10 @@ pub enum Scenario {
         database_url: Option<String>,
     },
     Idle,
+    /// The dashboard's jobs page over a fleet, beside the JSON API's list.
+    Dashboard {
+        jobs: usize,
+    },
     StatusCheck {
         rest_url: String,
         submission_id: String,
@@ -187,6 +191,9 @@ fn plan(options: &SuiteOptions) -> Vec<Scenario> {
             database_url: db.clone(),
         });
     }
+    plan.push(Scenario::Dashboard {
+        jobs: if options.full { 100_000 } else { 10_000 },
+    });
     plan.push(Scenario::Idle);
     if let (Some(rest_url), Some(submission_id), Some(spark_home)) = (
         &options.spark_rest_url,
@@ -370,6 +377,20 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                 ratio: Some(three.polls_per_second / one.polls_per_second),
                 peak_rss_kb: None,
             }])
+        }
+        Scenario::Dashboard { jobs } => {
+            let f = super::dashboard::measure(settings, jobs).await?;
+            let row = |what: &str, ours: f64| Row {
+                scenario: format!("dashboard jobs page, {} jobs, {what}", thousands(jobs)),
+                ours: format!("{ours:.2} ms"),
+                ceiling: format!("{:.2} ms (JSON API, 50 jobs)", f.api),
+                ratio: Some(f.api / ours),
+                peak_rss_kb: None,
+            };
+            Ok(vec![
+                row("last change first", f.by_last_change),
+                row("by id", f.by_id),
+            ])
         }
         Scenario::Idle => {
             let scratch = tempfile::tempdir()?;

@@ -11,6 +11,7 @@ mod m20261128_000004_create_dead_letters;
 mod m20261129_000005_add_failing_since;
 mod m20261129_000006_create_leases;
 mod m20261129_000007_add_cluster;
+mod m20261129_000008_create_notification_outbox;
 
 pub use m20261129_000006_create_leases::BUCKETS;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000005_add_failing_since::Migration),
             Box::new(m20261129_000006_create_leases::Migration),
             Box::new(m20261129_000007_add_cluster::Migration),
+            Box::new(m20261129_000008_create_notification_outbox::Migration),
         ]
     }
 }

@@ -13,7 +13,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info_span, warn, Instrument};
 
-use crate::config::StoreSettings;
+use crate::config::{EventKind, NotificationSettings, StoreSettings};
 use crate::domain::Applied;
 use crate::events::{
     ActorCrashed, BatchCommitted, DatabaseBack, DatabaseUnreachable, Edge, Events,
@@ -21,12 +21,14 @@ use crate::events::{
 };
 use crate::health::Heartbeat;
 use crate::metrics::Metrics;
+use crate::notify::NotifyRules;
 use crate::store::leases::{self, Held};
 use crate::store::mapped::{self, Mapping};
 use crate::store::{self, Committed, Rules, WriteContext};
 use crate::store_api::{
-    Drain, DueJobs, DuePage, Fence, FencedWrite, GetStats, OpError, StoreError, StoreHandle,
-    StoreStats, SweepTimeouts, Write, WriteOp, WriteOutcome,
+    Drain, DueJobs, DuePage, Fence, FencedWrite, GetStats, OpError, OutboxRow,
+    PendingNotifications, StoreError, StoreHandle, StoreStats, SweepTimeouts, Write, WriteOp,
+    WriteOutcome,
 };
 
 use super::supervision::contained;
@@ -89,6 +91,9 @@ pub struct JobStore {
     settings: StoreSettings,
     rules: Rules,
     mapping: Arc<Mapping>,
+    notify: Arc<NotifyRules>,
+    /// `running_long_factor` and `running_long_min_runs`.
+    running_long: (f64, usize),
     sharing: Option<Sharing>,
     sweep: bool,
     pending: VecDeque<Pending>,
@@ -123,6 +128,8 @@ impl JobStore {
             settings,
             rules,
             mapping: Arc::new(Mapping::default()),
+            notify: Arc::new(NotifyRules::default()),
+            running_long: (2.0, 5),
             sharing: None,
             sweep: false,
             pending: VecDeque::new(),
@@ -138,6 +145,14 @@ impl JobStore {
     }
 
     /// Keep the application's own tables true instead of jobwarden's (`[tables]`, checked).
+    /// Put the notifications `rules` ask for in the outbox, with the transitions that trigger
+    /// them.
+    pub fn with_notifications(mut self, settings: &NotificationSettings) -> Self {
+        self.notify = Arc::new(NotifyRules::from_settings(settings));
+        self.running_long = (settings.running_long_factor, settings.running_long_min_runs);
+        self
+    }
+
     pub fn with_mapping(mut self, mapping: Arc<Mapping>) -> Self {
         self.mapping = mapping;
         self
@@ -303,6 +318,7 @@ impl JobStore {
             settings: self.settings.clone(),
             rules: self.rules,
             mapping: self.mapping.clone(),
+            notify: self.notify.clone(),
             instance: self.sharing.as_ref().map(|s| s.instance.clone()),
             health: self.health.clone(),
             events: self.events.clone(),
@@ -581,6 +597,23 @@ fn own_share(page: DuePage, request: &DueJobs, share: Option<&(Held, Duration)>)
     DuePage { jobs, ..page }
 }
 
+impl Handler<PendingNotifications> for JobStore {
+    type Result = ResponseFuture<Result<Vec<OutboxRow>, StoreError>>;
+
+    fn handle(&mut self, msg: PendingNotifications, _: &mut Self::Context) -> Self::Result {
+        // One instance delivers, as one sweeps: the leader.
+        if !self.leads(Utc::now()) {
+            return Box::pin(async { Ok(Vec::new()) });
+        }
+        let db = self.db.clone();
+        Box::pin(async move {
+            store::outbox::pending(&db, msg.limit)
+                .await
+                .map_err(|e| StoreError::Read(e.to_string()))
+        })
+    }
+}
+
 impl Handler<SweepTimeouts> for JobStore {
     type Result = ResponseActFuture<Self, Result<usize, StoreError>>;
 
@@ -597,26 +630,41 @@ impl Handler<SweepTimeouts> for JobStore {
             .max_runtime
             .and_then(|d| chrono::Duration::from_std(d).ok())
             .map(|d| msg.now - d);
+        let stuck_half = self.rules.timeouts.stuck_timeout / 2;
+        let (factor, min_runs) = self.running_long;
+        let notify = self.notify.clone();
+        let now = msg.now;
         let find = async move {
-            store::read::timeout_candidates(&db, started_before, SWEEP_PAGE)
-                .await
-                .map_err(|e| StoreError::Read(e.to_string()))
+            let mut ops: Vec<WriteOp> =
+                store::read::timeout_candidates(&db, started_before, SWEEP_PAGE)
+                    .await
+                    .map_err(|e| StoreError::Read(e.to_string()))?
+                    .into_iter()
+                    .map(|execution_id| WriteOp::TimeOut { execution_id, now })
+                    .collect();
+            // Warnings come after the timeouts: a job failed by this sweep is not warned about.
+            if notify.wants(EventKind::StuckSoon) {
+                ops.extend(
+                    store::warnings::stuck_soon(&db, now, stuck_half)
+                        .await
+                        .map_err(|e| StoreError::Read(e.to_string()))?,
+                );
+            }
+            if notify.wants(EventKind::RunningLong) {
+                ops.extend(
+                    store::warnings::running_long(&db, now, factor, min_runs)
+                        .await
+                        .map_err(|e| StoreError::Read(e.to_string()))?,
+                );
+            }
+            Ok::<_, StoreError>(ops)
         };
         Box::pin(find.into_actor(self).then(move |candidates, act, ctx| {
-            let (ids, read_error) = match candidates {
-                Ok(ids) => (ids, None),
+            let (ops, read_error) = match candidates {
+                Ok(ops) => (ops, None),
                 Err(e) => (Vec::new(), Some(e)),
             };
-            let answers: Vec<_> = ids
-                .into_iter()
-                .map(|execution_id| {
-                    let op = WriteOp::TimeOut {
-                        execution_id,
-                        now: msg.now,
-                    };
-                    act.enqueue(op, ctx)
-                })
-                .collect();
+            let answers: Vec<_> = ops.into_iter().map(|op| act.enqueue(op, ctx)).collect();
             let events = act.events.clone();
             async move {
                 if let Some(e) = read_error {
@@ -673,6 +721,7 @@ struct Writer {
     settings: StoreSettings,
     rules: Rules,
     mapping: Arc<Mapping>,
+    notify: Arc<NotifyRules>,
     instance: Option<String>,
     health: Arc<StoreHealth>,
     events: Events,
@@ -741,6 +790,7 @@ impl Writer {
             rules: &self.rules,
             mapping: &self.mapping,
             instance: self.instance.as_deref(),
+            notify: &self.notify,
         };
         loop {
             let started = Instant::now();

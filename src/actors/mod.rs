@@ -12,6 +12,7 @@
 mod backlog;
 pub mod job_store;
 pub mod kafka_listener;
+pub mod notifier;
 pub mod polling;
 pub mod scheduler;
 pub mod spark_poller;

@@ -13,6 +13,10 @@ pub struct HttpSettings {
     /// Required as `Authorization: Bearer …` on `POST` requests when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_token: Option<Secret>,
+    /// Required on the dashboard's pages and the read API (`GET`) when set, as
+    /// `Authorization: Bearer …`, or for browsers the cookie `?token=…` sets; never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_token: Option<Secret>,
 }
 
 impl Validate for HttpSettings {
@@ -22,6 +26,17 @@ impl Validate for HttpSettings {
                 "http.bind",
                 format!("{:?}", self.bind),
                 "expected host:port such as 127.0.0.1:9464 (or \"\" to turn the server off)",
+            );
+        }
+        if self
+            .read_token
+            .as_ref()
+            .is_some_and(|t| t.expose().trim().is_empty())
+        {
+            p.refuse(
+                "http.read_token",
+                "\"\"",
+                "expected a non-empty token (or leave the key out to serve the dashboard and the read API without one)",
             );
         }
     }

@@ -8,6 +8,7 @@ mod http;
 mod instance;
 mod kafka;
 mod layers;
+mod notifications;
 mod secret;
 mod spark;
 mod store;
@@ -26,6 +27,10 @@ pub use database::DatabaseSettings;
 pub use http::HttpSettings;
 pub use instance::InstanceSettings;
 pub use kafka::{KafkaSettings, RESERVED_PROPERTIES};
+pub use notifications::{
+    AlertmanagerSettings, ChannelKind, ChannelSettings, EmailSettings, EventKind,
+    NotificationSettings, RuleSettings, SmtpTls, ALERT_LABELS,
+};
 pub use secret::{is_secret_property, mask_url_password, DatabaseUrl, Secret, MASK};
 pub use spark::{BasicAuth, SparkSettings, StatusSource, MAX_POOL};
 pub use store::StoreSettings;
@@ -55,6 +60,8 @@ pub struct Settings {
     /// Application tables kept true in place of jobwarden's own.
     #[serde(default, skip_serializing_if = "TablesSettings::is_empty")]
     pub tables: TablesSettings,
+    #[serde(default)]
+    pub notifications: NotificationSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +132,7 @@ impl Settings {
             kafka.validate(&mut problems);
         }
         self.tables.validate(&mut problems);
+        self.notifications.validate(&mut problems);
         problems.into_vec()
     }
 

@@ -3,6 +3,7 @@
 //! thing twice by hand.
 
 mod kafka;
+mod notify;
 mod poll;
 mod scheduler;
 mod store;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use crate::metrics::Metrics;
 
 pub use kafka::{ConsumerLag, EventApplied, EventConsumed, EventDeadLettered, ListenerRestarting};
+pub use notify::NotificationAttempted;
 pub use poll::{BackendReachable, BackendUnreachable, PollAnswered, PollFailed, PollNotRecorded};
 pub use scheduler::{PollCycleFinished, TickSkipped};
 pub use store::{

@@ -1,6 +1,8 @@
 //! The HTTP server: health, readiness, Prometheus metrics and the job API, on one address.
 
 mod api;
+mod dashboard;
+mod notifications;
 mod probes;
 mod views;
 
@@ -33,6 +35,10 @@ pub struct HttpState {
     pub instance: String,
     /// The named Spark clusters a job may be tracked on (besides the default one).
     pub clusters: Vec<String>,
+    /// Required on the dashboard and the read API when set (see `dashboard::access`).
+    pub read_token: Option<Secret>,
+    /// The poller pool's size, for the dashboard's busy/idle figure.
+    pub max_concurrent_polls: usize,
 }
 
 /// A JSON error body with a message that says what to do.
@@ -50,9 +56,14 @@ pub fn start(
     state: HttpState,
 ) -> std::io::Result<(SocketAddr, actix_web::dev::ServerHandle)> {
     let data = web::Data::new(state);
+    let dashboard = web::Data::new(dashboard::Dashboard::default());
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(
+                dashboard::require_read_token,
+            ))
             .app_data(data.clone())
+            .app_data(dashboard.clone())
             .app_data(
                 web::JsonConfig::default()
                     .limit(64 * 1024)
@@ -80,6 +91,8 @@ pub fn start(
             .route("/api/v1/jobs", web::post().to(api::track_job))
             .route("/api/v1/jobs/{execution_id}", web::get().to(api::show_job))
             .route("/api/v1/queue/{job_id}", web::get().to(api::show_queue_job))
+            .configure(dashboard::routes)
+            .route("/api/v1/notifications", web::get().to(notifications::list))
             .default_service(web::to(|| async {
                 error(
                     actix_web::http::StatusCode::NOT_FOUND,

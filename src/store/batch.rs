@@ -16,17 +16,21 @@ use sea_orm::{
     EntityTrait, IntoActiveModel, Iterable, QueryFilter, QuerySelect, TransactionTrait,
 };
 
-use crate::config::SparkSettings;
+use std::time::Duration;
+
+use crate::config::{EventKind, SparkSettings};
 use crate::domain::{
-    Effect, EventApplied, ExecutionState, HistoryEntry, PollPolicy, Position, QueueState,
-    StatusEvent, TimeoutPolicy,
+    Effect, EventApplied, ExecutionState, HistoryEntry, Lifecycle as _, PollPolicy, Position,
+    QueueState, StatusEvent, TimeoutPolicy,
 };
+use crate::notify::NotifyRules;
 use crate::store_api::{
-    Fence, NewDeadLetter, OpError, Source, TrackRequest, WriteOp, WriteOutcome,
+    Attempt, Fence, NewDeadLetter, OpError, Source, TrackRequest, Warning, WriteOp, WriteOutcome,
 };
 
 use super::leases;
 use super::mapped::{self, AppExecution, AppQueueJob, Mapping};
+use super::outbox;
 use super::rows;
 
 const SPARK: &str = "spark";
@@ -62,6 +66,11 @@ struct Changes {
     queue: HashMap<String, Loaded<queue::Model>>,
     history: Vec<history::ActiveModel>,
     dead_letters: Vec<NewDeadLetter>,
+    attempts: Vec<Attempt>,
+    /// Warnings that hold, to be sent once per run.
+    warnings: Vec<outbox::Warned>,
+    /// Executions a warning may no longer hold for: they ended, or Spark confirms them again.
+    settled: std::collections::HashSet<String>,
     /// Mapped application rows as loaded: what their columns hold before this batch.
     app_executions: HashMap<String, AppExecution>,
     app_queue: HashMap<String, AppQueueJob>,
@@ -92,6 +101,8 @@ pub struct WriteContext<'a> {
     pub mapping: &'a Mapping,
     /// This instance, when several share the database: fenced changes are checked against it.
     pub instance: Option<&'a str>,
+    /// Which transitions put notifications in the outbox.
+    pub notify: &'a NotifyRules,
 }
 
 /// Applies `ops` in one transaction; `fences[i]` is the lease `ops[i]` was made under, if any.
@@ -143,7 +154,7 @@ pub async fn apply_batch(
             apply_one(op, &mut changes, cx.rules, cx.mapping, now)
         })
         .collect();
-    let (duplicates, rows_written) = write_out(&txn, changes, cx.mapping, now).await?;
+    let (duplicates, rows_written) = write_out(&txn, changes, cx, now).await?;
     txn.commit().await?;
     Ok(Committed {
         outcomes: mark_duplicate_letters(outcomes, ops, &duplicates),
@@ -165,10 +176,11 @@ async fn load_rows(
             WriteOp::Adopt { execution_id }
             | WriteOp::Observe { execution_id, .. }
             | WriteOp::PollFailed { execution_id, .. }
-            | WriteOp::TimeOut { execution_id, .. } => execution_ids.push(execution_id),
+            | WriteOp::TimeOut { execution_id, .. }
+            | WriteOp::Warn { execution_id, .. } => execution_ids.push(execution_id),
             WriteOp::QueueEvent { event, .. } => queue_ids.push(&event.job_id),
             WriteOp::SyncQueue { job_id } => queue_ids.push(job_id),
-            WriteOp::DeadLetter(_) => {}
+            WriteOp::DeadLetter(_) | WriteOp::NotificationAttempt(_) => {}
         }
     }
     execution_ids.sort_unstable();
@@ -494,6 +506,15 @@ fn apply_one(
             changes.dead_letters.push(letter.clone());
             Ok(WriteOutcome::DeadLettered { duplicate: false })
         }
+        WriteOp::NotificationAttempt(attempt) => {
+            changes.attempts.push(attempt.clone());
+            Ok(WriteOutcome::AttemptRecorded)
+        }
+        WriteOp::Warn {
+            execution_id,
+            warning,
+            now,
+        } => warn(execution_id, warning, *now, changes, rules),
     }
 }
 
@@ -572,6 +593,11 @@ fn with_execution(
     if state != before {
         rows::store_execution_state(&mut loaded.row, &state);
         loaded.dirty = true;
+        let confirmed_again = before.failing_since.is_some() && state.failing_since.is_none();
+        let ended = !before.status.is_terminal() && state.status.is_terminal();
+        if confirmed_again || ended {
+            changes.settled.insert(execution_id.to_owned());
+        }
     }
     if let Some(entry) = effect.history {
         changes
@@ -639,6 +665,66 @@ fn track(
         },
     );
     Ok(WriteOutcome::Tracked { created: true })
+}
+
+/// Queues a warning if, by the row as it is now, it holds.
+fn warn(
+    execution_id: &str,
+    warning: &Warning,
+    now: DateTime<Utc>,
+    changes: &mut Changes,
+    rules: &Rules,
+) -> Result<WriteOutcome, OpError> {
+    let loaded = changes
+        .executions
+        .get(execution_id)
+        .ok_or_else(|| OpError::UnknownExecution {
+            execution_id: execution_id.to_owned(),
+        })?;
+    let state = rows::execution_state(&loaded.row)?;
+    let held = match warning {
+        _ if state.status.is_terminal() => None,
+        Warning::StuckSoon => state.failing_since.and_then(|since| {
+            let stuck = chrono::Duration::from_std(rules.timeouts.stuck_timeout).ok()?;
+            (now - since >= stuck / 2).then(|| outbox::Warned {
+                execution_id: execution_id.to_owned(),
+                event: EventKind::StuckSoon,
+                dedup_key: format!("stuck_soon:{execution_id}:{}", since.timestamp_millis()),
+                reason: format!(
+                    "Spark has not confirmed this job since {} ({}); it will be failed at {} unless Spark confirms it",
+                    since.format("%Y-%m-%d %H:%M:%SZ"),
+                    state.last_poll_error.as_deref().unwrap_or("no usable answer"),
+                    (since + stuck).format("%Y-%m-%d %H:%M:%SZ"),
+                ),
+            })
+        }),
+        Warning::RunningLong {
+            usual,
+            runs,
+            factor,
+        } => state
+            .started_at
+            .filter(|_| state.status == crate::domain::JobStatus::Running)
+            .and_then(|started| {
+                let ran = (now - started).to_std().ok()?;
+                (ran >= usual.mul_f64(*factor)).then(|| outbox::Warned {
+                    execution_id: execution_id.to_owned(),
+                    event: EventKind::RunningLong,
+                    dedup_key: format!(
+                        "running_long:{execution_id}:{}",
+                        started.timestamp_millis()
+                    ),
+                    reason: format!(
+                        "running for {}; its last {runs} successful runs took at most {} (95th percentile), and it is past {factor}× that",
+                        humantime::format_duration(Duration::from_secs(ran.as_secs())),
+                        humantime::format_duration(Duration::from_secs(usual.as_secs())),
+                    ),
+                })
+            }),
+    };
+    let sent = held.is_some();
+    changes.warnings.extend(held);
+    Ok(WriteOutcome::Warned { sent })
 }
 
 /// Starts supervising a row the application inserted into its mapped table.
@@ -930,9 +1016,54 @@ fn history_row(
 async fn write_out(
     txn: &DatabaseTransaction,
     changes: Changes,
-    mapping: &Mapping,
+    cx: &WriteContext<'_>,
     now: DateTime<Utc>,
 ) -> Result<(Vec<usize>, usize), DbErr> {
+    let mapping = cx.mapping;
+    // Notifications are decided from what this batch is about to write, and written with it:
+    // the transition and its message commit together or not at all.
+    let notifications = outbox::rows_for(
+        cx.notify,
+        &changes.history,
+        |kind, id| {
+            (kind == SPARK)
+                .then(|| changes.executions.get(id))
+                .flatten()
+                .map(|loaded| outbox::JobFacts {
+                    name: loaded.row.job_name.clone(),
+                    cluster: loaded.row.cluster.clone(),
+                    submission_id: loaded.row.submission_id.clone(),
+                })
+        },
+        now,
+    );
+    outbox::record(txn, &changes.attempts).await?;
+    let facts_of = |id: &str| {
+        changes.executions.get(id).map(|loaded| outbox::JobFacts {
+            name: loaded.row.job_name.clone(),
+            cluster: loaded.row.cluster.clone(),
+            submission_id: loaded.row.submission_id.clone(),
+        })
+    };
+    let mut once = outbox::warning_rows(cx.notify, &changes.warnings, facts_of, now);
+    if !changes.settled.is_empty()
+        && (cx.notify.wants(EventKind::StuckSoon) || cx.notify.wants(EventKind::RunningLong))
+    {
+        let settled: Vec<(String, Option<String>, bool)> = changes
+            .settled
+            .iter()
+            .filter_map(|id| {
+                let row = &changes.executions.get(id)?.row;
+                let ended = row
+                    .status
+                    .parse::<crate::domain::JobStatus>()
+                    .is_ok_and(|s| s.is_terminal());
+                Some((id.clone(), row.job_name.clone(), ended))
+            })
+            .collect();
+        once.extend(outbox::resolved_rows(txn, cx.notify, &settled, now).await?);
+    }
+    outbox::insert_once(txn, once).await?;
     let mut app_rows_written = 0;
     if let Some(map) = &mapping.executions {
         for (id, loaded) in &changes.executions {
@@ -1035,7 +1166,13 @@ async fn write_out(
             .exec_without_returning(txn)
             .await?;
     }
+    for chunk in chunked(notifications) {
+        entity::jobwarden_outbox::Entity::insert_many(chunk)
+            .exec_without_returning(txn)
+            .await?;
+    }
     let mut duplicates = Vec::new();
+    let mut letter_notifications = Vec::new();
     for (i, letter) in changes.dead_letters.into_iter().enumerate() {
         // A redelivered bad message must not become a second dead letter.
         if let (Some(topic), Some(partition), Some(offset)) =
@@ -1052,6 +1189,7 @@ async fn write_out(
                 continue;
             }
         }
+        letter_notifications.extend(outbox::dead_letter_rows(cx.notify, &letter, now));
         dead_letters::Entity::insert(dead_letters::ActiveModel {
             id: NotSet,
             source: Set(letter.source),
@@ -1065,6 +1203,11 @@ async fn write_out(
         })
         .exec_without_returning(txn)
         .await?;
+    }
+    if !letter_notifications.is_empty() {
+        entity::jobwarden_outbox::Entity::insert_many(letter_notifications)
+            .exec_without_returning(txn)
+            .await?;
     }
     Ok((duplicates, rows_written))
 }

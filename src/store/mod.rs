@@ -2,10 +2,13 @@
 //! `JobStore` actor (the only writer) drives. What the store accepts is in `crate::store_api`.
 
 pub mod batch;
+pub mod dashboard_read;
 pub mod leases;
 pub mod mapped;
+pub mod outbox;
 pub mod read;
 mod rows;
+pub mod warnings;
 
 use std::time::Duration;
 

@@ -90,6 +90,55 @@ pub enum WriteOp {
         received_at: DateTime<Utc>,
     },
     DeadLetter(NewDeadLetter),
+    /// The outcome of one attempt to deliver outbox messages (several when grouped).
+    NotificationAttempt(Attempt),
+    /// Warn about the job if, by its state at write time, the warning holds (once per run).
+    Warn {
+        execution_id: String,
+        warning: Warning,
+        now: DateTime<Utc>,
+    },
+}
+
+/// An early warning about a job that has not ended badly (yet).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Warning {
+    /// Unconfirmed for half of `stuck_timeout`.
+    StuckSoon,
+    /// Running `factor` × longer than `usual`, the 95th percentile of `runs` past successes.
+    RunningLong {
+        usual: std::time::Duration,
+        runs: usize,
+        factor: f64,
+    },
+}
+
+/// One delivery attempt of the outbox messages `ids` to their channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub ids: Vec<i64>,
+    /// The grouped message they went out in, kept so a retry sends the same group.
+    pub group_id: Option<String>,
+    pub result: AttemptResult,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptResult {
+    Delivered,
+    /// Not delivered this time (timeout, refused connection, 5xx); tried again at `next_at`.
+    Retry {
+        next_at: DateTime<Utc>,
+        error: String,
+    },
+    /// The receiver refused it for good (4xx), with its answer.
+    Refused {
+        error: String,
+    },
+    /// Undelivered for longer than `notifications.give_up_after`.
+    GaveUp {
+        error: String,
+    },
 }
 
 impl WriteOp {
@@ -101,7 +150,10 @@ impl WriteOp {
             WriteOp::Observe { .. } => Some(Source::SparkPoll),
             WriteOp::TimeOut { .. } => Some(Source::TimeoutSweep),
             WriteOp::QueueEvent { .. } => Some(Source::KafkaEvent),
-            WriteOp::PollFailed { .. } | WriteOp::DeadLetter(_) => None,
+            WriteOp::PollFailed { .. }
+            | WriteOp::DeadLetter(_)
+            | WriteOp::NotificationAttempt(_)
+            | WriteOp::Warn { .. } => None,
         }
     }
 }
@@ -114,8 +166,12 @@ impl WriteOp {
             WriteOp::Adopt { execution_id }
             | WriteOp::Observe { execution_id, .. }
             | WriteOp::PollFailed { execution_id, .. }
-            | WriteOp::TimeOut { execution_id, .. } => Some(execution_id),
-            WriteOp::QueueEvent { .. } | WriteOp::SyncQueue { .. } | WriteOp::DeadLetter(_) => None,
+            | WriteOp::TimeOut { execution_id, .. }
+            | WriteOp::Warn { execution_id, .. } => Some(execution_id),
+            WriteOp::QueueEvent { .. }
+            | WriteOp::SyncQueue { .. }
+            | WriteOp::DeadLetter(_)
+            | WriteOp::NotificationAttempt(_) => None,
         }
     }
 }
@@ -132,6 +188,12 @@ pub enum WriteOutcome {
     /// `duplicate` when the same topic/partition/offset was already dead-lettered.
     DeadLettered {
         duplicate: bool,
+    },
+    /// A delivery attempt's outcome is recorded.
+    AttemptRecorded,
+    /// `sent` when the warning held (it reaches the outbox once per run, however often asked).
+    Warned {
+        sent: bool,
     },
 }
 

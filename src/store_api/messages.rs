@@ -69,6 +69,16 @@ pub struct FencedWrite {
     pub fence: Fence,
 }
 
+/// The oldest outbox messages waiting for delivery (none on an instance that does not lead).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<OutboxRow>, StoreError>")]
+pub struct PendingNotifications {
+    pub limit: u64,
+}
+
+/// One outbox message for one channel.
+pub type OutboxRow = entity::jobwarden_outbox::Model;
+
 /// One page of executions due for a poll, in execution id order.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<DuePage, StoreError>")]

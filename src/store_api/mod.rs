@@ -9,10 +9,13 @@ use std::future::Future;
 
 use actix::Recipient;
 
-pub use changes::{NewDeadLetter, OpError, Source, TrackRequest, WriteOp, WriteOutcome};
+pub use changes::{
+    Attempt, AttemptResult, NewDeadLetter, OpError, Source, TrackRequest, Warning, WriteOp,
+    WriteOutcome,
+};
 pub use messages::{
-    Drain, DueExecution, DueJobs, DuePage, Fence, FencedWrite, GetStats, StoreError, StoreStats,
-    SweepTimeouts, Write,
+    Drain, DueExecution, DueJobs, DuePage, Fence, FencedWrite, GetStats, OutboxRow,
+    PendingNotifications, StoreError, StoreStats, SweepTimeouts, Write,
 };
 
 /// The store, as its callers see it. Cheap to clone. Each request is handed to the store's

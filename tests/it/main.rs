@@ -2,6 +2,7 @@
 
 mod binary;
 mod clusters;
+mod dashboard;
 mod helpers;
 mod instances;
 mod instances_kafka;
@@ -9,9 +10,15 @@ mod kafka;
 mod kafka_e2e;
 mod mapped;
 mod mapped_e2e;
+mod notifications;
 mod operating;
+mod own_cluster;
 mod readiness;
 mod real_spark;
+mod real_spark35;
+mod real_spark_ha;
+mod real_spark_restarts;
 mod spark;
 mod start_failures;
 mod store;
+mod warnings;

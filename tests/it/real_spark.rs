@@ -50,8 +50,10 @@ pub(crate) fn cluster() -> Option<Cluster> {
 pub(crate) static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Spark calls `main` by reflection, so each driver is a public class in its own file.
-/// `Stages` runs three real jobs of 20 slow tasks, so its UI reports progress.
-const DRIVERS: [(&str, &str); 4] = [
+/// `Stages` runs three real jobs of 20 slow tasks, so its UI reports progress. `Gate` runs
+/// until the file named by its first argument exists (and fails after its second, in ms), so
+/// a test ends it at the moment it chooses instead of guessing a duration.
+const DRIVERS: [(&str, &str); 5] = [
     (
         "Stages",
         "import org.apache.spark.SparkConf; import org.apache.spark.api.java.JavaSparkContext; import java.util.*; \
@@ -73,6 +75,15 @@ const DRIVERS: [(&str, &str); 4] = [
     (
         "Forever",
         "public class Forever { public static void main(String[] a) throws Exception { while (true) Thread.sleep(1000); } }",
+    ),
+    (
+        "Gate",
+        "import java.nio.file.*; \
+         public class Gate { public static void main(String[] a) throws Exception { \
+           Path open = Paths.get(a[0]); long deadline = System.currentTimeMillis() + Long.parseLong(a[1]); \
+           while (!Files.exists(open)) { \
+             if (System.currentTimeMillis() > deadline) throw new IllegalStateException(\"the gate was never opened\"); \
+             Thread.sleep(100); } } }",
     ),
 ];
 
@@ -157,7 +168,7 @@ pub(crate) async fn submit(
     answer["submissionId"].as_str().unwrap().to_owned()
 }
 
-async fn row(db: &DatabaseConnection, id: &str) -> Option<spark_job_executions::Model> {
+pub(crate) async fn row(db: &DatabaseConnection, id: &str) -> Option<spark_job_executions::Model> {
     SparkJobExecutions::find_by_id(id.to_owned())
         .one(db)
         .await

@@ -42,6 +42,10 @@ pub enum SparkError {
     /// A standby or recovering master: it cannot say anything about any driver now.
     #[error("the Spark master is not the alive one (state {0}); asking again later")]
     MasterNotAlive(String),
+    /// The master does not know the driver and no worker's page could be read: right after a
+    /// master restart its workers have not registered again, so nobody can say yet.
+    #[error("the master does not know {0} and none of its workers could be asked (after a master restart they register again within seconds to minutes); nothing is known about the driver yet")]
+    NoWorkerToAsk(String),
 }
 
 impl SparkError {
@@ -50,7 +54,8 @@ impl SparkError {
         match self {
             SparkError::Timeout(_)
             | SparkError::Unreachable { .. }
-            | SparkError::MasterNotAlive(_) => true,
+            | SparkError::MasterNotAlive(_)
+            | SparkError::NoWorkerToAsk(_) => true,
             SparkError::Http { status, .. } => *status >= 500,
             _ => false,
         }
@@ -358,6 +363,18 @@ impl SparkClient {
         &self.masters[0].rest
     }
 
+    /// Whether any master's REST server answers HTTP at all (any status will do): a REST-off
+    /// master has nothing listening on its REST port.
+    pub async fn rest_answers(&self) -> bool {
+        for master in self.masters.iter() {
+            match self.get_bytes(master.rest.clone()).await {
+                Ok(_) | Err(SparkError::Http { .. }) => return true,
+                Err(_) => continue,
+            }
+        }
+        false
+    }
+
     /// `GET /v1/submissions/status/{id}` on the alive master: a standby's refusal, or a master
     /// out of reach, passes the question to the next master of the group.
     pub async fn status(&self, submission_id: &str) -> Result<DriverStatus, SparkError> {
@@ -527,12 +544,12 @@ impl SparkClient {
                 continue;
             };
             page.set_path("/");
-            asked += 1;
             let html = match self.get_text(page).await {
                 Ok(html) => html,
                 // A worker that is gone cannot tell; the others may.
                 Err(_) => continue,
             };
+            asked += 1;
             if let Some(found) = super::worker_page::drivers_on_worker_page(&html)
                 .into_iter()
                 .find(|d| d.id == submission_id)

@@ -108,24 +108,38 @@ impl SparkStandalone {
         }
     }
 
-    fn announce(&self, how: &str) {
-        if !self.announced.replace(true) {
-            info!(backend = %self.name, "driver states: {how}");
+    /// Says once where states come from and why. In `auto` that needs to know whether REST
+    /// is on, which a listing that shows every driver would never reveal: one probe tells.
+    async fn announce(&self) {
+        if self.announced.replace(true) {
+            return;
         }
+        let how = match self.source {
+            StatusSource::Rest => "from REST, one request per driver (spark.status_source = \"rest\")",
+            StatusSource::MasterUi => {
+                "from the master UI's /json/ listing, one request per cycle (spark.status_source = \"master_ui\": REST not used)"
+            }
+            StatusSource::Auto => {
+                if self.client.rest_answers().await {
+                    "from the master UI's /json/ listing, one request per cycle; its REST server answers, and is asked per id only for drivers the listing does not show"
+                } else {
+                    self.rest_down_since.set(Some(Instant::now()));
+                    "from the master UI's /json/ listing alone, one request per cycle: the master's REST server is not reachable (off by default up to Spark 4.0; set spark.status_source = \"master_ui\" to stop trying it)"
+                }
+            }
+        };
+        info!(backend = %self.name, "driver states: {how}");
     }
 
     async fn poll(&self, job: &DueExecution) -> Result<Observation, BackendError> {
         if self.source == StatusSource::Rest {
-            return self.poll_rest(job).await;
+            self.announce().await;
+            return self.poll_rest(job, false).await;
         }
         match self.listing().await {
             Ok(listing) => {
+                self.announce().await;
                 if let Some(listed) = listing.drivers.get(&job.submission_id) {
-                    self.announce(if self.rest_usable() {
-                        "from the master UI's /json/ listing, one request per cycle; REST per id only for drivers it does not list"
-                    } else {
-                        "from the master UI's /json/ listing, one request per cycle (REST not used)"
-                    });
                     let mut status = listed.clone();
                     if status.state == DriverState::Error && self.rest_usable() {
                         // The listing carries no message; REST has Spark's exception.
@@ -136,25 +150,33 @@ impl SparkStandalone {
                     return Ok(self.observation_of(&status, Utc::now()).await);
                 }
                 if self.rest_usable() {
-                    self.poll_rest(job).await
+                    self.poll_rest(job, true).await
                 } else {
                     self.ask_workers(&job.submission_id).await
                 }
             }
             Err(e) if self.rest_usable() => {
                 debug!(error = %e, "no listing from the master UI; asking REST");
-                self.poll_rest(job).await
+                self.poll_rest(job, false).await
             }
             Err(e) if e.is_outage() => Err(BackendError::outage(e)),
             Err(e) => Err(BackendError::no_answer(e)),
         }
     }
 
-    async fn poll_rest(&self, job: &DueExecution) -> Result<Observation, BackendError> {
+    /// `listed`: the master's UI answered this cycle, so REST out of reach means REST is off,
+    /// not that the master is down.
+    async fn poll_rest(
+        &self,
+        job: &DueExecution,
+        listed: bool,
+    ) -> Result<Observation, BackendError> {
         let status = match self.client.status(&job.submission_id).await {
             Ok(status) => status,
             Err(SparkError::UnknownSubmission(id)) => return self.ask_workers(&id).await,
-            Err(e @ SparkError::Unreachable { .. }) if self.source == StatusSource::Auto => {
+            Err(e @ SparkError::Unreachable { .. })
+                if listed && self.source == StatusSource::Auto =>
+            {
                 // REST off (Spark 3.5's default) looks like this: use the listing alone for a
                 // while, and say so once.
                 if self.rest_down_since.replace(Some(Instant::now())).is_none() {
@@ -184,6 +206,11 @@ impl SparkStandalone {
                 )))
             }
         };
+        if found.is_none() && asked == 0 {
+            return Err(BackendError::outage(SparkError::NoWorkerToAsk(
+                submission_id.to_owned(),
+            )));
+        }
         let Some((driver, worker_id)) = found else {
             return Err(BackendError::no_answer(SparkError::UnknownSubmission(
                 format!(

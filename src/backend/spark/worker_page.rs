@@ -100,6 +100,35 @@ mod tests {
     }
 
     #[test]
+    fn a_spark_3_5_workers_running_and_finished_drivers_are_read_with_their_states() {
+        let page = include_str!("../../../tests/fixtures/worker-page-3.5.9.html");
+        let drivers = drivers_on_worker_page(page);
+        let state = |id: &str| {
+            drivers
+                .iter()
+                .find(|d| d.id == id)
+                .map(|d| d.state.as_str())
+                .unwrap_or("missing")
+        };
+        assert_eq!(
+            drivers.len(),
+            6,
+            "Running Drivers (1) and Finished Drivers (5)"
+        );
+        assert_eq!(state("driver-20261129104814-0003"), "RUNNING");
+        assert_eq!(state("driver-20261129104814-0005"), "FINISHED");
+        assert_eq!(state("driver-20261129104814-0004"), "ERROR");
+        assert_eq!(state("driver-20261129104743-0002"), "KILLED");
+        assert_eq!(state("driver-20261129104742-0000"), "FAILED");
+        let error = drivers
+            .iter()
+            .find(|d| d.id == "driver-20261129104814-0004")
+            .and_then(|d| d.notes.as_deref())
+            .unwrap_or_default();
+        assert!(error.contains("NoSuchFileException"), "{error}");
+    }
+
+    #[test]
     fn executor_tables_and_garbage_yield_no_drivers() {
         assert!(drivers_on_worker_page("<html><body>not a worker</body></html>").is_empty());
         assert!(drivers_on_worker_page("").is_empty());
