@@ -14,7 +14,7 @@ use tracing::{debug, info_span, Instrument};
 use crate::backend::{BackendError, StatusBackend};
 use crate::events::{
     ActorCrashed, BackendReachable, BackendUnreachable, Edges, Events, PollAnswered, PollFailed,
-    PollNotRecorded,
+    PollNotRecorded, PollWaited,
 };
 use crate::store_api::{DueExecution, StoreHandle, WriteOp};
 
@@ -48,6 +48,8 @@ pub enum PollReport {
     Observed,
     /// The backend gave no usable answer; the failure is recorded.
     Failed,
+    /// The backend is handing over (no master alive yet); nothing was written, nothing failed.
+    Waited,
     /// Nothing could be written (the store refused or went away, or the poller crashed); the
     /// job stays due.
     NotRecorded,
@@ -186,6 +188,17 @@ async fn poll_once(
                 },
                 PollReport::Observed,
             )
+        }
+        Err(e) if e.is_waiting() => {
+            // A failover under way: nothing to record about the job, nothing failed. The row
+            // stays due and is asked again next cycle, without backoff.
+            note_reachable(&reachable, &events, backend.name(&job), Some(&e));
+            events.emit(PollWaited { error: &e, elapsed });
+            report_to.do_send(PollSettled {
+                execution_id: job.execution_id,
+                report: PollReport::Waited,
+            });
+            return;
         }
         Err(e) => {
             note_reachable(&reachable, &events, backend.name(&job), Some(&e));

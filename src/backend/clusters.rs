@@ -30,6 +30,8 @@ struct Member {
 
 struct Away {
     reason: String,
+    /// A failover under way rather than an outage.
+    waiting: bool,
     next_try: Instant,
     /// A poll is trying the cluster now; the others do not pile onto it.
     probing: bool,
@@ -79,10 +81,15 @@ impl Clusters {
         };
         if let Some(away) = member.away.borrow_mut().as_mut() {
             if away.probing || Instant::now() < away.next_try {
-                return Err(BackendError::outage(RouteError::Away {
+                let error = RouteError::Away {
                     cluster: member.label.clone(),
                     reason: away.reason.clone(),
-                }));
+                };
+                return Err(if away.waiting {
+                    BackendError::waiting(error)
+                } else {
+                    BackendError::outage(error)
+                });
             }
             away.probing = true;
         }
@@ -92,6 +99,7 @@ impl Clusters {
             Err(e) if e.is_outage() => {
                 *away = Some(Away {
                     reason: e.to_string(),
+                    waiting: e.is_waiting(),
                     next_try: Instant::now() + self.hold,
                     probing: false,
                 });

@@ -32,15 +32,22 @@ pub trait StatusBackend: 'static {
 #[derive(Debug, thiserror::Error)]
 #[error("{source}")]
 pub struct BackendError {
-    outage: bool,
+    kind: Kind,
     source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Outage,
+    NoAnswer,
+    Waiting,
 }
 
 impl BackendError {
     /// The backend is down, failing or not answering.
     pub fn outage(source: impl std::error::Error + Send + Sync + 'static) -> Self {
         BackendError {
-            outage: true,
+            kind: Kind::Outage,
             source: Box::new(source),
         }
     }
@@ -48,12 +55,27 @@ impl BackendError {
     /// The backend answered, but not with a usable status for this job.
     pub fn no_answer(source: impl std::error::Error + Send + Sync + 'static) -> Self {
         BackendError {
-            outage: false,
+            kind: Kind::NoAnswer,
             source: Box::new(source),
         }
     }
 
+    /// The backend is handing over (a failover: no master is alive yet, a standby answers):
+    /// nobody can say anything now, and nothing is wrong with the job or the poll. Not a
+    /// failed poll, no backoff: the job is simply asked again next cycle.
+    pub fn waiting(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BackendError {
+            kind: Kind::Waiting,
+            source: Box::new(source),
+        }
+    }
+
+    /// The backend itself is away (down, or handing over): the job's status says nothing.
     pub fn is_outage(&self) -> bool {
-        self.outage
+        self.kind != Kind::NoAnswer
+    }
+
+    pub fn is_waiting(&self) -> bool {
+        self.kind == Kind::Waiting
     }
 }

@@ -16,7 +16,9 @@ use crate::metrics::Metrics;
 
 pub use kafka::{ConsumerLag, EventApplied, EventConsumed, EventDeadLettered, ListenerRestarting};
 pub use notify::NotificationAttempted;
-pub use poll::{BackendReachable, BackendUnreachable, PollAnswered, PollFailed, PollNotRecorded};
+pub use poll::{
+    BackendReachable, BackendUnreachable, PollAnswered, PollFailed, PollNotRecorded, PollWaited,
+};
 pub use scheduler::{PollCycleFinished, TickSkipped};
 pub use store::{
     BatchCommitted, DatabaseBack, DatabaseUnreachable, LeaseRenewalFailed, LeasesRenewed,

@@ -40,6 +40,20 @@ impl InternalEvent for PollFailed<'_> {
     }
 }
 
+/// The backend is handing over (a failover: no master alive yet); not a failed poll.
+pub struct PollWaited<'a> {
+    pub error: &'a dyn std::error::Error,
+    pub elapsed: Duration,
+}
+
+impl InternalEvent for PollWaited<'_> {
+    fn emit(self, m: &Metrics) {
+        debug!(error = %self.error, "no alive master yet; asking again next cycle");
+        m.polls.with_label_values(&["waited"]).inc();
+        m.poll_seconds.observe(self.elapsed.as_secs_f64());
+    }
+}
+
 /// What a poll saw could not be written; the job stays due.
 pub struct PollNotRecorded<'a> {
     pub error: &'a dyn std::error::Error,

@@ -58,7 +58,11 @@ pub async fn send(settings: &EmailSettings, timeout: Duration, outgoing: &Outgoi
 pub fn compose(settings: &EmailSettings, outgoing: &Outgoing) -> Result<Message, ComposeError> {
     let text = outgoing.text();
     let headline = text.lines().next().unwrap_or_default();
-    let subject = headline.strip_suffix(':').unwrap_or(headline);
+    // A storm's first line introduces its list; as a subject it stands alone.
+    let subject = match outgoing {
+        Outgoing::One(_) => headline,
+        Outgoing::Storm { .. } => headline.strip_suffix(':').unwrap_or(headline),
+    };
     let json = serde_json::to_string_pretty(&outgoing.webhook_body()).unwrap_or_default();
     let id = outgoing.id();
     let body = format!(
@@ -110,13 +114,16 @@ const AUTH_CODES: [u16; 4] = [530, 534, 535, 538];
 /// A permanent (5xx) answer refuses the message for good, with the server's words; a
 /// transient (4xx) answer, a connection or TLS failure or a rejected login is for later.
 fn judge(e: &SmtpError) -> Delivered {
-    let answer = e.to_string();
-    match e.status().map(u16::from) {
-        Some(code) if e.is_permanent() && !AUTH_CODES.contains(&code) => {
-            Delivered::Refused(format!("SMTP {code}: {answer}"))
-        }
-        Some(code) => Delivered::Later(format!("SMTP {code}: {answer}")),
-        None => Delivered::Later(format!("could not reach the SMTP server: {answer}")),
+    let Some(code) = e.status().map(u16::from) else {
+        return Delivered::Later(format!("SMTP: {e}"));
+    };
+    // The server's own words ("5.1.1 <ops@example.com>: mailbox unavailable").
+    let words = std::error::Error::source(e).map_or_else(String::new, ToString::to_string);
+    let answer = format!("SMTP {code}: {words}");
+    if e.is_permanent() && !AUTH_CODES.contains(&code) {
+        Delivered::Refused(answer)
+    } else {
+        Delivered::Later(answer)
     }
 }
 

@@ -175,6 +175,10 @@ pub async fn jobs_by_last_change(
         .and_where(Expr::col((h.clone(), history::Column::Id)).gte(floor))
         .and_where(Expr::not_exists(newer));
     let (spark, queue_too) = (filter.wants(Kind::Spark), filter.wants(Kind::Queue));
+    if !spark && !queue_too {
+        // Queue jobs asked for by name or cluster, which only executions have: none match.
+        return Ok(ChangedPage::default());
+    }
     let mut present = Condition::any();
     let mut status = Condition::any();
     if spark {

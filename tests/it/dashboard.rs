@@ -645,3 +645,121 @@ async fn live_updates_answer_not_modified_while_nothing_changed() {
         assert!(unchanged.bytes().await.unwrap().is_empty());
     }
 }
+
+crate::on_every_database!(
+    last_change_lists_each_job_once_newest_first_and_filters_it,
+    dead_letter_previews_read_the_start_of_each_payload,
+);
+
+async fn last_change_lists_each_job_once_newest_first_and_filters_it(db: crate::helpers::TestDb) {
+    use entity::{job_status_history as history, transformation_job_queue as queue};
+    use jobwarden::store::dashboard_read::{jobs_by_last_change, JobFilter, Kind};
+    use jobwarden::store_api::{Source, StoreHandle, TrackRequest, WriteOp};
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+
+    let settings = crate::helpers::settings_for(&db.url);
+    let store = StoreHandle::from(&crate::helpers::launch_store(db.db.clone(), &settings));
+    for (id, name) in [("e1", "Nightly-A"), ("e2", "other"), ("e3", "other 50%")] {
+        store
+            .write(WriteOp::Track(TrackRequest {
+                execution_id: id.into(),
+                submission_id: Some(format!("driver-{id}")),
+                job_name: Some(name.into()),
+                cluster: None,
+                source: Source::Api,
+            }))
+            .await
+            .unwrap();
+    }
+    let now = chrono::Utc::now();
+    queue::Entity::insert(queue::ActiveModel {
+        job_id: Set("q1".into()),
+        status: Set("Processing".into()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    })
+    .exec(&db.db)
+    .await
+    .unwrap();
+    // A later transition of e1 puts it first; its earlier one is not listed again.
+    for (kind, id, to) in [("queue", "q1", "Processing"), ("spark", "e1", "Queued")] {
+        history::Entity::insert(history::ActiveModel {
+            job_kind: Set(kind.into()),
+            job_id: Set(id.into()),
+            from_status: Set(None),
+            to_status: Set(to.into()),
+            source: Set("api".into()),
+            detail: Set(None),
+            at: Set(now),
+            ..Default::default()
+        })
+        .exec(&db.db)
+        .await
+        .unwrap();
+    }
+    let ids = |filter: JobFilter| {
+        let db = db.db.clone();
+        async move {
+            let page = jobs_by_last_change(&db, &filter, None).await.unwrap();
+            page.jobs
+                .iter()
+                .map(|(row, _)| row.id().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids(JobFilter::default()).await, ["e1", "q1", "e3", "e2"]);
+    let kind = |kind| JobFilter {
+        kind: Some(kind),
+        ..JobFilter::default()
+    };
+    assert_eq!(ids(kind(Kind::Queue)).await, ["q1"]);
+    assert_eq!(ids(kind(Kind::Spark)).await, ["e1", "e3", "e2"]);
+    let named = |name: &str| JobFilter {
+        name: Some(name.into()),
+        ..JobFilter::default()
+    };
+    assert_eq!(ids(named("nightly")).await, ["e1"]);
+    assert_eq!(ids(named("50%")).await, ["e3"]);
+    assert_eq!(ids(named("5_%")).await, Vec::<String>::new());
+    let status = |status: &str| JobFilter {
+        status: Some(status.into()),
+        ..JobFilter::default()
+    };
+    assert_eq!(ids(status("Processing")).await, ["q1"]);
+    assert_eq!(ids(status("Queued")).await, ["e1", "e3", "e2"]);
+    let default_cluster = JobFilter {
+        cluster: Some(None),
+        ..JobFilter::default()
+    };
+    assert_eq!(ids(default_cluster).await, ["e1", "e3", "e2"]);
+}
+
+async fn dead_letter_previews_read_the_start_of_each_payload(db: crate::helpers::TestDb) {
+    use entity::dead_letters;
+    use jobwarden::store::dashboard_read::{dead_letters as previews, PREVIEW_BYTES};
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+
+    for (offset, payload) in [(7, vec![0xffu8; 5_000]), (8, b"{\"jobId\":1}".to_vec())] {
+        dead_letters::Entity::insert(dead_letters::ActiveModel {
+            source: Set("kafka".into()),
+            topic: Set(Some("t".into())),
+            partition: Set(Some(0)),
+            offset: Set(Some(offset)),
+            key: Set(None),
+            payload: Set(payload),
+            error: Set("unparseable".into()),
+            received_at: Set(chrono::Utc::now()),
+            ..Default::default()
+        })
+        .exec(&db.db)
+        .await
+        .unwrap();
+    }
+    let (rows, next) = previews(&db.db, None).await.unwrap();
+    assert_eq!(next, None);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].offset, Some(8), "newest first");
+    assert_eq!(rows[0].payload, b"{\"jobId\":1}");
+    assert_eq!(rows[1].payload.len() as i64, PREVIEW_BYTES + 1);
+}

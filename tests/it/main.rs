@@ -10,6 +10,7 @@ mod kafka;
 mod kafka_e2e;
 mod mapped;
 mod mapped_e2e;
+mod notification_channels;
 mod notifications;
 mod operating;
 mod own_cluster;

@@ -381,7 +381,13 @@ impl SparkClient {
         let mut last = None;
         for (i, master) in self.masters_in_turn() {
             match self.status_at(master, submission_id).await {
-                Err(e) if self.ask_another(&e) => last = Some(e),
+                // A standby's word is worth more than a refused connection: it says a failover
+                // is under way, not that the cluster is gone.
+                Err(e) if self.ask_another(&e) => {
+                    if !matches!(last, Some(SparkError::MasterNotAlive(_))) {
+                        last = Some(e);
+                    }
+                }
                 answer => {
                     if answer.is_ok() || matches!(answer, Err(SparkError::UnknownSubmission(_))) {
                         self.found_alive(i);

@@ -20,7 +20,9 @@ use crate::config::SparkSettings;
 /// A standalone backend for every configured cluster, each with its own HTTP client (its own
 /// credentials and timeouts), behind one router.
 pub fn clusters(settings: &SparkSettings) -> Result<Clusters, SparkSetupError> {
-    let mut all = Clusters::new(settings.poll_interval);
+    // Half an interval: every cycle's first poll of an away cluster tries it again, however
+    // the ticks fall.
+    let mut all = Clusters::new(settings.poll_interval / 2);
     for cluster in settings.clusters() {
         let backend = SparkStandalone::new(&cluster.settings).map_err(|e| match &cluster.name {
             Some(name) => SparkSetupError::Cluster {

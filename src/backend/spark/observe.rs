@@ -159,8 +159,7 @@ impl SparkStandalone {
                 debug!(error = %e, "no listing from the master UI; asking REST");
                 self.poll_rest(job, false).await
             }
-            Err(e) if e.is_outage() => Err(BackendError::outage(e)),
-            Err(e) => Err(BackendError::no_answer(e)),
+            Err(e) => Err(backend_error(e)),
         }
     }
 
@@ -185,8 +184,7 @@ impl SparkStandalone {
                 }
                 return self.ask_workers(&job.submission_id).await;
             }
-            Err(e) if e.is_outage() => return Err(BackendError::outage(e)),
-            Err(e) => return Err(BackendError::no_answer(e)),
+            Err(e) => return Err(backend_error(e)),
         };
         let at = Utc::now();
         Ok(self.observation_of(&status, at).await)
@@ -199,7 +197,7 @@ impl SparkStandalone {
         let (found, asked) = match self.client.find_on_workers(submission_id).await {
             Ok(answer) => answer,
             // The master itself is away: nothing is known about the driver.
-            Err(e) if e.is_outage() => return Err(BackendError::outage(e)),
+            Err(e) if e.is_outage() => return Err(backend_error(e)),
             Err(e) => {
                 return Err(BackendError::no_answer(SparkError::UnknownSubmission(
                     format!("{submission_id} (and its workers could not be asked: {e})"),
@@ -350,6 +348,16 @@ impl SparkStandalone {
                 None
             }
         }
+    }
+}
+
+/// A standby or recovering master (no alive one yet) is a failover under way; other outages
+/// are Spark being away; anything else is an answer without the job.
+fn backend_error(e: SparkError) -> BackendError {
+    match e {
+        e @ SparkError::MasterNotAlive(_) => BackendError::waiting(e),
+        e if e.is_outage() => BackendError::outage(e),
+        e => BackendError::no_answer(e),
     }
 }
 
