@@ -19,6 +19,10 @@ pub struct Figures {
     pub api: f64,
     /// `/live/` answering 304: what an open tab costs every two seconds while nothing changes.
     pub live_unchanged: f64,
+    /// `/?status=Running`: one job in twenty matches, ETAs drawn.
+    pub running: f64,
+    /// `/?name=…` matching nothing: the worst case, a whole walk budget read.
+    pub no_match: f64,
 }
 
 const SAMPLES: usize = 40;
@@ -103,29 +107,32 @@ pub async fn measure(mut settings: Settings, jobs: usize) -> anyhow::Result<Figu
         .get("etag")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let (mut changed, mut by_id, mut api, mut live) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut samples: [Vec<f64>; 6] = Default::default();
     for round in 0..SAMPLES + 5 {
-        let samples = [
+        let round_samples = [
             time("/".into(), None).await?,
             time("/?kind=spark&sort=id".into(), None).await?,
             time("/api/v1/jobs?limit=50".into(), None).await?,
             time("/live/".into(), etag.clone()).await?,
+            time("/?status=Running".into(), None).await?,
+            time("/?name=no-such-job".into(), None).await?,
         ];
         // The first rounds warm the caches (the ETA durations, SQLite's pages).
         if round >= 5 {
-            changed.push(samples[0].0);
-            by_id.push(samples[1].0);
-            api.push(samples[2].0);
-            live.push(samples[3].0);
+            for (all, (ms, _)) in samples.iter_mut().zip(round_samples) {
+                all.push(ms);
+            }
         }
     }
+    let [changed, by_id, api, live, running, no_match] = samples;
     app.shutdown().await;
     Ok(Figures {
         by_last_change: super::median(changed),
         by_id: super::median(by_id),
         api: super::median(api),
         live_unchanged: super::median(live),
+        running: super::median(running),
+        no_match: super::median(no_match),
     })
 }
 
@@ -144,6 +151,11 @@ pub async fn run(settings: Settings, jobs: usize) -> anyhow::Result<()> {
     println!(
         "  live update, nothing changed   {:>8.2} ms (304)",
         f.live_unchanged
+    );
+    println!("  jobs page, status Running      {:>8.2} ms", f.running);
+    println!(
+        "  jobs page, a name nothing has  {:>8.2} ms (reads the whole walk budget)",
+        f.no_match
     );
     println!(
         "  ratio API / page: {:.2} (last change), {:.2} (by id)",

@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod instances;
 pub mod kafka_ingest;
 pub mod mapped_schema;
+pub mod notifications;
 pub mod poll;
 pub mod status_check;
 pub mod store_writes;

@@ -53,6 +53,10 @@ pub enum Scenario {
         database_url: Option<String>,
     },
     Idle,
+    /// Endings written with and without a rule that notifies; the Notifier's delivery rate.
+    Notifications {
+        endings: usize,
+    },
     /// The dashboard's jobs page over a fleet, beside the JSON API's list.
     Dashboard {
         jobs: usize,
@@ -193,6 +197,9 @@ fn plan(options: &SuiteOptions) -> Vec<Scenario> {
     }
     plan.push(Scenario::Dashboard {
         jobs: if options.full { 100_000 } else { 10_000 },
+    });
+    plan.push(Scenario::Notifications {
+        endings: if options.full { 20_000 } else { 2_000 },
     });
     plan.push(Scenario::Idle);
     if let (Some(rest_url), Some(submission_id), Some(spark_home)) = (
@@ -390,6 +397,35 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
             Ok(vec![
                 row("last change first", f.by_last_change),
                 row("by id", f.by_id),
+            ])
+        }
+        Scenario::Notifications { endings } => {
+            let f = super::notifications::measure(settings, endings).await?;
+            Ok(vec![
+                Row {
+                    scenario: format!(
+                        "job endings written, each notifying one channel, {} (SQLite)",
+                        thousands(endings)
+                    ),
+                    ours: format!(
+                        "{:.0} endings/s (+{:.0} µs each)",
+                        f.notifying_per_second,
+                        f.added_micros()
+                    ),
+                    ceiling: format!("{:.0} endings/s without a rule", f.plain_per_second),
+                    ratio: Some(f.notifying_per_second / f.plain_per_second),
+                    peak_rss_kb: None,
+                },
+                Row {
+                    scenario: format!(
+                        "notifications delivered to a local webhook, {}",
+                        thousands(endings)
+                    ),
+                    ours: format!("{:.0} messages/s", f.delivered_per_second),
+                    ceiling: format!("{:.0} POST/s (one client, in turn)", f.posts_per_second),
+                    ratio: Some(f.delivered_per_second / f.posts_per_second),
+                    peak_rss_kb: None,
+                },
             ])
         }
         Scenario::Idle => {

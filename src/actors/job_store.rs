@@ -607,7 +607,7 @@ impl Handler<PendingNotifications> for JobStore {
         }
         let db = self.db.clone();
         Box::pin(async move {
-            store::outbox::pending(&db, msg.limit)
+            store::outbox::pending(&db, msg.per_channel)
                 .await
                 .map_err(|e| StoreError::Read(e.to_string()))
         })

@@ -15,11 +15,13 @@ use crate::events::{Events, NotificationAttempted};
 use crate::notify::channels::{deliver, Delivered, Outgoing};
 use crate::notify::{new_message_id, Notification};
 use crate::store_api::{
-    Attempt, AttemptResult, OutboxRow, PendingNotifications, StoreHandle, WriteOp,
+    Attempt, AttemptResult, OutboxRow, PendingNotifications, StoreError, StoreHandle, WriteOp,
+    WriteOutcome,
 };
 
-/// Most outbox rows one look reads; the next look takes the rest.
-const LOOK_LIMIT: u64 = 5_000;
+/// Most outbox rows of one channel one look reads; the next look takes the rest. (A storm
+/// larger than this goes out as several grouped messages.)
+const LOOK_LIMIT: u64 = 2_000;
 /// The longest wait between two attempts of one message.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -78,9 +80,9 @@ impl Notifier {
             return;
         }
         self.looking = true;
-        let request = self
-            .pending
-            .send(PendingNotifications { limit: LOOK_LIMIT });
+        let request = self.pending.send(PendingNotifications {
+            per_channel: LOOK_LIMIT,
+        });
         ctx.spawn(request.into_actor(self).map(|answer, act, ctx| {
             act.looking = false;
             let rows = match answer {
@@ -101,17 +103,23 @@ impl Notifier {
                     continue;
                 }
                 let Some(settings) = act.settings.channels.get(&channel).cloned() else {
-                    act.settle(
-                        &channel,
-                        rows.iter().map(|r| r.id).collect(),
-                        None,
-                        AttemptResult::GaveUp {
-                            error: format!("channel {channel:?} is no longer configured"),
+                    let planned = Planned {
+                        ids: rows.iter().map(|r| r.id).collect(),
+                        group_id: None,
+                        outgoing: Outgoing::Storm {
+                            id: rows.first().map_or_else(String::new, |r| r.message_id.clone()),
+                            total: rows.len(),
+                            listed: Vec::new(),
                         },
-                        "gave_up",
-                        rows.first().map_or("-", |r| r.message_id.as_str()),
-                        ctx,
-                    );
+                        created_at: now,
+                        attempts: 0,
+                    };
+                    let error = format!("channel {channel:?} is no longer configured");
+                    let write = act.record(&channel, &planned, AttemptResult::GaveUp { error }, "gave_up");
+                    act.busy.insert(channel.clone());
+                    ctx.spawn(write.into_actor(act).map(move |_, act, _| {
+                        act.busy.remove(&channel);
+                    }));
                     continue;
                 };
                 if act
@@ -121,113 +129,145 @@ impl Notifier {
                 {
                     continue;
                 }
-                let Some(planned) = plan(&rows, now, &act.settings) else {
-                    continue;
-                };
-                act.send(channel, settings, planned, ctx);
+                let run = plan_run(&rows, now, &act.settings, &settings);
+                if !run.is_empty() {
+                    act.send(channel, settings, run, ctx);
+                }
             }
         }));
     }
 
+    /// Sends a run of messages to one channel, one after the other, each attempt recorded as
+    /// it ends; stops at the first that must be tried again, so the channel keeps its order.
     fn send(
         &mut self,
         channel: String,
         settings: crate::config::ChannelSettings,
-        planned: Planned,
+        run: Vec<Planned>,
         ctx: &mut Context<Self>,
     ) {
         self.busy.insert(channel.clone());
         self.last_sent.insert(channel.clone(), Instant::now());
         let client = self.client.clone();
-        let give_up_after = self.settings.give_up_after;
+        let give_up_after = chrono::Duration::from_std(self.settings.give_up_after)
+            .unwrap_or(chrono::Duration::MAX);
+        let human_give_up = humantime::format_duration(self.settings.give_up_after).to_string();
+        let store = self.store.clone();
+        let events = self.events.clone();
+        let name = channel.clone();
         let delivery = async move {
-            let result = deliver(&client, &settings, &planned.outgoing, Utc::now()).await;
-            (planned, result)
+            let mut writes = Vec::with_capacity(run.len());
+            for planned in run {
+                let result = deliver(&client, &settings, &planned.outgoing, Utc::now()).await;
+                let now = Utc::now();
+                let expired = now - planned.created_at >= give_up_after;
+                let (result, outcome) = match result {
+                    Delivered::Yes => (AttemptResult::Delivered, "delivered"),
+                    Delivered::Refused(error) => (AttemptResult::Refused { error }, "refused"),
+                    Delivered::Later(error) if expired => (
+                        AttemptResult::GaveUp {
+                            error: format!(
+                                "undelivered after {human_give_up}; last error: {error}"
+                            ),
+                        },
+                        "gave_up",
+                    ),
+                    Delivered::Later(error) => (
+                        AttemptResult::Retry {
+                            next_at: now + backoff(planned.attempts),
+                            error,
+                        },
+                        "retrying",
+                    ),
+                };
+                let again = outcome == "retrying";
+                writes.push(record(&store, &events, &name, &planned, result, outcome));
+                if again {
+                    break;
+                }
+            }
+            // The channel is free once every attempt is durable, so the next look sees them.
+            for write in writes {
+                if let Err(e) = write.await {
+                    // Still pending, so sent again: at least once.
+                    warn!(actor = "notifier", channel = %name, error = %e, "could not record a delivery attempt");
+                }
+            }
         };
-        ctx.spawn(
-            delivery
-                .into_actor(self)
-                .map(move |(planned, result), act, ctx| {
-                    let now = Utc::now();
-                    let expired = now - planned.created_at
-                        >= chrono::Duration::from_std(give_up_after)
-                            .unwrap_or(chrono::Duration::MAX);
-                    let (result, outcome) = match result {
-                        Delivered::Yes => (AttemptResult::Delivered, "delivered"),
-                        Delivered::Refused(error) => (AttemptResult::Refused { error }, "refused"),
-                        Delivered::Later(error) if expired => (
-                            AttemptResult::GaveUp {
-                                error: format!(
-                                    "undelivered after {}; last error: {error}",
-                                    humantime::format_duration(give_up_after)
-                                ),
-                            },
-                            "gave_up",
-                        ),
-                        Delivered::Later(error) => (
-                            AttemptResult::Retry {
-                                next_at: now + backoff(planned.attempts),
-                                error,
-                            },
-                            "retrying",
-                        ),
-                    };
-                    let id = planned.outgoing.id().to_owned();
-                    act.settle(
-                        &channel,
-                        planned.ids,
-                        planned.group_id,
-                        result,
-                        outcome,
-                        &id,
-                        ctx,
-                    );
-                }),
-        );
+        ctx.spawn(delivery.into_actor(self).map(move |(), act, ctx| {
+            act.busy.remove(&channel);
+            // More may be waiting: look again now rather than at the next tick.
+            act.look(ctx);
+        }));
     }
 
-    /// Records an attempt; the channel is free again once the record is durable, so its next
-    /// look sees what this one did.
-    #[allow(clippy::too_many_arguments)]
-    fn settle(
-        &mut self,
+    fn record(
+        &self,
         channel: &str,
-        ids: Vec<i64>,
-        group_id: Option<String>,
+        planned: &Planned,
         result: AttemptResult,
         outcome: &'static str,
-        message_id: &str,
-        ctx: &mut Context<Self>,
-    ) {
-        let error = match &result {
-            AttemptResult::Delivered => None,
-            AttemptResult::Retry { error, .. }
-            | AttemptResult::Refused { error }
-            | AttemptResult::GaveUp { error } => Some(error.clone()),
-        };
-        self.events.emit(NotificationAttempted {
-            channel,
-            message_id,
-            messages: ids.len(),
-            outcome,
-            error: error.as_deref(),
-        });
-        self.busy.insert(channel.to_owned());
-        let channel = channel.to_owned();
-        let write = self.store.write(WriteOp::NotificationAttempt(Attempt {
-            ids,
-            group_id,
-            result,
-            at: Utc::now(),
-        }));
-        ctx.spawn(write.into_actor(self).map(move |written, act, _| {
-            if let Err(e) = written {
-                // The message stays pending and is sent again: at least once.
-                warn!(actor = "notifier", channel = %channel, error = %e, "could not record a delivery attempt");
-            }
-            act.busy.remove(&channel);
-        }));
+    ) -> impl std::future::Future<Output = Result<WriteOutcome, StoreError>> {
+        record(&self.store, &self.events, channel, planned, result, outcome)
     }
+}
+
+/// Counts and logs one attempt and hands its result to the store.
+fn record(
+    store: &StoreHandle,
+    events: &Events,
+    channel: &str,
+    planned: &Planned,
+    result: AttemptResult,
+    outcome: &'static str,
+) -> impl std::future::Future<Output = Result<WriteOutcome, StoreError>> {
+    let error = match &result {
+        AttemptResult::Delivered => None,
+        AttemptResult::Retry { error, .. }
+        | AttemptResult::Refused { error }
+        | AttemptResult::GaveUp { error } => Some(error.clone()),
+    };
+    events.emit(NotificationAttempted {
+        channel,
+        message_id: planned.outgoing.id(),
+        messages: planned.ids.len(),
+        outcome,
+        error: error.as_deref(),
+    });
+    store.write(WriteOp::NotificationAttempt(Attempt {
+        ids: planned.ids.clone(),
+        group_id: planned.group_id.clone(),
+        result,
+        at: Utc::now(),
+    }))
+}
+
+/// Most messages one channel is sent in a row before the outbox is read again.
+const RUN: usize = 500;
+
+/// The messages to send to one channel now, in order: as many as [`plan`] allows one after
+/// the other (a channel with a rate limit gets one).
+fn plan_run(
+    rows: &[OutboxRow],
+    now: DateTime<Utc>,
+    s: &NotificationSettings,
+    channel: &crate::config::ChannelSettings,
+) -> Vec<Planned> {
+    let limit = if channel.min_interval.is_zero() {
+        RUN
+    } else {
+        1
+    };
+    let mut remaining: Vec<OutboxRow> = rows.to_vec();
+    let mut run = Vec::new();
+    while run.len() < limit {
+        let Some(planned) = plan(&remaining, now, s) else {
+            break;
+        };
+        remaining.retain(|r| !planned.ids.contains(&r.id));
+        run.push(planned);
+    }
+    run
 }
 
 /// What to send next to one channel, given its pending rows in outbox order; `None` while it

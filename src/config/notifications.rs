@@ -301,8 +301,9 @@ impl Validate for NotificationSettings {
                                 format!("{:?}", event.as_str()),
                                 &format!(
                                     "channel {channel:?} is an Alertmanager, which takes failures only \
-                                     (failed, timed_out, dead_lettered): send succeeded and cancelled \
-                                     to other channels in a rule of their own"
+                                     (failed, timed_out, dead_lettered): send {} to other channels in a \
+                                     rule of their own",
+                                    event.as_str()
                                 ),
                             );
                         }

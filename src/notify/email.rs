@@ -63,10 +63,20 @@ pub fn compose(settings: &EmailSettings, outgoing: &Outgoing) -> Result<Message,
         Outgoing::One(_) => headline,
         Outgoing::Storm { .. } => headline.strip_suffix(':').unwrap_or(headline),
     };
+    // The headline has the reason's first line; a stack trace is worth reading whole.
+    let details = match outgoing {
+        Outgoing::One(n) => n
+            .reason
+            .as_deref()
+            .filter(|r| r.lines().nth(1).is_some())
+            .map(|r| format!("\n\n{r}"))
+            .unwrap_or_default(),
+        Outgoing::Storm { .. } => String::new(),
+    };
     let json = serde_json::to_string_pretty(&outgoing.webhook_body()).unwrap_or_default();
     let id = outgoing.id();
     let body = format!(
-        "{text}\n\n-- \nMessage id: {id} (the same on every retry; {ID_HEADER} header)\n\
+        "{text}{details}\n\n-- \nMessage id: {id} (the same on every retry; {ID_HEADER} header)\n\
          For machines, the webhook body:\n{json}\n"
     );
     let mut builder = Message::builder()
@@ -161,6 +171,22 @@ mod tests {
             source: "spark_poll".into(),
             at: chrono::Utc::now(),
         }
+    }
+
+    #[test]
+    fn a_reason_of_several_lines_is_in_the_body_whole() {
+        let mut n = failed("m1");
+        n.reason = Some("input table missing\n    at Main.main(Main.java:3)".into());
+        let message = compose(&settings(), &Outgoing::One(Box::new(n))).unwrap();
+        let text = String::from_utf8(message.formatted()).unwrap();
+        assert!(
+            text.contains("Subject: nightly-load (e42) failed: input table missing\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\n\r\ninput table missing\r\n    at Main.main(Main.java:3)\r\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -503,8 +503,9 @@ pub async fn dead_letters(
         Expr::from(
             Func::cust(Alias::new("SUBSTR"))
                 .arg(Expr::col(column))
-                .arg(1)
-                .arg(bytes),
+                // PostgreSQL has substr(bytea, integer, integer) only: no bigint arguments.
+                .arg(1i32)
+                .arg(bytes as i32),
         )
     };
     let mut query = dead_letters::Entity::find()

@@ -197,14 +197,34 @@ pub async fn record(txn: &impl ConnectionTrait, attempts: &[Attempt]) -> Result<
     Ok(())
 }
 
-/// The oldest pending messages, in the order they were written.
-pub async fn pending(db: &DatabaseConnection, limit: u64) -> Result<Vec<outbox::Model>, DbErr> {
-    outbox::Entity::find()
+/// The oldest pending messages of every channel, in the order they were written, at most
+/// `per_channel` each: a channel whose receiver has been down for a day, with thousands
+/// waiting, does not hide the others' messages.
+pub async fn pending(
+    db: &DatabaseConnection,
+    per_channel: u64,
+) -> Result<Vec<outbox::Model>, DbErr> {
+    let channels: Vec<String> = outbox::Entity::find()
+        .select_only()
+        .column(outbox::Column::Channel)
+        .distinct()
         .filter(outbox::Column::State.eq(PENDING))
-        .order_by_asc(outbox::Column::Id)
-        .limit(limit)
+        .into_tuple()
         .all(db)
-        .await
+        .await?;
+    let mut rows = Vec::new();
+    for channel in channels {
+        rows.extend(
+            outbox::Entity::find()
+                .filter(outbox::Column::State.eq(PENDING))
+                .filter(outbox::Column::Channel.eq(channel))
+                .order_by_asc(outbox::Column::Id)
+                .limit(per_channel)
+                .all(db)
+                .await?,
+        );
+    }
+    Ok(rows)
 }
 
 /// Messages in one state, newest first (for the API).

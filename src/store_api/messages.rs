@@ -69,11 +69,12 @@ pub struct FencedWrite {
     pub fence: Fence,
 }
 
-/// The oldest outbox messages waiting for delivery (none on an instance that does not lead).
+/// The oldest outbox messages waiting for delivery, at most `per_channel` of each channel
+/// (none on an instance that does not lead).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<Vec<OutboxRow>, StoreError>")]
 pub struct PendingNotifications {
-    pub limit: u64,
+    pub per_channel: u64,
 }
 
 /// One outbox message for one channel.

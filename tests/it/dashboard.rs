@@ -67,6 +67,10 @@ impl Browser {
     /// A browser, or `None` (with the reason printed) where Chromium is not installed, except
     /// under CI, where that fails the test.
     async fn start() -> Option<Browser> {
+        Browser::start_with(&[]).await
+    }
+
+    async fn start_with(extra_flags: &[&str]) -> Option<Browser> {
         let (Some(chromium), Some(chromedriver)) = (on_path("chromium"), on_path("chromedriver"))
         else {
             assert!(
@@ -106,6 +110,7 @@ impl Browser {
         let profile = tempfile::tempdir().unwrap();
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| f.to_string()).collect();
         args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.extend(extra_flags.iter().map(|f| f.to_string()));
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
@@ -762,4 +767,62 @@ async fn dead_letter_previews_read_the_start_of_each_payload(db: crate::helpers:
     assert_eq!(rows[0].offset, Some(8), "newest first");
     assert_eq!(rows[0].payload, b"{\"jobId\":1}");
     assert_eq!(rows[1].payload.len() as i64, PREVIEW_BYTES + 1);
+}
+
+/// A soak rather than a check, so not run by default: a jobs page left open with a job whose
+/// row changes every second (so every live answer is new and swapped in). Prints the page's
+/// JavaScript heap after a garbage collection and its element count every 30 s, and fails if
+/// either grew. `JOBWARDEN_SOAK_SECONDS=3600 cargo test --test it dashboard::a_live_page -- --ignored --nocapture`
+#[actix_rt::test]
+#[ignore = "a soak of minutes; run by hand"]
+async fn a_live_page_left_open_keeps_its_memory_flat() {
+    let Some(browser) = Browser::start_with(&["--js-flags=--expose-gc"]).await else {
+        return;
+    };
+    let seconds: u64 = std::env::var("JOBWARDEN_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let spark = SparkServer::start().await;
+    let service = Service::start(&spark, &[]);
+    spark.answer("driver-soak-1", Answer::State("RUNNING"));
+    service.track("soak-1", "soak").await;
+    service.wait_for_status("soak-1", "Running").await;
+    browser.open(&service.url("/")).await;
+    browser
+        .wait_for(
+            "the first live update",
+            "return document.getElementById('live-status').textContent.startsWith('live ·')",
+        )
+        .await;
+    let sample = || async {
+        let v = browser
+            .eval(
+                "window.gc(); return [performance.memory.usedJSHeapSize, \
+                 document.getElementsByTagName('*').length]",
+            )
+            .await;
+        (v[0].as_u64().unwrap_or(0), v[1].as_u64().unwrap_or(0))
+    };
+    let started = std::time::Instant::now();
+    let first = sample().await;
+    let mut last = first;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        last = sample().await;
+        eprintln!(
+            "soak {:>5} s: JS heap {} bytes, {} elements",
+            started.elapsed().as_secs(),
+            last.0,
+            last.1
+        );
+    }
+    assert_eq!(first.1, last.1, "the page's element count stays the same");
+    assert!(
+        last.0 < first.0 + 1024 * 1024,
+        "the page's heap grew from {} to {} bytes",
+        first.0,
+        last.0
+    );
+    browser.close().await;
 }

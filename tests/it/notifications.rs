@@ -144,7 +144,7 @@ pub(crate) fn base_config(dir: &std::path::Path, spark: &SparkServer) -> String 
     format!(
         "[database]\nurl = \"sqlite://{db}?mode=rwc\"\n\
          [spark]\nrest_url = \"{spark}\"\nmaster_ui_url = \"{spark}\"\nstatus_source = \"rest\"\npoll_interval = \"1s\"\nmax_concurrent_polls = 16\n\
-         [notifications]\ngroup_wait = \"1s\"\nstorm_threshold = 5\nstorm_list = 3\ncheck_every = \"100ms\"\n",
+         [notifications]\ngroup_wait = \"5s\"\nstorm_threshold = 5\nstorm_list = 3\ncheck_every = \"100ms\"\n",
         db = dir.join("jw.db").display(),
         spark = spark.url()
     )
@@ -251,8 +251,12 @@ async fn a_failed_job_is_announced_once_with_a_signature_the_receiver_verifies()
         message.body["id"], message.id,
         "the body and the header carry one id"
     );
-    let delivered = service.outbox("delivered").await;
-    assert_eq!(delivered["counts"]["delivered"], 1, "{delivered}");
+    wait_until(Duration::from_secs(30), "the delivery recorded", || {
+        let service = &service;
+        async move { service.outbox("delivered").await["counts"]["delivered"] == 1 }
+    })
+    .await;
+    assert_eq!(receiver.got().len(), 1, "announced once");
 }
 
 #[actix_rt::test]
@@ -418,12 +422,28 @@ async fn five_hundred_failures_in_one_cycle_are_one_grouped_message_per_channel(
             ("chat", "slack", &chat.url),
         ],
     );
+    for i in 0..JOBS {
+        spark.answer(&format!("driver-m{i}"), Answer::State("RUNNING"));
+    }
     let service = Service::start(dir.path());
     for i in 0..JOBS {
         service
             .track(&format!("m{i:03}"), &format!("driver-m{i}"), "nightly")
             .await;
     }
+    // Every job is running and polled at every cycle: none is backing off.
+    let asked: Vec<usize> = (0..JOBS)
+        .map(|i| spark.status_requests(&format!("driver-m{i}")))
+        .collect();
+    wait_until(
+        Duration::from_secs(60),
+        "a cycle over every running job",
+        || {
+            let done = (0..JOBS).all(|i| spark.status_requests(&format!("driver-m{i}")) > asked[i]);
+            async move { done }
+        },
+    )
+    .await;
     // The cluster fails them all at once.
     for i in 0..JOBS {
         spark.answer(&format!("driver-m{i}"), Answer::State("ERROR"));
@@ -436,7 +456,12 @@ async fn five_hundred_failures_in_one_cycle_are_one_grouped_message_per_channel(
     })
     .await;
     let storm = &webhook.got()[0];
-    assert_eq!(webhook.got().len(), 1, "one message for the storm");
+    let summary: Vec<String> = webhook
+        .got()
+        .iter()
+        .map(|r| format!("{} {}", r.body["event"], r.body["count"]))
+        .collect();
+    assert_eq!(webhook.got().len(), 1, "one message for the storm: {summary:?}");
     assert_eq!(chat.got().len(), 1, "one chat message for the storm");
     assert_eq!(storm.body["event"], "storm");
     assert_eq!(storm.body["count"], JOBS);

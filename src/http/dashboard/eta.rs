@@ -52,15 +52,18 @@ impl Runs {
     }
 }
 
+/// Each job name's recent successful runs.
+type ByName = Arc<HashMap<String, Runs>>;
+
 /// Durations per job name, read at most once a [`FRESH_FOR`]; bounded by
 /// [`dashboard_read::RECENT_SUCCESSES`] runs whatever the fleet's size.
 #[derive(Default)]
 pub struct EtaCache {
-    cached: Mutex<Option<(Instant, Arc<HashMap<String, Runs>>)>>,
+    cached: Mutex<Option<(Instant, ByName)>>,
 }
 
 impl EtaCache {
-    pub async fn runs(&self, db: &DatabaseConnection) -> Arc<HashMap<String, Runs>> {
+    pub async fn runs(&self, db: &DatabaseConnection) -> ByName {
         if let Some((at, runs)) = self.cached.lock().expect("eta cache").as_ref() {
             if at.elapsed() < FRESH_FOR {
                 return runs.clone();
