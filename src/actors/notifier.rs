@@ -379,6 +379,7 @@ mod tests {
             from_status: None,
             to_status: None,
             reason: None,
+            resolves: None,
             source: "spark_poll".into(),
             at: now,
         };

@@ -220,6 +220,11 @@ impl EventKind {
     }
 
     /// Whether a burst of these is a storm worth one grouped message.
+    /// Whether Alertmanager takes it as an alert (firing, and for warnings resolved later).
+    pub fn is_alert(self) -> bool {
+        self.is_failure() || matches!(self, EventKind::StuckSoon | EventKind::RunningLong)
+    }
+
     pub fn is_failure(self) -> bool {
         matches!(
             self,
@@ -295,14 +300,14 @@ impl Validate for NotificationSettings {
                         "no such channel: define it as [notifications.channels.<name>]",
                     ),
                     Some(ChannelKind::Alertmanager(_)) => {
-                        for event in rule.on.iter().filter(|e| !e.is_failure()) {
+                        for event in rule.on.iter().filter(|e| !e.is_alert()) {
                             p.refuse(
                                 &key("on"),
                                 format!("{:?}", event.as_str()),
                                 &format!(
-                                    "channel {channel:?} is an Alertmanager, which takes failures only \
-                                     (failed, timed_out, dead_lettered): send {} to other channels in a \
-                                     rule of their own",
+                                    "channel {channel:?} is an Alertmanager, which takes failures and \
+                                     warnings only (failed, timed_out, dead_lettered, stuck_soon, \
+                                     running_long): send {} to other channels in a rule of their own",
                                     event.as_str()
                                 ),
                             );

@@ -30,6 +30,8 @@ pub fn alertname(event: &str) -> Option<&'static str> {
         "failed" => Some("JobwardenJobFailed"),
         "timed_out" => Some("JobwardenJobTimedOut"),
         "dead_lettered" => Some("JobwardenDeadLetter"),
+        "stuck_soon" => Some("JobwardenJobStuckSoon"),
+        "running_long" => Some("JobwardenJobRunningLong"),
         _ => None,
     }
 }
@@ -95,7 +97,14 @@ pub fn alerts(
 }
 
 fn alert(settings: &AlertmanagerSettings, n: &Notification, now: DateTime<Utc>) -> Option<Alert> {
-    let name = alertname(&n.event)?;
+    // A warning that no longer holds is its own alert sent again, ending now: Alertmanager
+    // knows an alert by its labels, and an `endsAt` in the past resolves it.
+    let resolving = n.event == "resolved";
+    let name = if resolving {
+        alertname(n.resolves.as_deref()?)?
+    } else {
+        alertname(&n.event)?
+    };
     let mut labels = base_labels(settings, name);
     let job = &n.job;
     for (label, value) in [
@@ -122,7 +131,11 @@ fn alert(settings: &AlertmanagerSettings, n: &Notification, now: DateTime<Utc>) 
         labels,
         annotations,
         starts_at: n.at,
-        ends_at: ends_at(settings, n.at, now),
+        ends_at: if resolving {
+            n.at.max(now)
+        } else {
+            ends_at(settings, n.at, now)
+        },
     })
 }
 
@@ -210,6 +223,7 @@ mod tests {
             from_status: Some("Running".into()),
             to_status: Some("Failed".into()),
             reason: Some("input table missing\n\tat Main.main".into()),
+            resolves: None,
             source: "spark_poll".into(),
             at,
         }

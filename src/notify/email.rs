@@ -168,6 +168,7 @@ mod tests {
             from_status: Some("Running".into()),
             to_status: Some("Failed".into()),
             reason: Some("input table missing".into()),
+            resolves: None,
             source: "spark_poll".into(),
             at: chrono::Utc::now(),
         }

@@ -109,6 +109,9 @@ pub struct Notification {
     pub from_status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_status: Option<String>,
+    /// For `resolved`: the warning that no longer holds (`stuck_soon`, `running_long`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolves: Option<String>,
     /// Why (a failure reason, the timeout rule, a dead letter's error).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -233,6 +236,7 @@ mod tests {
             from_status: Some("Running".into()),
             to_status: Some("Failed".into()),
             reason: Some("input table missing\n\tat Main.main".into()),
+            resolves: None,
             source: "spark_poll".into(),
             at: Utc::now(),
         };

@@ -1049,7 +1049,7 @@ async fn write_out(
     if !changes.settled.is_empty()
         && (cx.notify.wants(EventKind::StuckSoon) || cx.notify.wants(EventKind::RunningLong))
     {
-        let settled: Vec<(String, Option<String>, bool)> = changes
+        let settled: Vec<(String, Option<outbox::JobFacts>, bool)> = changes
             .settled
             .iter()
             .filter_map(|id| {
@@ -1058,7 +1058,7 @@ async fn write_out(
                     .status
                     .parse::<crate::domain::JobStatus>()
                     .is_ok_and(|s| s.is_terminal());
-                Some((id.clone(), row.job_name.clone(), ended))
+                Some((id.clone(), facts_of(id), ended))
             })
             .collect();
         once.extend(outbox::resolved_rows(txn, cx.notify, &settled, now).await?);

@@ -82,6 +82,7 @@ pub fn rows_for(
             from_status: row.from_status.try_as_ref().cloned().flatten(),
             to_status: Some(to.clone()),
             reason: row.detail.try_as_ref().cloned().flatten(),
+            resolves: None,
             source: source.clone(),
             at: *at,
         };
@@ -119,6 +120,7 @@ pub fn dead_letter_rows(
             from_status: None,
             to_status: None,
             reason: Some(letter.error.clone()),
+            resolves: None,
             source: letter.source.clone(),
             at: letter.received_at,
         };
@@ -319,6 +321,7 @@ pub fn warning_rows(
             from_status: None,
             to_status: None,
             reason: Some(warned.reason.clone()),
+            resolves: None,
             source: "timeout_sweep".into(),
             at: now,
         };
@@ -371,7 +374,7 @@ pub async fn insert_once(
 pub async fn resolved_rows(
     txn: &impl ConnectionTrait,
     rules: &NotifyRules,
-    settled: &[(String, Option<String>, bool)],
+    settled: &[(String, Option<JobFacts>, bool)],
     now: DateTime<Utc>,
 ) -> Result<Vec<outbox::ActiveModel>, DbErr> {
     if settled.is_empty() {
@@ -395,11 +398,12 @@ pub async fn resolved_rows(
         .await?;
     let mut out = Vec::new();
     for (job_id, event, channel, dedup) in sent {
-        let (Some(dedup), Some((_, name, ended))) =
+        let (Some(dedup), Some((_, facts, ended))) =
             (dedup, settled.iter().find(|(id, _, _)| *id == job_id))
         else {
             continue;
         };
+        let name = facts.as_ref().and_then(|f| f.name.clone());
         let warning = if event == EventKind::StuckSoon.as_str() {
             EventKind::StuckSoon
         } else {
@@ -418,7 +422,16 @@ pub async fn resolved_rows(
         let notification = Notification {
             id: new_message_id(),
             event: EventKind::Resolved.as_str().to_owned(),
-            job: job_ref(&job_id, name.clone(), None),
+            // The same job facts as the warning's: an alert is resolved by its label set.
+            job: job_ref(
+                &job_id,
+                name.clone(),
+                facts.as_ref().map(|f| JobFacts {
+                    name: f.name.clone(),
+                    cluster: f.cluster.clone(),
+                    submission_id: f.submission_id.clone(),
+                }),
+            ),
             from_status: None,
             to_status: None,
             reason: Some(if *ended {
@@ -426,6 +439,7 @@ pub async fn resolved_rows(
             } else {
                 format!("Spark confirms the job again; the {event} warning no longer holds")
             }),
+            resolves: Some(event.clone()),
             source: "spark_poll".into(),
             at: now,
         };

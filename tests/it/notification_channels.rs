@@ -652,3 +652,60 @@ async fn a_storm_reaches_alertmanager_as_an_alert_per_listed_job_and_one_countin
     assert!(description.contains("…and 4 more"), "{description}");
     assert_eq!(storm["labels"]["severity"], "critical");
 }
+
+#[actix_rt::test]
+async fn a_stuck_soon_warning_fires_in_alertmanager_and_is_resolved_when_spark_confirms_the_job() {
+    let Some(binary) = alertmanager_binary() else {
+        return;
+    };
+    let alertmanager = Alertmanager::start(&binary).await;
+    let spark = SparkServer::start().await;
+    spark.answer("driver-w1", Answer::State("RUNNING"));
+    let dir = tempfile::tempdir().unwrap();
+    let base = base_config(dir.path(), &spark).replace(
+        "poll_interval = \"1s\"\n",
+        "poll_interval = \"1s\"\nstuck_timeout = \"8s\"\n",
+    );
+    let text = format!(
+        "{base}[notifications.channels.alerts]\n{channel}\n\
+         [[notifications.rules]]\non = [\"stuck_soon\"]\nchannels = [\"alerts\"]\nresolved = true\n\
+         [store]\nsweep_interval = \"1s\"\n",
+        channel = alertmanager_channel(&alertmanager.url),
+    );
+    std::fs::write(dir.path().join("config.toml"), text).unwrap();
+    let service = Service::start(dir.path());
+    service.track("w1", "driver-w1", "nightly-load").await;
+    wait_until(Duration::from_secs(30), "w1 running", || {
+        let asked = spark.status_requests("driver-w1");
+        async move { asked >= 2 }
+    })
+    .await;
+
+    // The master stops knowing the driver: half of stuck_timeout later, a warning fires.
+    spark.answer("driver-w1", Answer::UnknownId);
+    let alerts = alertmanager.wait_for_active(1).await;
+    assert_eq!(alerts[0]["labels"]["alertname"], "JobwardenJobStuckSoon");
+    assert_eq!(alerts[0]["labels"]["job_id"], "w1");
+
+    // Spark confirms it again: the same alert is sent ending now, and Alertmanager drops it.
+    spark.answer("driver-w1", Answer::State("RUNNING"));
+    wait_until(Duration::from_secs(60), "the alert resolved", || async {
+        alertmanager
+            .alerts()
+            .await
+            .iter()
+            .all(|a| a["labels"]["alertname"] != "JobwardenJobStuckSoon")
+    })
+    .await;
+    let delivered = until_outbox(&service, "delivered", 2).await;
+    let events: Vec<&str> = delivered["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["event"].as_str().unwrap())
+        .collect();
+    assert!(
+        events.contains(&"resolved") && events.contains(&"stuck_soon"),
+        "{events:?}"
+    );
+}

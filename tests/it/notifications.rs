@@ -461,7 +461,11 @@ async fn five_hundred_failures_in_one_cycle_are_one_grouped_message_per_channel(
         .iter()
         .map(|r| format!("{} {}", r.body["event"], r.body["count"]))
         .collect();
-    assert_eq!(webhook.got().len(), 1, "one message for the storm: {summary:?}");
+    assert_eq!(
+        webhook.got().len(),
+        1,
+        "one message for the storm: {summary:?}"
+    );
     assert_eq!(chat.got().len(), 1, "one chat message for the storm");
     assert_eq!(storm.body["event"], "storm");
     assert_eq!(storm.body["count"], JOBS);

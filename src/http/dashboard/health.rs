@@ -84,7 +84,7 @@ fn database_card(state: &HttpState, database: &Result<(), String>) -> Markup {
                 }
                 @for heart in &state.heartbeats {
                     dt { (heart.name()) } dd {
-                        @match heart.judge() { Ok(d) => { (up(true, "ok", "")) " " span.note { (d) } }, Err(e) => { (up(false, "", "stalled")) " " span.note { (e) } } }
+                        @match heart.judge() { Ok(d) => { (up(true, "ok", "")) @if d != "ok" { " " span.note { (d) } } }, Err(e) => { (up(false, "", "stalled")) " " span.note { (e) } } }
                     }
                 }
                 dt { "Instance" } dd { code { (state.instance) } }
