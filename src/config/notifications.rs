@@ -518,9 +518,15 @@ mod tests {
             refused[0].contains("rules[0].on = \"succeeded\""),
             "{refused:?}"
         );
-        assert!(refused[0].contains("failures only"), "{refused:?}");
-        let failures_only = text.replace(", \"succeeded\"", ", \"timed_out\", \"dead_lettered\"");
-        assert!(problems(&failures_only).is_empty());
+        assert!(
+            refused[0].contains("failures and warnings only"),
+            "{refused:?}"
+        );
+        let alerts_only = text.replace(
+            ", \"succeeded\"",
+            ", \"timed_out\", \"dead_lettered\", \"stuck_soon\", \"running_long\"",
+        );
+        assert!(problems(&alerts_only).is_empty());
     }
 
     #[test]
