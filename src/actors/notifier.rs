@@ -464,6 +464,35 @@ mod tests {
         assert!(plan(&[r], now, &settings()).is_none());
     }
 
+    fn channel(min_interval: Duration) -> crate::config::ChannelSettings {
+        crate::config::ChannelSettings {
+            kind: crate::config::ChannelKind::Webhook {
+                url: "http://127.0.0.1:9/hook".into(),
+                secret: None,
+            },
+            min_interval,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_channel_without_a_rate_limit_gets_its_waiting_messages_in_one_run_in_order() {
+        let now = Utc::now();
+        let rows: Vec<_> = (1..=4).map(|i| row(i, "succeeded", 0, now)).collect();
+        let run = plan_run(&rows, now, &settings(), &channel(Duration::ZERO));
+        let ids: Vec<Vec<i64>> = run.iter().map(|p| p.ids.clone()).collect();
+        assert_eq!(ids, [[1], [2], [3], [4]]);
+    }
+
+    #[test]
+    fn a_rate_limited_channel_gets_one_message_per_look() {
+        let now = Utc::now();
+        let rows: Vec<_> = (1..=4).map(|i| row(i, "succeeded", 0, now)).collect();
+        let run = plan_run(&rows, now, &settings(), &channel(Duration::from_secs(1)));
+        assert_eq!(run.len(), 1);
+        assert_eq!(run[0].ids, [1]);
+    }
+
     #[test]
     fn retries_back_off_doubling_up_to_five_minutes() {
         assert_eq!(backoff(0).num_seconds(), 1);
