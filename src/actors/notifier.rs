@@ -33,6 +33,9 @@ pub struct Notifier {
     /// Channels with a delivery in flight.
     busy: HashSet<String>,
     last_sent: HashMap<String, Instant>,
+    /// When each channel's last run was recorded: a look that began before that read rows the
+    /// run has since changed, and must not send them again.
+    last_done: HashMap<String, Instant>,
     looking: bool,
     events: Events,
 }
@@ -70,6 +73,7 @@ impl Notifier {
                 .unwrap_or_default(),
             busy: HashSet::new(),
             last_sent: HashMap::new(),
+            last_done: HashMap::new(),
             looking: false,
             events,
         }
@@ -80,10 +84,11 @@ impl Notifier {
             return;
         }
         self.looking = true;
+        let began = Instant::now();
         let request = self.pending.send(PendingNotifications {
             per_channel: LOOK_LIMIT,
         });
-        ctx.spawn(request.into_actor(self).map(|answer, act, ctx| {
+        ctx.spawn(request.into_actor(self).map(move |answer, act, ctx| {
             act.looking = false;
             let rows = match answer {
                 Ok(Ok(rows)) => rows,
@@ -99,7 +104,8 @@ impl Notifier {
             }
             let now = Utc::now();
             for (channel, rows) in by_channel {
-                if act.busy.contains(&channel) {
+                let stale = act.last_done.get(&channel).is_some_and(|done| *done >= began);
+                if act.busy.contains(&channel) || stale {
                     continue;
                 }
                 let Some(settings) = act.settings.channels.get(&channel).cloned() else {
@@ -118,6 +124,7 @@ impl Notifier {
                     let write = act.record(&channel, &planned, AttemptResult::GaveUp { error }, "gave_up");
                     act.busy.insert(channel.clone());
                     ctx.spawn(write.into_actor(act).map(move |_, act, _| {
+                        act.last_done.insert(channel.clone(), Instant::now());
                         act.busy.remove(&channel);
                     }));
                     continue;
@@ -195,6 +202,7 @@ impl Notifier {
             }
         };
         ctx.spawn(delivery.into_actor(self).map(move |(), act, ctx| {
+            act.last_done.insert(channel.clone(), Instant::now());
             act.busy.remove(&channel);
             // More may be waiting: look again now rather than at the next tick.
             act.look(ctx);
