@@ -476,6 +476,38 @@ async fn wait_for_even_share(db: &DatabaseConnection, names: &[&str]) {
     .await;
 }
 
+/// Who holds each bucket, by bucket name.
+async fn bucket_holders(db: &DatabaseConnection) -> BTreeMap<String, Option<String>> {
+    jobwarden_leases::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|row| row.name.starts_with("bucket:"))
+        .map(|row| (row.name, row.owner))
+        .collect()
+}
+
+/// Waits until no bucket changes hands for `quiet`: the share has settled, and what follows is
+/// steady state rather than the last moves of a rebalancing.
+async fn wait_for_settled_share(db: &DatabaseConnection, quiet: Duration) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = bucket_holders(db).await;
+    let mut since = Instant::now();
+    while since.elapsed() < quiet {
+        assert!(
+            Instant::now() < deadline,
+            "the buckets never settled: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = bucket_holders(db).await;
+        if now != seen {
+            seen = now;
+            since = Instant::now();
+        }
+    }
+}
+
 async fn stop_all(instances: Vec<Instance>) {
     for instance in instances {
         let mut instance = instance;
@@ -513,6 +545,8 @@ async fn three_instances_poll_every_job_once_per_cycle_and_share_the_work(db: Te
         .map(|n| start_instance(n, &db.url, &spark, ""))
         .collect();
     wait_for_even_share(&db.db, &names).await;
+    // Three renewal rounds (a third of the 3 s lease each) without a move.
+    wait_for_settled_share(&db.db, Duration::from_secs(3)).await;
     let before: HashMap<&str, usize> = ids
         .iter()
         .map(|id| (id.as_str(), spark.status_requests(&format!("driver-{id}"))))
