@@ -410,11 +410,21 @@ impl Drop for Instance {
 }
 
 fn start_instance(name: &str, url: &str, spark: &SparkServer, extra: &str) -> Instance {
+    start_instance_leasing(name, url, spark, extra, "3s")
+}
+
+fn start_instance_leasing(
+    name: &str,
+    url: &str,
+    spark: &SparkServer,
+    extra: &str,
+    lease: &str,
+) -> Instance {
     let dir = tempfile::tempdir().unwrap();
     write_config(
         dir.path(),
         &format!(
-            "[database]\nurl = \"{url}\"\n[spark]\nrest_url = \"{spark}\"\nmaster_ui_url = \"{spark}\"\npoll_interval = \"1s\"\nmax_concurrent_polls = 16\nrequest_timeout = \"30s\"\n[instance]\nid = \"{name}\"\nlease = \"3s\"\n{extra}",
+            "[database]\nurl = \"{url}\"\n[spark]\nrest_url = \"{spark}\"\nmaster_ui_url = \"{spark}\"\npoll_interval = \"1s\"\nmax_concurrent_polls = 16\nrequest_timeout = \"30s\"\n[instance]\nid = \"{name}\"\nlease = \"{lease}\"\n{extra}",
             spark = spark.url()
         ),
     );
@@ -542,11 +552,13 @@ async fn three_instances_poll_every_job_once_per_cycle_and_share_the_work(db: Te
     let names = ["i1", "i2", "i3"];
     let instances: Vec<Instance> = names
         .iter()
-        .map(|n| start_instance(n, &db.url, &spark, ""))
+        // A lease long enough that a renewal delayed by a busy machine does not let a bucket
+        // lapse and change hands mid-measure: this test is about the steady state.
+        .map(|n| start_instance_leasing(n, &db.url, &spark, "", "10s"))
         .collect();
     wait_for_even_share(&db.db, &names).await;
-    // Three renewal rounds (a third of the 3 s lease each) without a move.
-    wait_for_settled_share(&db.db, Duration::from_secs(3)).await;
+    // Three renewal rounds (a third of the 10 s lease each) without a move.
+    wait_for_settled_share(&db.db, Duration::from_secs(10)).await;
     let before: HashMap<&str, usize> = ids
         .iter()
         .map(|id| (id.as_str(), spark.status_requests(&format!("driver-{id}"))))
