@@ -429,13 +429,7 @@ fn start_instance_leasing(
         ),
     );
     let mut running = Running::start(jobwarden(dir.path()));
-    let line = running.line_with("HTTP endpoints listening", Duration::from_secs(60));
-    let address = line
-        .split("address=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
+    let address = running.http_address();
     Instance {
         name: name.to_owned(),
         running: Some(running),

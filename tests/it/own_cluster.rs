@@ -56,14 +56,20 @@ pub(crate) struct Layout {
 
 /// A Spark daemon in a process group of its own: killing the group kills what it launched too
 /// (a worker's drivers), as a machine that dies takes its processes with it.
-struct Daemon {
+pub(crate) struct Daemon {
     name: String,
     child: Child,
     log: PathBuf,
 }
 
 impl Daemon {
-    fn start(home: &Path, dir: &Path, name: &str, class: &str, args: &[String]) -> Daemon {
+    pub(crate) fn start(
+        home: &Path,
+        dir: &Path,
+        name: &str,
+        class: &str,
+        args: &[String],
+    ) -> Daemon {
         let log = dir.join(format!("{name}.log"));
         let out = File::create(&log).unwrap();
         let own = |sub: &str| {
@@ -95,7 +101,7 @@ impl Daemon {
     }
 
     /// SIGKILL to the whole group, as in a crash: no goodbye to the master or the workers.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let group = self.child.id() as libc::pid_t;
             // SAFETY: killpg only sends a signal, to the group this test created for its child.
@@ -107,7 +113,7 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
-    fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = log
             .lines()

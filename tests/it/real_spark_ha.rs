@@ -2,10 +2,7 @@
 //! ZooKeeper, one worker): the alive master is killed under a running driver, and the real
 //! `jobwarden` binary must follow the standby that takes over without failing the job.
 
-use std::fs::File;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
@@ -15,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::binary::{jobwarden, Running};
 use crate::helpers::require_all_backends;
-use crate::own_cluster::{read_only, spark_home, track, write_config, OWN_CLUSTER};
+use crate::own_cluster::{read_only, spark_home, track, write_config, Daemon, OWN_CLUSTER};
 use crate::real_spark::{build_jar, row};
 
 /// One master of the pair: RPC, REST and web UI ports, none of them a default, so the shared
@@ -58,76 +55,6 @@ fn zookeeper() -> Option<String> {
             eprintln!("SKIPPED Spark HA test: JOBWARDEN_TEST_ZOOKEEPER is not set (run `eval \"$(bash .ci/zookeeper.sh)\"`)");
             None
         }
-    }
-}
-
-/// A Spark daemon in a process group of its own: killing the group also kills what it
-/// launched (a worker's drivers), so a failed test leaves nothing running.
-struct Daemon {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(home: &Path, dir: &Path, name: &str, class: &str, args: &[String]) -> Daemon {
-        let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log).unwrap();
-        let own = |sub: &str| {
-            let path = dir.join(sub).join(name);
-            std::fs::create_dir_all(&path).unwrap();
-            path
-        };
-        let child = Command::new(home.join("bin/spark-class"))
-            .arg(class)
-            .args(args)
-            .env("SPARK_HOME", home)
-            .env("SPARK_LOCAL_IP", "127.0.0.1")
-            // An empty conf dir: no configuration of another cluster leaks in.
-            .env("SPARK_CONF_DIR", own("conf"))
-            .env("SPARK_LOG_DIR", own("logs"))
-            .env("SPARK_PID_DIR", own("pids"))
-            .env("SPARK_DAEMON_MEMORY", "256m")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} with spark-class: {e}"));
-        Daemon {
-            name: name.to_owned(),
-            child,
-            log,
-        }
-    }
-
-    /// SIGKILL to the whole group, as in a crash: no goodbye to ZooKeeper or the workers.
-    fn kill(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let group = self.child.id() as libc::pid_t;
-            // SAFETY: killpg only sends a signal, to the group this test created for its child.
-            unsafe {
-                libc::killpg(group, libc::SIGKILL);
-            }
-        }
-        // Reaped, so its ports are free when this returns.
-        let _ = self.child.wait();
-    }
-
-    fn tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        format!(
-            "--- last lines of {} ---\n{}",
-            self.name,
-            lines[lines.len().saturating_sub(25)..].join("\n")
-        )
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -443,13 +370,7 @@ async fn a_failover_to_the_standby_keeps_the_row_running_and_costs_no_failed_pol
         cmd.env("RUST_LOG", "jobwarden=debug");
         cmd
     });
-    let listening = service.line_with("HTTP endpoints listening", Duration::from_secs(60));
-    let address = listening
-        .split("address=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {listening:?}"))
-        .to_owned();
+    let address = service.http_address();
     let metrics = format!("http://{address}/metrics");
     let db = read_only(&db_path).await;
     let deadline = Instant::now() + Duration::from_secs(120);
