@@ -128,7 +128,7 @@ impl Application {
             crate::kafka::check(kafka)?;
         }
         // Refuse a cluster whose client cannot be built now, before anything starts.
-        crate::backend::spark::clusters(&settings.spark)?;
+        let clusters = crate::backend::spark::clusters(&settings.spark)?;
         let listener_socket = if settings.http.bind.is_empty() {
             None
         } else {
@@ -191,7 +191,8 @@ impl Application {
         let store_health = job_store.health();
         let store = job_store.launch();
         let store_handle = StoreHandle::from(&store);
-        let (scheduler, pollers) = polling::assemble(&settings.spark, &store_handle, &events)?;
+        let (scheduler, pollers) =
+            polling::assemble_with(clusters, &settings.spark, &store_handle, &events);
         let mut heartbeats: Vec<Arc<Heartbeat>> = vec![scheduler.heartbeat()];
         let scheduler = Supervisor::start(move |_| scheduler);
         store.do_send(crate::actors::job_store::OnBucketsGained(

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use actix::Addr;
 
 use crate::backend::spark::{self, SparkSetupError};
+use crate::backend::Clusters;
 use crate::config::SparkSettings;
 use crate::events::Events;
 use crate::store_api::StoreHandle;
@@ -20,7 +21,22 @@ pub fn assemble(
     store: &StoreHandle,
     events: &Events,
 ) -> Result<(Scheduler, Vec<Addr<SparkPoller>>), SparkSetupError> {
-    let clusters = spark::clusters(settings)?;
+    Ok(assemble_with(
+        spark::clusters(settings)?,
+        settings,
+        store,
+        events,
+    ))
+}
+
+/// Like [`assemble`], with the clusters' backends already built (start-up builds them before
+/// anything starts, to refuse a bad setting early).
+pub fn assemble_with(
+    clusters: Clusters,
+    settings: &SparkSettings,
+    store: &StoreHandle,
+    events: &Events,
+) -> (Scheduler, Vec<Addr<SparkPoller>>) {
     for label in clusters.labels() {
         events
             .metrics()
@@ -51,5 +67,5 @@ pub fn assemble(
         events.clone(),
     )
     .cluster_caps(caps);
-    Ok((scheduler, pollers))
+    (scheduler, pollers)
 }
