@@ -40,7 +40,7 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration (secrets masked) and exit; non-zero if it is invalid.
     CheckConfig,
-    /// Inspect and register jobs.
+    /// Inspect, register, submit, cancel and retry jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
 }
@@ -49,18 +49,64 @@ pub enum Command {
 pub enum JobsCommand {
     /// List Spark executions, most recently changed first.
     List(ListArgs),
-    /// Show one Spark execution with its status history.
+    /// Show one Spark execution with its status history and its attempts.
     Show {
         /// The execution id (primary key of spark_job_executions).
         execution_id: String,
     },
     /// Register a Spark submission for jobwarden to supervise.
     Track(TrackArgs),
+    /// Have jobwarden submit a Spark application, and retry it as its policy says.
+    #[command(
+        long_about = "Have jobwarden submit a Spark application through the master's \
+REST submission server, and submit it again when an attempt fails (as [submit] and the spec's \
+own [retry] table say).\n\n\
+The job is written to the database as Queued; a running jobwarden sends it to Spark within \
+submit.check_interval. A cluster whose REST submission server is off is refused at once (exit \
+1): enable spark.master.rest.enabled=true (port 6066) on its master, or submit with \
+spark-submit and use `jobwarden jobs track`.\n\n\
+The spec file (TOML):\n\n\
+    app_resource = \"hdfs:///jobs/nightly.jar\"\n\
+    main_class = \"com.example.Nightly\"\n\
+    args = [\"--date\", \"2026-11-30\"]\n\n\
+    [spark_properties]\n\
+    \"spark.driver.memory\" = \"2g\"\n\n\
+    [environment]\n\
+    TZ = \"UTC\"\n\n\
+    [retry]            # optional; unset keys take [submit]'s\n\
+    max_attempts = 5\n\
+    initial_backoff = \"1m\"\n\
+    max_backoff = \"30m\"\n\
+    retry_on = [\"failed\", \"lost_worker\"]"
+    )]
+    Submit(SubmitArgs),
+    /// Cancel a job: at once when no driver runs, else its driver is killed.
+    #[command(long_about = "Cancel a job.\n\n\
+A job no driver runs for (waiting to be submitted, or waiting for a retry) ends Cancelled at \
+once. Otherwise the cancel is recorded: a running jobwarden kills the driver through Spark's \
+REST API, and the job ends Cancelled once Spark reports the driver KILLED. A cancelled job is \
+never retried by itself. A finished job cannot be cancelled (exit 1).")]
+    Cancel {
+        /// The execution id (primary key of spark_job_executions).
+        execution_id: String,
+    },
+    /// Give a finished job that jobwarden submitted one more attempt, due now.
+    #[command(
+        long_about = "Give a finished job that jobwarden submitted one more attempt, due \
+now: the job becomes Retrying and a running jobwarden submits it within submit.check_interval. \
+Only finished jobs with a submit spec can be retried (exit 1 otherwise); cancel a running one \
+first."
+    )]
+    Retry {
+        /// The execution id (primary key of spark_job_executions).
+        execution_id: String,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Only executions with this status (Queued, Submitting, Running, Succeeded, Failed, Cancelled).
+    /// Only executions with this status (Queued, Submitting, Running, Retrying, Succeeded,
+    /// Failed, Cancelled).
     #[arg(long, value_parser = parse_status)]
     pub status: Option<JobStatus>,
     /// At most this many rows.
@@ -80,6 +126,25 @@ pub struct TrackArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// The Spark cluster it runs on, a [spark.clusters.<name>] of the configuration; the
+    /// default cluster ([spark]) when left out.
+    #[arg(long, value_parser = non_empty)]
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The submit spec, a TOML file: app_resource, main_class, args, [spark_properties],
+    /// [environment], [retry] (see --help).
+    #[arg(long, value_name = "SPEC.toml")]
+    pub file: PathBuf,
+    /// Your id for this execution (primary key of spark_job_executions).
+    #[arg(long, value_parser = non_empty)]
+    pub execution_id: String,
+    /// A readable job name (also the Spark application's name unless the spec sets
+    /// spark.app.name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The Spark cluster to submit to, a [spark.clusters.<name>] of the configuration; the
     /// default cluster ([spark]) when left out.
     #[arg(long, value_parser = non_empty)]
     pub cluster: Option<String>,

@@ -4,11 +4,13 @@ use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 
 use crate::actors::JobStore;
-use crate::cli::{JobsCommand, ListArgs, TrackArgs};
+use crate::backend::rest_off::SubmitGate;
+use crate::cli::{JobsCommand, ListArgs, SubmitArgs, TrackArgs};
 use crate::config::Settings;
+use crate::domain::SubmitSpec;
 use crate::events::Events;
 use crate::startup::{connect_patiently, shutdown_signal, Application, StartError};
-use crate::store::{self, read, Rules};
+use crate::store::{self, actions_read, read, Rules};
 use crate::store_api::{
     OpError, Source, StoreError, StoreHandle, TrackRequest, WriteOp, WriteOutcome,
 };
@@ -56,6 +58,9 @@ pub async fn jobs(settings: Settings, command: JobsCommand) -> anyhow::Result<()
         JobsCommand::List(args) => list(&db, args).await,
         JobsCommand::Show { execution_id } => show(&db, &execution_id).await,
         JobsCommand::Track(args) => track(db, settings, args).await,
+        JobsCommand::Submit(args) => submit(db, settings, args).await,
+        JobsCommand::Cancel { execution_id } => cancel(db, settings, &execution_id).await,
+        JobsCommand::Retry { execution_id } => retry(db, settings, &execution_id).await,
     }
 }
 
@@ -113,6 +118,27 @@ async fn show(db: &sea_orm::DatabaseConnection, execution_id: &str) -> anyhow::R
             Some(row.consecutive_poll_failures.to_string()),
         ),
         ("last_poll_error", row.last_poll_error.clone()),
+        (
+            "submit",
+            row.submit_spec
+                .as_deref()
+                .map(|text| match SubmitSpec::from_json(text) {
+                    Ok(spec) => format!("{} from {}", spec.main_class, spec.app_resource),
+                    Err(e) => format!("(unusable: {e})"),
+                }),
+        ),
+        (
+            "attempt",
+            row.submit_spec.as_ref().map(|_| row.attempt.to_string()),
+        ),
+        (
+            "next_attempt_at",
+            row.next_attempt_at.map(|t| stamp(Some(t))),
+        ),
+        (
+            "cancel_requested",
+            row.cancel_requested_at.map(|t| stamp(Some(t))),
+        ),
     ];
     for (name, value) in fields {
         println!("{name:<18} {}", value.as_deref().unwrap_or("-"));
@@ -128,7 +154,49 @@ async fn show(db: &sea_orm::DatabaseConnection, execution_id: &str) -> anyhow::R
             h.detail.as_deref().unwrap_or("")
         );
     }
+    let attempts = actions_read::attempts_of(db, execution_id).await?;
+    if row.submit_spec.is_some() || !attempts.is_empty() {
+        println!("\nattempts:");
+        if attempts.is_empty() {
+            println!("  (none yet)");
+        }
+        for a in attempts {
+            let mut times = format!("requested {}", stamp(Some(a.requested_at)));
+            for (what, at) in [
+                ("submitted", a.submitted_at),
+                ("started", a.started_at),
+                ("ended", a.ended_at),
+            ] {
+                if let Some(at) = at {
+                    times.push_str(&format!(", {what} {}", stamp(Some(at))));
+                }
+            }
+            println!(
+                "  #{:<3} {:<9} {:<11} {:<32} {}{}",
+                a.attempt,
+                a.state,
+                a.outcome.as_deref().unwrap_or("-"),
+                a.submission_id.as_deref().unwrap_or("-"),
+                times,
+                a.reason
+                    .as_deref()
+                    .map(|r| format!("\n        {}", one_line(r)))
+                    .unwrap_or_default()
+            );
+        }
+    }
     Ok(())
+}
+
+/// The first line of a (possibly long, multi-line) reason, for a one-line listing.
+fn one_line(text: &str) -> String {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let more = text.lines().filter(|l| !l.trim().is_empty()).count() > 1;
+    if more {
+        format!("{} …", first.trim())
+    } else {
+        first.trim().to_owned()
+    }
 }
 
 /// Goes through the JobStore like every other write.
@@ -138,19 +206,12 @@ async fn track(
     args: TrackArgs,
 ) -> anyhow::Result<()> {
     if !settings.spark.knows_cluster(args.cluster.as_deref()) {
-        bail!(
-            "no Spark cluster named {:?} in the configuration: add [spark.clusters.{}] with its rest_url, or leave --cluster out for the default cluster",
-            args.cluster.as_deref().unwrap_or_default(),
-            args.cluster.as_deref().unwrap_or_default()
-        );
+        return Err(unknown_cluster(args.cluster.as_deref()));
     }
-    let mapping = crate::startup::check_tables(&db, &settings).await?;
-    let rules = Rules::from_settings(&settings.spark);
-    let store = JobStore::new(db, settings.store, rules, Events::default())
-        .with_mapping(std::sync::Arc::new(mapping))
-        .launch();
-    let outcome = StoreHandle::from(&store)
+    let store = local_store(db, &settings).await?;
+    let outcome = store
         .write(WriteOp::Track(TrackRequest {
+            spec: None,
             execution_id: args.execution_id.clone(),
             submission_id: Some(args.submission_id.clone()),
             job_name: args.name,
@@ -176,6 +237,160 @@ async fn track(
         Err(e) => return Err(e).context("failed to register the execution"),
     }
     Ok(())
+}
+
+/// A JobStore of this process's own: every write goes through one, as in the service.
+async fn local_store(
+    db: sea_orm::DatabaseConnection,
+    settings: &Settings,
+) -> anyhow::Result<StoreHandle> {
+    let mapping = crate::startup::check_tables(&db, settings).await?;
+    let rules = Rules::from_settings(&settings.spark).with_retry(settings.submit.retry_policy());
+    let store = JobStore::new(db, settings.store.clone(), rules, Events::default())
+        .with_mapping(std::sync::Arc::new(mapping))
+        .launch();
+    Ok(StoreHandle::from(&store))
+}
+
+fn unknown_cluster(cluster: Option<&str>) -> anyhow::Error {
+    let name = cluster.unwrap_or_default();
+    anyhow::anyhow!(
+        "no Spark cluster named {name:?} in the configuration: add [spark.clusters.{name}] with its rest_url, or leave --cluster out for the default cluster"
+    )
+}
+
+/// Reads a submit spec from a TOML file; errors name the file and, through the TOML error,
+/// the line and field.
+fn read_spec(path: &std::path::Path) -> anyhow::Result<SubmitSpec> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the spec file {}", path.display()))?;
+    let spec: SubmitSpec = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a usable submit spec: {}",
+            path.display(),
+            e.to_string().trim_end()
+        )
+    })?;
+    if let Err(e) = spec.check() {
+        bail!("{}: {e}", path.display());
+    }
+    Ok(spec)
+}
+
+/// Registers a job for jobwarden to submit; a running jobwarden sends it to Spark.
+async fn submit(
+    db: sea_orm::DatabaseConnection,
+    settings: Settings,
+    args: SubmitArgs,
+) -> anyhow::Result<()> {
+    let spec = read_spec(&args.file)?;
+    if !settings.spark.knows_cluster(args.cluster.as_deref()) {
+        return Err(unknown_cluster(args.cluster.as_deref()));
+    }
+    // Mapped tables take no submissions: the store refuses the write and says why.
+    if settings.tables.executions.is_none() {
+        let gate = SubmitGate::new(&settings.spark).map_err(StartError::from)?;
+        if let Some(message) = gate.refusal(args.cluster.as_deref()).await {
+            bail!("{message}");
+        }
+    }
+    let store = local_store(db, &settings).await?;
+    let outcome = store
+        .write(WriteOp::Track(TrackRequest {
+            execution_id: args.execution_id.clone(),
+            submission_id: None,
+            spec: Some(spec.clone()),
+            job_name: args.name,
+            cluster: args.cluster.clone(),
+            source: Source::Api,
+        }))
+        .await;
+    match outcome {
+        Ok(WriteOutcome::Tracked { .. }) => println!(
+            "queued {} for submission ({} from {}{}): a running jobwarden submits it within submit.check_interval; follow it with `jobwarden jobs show {}`",
+            args.execution_id,
+            spec.main_class,
+            spec.app_resource,
+            args.cluster
+                .as_deref()
+                .map(|c| format!(", cluster {c}"))
+                .unwrap_or_default(),
+            args.execution_id
+        ),
+        Ok(other) => bail!("unexpected outcome {other:?}"),
+        Err(StoreError::Refused(OpError::Duplicate { execution_id })) => {
+            bail!("execution {execution_id:?} already exists (see `jobwarden jobs show {execution_id}`); pick another --execution-id")
+        }
+        Err(StoreError::Refused(refusal)) => bail!("{refusal}"),
+        Err(e) => return Err(e).context("failed to register the job"),
+    }
+    Ok(())
+}
+
+async fn cancel(
+    db: sea_orm::DatabaseConnection,
+    settings: Settings,
+    execution_id: &str,
+) -> anyhow::Result<()> {
+    let store = local_store(db, &settings).await?;
+    let outcome = store
+        .write(WriteOp::Cancel {
+            execution_id: execution_id.to_owned(),
+            at: Utc::now(),
+        })
+        .await;
+    match outcome {
+        Ok(WriteOutcome::CancelTaken { ended: true, .. }) => println!(
+            "cancelled {execution_id}: no driver was running, so it ended at once as Cancelled"
+        ),
+        Ok(WriteOutcome::CancelTaken {
+            ended: false,
+            submission_id,
+        }) => {
+            let driver = submission_id
+                .map(|id| format!("driver {id}"))
+                .unwrap_or_else(|| "the driver of the submission in flight (once found)".into());
+            println!(
+                "cancel requested for {execution_id}: a running jobwarden kills {driver} through Spark's REST API, and the job ends Cancelled once Spark reports it KILLED (see `jobwarden jobs show {execution_id}`)"
+            )
+        }
+        Ok(other) => bail!("unexpected outcome {other:?}"),
+        Err(e) => return Err(refusal(e, execution_id, "cancel")),
+    }
+    Ok(())
+}
+
+async fn retry(
+    db: sea_orm::DatabaseConnection,
+    settings: Settings,
+    execution_id: &str,
+) -> anyhow::Result<()> {
+    let store = local_store(db, &settings).await?;
+    let outcome = store
+        .write(WriteOp::Retry {
+            execution_id: execution_id.to_owned(),
+            at: Utc::now(),
+        })
+        .await;
+    match outcome {
+        Ok(WriteOutcome::RetryTaken { attempt }) => println!(
+            "attempt {attempt} of {execution_id} is due now: a running jobwarden submits it within submit.check_interval (see `jobwarden jobs show {execution_id}`)"
+        ),
+        Ok(other) => bail!("unexpected outcome {other:?}"),
+        Err(e) => return Err(refusal(e, execution_id, "retry")),
+    }
+    Ok(())
+}
+
+/// A cancel or retry the store did not take, as the one line to print.
+fn refusal(e: StoreError, execution_id: &str, what: &str) -> anyhow::Error {
+    match e {
+        StoreError::Refused(OpError::UnknownExecution { .. }) => {
+            anyhow::anyhow!("no execution {execution_id:?} (see `jobwarden jobs list`)")
+        }
+        StoreError::Refused(refusal) => anyhow::anyhow!("{refusal}"),
+        e => anyhow::Error::new(e).context(format!("failed to {what} {execution_id}")),
+    }
 }
 
 fn stamp(at: Option<DateTime<Utc>>) -> String {

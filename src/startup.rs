@@ -16,7 +16,9 @@ use crate::actors::notifier::Notifier;
 use crate::actors::polling;
 use crate::actors::scheduler::{Scheduler, StopPolling};
 use crate::actors::spark_poller::SparkPoller;
+use crate::actors::submitter::{StopSubmitting, Submitter};
 use crate::actors::{JobStore, StoreHealth};
+use crate::backend::rest_off::SubmitGate;
 use crate::backend::spark::SparkSetupError;
 use crate::config::{DatabaseSettings, Settings};
 use crate::events::Events;
@@ -93,6 +95,8 @@ pub struct Application {
     pub listener: Option<Addr<KafkaListener>>,
     /// Absent when no notification rule is configured.
     pub notifier: Option<Addr<Notifier>>,
+    /// Absent on mapped tables (submission needs jobwarden's own).
+    pub submitter: Option<Addr<Submitter>>,
     /// This application's own metrics (not shared with another application in the process).
     pub metrics: Arc<Metrics>,
     /// Where the HTTP endpoints listen (absent when `http.bind` is empty).
@@ -129,6 +133,11 @@ impl Application {
         }
         // Refuse a cluster whose client cannot be built now, before anything starts.
         let clusters = crate::backend::spark::clusters(&settings.spark)?;
+        // Only where jobwarden submits: mapped tables take no submissions.
+        let submit_gate = match settings.tables.executions {
+            Some(_) => None,
+            None => Some(Arc::new(SubmitGate::new(&settings.spark)?)),
+        };
         let listener_socket = if settings.http.bind.is_empty() {
             None
         } else {
@@ -168,7 +177,8 @@ impl Application {
             .with_label_values(&[instance.as_str()])
             .set(1.0);
         let events = Events::new(metrics.clone());
-        let rules = Rules::from_settings(&settings.spark);
+        let rules =
+            Rules::from_settings(&settings.spark).with_retry(settings.submit.retry_policy());
         let mut job_store =
             JobStore::new(db.clone(), settings.store.clone(), rules, events.clone())
                 .with_mapping(mapping)
@@ -207,6 +217,17 @@ impl Application {
             )
             .start()
         });
+        let submitter = match settings.tables.executions {
+            Some(_) => None,
+            None => Some(
+                Submitter::new(
+                    &settings.spark,
+                    settings.submit.clone(),
+                    store_handle.clone(),
+                )?
+                .start(),
+            ),
+        };
         let listener = settings.kafka.as_ref().map(|kafka| {
             let listener = KafkaListener::new(kafka.clone(), store_handle.clone(), events.clone());
             heartbeats.push(listener.heartbeat());
@@ -227,6 +248,7 @@ impl Application {
                     clusters: settings.spark.clusters.keys().cloned().collect(),
                     read_token: settings.http.read_token.clone(),
                     max_concurrent_polls: settings.spark.max_concurrent_polls,
+                    submit_gate,
                 };
                 let bind = settings.http.bind.clone();
                 let (addr, handle) = crate::http::start(socket, state)
@@ -245,6 +267,7 @@ impl Application {
             pollers,
             listener,
             notifier,
+            submitter,
             metrics,
             http_addr: http.as_ref().map(|(addr, _)| *addr),
             instance,
@@ -277,6 +300,10 @@ impl Application {
     /// Stops taking work and waits for the store to make accepted changes durable.
     pub async fn shutdown(self) {
         self.store.do_send(crate::actors::job_store::StopClaiming);
+        if let Some(submitter) = &self.submitter {
+            // What it has in flight is reconciled at the next start, like a crash.
+            let _ = submitter.send(StopSubmitting).await;
+        }
         if let Some(http) = &self.http {
             http.stop(true).await;
         }

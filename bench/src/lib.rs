@@ -83,6 +83,7 @@ pub(crate) async fn track_all(
     for chunk in ids.chunks(5_000) {
         let answers = futures::future::join_all(chunk.iter().map(|id| {
             store.write(WriteOp::Track(TrackRequest {
+                spec: None,
                 submission_id: Some(format!("driver-{id}")),
                 execution_id: id.clone(),
                 job_name: None,

@@ -6,5 +6,6 @@ pub mod jobwarden_instances;
 pub mod jobwarden_leases;
 pub mod jobwarden_outbox;
 pub mod prelude;
+pub mod spark_job_attempts;
 pub mod spark_job_executions;
 pub mod transformation_job_queue;

@@ -5,5 +5,6 @@ pub use super::job_status_history::Entity as JobStatusHistory;
 pub use super::jobwarden_instances::Entity as JobwardenInstances;
 pub use super::jobwarden_leases::Entity as JobwardenLeases;
 pub use super::jobwarden_outbox::Entity as JobwardenOutbox;
+pub use super::spark_job_attempts::Entity as SparkJobAttempts;
 pub use super::spark_job_executions::Entity as SparkJobExecutions;
 pub use super::transformation_job_queue::Entity as TransformationJobQueue;

@@ -34,6 +34,15 @@ pub struct Model {
     pub failing_since: Option<DateTimeUtc>,
     /// The Spark cluster it runs on (`[spark.clusters.<name>]`); none is the default one.
     pub cluster: Option<String>,
+    /// What jobwarden submits for this job (JSON); none for jobs others submit.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub submit_spec: Option<String>,
+    /// The number of the current (or last) attempt; 0 before the first.
+    pub attempt: i32,
+    /// When the next attempt is due (a job waiting to be submitted or retried).
+    pub next_attempt_at: Option<DateTimeUtc>,
+    /// Someone asked to cancel it; the driver is killed and the row ends once Spark confirms.
+    pub cancel_requested_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

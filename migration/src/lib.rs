@@ -12,6 +12,7 @@ mod m20261129_000005_add_failing_since;
 mod m20261129_000006_create_leases;
 mod m20261129_000007_add_cluster;
 mod m20261129_000008_create_notification_outbox;
+mod m20261129_000009_create_attempts;
 
 pub use m20261129_000006_create_leases::BUCKETS;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000006_create_leases::Migration),
             Box::new(m20261129_000007_add_cluster::Migration),
             Box::new(m20261129_000008_create_notification_outbox::Migration),
+            Box::new(m20261129_000009_create_attempts::Migration),
         ]
     }
 }

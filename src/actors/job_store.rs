@@ -26,9 +26,9 @@ use crate::store::leases::{self, Held};
 use crate::store::mapped::{self, Mapping};
 use crate::store::{self, Committed, Rules, WriteContext};
 use crate::store_api::{
-    Drain, DueJobs, DuePage, Fence, FencedWrite, GetStats, OpError, OutboxRow,
-    PendingNotifications, StoreError, StoreHandle, StoreStats, SweepTimeouts, Write, WriteOp,
-    WriteOutcome,
+    Drain, DueAction, DueActions, DueJobs, DuePage, Fence, FencedWrite, GetStats, OpError,
+    OutboxRow, PendingNotifications, StoreError, StoreHandle, StoreStats, SweepTimeouts, Write,
+    WriteOp, WriteOutcome,
 };
 
 use super::supervision::contained;
@@ -89,7 +89,7 @@ pub struct ReleaseLeases;
 pub struct JobStore {
     db: DatabaseConnection,
     settings: StoreSettings,
-    rules: Rules,
+    rules: Arc<Rules>,
     mapping: Arc<Mapping>,
     notify: Arc<NotifyRules>,
     /// `running_long_factor` and `running_long_min_runs`.
@@ -126,7 +126,7 @@ impl JobStore {
         JobStore {
             db,
             settings,
-            rules,
+            rules: Arc::new(rules),
             mapping: Arc::new(Mapping::default()),
             notify: Arc::new(NotifyRules::default()),
             running_long: (2.0, 5),
@@ -316,7 +316,7 @@ impl JobStore {
         let writer = Writer {
             db: self.db.clone(),
             settings: self.settings.clone(),
-            rules: self.rules,
+            rules: self.rules.clone(),
             mapping: self.mapping.clone(),
             notify: self.notify.clone(),
             instance: self.sharing.as_ref().map(|s| s.instance.clone()),
@@ -371,6 +371,7 @@ impl From<&Addr<JobStore>> for StoreHandle {
             addr.clone().recipient(),
             addr.clone().recipient(),
         )
+        .with_actions(addr.clone().recipient())
     }
 }
 
@@ -597,6 +598,43 @@ fn own_share(page: DuePage, request: &DueJobs, share: Option<&(Held, Duration)>)
     DuePage { jobs, ..page }
 }
 
+impl Handler<DueActions> for JobStore {
+    type Result = ResponseFuture<Result<Vec<DueAction>, StoreError>>;
+
+    fn handle(&mut self, msg: DueActions, _: &mut Self::Context) -> Self::Result {
+        let db = self.db.clone();
+        let share = self.sharing.as_ref().map(|s| (s.held.clone(), s.lease / 3));
+        let submits = self.mapping.executions.is_none();
+        Box::pin(async move {
+            if !submits {
+                // Submission needs jobwarden's own table (spec, attempts).
+                return Ok(Vec::new());
+            }
+            let actions = store::actions_read::due_actions(&db, msg.now, msg.limit)
+                .await
+                .map_err(|e| StoreError::Read(e.to_string()))?;
+            let Some((held, margin)) = share else {
+                return Ok(actions);
+            };
+            // Each job's actions are taken by the instance holding its bucket, and written
+            // under that lease: one submitter per job, even across instances.
+            let until = msg.now + chrono::Duration::from_std(margin).unwrap_or_default();
+            Ok(actions
+                .into_iter()
+                .filter_map(|mut action| {
+                    let bucket = leases::bucket_of(&action.execution_id);
+                    let lease = held.bucket(bucket, until)?;
+                    action.fence = Some(Fence {
+                        bucket,
+                        token: lease.token,
+                    });
+                    Some(action)
+                })
+                .collect())
+        })
+    }
+}
+
 impl Handler<PendingNotifications> for JobStore {
     type Result = ResponseFuture<Result<Vec<OutboxRow>, StoreError>>;
 
@@ -719,7 +757,7 @@ impl Handler<GetStats> for JobStore {
 struct Writer {
     db: DatabaseConnection,
     settings: StoreSettings,
-    rules: Rules,
+    rules: Arc<Rules>,
     mapping: Arc<Mapping>,
     notify: Arc<NotifyRules>,
     instance: Option<String>,

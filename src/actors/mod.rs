@@ -4,6 +4,8 @@
 //! Scheduler --DueJobs--> JobStore --page--> Scheduler --Poll--> SparkPoller (one of the pool)
 //! SparkPoller --asks--> backend (crate::backend) --Observation--> SparkPoller --Write--> JobStore
 //! SparkPoller --PollSettled (once durable)--> Scheduler
+//! Submitter --DueActions--> JobStore; Submitter --BeginAttempt (durable)--> create on Spark
+//!   --AttemptSubmitted--> JobStore (then polled like any job)
 //! KafkaListener --Write(event)--> JobStore --durable--> KafkaListener (stores the offset)
 //! ```
 //! `JobStore` is the only writer to the database; everything else talks to it through a
@@ -16,6 +18,7 @@ pub mod notifier;
 pub mod polling;
 pub mod scheduler;
 pub mod spark_poller;
+pub mod submitter;
 pub mod supervision;
 
 pub use job_store::{JobStore, StoreHealth};

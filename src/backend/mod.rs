@@ -4,6 +4,7 @@
 //! another (YARN, Livy) implements [`StatusBackend`] and the pollers use it unchanged.
 
 mod clusters;
+pub mod rest_off;
 pub mod spark;
 
 pub use clusters::{Clusters, RouteError};

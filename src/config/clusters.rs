@@ -23,6 +23,10 @@ pub struct ClusterSettings {
     pub rest_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_ui_url: Option<String>,
+    /// `spark.master` of the drivers jobwarden submits here; the REST hosts on port 7077
+    /// unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,6 +78,7 @@ impl SparkSettings {
             settings.clusters.clear();
             settings.rest_url.clone_from(&cluster.rest_url);
             settings.master_ui_url.clone_from(&cluster.master_ui_url);
+            settings.master_url.clone_from(&cluster.master_url);
             settings.bearer_token.clone_from(&cluster.bearer_token);
             settings.basic_auth.clone_from(&cluster.basic_auth);
             settings.status_source = cluster.status_source.unwrap_or(self.status_source);

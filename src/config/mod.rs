@@ -12,6 +12,7 @@ mod notifications;
 mod secret;
 mod spark;
 mod store;
+mod submit;
 mod tables;
 mod telemetry;
 mod validate;
@@ -34,6 +35,7 @@ pub use notifications::{
 pub use secret::{is_secret_property, mask_url_password, DatabaseUrl, Secret, MASK};
 pub use spark::{BasicAuth, SparkSettings, StatusSource, MAX_POOL};
 pub use store::StoreSettings;
+pub use submit::SubmitSettings;
 pub use tables::{
     effective_statuses, ColumnList, ExecutionColumns, MappedTable, QueueColumns, StatusValue,
     TablesSettings,
@@ -62,6 +64,9 @@ pub struct Settings {
     pub tables: TablesSettings,
     #[serde(default)]
     pub notifications: NotificationSettings,
+    /// Jobs jobwarden submits itself: retries and reconciliation.
+    #[serde(default)]
+    pub submit: SubmitSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +138,7 @@ impl Settings {
         }
         self.tables.validate(&mut problems);
         self.notifications.validate(&mut problems);
+        self.submit.validate(&mut problems);
         problems.into_vec()
     }
 

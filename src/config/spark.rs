@@ -37,6 +37,10 @@ pub struct SparkSettings {
     /// The master's web UI (for worker addresses); defaults to the REST host on port 8080.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_ui_url: Option<String>,
+    /// The masters' RPC address drivers jobwarden submits are told to use (`spark.master`);
+    /// defaults to the REST hosts on port 7077, `spark://h1:7077,h2:7077`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_url: Option<String>,
     /// Sent as `Authorization: Bearer …` when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token: Option<Secret>,
@@ -80,6 +84,25 @@ pub struct BasicAuth {
 pub const MAX_POOL: usize = 4096;
 
 impl SparkSettings {
+    /// `spark.master` for the drivers jobwarden submits: `master_url`, or the REST hosts on
+    /// Spark's default RPC port.
+    pub fn driver_master(&self) -> String {
+        if let Some(url) = &self.master_url {
+            return url.clone();
+        }
+        let hosts: Vec<String> = self
+            .rest_url
+            .split(',')
+            .filter_map(|part| {
+                let part = part.trim();
+                let part = part.split("://").nth(1).unwrap_or(part);
+                let host = part.split(['/', ':']).next()?;
+                (!host.is_empty()).then(|| format!("{host}:7077"))
+            })
+            .collect();
+        format!("spark://{}", hosts.join(","))
+    }
+
     pub fn poll_policy(&self) -> PollPolicy {
         PollPolicy {
             interval: self.poll_interval,

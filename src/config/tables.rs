@@ -244,7 +244,7 @@ pub fn effective_statuses<'a>(
 
 impl Validate for TablesSettings {
     fn validate(&self, problems: &mut Problems) {
-        let job_names: Vec<&'static str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+        let job_names: Vec<&'static str> = JobStatus::WATCHED.iter().map(|s| s.as_str()).collect();
         let queue_names: Vec<&'static str> = QueueStatus::ALL.iter().map(|s| s.as_str()).collect();
         if let Some(t) = &self.executions {
             t.check("tables.executions", &job_names, problems);

@@ -236,6 +236,22 @@ impl ExecutionState {
         }
     }
 
+    /// Fails the job at once for `message` (something that makes it impossible to go on).
+    pub fn fail_now(&mut self, at: DateTime<Utc>, message: &str) -> Effect {
+        match self.force_finish(JobStatus::Failed, at, message) {
+            Ok((from, to)) => Effect {
+                applied: Applied::Transitioned { from, to },
+                history: Some(HistoryEntry {
+                    from: Some(from),
+                    to,
+                    detail: Some(message.to_owned()),
+                    at,
+                }),
+            },
+            Err(refusal) => Effect::quiet(Applied::Refused(refusal)),
+        }
+    }
+
     /// Counts a poll that got no usable answer and puts the next poll off by the policy's
     /// backoff. The status never moves because of this: not reaching the backend says nothing
     /// about the job.

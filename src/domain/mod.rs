@@ -6,10 +6,14 @@ pub mod execution;
 pub mod policy;
 pub mod queue_event;
 pub mod status;
+pub mod submission;
 pub mod timeout;
 
 pub use execution::{Applied, Effect, ExecutionState, HistoryEntry, Observation};
 pub use policy::{poll_backoff, PollPolicy, TimeoutPolicy};
 pub use queue_event::{parse_event, EventApplied, EventError, Position, QueueState, StatusEvent};
 pub use status::{judge, JobStatus, Lifecycle, QueueStatus, Refusal, UnknownStatus, Verdict};
+pub use submission::{
+    attempt_mark, Ending, RetryOverrides, RetryPolicy, SpecError, SubmitSpec, MARK_PROPERTY,
+};
 pub use timeout::timeout_reason;

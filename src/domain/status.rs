@@ -17,6 +17,9 @@ pub enum JobStatus {
     Queued,
     Submitting,
     Running,
+    /// An attempt ended and another is due at the row's `next_attempt_at` (jobs jobwarden
+    /// submits itself); the job as a whole has not ended.
+    Retrying,
     Succeeded,
     Failed,
     Cancelled,
@@ -33,7 +36,18 @@ pub enum QueueStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 6] = [
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::Queued,
+        JobStatus::Submitting,
+        JobStatus::Running,
+        JobStatus::Retrying,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+    /// The statuses a job someone else submitted can have: what a mapped application table
+    /// must be able to hold (jobwarden submits, and so retries, only on its own tables).
+    pub const WATCHED: [JobStatus; 6] = [
         JobStatus::Queued,
         JobStatus::Submitting,
         JobStatus::Running,
@@ -41,14 +55,19 @@ impl JobStatus {
         JobStatus::Failed,
         JobStatus::Cancelled,
     ];
-    pub const NON_TERMINAL: [JobStatus; 3] =
-        [JobStatus::Queued, JobStatus::Submitting, JobStatus::Running];
+    pub const NON_TERMINAL: [JobStatus; 4] = [
+        JobStatus::Queued,
+        JobStatus::Submitting,
+        JobStatus::Running,
+        JobStatus::Retrying,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "Queued",
             JobStatus::Submitting => "Submitting",
             JobStatus::Running => "Running",
+            JobStatus::Retrying => "Retrying",
             JobStatus::Succeeded => "Succeeded",
             JobStatus::Failed => "Failed",
             JobStatus::Cancelled => "Cancelled",
@@ -61,7 +80,9 @@ impl Lifecycle for JobStatus {
         match self {
             JobStatus::Queued => 0,
             JobStatus::Submitting => 1,
-            JobStatus::Running => 2,
+            // Between attempts: a late word of the last attempt's driver (Running) cannot move
+            // it; only an ending can (a cancel). The next attempt starts by the store's hand.
+            JobStatus::Running | JobStatus::Retrying => 2,
             JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled => 3,
         }
     }
@@ -250,6 +271,9 @@ mod tests {
             (Running, Succeeded),
             (Running, Failed),
             (Running, Cancelled),
+            (Retrying, Succeeded),
+            (Retrying, Failed),
+            (Retrying, Cancelled),
         ];
         for current in JobStatus::ALL {
             for observed in JobStatus::ALL {

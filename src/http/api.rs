@@ -1,15 +1,17 @@
-//! The job API: list and show Spark executions, track a new one, show a queue job.
+//! The job API: list and show Spark executions, track or submit a new one, cancel or retry
+//! one, show a queue job.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::domain::JobStatus;
-use crate::store::read;
+use crate::domain::{JobStatus, SubmitSpec};
+use crate::store::{actions_read, read};
 use crate::store_api::{OpError, Source, StoreError, TrackRequest, WriteOp, WriteOutcome};
 
-use super::views::{ExecutionPage, ExecutionView, QueueJobView, WithHistory};
+use super::views::{ExecutionDetail, ExecutionPage, ExecutionView, QueueJobView, WithHistory};
 use super::{error, HttpState};
 
 const MAX_ID: usize = 191;
@@ -78,10 +80,8 @@ pub async fn show_job(state: web::Data<HttpState>, path: web::Path<String>) -> H
     if let Err(message) = check_id("execution_id", &id) {
         return error(StatusCode::BAD_REQUEST, message);
     }
-    match read::execution_with_history(&state.db, &id).await {
-        Ok(Some((job, history))) => {
-            HttpResponse::Ok().json(WithHistory::<ExecutionView>::new(job, history))
-        }
+    match detail(&state, &id).await {
+        Ok(Some(detail)) => HttpResponse::Ok().json(detail),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no execution {id:?}")),
         Err(e) => database_error(e),
     }
@@ -106,38 +106,80 @@ pub async fn show_queue_job(state: web::Data<HttpState>, path: web::Path<String>
 #[serde(deny_unknown_fields)]
 pub struct TrackBody {
     execution_id: String,
-    submission_id: String,
+    /// A driver already submitted (by spark-submit or anyone else), for jobwarden to follow.
+    submission_id: Option<String>,
+    /// Or what jobwarden is to submit itself (and retry, as its policy says).
+    submit: Option<SubmitSpec>,
     job_name: Option<String>,
     /// A `[spark.clusters.<name>]`; none is the default cluster.
     cluster: Option<String>,
 }
 
-/// `POST /api/v1/jobs`: register a Spark submission, through the JobStore like every write.
+/// Writes (track, cancel, retry) need `Authorization: Bearer <http.api_token>` when a token
+/// is configured: the 401 to answer when the request lacks it.
+fn token_refusal(state: &HttpState, request: &HttpRequest) -> Option<HttpResponse> {
+    let token = state.api_token.as_ref()?;
+    let presented = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    (presented != Some(token.expose())).then(|| {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "this endpoint needs \"Authorization: Bearer <http.api_token>\"",
+        )
+    })
+}
+
+/// The execution with its history and attempts, as `GET /api/v1/jobs/{id}` shows it.
+async fn detail(
+    state: &HttpState,
+    execution_id: &str,
+) -> Result<Option<ExecutionDetail>, sea_orm::DbErr> {
+    let Some((job, history)) = read::execution_with_history(&state.db, execution_id).await? else {
+        return Ok(None);
+    };
+    let attempts = actions_read::attempts_of(&state.db, execution_id).await?;
+    Ok(Some(ExecutionDetail::new(job, history, attempts)))
+}
+
+/// `POST /api/v1/jobs`: register a Spark submission (`submission_id`), or a job for jobwarden
+/// to submit (`submit`), through the JobStore like every write.
 pub async fn track_job(
     state: web::Data<HttpState>,
     request: HttpRequest,
     body: web::Json<TrackBody>,
 ) -> HttpResponse {
-    if let Some(token) = &state.api_token {
-        let presented = request
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if presented != Some(token.expose()) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "this endpoint needs \"Authorization: Bearer <http.api_token>\"",
-            );
-        }
+    if let Some(denied) = token_refusal(&state, &request) {
+        return denied;
     }
     let body = body.into_inner();
-    for (what, id) in [
-        ("execution_id", &body.execution_id),
-        ("submission_id", &body.submission_id),
-    ] {
-        if let Err(message) = check_id(what, id) {
-            return error(StatusCode::BAD_REQUEST, message);
+    if let Err(message) = check_id("execution_id", &body.execution_id) {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
+    match (&body.submission_id, &body.submit) {
+        (Some(_), Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give either submission_id (a driver already submitted, for jobwarden to follow) or submit (a spec for jobwarden to submit), not both",
+            )
+        }
+        (None, None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give submission_id (a driver already submitted, for jobwarden to follow) or submit (a spec for jobwarden to submit: app_resource, main_class, …)",
+            )
+        }
+        (Some(id), None) => {
+            if let Err(message) = check_id("submission_id", id) {
+                return error(StatusCode::BAD_REQUEST, message);
+            }
+        }
+        (None, Some(spec)) => {
+            if let Err(e) = spec.check() {
+                return error(StatusCode::BAD_REQUEST, e.to_string());
+            }
         }
     }
     if body.job_name.as_ref().is_some_and(|n| n.len() > 255) {
@@ -162,9 +204,19 @@ pub async fn track_job(
             );
         }
     }
+    if body.submit.is_some() {
+        // Accepted, such a job would wait in Queued for ever: say so while someone listens.
+        if let Some(gate) = &state.submit_gate {
+            if let Some(message) = gate.refusal(cluster.as_deref()).await {
+                return error(StatusCode::CONFLICT, message);
+            }
+        }
+    }
+    let execution_id = body.execution_id.trim().to_owned();
     let op = WriteOp::Track(TrackRequest {
-        execution_id: body.execution_id.trim().to_owned(),
-        submission_id: Some(body.submission_id.trim().to_owned()),
+        execution_id: execution_id.clone(),
+        submission_id: body.submission_id.map(|s| s.trim().to_owned()),
+        spec: body.submit,
         job_name: body.job_name,
         cluster,
         source: Source::Api,
@@ -177,28 +229,130 @@ pub async fn track_job(
             } else {
                 StatusCode::OK
             };
-            match read::execution_with_history(&state.db, body.execution_id.trim()).await {
-                Ok(Some((job, history))) => {
-                    HttpResponse::build(status)
-                        .json(WithHistory::<ExecutionView>::new(job, history))
-                }
-                _ => HttpResponse::build(status).json(json!({ "execution_id": body.execution_id })),
+            match detail(&state, &execution_id).await {
+                Ok(Some(detail)) => HttpResponse::build(status).json(detail),
+                _ => HttpResponse::build(status).json(json!({ "execution_id": execution_id })),
             }
         }
-        Ok(other) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unexpected outcome {other:?}"),
-        ),
+        Ok(other) => unexpected(other),
         Err(StoreError::Refused(OpError::Duplicate { execution_id })) => error(
             StatusCode::CONFLICT,
             format!("execution {execution_id:?} is already tracked"),
         ),
-        Err(StoreError::Refused(refusal @ OpError::ApplicationRows { .. })) => {
-            error(StatusCode::CONFLICT, refusal.to_string())
+        Err(e) => refused(e, "not registered"),
+    }
+}
+
+/// `POST /api/v1/jobs/{execution_id}/cancel`: a job no driver runs for ends at once
+/// (`ended: true`); otherwise its driver is killed and the job ends Cancelled once Spark
+/// reports it KILLED (`ended: false`).
+pub async fn cancel_job(
+    state: web::Data<HttpState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if let Some(denied) = token_refusal(&state, &request) {
+        return denied;
+    }
+    let id = path.into_inner();
+    if let Err(message) = check_id("execution_id", &id) {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
+    let op = WriteOp::Cancel {
+        execution_id: id.clone(),
+        at: Utc::now(),
+    };
+    match state.store.write(op).await {
+        Ok(WriteOutcome::CancelTaken {
+            ended,
+            submission_id,
+        }) => {
+            with_detail(
+                &state,
+                &id,
+                StatusCode::OK,
+                json!({ "ended": ended, "submission_id": submission_id }),
+            )
+            .await
         }
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not registered: {e}"),
+        Ok(other) => unexpected(other),
+        Err(e) => refused(e, "not cancelled"),
+    }
+}
+
+/// `POST /api/v1/jobs/{execution_id}/retry`: one more attempt of a finished job jobwarden
+/// submitted, due now.
+pub async fn retry_job(
+    state: web::Data<HttpState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if let Some(denied) = token_refusal(&state, &request) {
+        return denied;
+    }
+    let id = path.into_inner();
+    if let Err(message) = check_id("execution_id", &id) {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
+    let op = WriteOp::Retry {
+        execution_id: id.clone(),
+        at: Utc::now(),
+    };
+    match state.store.write(op).await {
+        Ok(WriteOutcome::RetryTaken { attempt }) => {
+            with_detail(
+                &state,
+                &id,
+                StatusCode::ACCEPTED,
+                json!({ "attempt": attempt }),
+            )
+            .await
+        }
+        Ok(other) => unexpected(other),
+        Err(e) => refused(e, "not retried"),
+    }
+}
+
+/// `head` (an object) with the job, its history and attempts beside it: the answer of
+/// `GET /api/v1/jobs/{id}` plus what the action did. The action is durable by now, so a failed
+/// read leaves the job out rather than turning the answer into an error.
+async fn with_detail(
+    state: &HttpState,
+    execution_id: &str,
+    status: StatusCode,
+    mut head: serde_json::Value,
+) -> HttpResponse {
+    if let Ok(Some(detail)) = detail(state, execution_id).await {
+        if let (Some(head), Ok(serde_json::Value::Object(rest))) =
+            (head.as_object_mut(), serde_json::to_value(detail))
+        {
+            head.extend(rest);
+        }
+    }
+    HttpResponse::build(status).json(head)
+}
+
+fn unexpected(outcome: WriteOutcome) -> HttpResponse {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("unexpected outcome {outcome:?}"),
+    )
+}
+
+/// A write the store did not make: the job's state forbids it (409), no such job (404), or the
+/// store could not answer (503).
+fn refused(e: StoreError, what: &str) -> HttpResponse {
+    match e {
+        StoreError::Refused(OpError::UnknownExecution { execution_id }) => error(
+            StatusCode::NOT_FOUND,
+            format!("no execution {execution_id:?}"),
         ),
+        StoreError::Refused(
+            refusal @ (OpError::NotNow(_)
+            | OpError::ApplicationRows { .. }
+            | OpError::Duplicate { .. }
+            | OpError::CorruptRow { .. }),
+        ) => error(StatusCode::CONFLICT, refusal.to_string()),
+        e => error(StatusCode::SERVICE_UNAVAILABLE, format!("{what}: {e}")),
     }
 }

@@ -39,6 +39,9 @@ pub struct HttpState {
     pub read_token: Option<Secret>,
     /// The poller pool's size, for the dashboard's busy/idle figure.
     pub max_concurrent_polls: usize,
+    /// Refuses submissions to a cluster whose REST submission server is off; none where
+    /// jobwarden does not submit (mapped tables), or in tests that do not ask Spark.
+    pub submit_gate: Option<Arc<crate::backend::rest_off::SubmitGate>>,
 }
 
 /// A JSON error body with a message that says what to do.
@@ -90,6 +93,14 @@ pub fn start(
             .route("/api/v1/jobs", web::get().to(api::list_jobs))
             .route("/api/v1/jobs", web::post().to(api::track_job))
             .route("/api/v1/jobs/{execution_id}", web::get().to(api::show_job))
+            .route(
+                "/api/v1/jobs/{execution_id}/cancel",
+                web::post().to(api::cancel_job),
+            )
+            .route(
+                "/api/v1/jobs/{execution_id}/retry",
+                web::post().to(api::retry_job),
+            )
             .route("/api/v1/queue/{job_id}", web::get().to(api::show_queue_job))
             .configure(dashboard::routes)
             .route("/api/v1/notifications", web::get().to(notifications::list))

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use entity::{
-    job_status_history as history, spark_job_executions as executions,
-    transformation_job_queue as queue,
+    job_status_history as history, spark_job_attempts as attempts,
+    spark_job_executions as executions, transformation_job_queue as queue,
 };
 use serde::Serialize;
 
@@ -32,6 +32,15 @@ pub struct ExecutionView {
     pub failing_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The current (or last) attempt of a job jobwarden submits; 0 before the first.
+    pub attempt: i32,
+    /// When the next attempt is due (Queued or Retrying jobs jobwarden submits).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When someone asked to cancel it (the job ends once Spark reports the driver KILLED).
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// What jobwarden submits for it, as a JSON object; null for jobs submitted by others.
+    /// Text that is not JSON (a row written by hand) is shown as a string, as stored.
+    pub submit: Option<serde_json::Value>,
 }
 
 impl From<executions::Model> for ExecutionView {
@@ -57,6 +66,12 @@ impl From<executions::Model> for ExecutionView {
             failing_since: row.failing_since,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            attempt: row.attempt,
+            next_attempt_at: row.next_attempt_at,
+            cancel_requested_at: row.cancel_requested_at,
+            submit: row
+                .submit_spec
+                .map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))),
         }
     }
 }
@@ -125,6 +140,66 @@ impl<J> WithHistory<J> {
         WithHistory {
             job: job.into(),
             history: history.into_iter().map(HistoryView::from).collect(),
+        }
+    }
+}
+
+/// One submission jobwarden made (or was about to make) of a job.
+#[derive(Debug, Serialize)]
+pub struct AttemptView {
+    pub attempt: i32,
+    pub submission_id: Option<String>,
+    /// `requested` (recorded, the request maybe sent), `submitted` (driver known), `ended`.
+    pub state: String,
+    pub requested_at: DateTime<Utc>,
+    pub submitted_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// succeeded, failed, error, lost_worker, timed_out, cancelled, rejected.
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+    pub cluster: Option<String>,
+    /// The `spark.jobwarden.attempt` value its driver carries.
+    pub mark: String,
+}
+
+impl From<attempts::Model> for AttemptView {
+    fn from(row: attempts::Model) -> Self {
+        AttemptView {
+            attempt: row.attempt,
+            submission_id: row.submission_id,
+            state: row.state,
+            requested_at: row.requested_at,
+            submitted_at: row.submitted_at,
+            started_at: row.started_at,
+            ended_at: row.ended_at,
+            outcome: row.outcome,
+            reason: row.reason,
+            cluster: row.cluster,
+            mark: row.mark,
+        }
+    }
+}
+
+/// A Spark execution with its history and its attempts (oldest first), as
+/// `GET /api/v1/jobs/{id}` answers.
+#[derive(Debug, Serialize)]
+pub struct ExecutionDetail {
+    pub job: ExecutionView,
+    pub history: Vec<HistoryView>,
+    pub attempts: Vec<AttemptView>,
+}
+
+impl ExecutionDetail {
+    pub fn new(
+        job: executions::Model,
+        history: Vec<history::Model>,
+        attempts: Vec<attempts::Model>,
+    ) -> Self {
+        ExecutionDetail {
+            job: job.into(),
+            history: history.into_iter().map(HistoryView::from).collect(),
+            attempts: attempts.into_iter().map(AttemptView::from).collect(),
         }
     }
 }

@@ -28,49 +28,59 @@ use crate::store_api::{
     Attempt, Fence, NewDeadLetter, OpError, Source, TrackRequest, Warning, WriteOp, WriteOutcome,
 };
 
+use super::attempts;
 use super::leases;
 use super::mapped::{self, AppExecution, AppQueueJob, Mapping};
 use super::outbox;
 use super::rows;
 
-const SPARK: &str = "spark";
+pub(super) const SPARK: &str = "spark";
 const QUEUE: &str = "queue";
 
 /// The domain policies the store applies changes with, given once at start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
     pub poll: PollPolicy,
     pub timeouts: TimeoutPolicy,
+    /// For jobs jobwarden submits: the configured retry policy (a spec may override it).
+    pub retry: crate::domain::RetryPolicy,
 }
 
 impl Rules {
-    /// The policies `[spark]` configures.
+    /// The policies `[spark]` configures, with `[submit]`'s default retry policy.
     pub fn from_settings(spark: &SparkSettings) -> Rules {
         Rules {
             poll: spark.poll_policy(),
             timeouts: spark.timeout_policy(),
+            retry: crate::config::SubmitSettings::default().retry_policy(),
         }
+    }
+
+    pub fn with_retry(mut self, retry: crate::domain::RetryPolicy) -> Rules {
+        self.retry = retry;
+        self
     }
 }
 
-struct Loaded<M> {
-    row: M,
-    new: bool,
-    dirty: bool,
+pub(super) struct Loaded<M> {
+    pub(super) row: M,
+    pub(super) new: bool,
+    pub(super) dirty: bool,
 }
 
 /// Everything one batch changes, gathered in memory before a single write-out.
 #[derive(Default)]
-struct Changes {
-    executions: HashMap<String, Loaded<executions::Model>>,
+pub(super) struct Changes {
+    pub(super) executions: HashMap<String, Loaded<executions::Model>>,
+    pub(super) attempt_writes: Vec<attempts::AttemptWrite>,
     queue: HashMap<String, Loaded<queue::Model>>,
-    history: Vec<history::ActiveModel>,
+    pub(super) history: Vec<history::ActiveModel>,
     dead_letters: Vec<NewDeadLetter>,
     attempts: Vec<Attempt>,
     /// Warnings that hold, to be sent once per run.
     warnings: Vec<outbox::Warned>,
     /// Executions a warning may no longer hold for: they ended, or Spark confirms them again.
-    settled: std::collections::HashSet<String>,
+    pub(super) settled: std::collections::HashSet<String>,
     /// Mapped application rows as loaded: what their columns hold before this batch.
     app_executions: HashMap<String, AppExecution>,
     app_queue: HashMap<String, AppQueueJob>,
@@ -177,7 +187,13 @@ async fn load_rows(
             | WriteOp::Observe { execution_id, .. }
             | WriteOp::PollFailed { execution_id, .. }
             | WriteOp::TimeOut { execution_id, .. }
-            | WriteOp::Warn { execution_id, .. } => execution_ids.push(execution_id),
+            | WriteOp::Warn { execution_id, .. }
+            | WriteOp::BeginAttempt { execution_id, .. }
+            | WriteOp::AttemptSubmitted { execution_id, .. }
+            | WriteOp::AttemptNotStarted { execution_id, .. }
+            | WriteOp::Cancel { execution_id, .. }
+            | WriteOp::Retry { execution_id, .. }
+            | WriteOp::SpecUnusable { execution_id, .. } => execution_ids.push(execution_id),
             WriteOp::QueueEvent { event, .. } => queue_ids.push(&event.job_id),
             WriteOp::SyncQueue { job_id } => queue_ids.push(job_id),
             WriteOp::DeadLetter(_) | WriteOp::NotificationAttempt(_) => {}
@@ -464,9 +480,14 @@ fn apply_one(
                 .executions
                 .get(execution_id)
                 .is_some_and(|l| l.row.spark_state.as_deref() == Some("RELAUNCHING"));
-            let outcome = with_execution(changes, execution_id, Source::SparkPoll, |state| {
-                state.observe(observation)
-            });
+            let outcome = with_execution(
+                changes,
+                execution_id,
+                Source::SparkPoll,
+                rules,
+                now,
+                |state| state.observe(observation),
+            );
             if outcome.is_ok() && !observation.successors.is_empty() && mapping.executions.is_none()
             {
                 follow_relaunch(changes, execution_id, observation, was_relaunching);
@@ -478,17 +499,33 @@ fn apply_one(
             at,
             error,
             outage,
-        } => with_execution(changes, execution_id, Source::SparkPoll, |state| {
-            if *outage {
-                state.backend_away(*at, error, &rules.poll)
-            } else {
-                state.poll_failed(*at, error, &rules.poll)
-            }
-        }),
+        } => with_execution(
+            changes,
+            execution_id,
+            Source::SparkPoll,
+            rules,
+            now,
+            |state| {
+                if *outage {
+                    state.backend_away(*at, error, &rules.poll)
+                } else {
+                    state.poll_failed(*at, error, &rules.poll)
+                }
+            },
+        ),
         WriteOp::TimeOut { execution_id, now } => {
-            with_execution(changes, execution_id, Source::TimeoutSweep, |state| {
-                state.time_out(*now, &rules.timeouts)
-            })
+            if attempts::waits_for_jobwarden(changes, execution_id) {
+                // jobwarden itself is to submit it: an outage delays it, and nothing is stuck.
+                return Ok(WriteOutcome::Execution(crate::domain::Applied::Refreshed));
+            }
+            with_execution(
+                changes,
+                execution_id,
+                Source::TimeoutSweep,
+                rules,
+                *now,
+                |state| state.time_out(*now, &rules.timeouts),
+            )
         }
         WriteOp::QueueEvent {
             event,
@@ -515,6 +552,57 @@ fn apply_one(
             warning,
             now,
         } => warn(execution_id, warning, *now, changes, rules),
+        WriteOp::BeginAttempt {
+            execution_id,
+            attempt,
+            mark,
+            at,
+        } => attempts::begin(changes, execution_id, *attempt, mark, *at),
+        WriteOp::AttemptSubmitted {
+            execution_id,
+            attempt,
+            submission_id,
+            at,
+            recovered,
+        } => attempts::submitted(
+            changes,
+            execution_id,
+            *attempt,
+            submission_id,
+            *at,
+            *recovered,
+        ),
+        WriteOp::AttemptNotStarted {
+            execution_id,
+            attempt,
+            at,
+            reason,
+            counts,
+            retry_at,
+        } => attempts::not_started(
+            changes,
+            rules,
+            execution_id,
+            *attempt,
+            *at,
+            reason,
+            *counts,
+            *retry_at,
+        ),
+        WriteOp::Cancel { execution_id, at } => attempts::cancel(changes, execution_id, *at),
+        WriteOp::Retry { execution_id, at } => attempts::retry(changes, execution_id, *at),
+        WriteOp::SpecUnusable {
+            execution_id,
+            reason,
+            at,
+        } => with_execution(
+            changes,
+            execution_id,
+            Source::Submitter,
+            rules,
+            now,
+            |state| state.fail_now(*at, &format!("submit_spec cannot be used: {reason}")),
+        ),
     }
 }
 
@@ -573,11 +661,14 @@ fn follow_relaunch(
 }
 
 /// Runs one domain rule on the execution's state, writes the state back to its row and the
-/// history line the rule asked for.
+/// history line the rule asked for. For a job jobwarden submits, an attempt that ended is
+/// recorded, and the retry policy may turn the ending into a wait for the next attempt.
 fn with_execution(
     changes: &mut Changes,
     execution_id: &str,
     source: Source,
+    rules: &Rules,
+    now: DateTime<Utc>,
     rule: impl FnOnce(&mut ExecutionState) -> Effect,
 ) -> Result<WriteOutcome, OpError> {
     let loaded =
@@ -589,7 +680,19 @@ fn with_execution(
             })?;
     let mut state = rows::execution_state(&loaded.row)?;
     let before = state.clone();
-    let effect = rule(&mut state);
+    let mut effect = rule(&mut state);
+    let attempt_write = attempts::after_rule(
+        &mut loaded.row,
+        &before,
+        &mut state,
+        &mut effect,
+        source,
+        rules,
+        now,
+    );
+    if let Some(write) = attempt_write {
+        changes.attempt_writes.push(write);
+    }
     if state != before {
         rows::store_execution_state(&mut loaded.row, &state);
         loaded.dirty = true;
@@ -644,12 +747,19 @@ fn track(
     );
     row.cluster.clone_from(&request.cluster);
     rows::store_execution_state(&mut row, &state);
-    let registered = state.registered(
-        request
-            .submission_id
-            .as_ref()
-            .map(|s| format!("tracking submission {s}")),
-    );
+    let detail = match (&request.spec, &request.submission_id) {
+        (Some(spec), _) => {
+            row.submit_spec = Some(spec.to_json());
+            row.next_attempt_at = Some(now);
+            Some(format!(
+                "to be submitted by jobwarden: {} from {}",
+                spec.main_class, spec.app_resource
+            ))
+        }
+        (None, Some(s)) => Some(format!("tracking submission {s}")),
+        (None, None) => None,
+    };
+    let registered = state.registered(detail);
     changes.history.push(history_row(
         SPARK,
         &request.execution_id,
@@ -800,6 +910,10 @@ fn new_execution_row(
         updated_at: now,
         failing_since: None,
         cluster: None,
+        submit_spec: None,
+        attempt: 0,
+        next_attempt_at: None,
+        cancel_requested_at: None,
     }
 }
 
@@ -993,7 +1107,7 @@ fn queue_event(
     Ok(WriteOutcome::Queue(applied))
 }
 
-fn history_row(
+pub(super) fn history_row(
     kind: &str,
     job_id: &str,
     entry: &HistoryEntry,
@@ -1161,6 +1275,7 @@ async fn write_out(
             .exec_without_returning(txn)
             .await?;
     }
+    attempts::write(txn, changes.attempt_writes).await?;
     for chunk in chunked(changes.history) {
         history::Entity::insert_many(chunk)
             .exec_without_returning(txn)

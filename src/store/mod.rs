@@ -1,6 +1,8 @@
 //! Persistence: connecting and migrating, the read queries, and the batched write that the
 //! `JobStore` actor (the only writer) drives. What the store accepts is in `crate::store_api`.
 
+pub mod actions_read;
+mod attempts;
 pub mod batch;
 pub mod dashboard_read;
 pub mod leases;

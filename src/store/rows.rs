@@ -117,6 +117,10 @@ mod tests {
             updated_at: t(3),
             failing_since: Some(t(3)),
             cluster: None,
+            submit_spec: None,
+            attempt: 0,
+            next_attempt_at: None,
+            cancel_requested_at: None,
         }
     }
 

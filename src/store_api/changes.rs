@@ -14,6 +14,8 @@ pub enum Source {
     Api,
     /// The application wrote the row itself (mapped tables).
     Application,
+    /// jobwarden's own submissions and retries.
+    Submitter,
 }
 
 impl Source {
@@ -24,6 +26,7 @@ impl Source {
             Source::TimeoutSweep => "timeout_sweep",
             Source::Api => "api",
             Source::Application => "application",
+            Source::Submitter => "submitter",
         }
     }
 }
@@ -37,6 +40,8 @@ pub struct TrackRequest {
     /// The Spark cluster it runs on; none is the default one.
     pub cluster: Option<String>,
     pub source: Source,
+    /// What jobwarden is to submit for it (then `submission_id` is none).
+    pub spec: Option<crate::domain::SubmitSpec>,
 }
 
 /// An event that could not be applied, kept as received.
@@ -98,6 +103,50 @@ pub enum WriteOp {
         warning: Warning,
         now: DateTime<Utc>,
     },
+    /// Record attempt `attempt` before its submission request is sent, if the job still
+    /// wants exactly that attempt now (not cancelled, not begun by another hand).
+    BeginAttempt {
+        execution_id: String,
+        attempt: u32,
+        mark: String,
+        at: DateTime<Utc>,
+    },
+    /// The driver of an attempt is known: from Spark's answer, or found by its mark after a
+    /// crash (`recovered`).
+    AttemptSubmitted {
+        execution_id: String,
+        attempt: u32,
+        submission_id: String,
+        at: DateTime<Utc>,
+        recovered: bool,
+    },
+    /// An attempt started no driver. `counts` when Spark refused the submission (the attempt is
+    /// spent and the retry policy decides); otherwise (Spark out of reach, or a lost request
+    /// proven to have started nothing) the attempt is withdrawn and tried again at `retry_at`.
+    AttemptNotStarted {
+        execution_id: String,
+        attempt: u32,
+        at: DateTime<Utc>,
+        reason: String,
+        counts: bool,
+        retry_at: DateTime<Utc>,
+    },
+    /// An operator asks to cancel the job.
+    Cancel {
+        execution_id: String,
+        at: DateTime<Utc>,
+    },
+    /// An operator asks for a new attempt of a finished job.
+    Retry {
+        execution_id: String,
+        at: DateTime<Utc>,
+    },
+    /// The job's spec cannot be read, so it can never be submitted: it fails with the reason.
+    SpecUnusable {
+        execution_id: String,
+        reason: String,
+        at: DateTime<Utc>,
+    },
 }
 
 /// An early warning about a job that has not ended badly (yet).
@@ -150,6 +199,11 @@ impl WriteOp {
             WriteOp::Observe { .. } => Some(Source::SparkPoll),
             WriteOp::TimeOut { .. } => Some(Source::TimeoutSweep),
             WriteOp::QueueEvent { .. } => Some(Source::KafkaEvent),
+            WriteOp::BeginAttempt { .. }
+            | WriteOp::AttemptSubmitted { .. }
+            | WriteOp::AttemptNotStarted { .. }
+            | WriteOp::SpecUnusable { .. } => Some(Source::Submitter),
+            WriteOp::Cancel { .. } | WriteOp::Retry { .. } => Some(Source::Api),
             WriteOp::PollFailed { .. }
             | WriteOp::DeadLetter(_)
             | WriteOp::NotificationAttempt(_)
@@ -167,7 +221,13 @@ impl WriteOp {
             | WriteOp::Observe { execution_id, .. }
             | WriteOp::PollFailed { execution_id, .. }
             | WriteOp::TimeOut { execution_id, .. }
-            | WriteOp::Warn { execution_id, .. } => Some(execution_id),
+            | WriteOp::Warn { execution_id, .. }
+            | WriteOp::BeginAttempt { execution_id, .. }
+            | WriteOp::AttemptSubmitted { execution_id, .. }
+            | WriteOp::AttemptNotStarted { execution_id, .. }
+            | WriteOp::Cancel { execution_id, .. }
+            | WriteOp::Retry { execution_id, .. }
+            | WriteOp::SpecUnusable { execution_id, .. } => Some(execution_id),
             WriteOp::QueueEvent { .. }
             | WriteOp::SyncQueue { .. }
             | WriteOp::DeadLetter(_)
@@ -195,6 +255,30 @@ pub enum WriteOutcome {
     Warned {
         sent: bool,
     },
+    /// An attempt is recorded, withdrawn, or given its driver.
+    Attempt(AttemptChange),
+    /// A cancel was taken: the job ended at once, or its driver is to be killed.
+    CancelTaken {
+        ended: bool,
+        submission_id: Option<String>,
+    },
+    /// A new attempt of a finished job is due.
+    RetryTaken {
+        attempt: u32,
+    },
+}
+
+/// What an attempt write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptChange {
+    Begun,
+    Submitted,
+    /// Withdrawn: it started nothing and is tried again later.
+    Withdrawn,
+    /// Spent: the job retries (`retry_at`) or ends.
+    Spent {
+        retry_at: Option<DateTime<Utc>>,
+    },
 }
 
 impl WriteOutcome {
@@ -205,6 +289,8 @@ impl WriteOutcome {
             WriteOutcome::Execution(Applied::Transitioned { .. })
                 | WriteOutcome::Queue(EventApplied::Transitioned { .. })
                 | WriteOutcome::Tracked { created: true }
+                | WriteOutcome::CancelTaken { ended: true, .. }
+                | WriteOutcome::RetryTaken { .. }
         )
     }
 }
@@ -226,6 +312,9 @@ pub enum OpError {
     },
     #[error("the database refused the change: {0}")]
     Refused(String),
+    /// The job is not in a state that allows the action (with what it is in, and what to do).
+    #[error("{0}")]
+    NotNow(String),
     /// The lease the change was made under passed to another instance (or another claim).
     #[error("stale write refused: bucket {bucket} is now held by {holder} (token {token}), not by this instance under token {ours}")]
     Fenced {

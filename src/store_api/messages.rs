@@ -118,3 +118,45 @@ pub struct StoreStats {
     pub pending: usize,
     pub database_up: bool,
 }
+
+/// Something the Submitter must do for one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueAction {
+    pub execution_id: String,
+    /// The Spark cluster it runs on; none is the default one.
+    pub cluster: Option<String>,
+    pub kind: ActionKind,
+    /// Present when several instances share the database.
+    pub fence: Option<Fence>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionKind {
+    /// Submit attempt `attempt` (after killing `kill_first`, a timed-out attempt's driver).
+    Submit {
+        attempt: u32,
+        spec: crate::domain::SubmitSpec,
+        name: Option<String>,
+        kill_first: Option<String>,
+    },
+    /// Attempt `attempt` was requested but its driver never recorded (jobwarden stopped, or
+    /// the answer was lost): find the driver carrying `mark`, or prove there is none.
+    Reconcile {
+        attempt: u32,
+        mark: String,
+        requested_at: DateTime<Utc>,
+        spec: crate::domain::SubmitSpec,
+    },
+    /// A cancel was asked for: kill this driver.
+    Kill { submission_id: String },
+    /// The row's spec cannot be read: the job cannot be submitted.
+    Unusable { reason: String },
+}
+
+/// The actions due now (of this instance's share).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<DueAction>, StoreError>")]
+pub struct DueActions {
+    pub now: DateTime<Utc>,
+    pub limit: u64,
+}

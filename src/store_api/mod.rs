@@ -10,12 +10,12 @@ use std::future::Future;
 use actix::Recipient;
 
 pub use changes::{
-    Attempt, AttemptResult, NewDeadLetter, OpError, Source, TrackRequest, Warning, WriteOp,
-    WriteOutcome,
+    Attempt, AttemptChange, AttemptResult, NewDeadLetter, OpError, Source, TrackRequest, Warning,
+    WriteOp, WriteOutcome,
 };
 pub use messages::{
-    Drain, DueExecution, DueJobs, DuePage, Fence, FencedWrite, GetStats, OutboxRow,
-    PendingNotifications, StoreError, StoreStats, SweepTimeouts, Write,
+    ActionKind, Drain, DueAction, DueActions, DueExecution, DueJobs, DuePage, Fence, FencedWrite,
+    GetStats, OutboxRow, PendingNotifications, StoreError, StoreStats, SweepTimeouts, Write,
 };
 
 /// The store, as its callers see it. Cheap to clone. Each request is handed to the store's
@@ -28,6 +28,7 @@ pub struct StoreHandle {
     due: Recipient<DueJobs>,
     drain: Recipient<Drain>,
     stats: Recipient<GetStats>,
+    actions: Option<Recipient<DueActions>>,
 }
 
 impl StoreHandle {
@@ -44,6 +45,27 @@ impl StoreHandle {
             due,
             drain,
             stats,
+            actions: None,
+        }
+    }
+
+    /// Adds the Submitter's question (what is due to submit, reconcile or kill).
+    pub fn with_actions(mut self, actions: Recipient<DueActions>) -> Self {
+        self.actions = Some(actions);
+        self
+    }
+
+    /// The actions due now, of this instance's share.
+    pub fn due_actions(
+        &self,
+        request: DueActions,
+    ) -> impl Future<Output = Result<Vec<DueAction>, StoreError>> + Send + 'static {
+        let request = self.actions.as_ref().map(|a| a.send(request));
+        async move {
+            match request {
+                Some(request) => request.await.map_err(StoreError::from)?,
+                None => Ok(Vec::new()),
+            }
         }
     }
 

@@ -667,6 +667,7 @@ async fn last_change_lists_each_job_once_newest_first_and_filters_it(db: crate::
     for (id, name) in [("e1", "Nightly-A"), ("e2", "other"), ("e3", "other 50%")] {
         store
             .write(WriteOp::Track(TrackRequest {
+                spec: None,
                 execution_id: id.into(),
                 submission_id: Some(format!("driver-{id}")),
                 job_name: Some(name.into()),

@@ -179,6 +179,7 @@ async fn a_write_under_a_lease_taken_over_is_refused_and_changes_nothing(db: Tes
     }
     let (store, held) = shared_store(&db, "paused").await;
     let track = WriteOp::Track(TrackRequest {
+        spec: None,
         execution_id: "e1".into(),
         submission_id: Some("driver-1".into()),
         job_name: None,

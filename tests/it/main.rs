@@ -1,5 +1,6 @@
 //! jobwarden's integration tests: one binary, real databases, the real `jobwarden` executable.
 
+mod attempts;
 mod binary;
 mod clusters;
 mod dashboard;
@@ -22,4 +23,5 @@ mod real_spark_restarts;
 mod spark;
 mod start_failures;
 mod store;
+mod submit;
 mod warnings;

@@ -52,6 +52,7 @@ async fn track(store: &Addr<JobStore>, n: usize) {
     for chunk in ids.chunks(5_000) {
         let answers = futures::future::join_all(chunk.iter().map(|i| {
             store.send(Write(WriteOp::Track(TrackRequest {
+                spec: None,
                 execution_id: format!("e{i}"),
                 submission_id: Some(format!("driver-{i}")),
                 job_name: None,

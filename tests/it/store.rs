@@ -51,6 +51,7 @@ async fn write(store: &Addr<JobStore>, op: WriteOp) -> Result<WriteOutcome, Stor
 
 fn track(id: &str, submission: &str) -> WriteOp {
     WriteOp::Track(TrackRequest {
+        spec: None,
         execution_id: id.into(),
         submission_id: Some(submission.into()),
         job_name: Some(format!("job {id}")),

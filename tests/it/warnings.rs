@@ -63,6 +63,7 @@ async fn write(store: &Addr<JobStore>, op: WriteOp) -> WriteOutcome {
 
 fn track(id: &str, name: &str) -> WriteOp {
     WriteOp::Track(TrackRequest {
+        spec: None,
         execution_id: id.into(),
         submission_id: Some(format!("driver-{id}")),
         job_name: Some(name.into()),

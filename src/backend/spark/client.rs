@@ -144,7 +144,7 @@ struct WorkerWire {
 
 /// The recovery state a standby or recovering master names when it refuses a status request
 /// ("Current state is not alive: STANDBY. …", the prefix Spark's own client checks for).
-fn not_alive_state(message: &str) -> Option<String> {
+pub(super) fn not_alive_state(message: &str) -> Option<String> {
     let rest = message.split("Current state is not alive:").nth(1)?;
     let state: String = rest
         .trim_start()
@@ -301,9 +301,19 @@ impl SparkClient {
         })
     }
 
-    fn found_alive(&self, index: usize) {
+    pub(super) fn found_alive(&self, index: usize) {
         self.alive
             .store(index, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Each master's REST server in the order to ask them, for requests that must reach
+    /// at most one of them (a submission).
+    pub(super) fn rest_urls_in_turn(&self) -> impl Iterator<Item = (usize, &Url)> {
+        self.masters_in_turn().map(|(i, master)| (i, &master.rest))
+    }
+
+    pub(super) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// Whether another master of the group may answer where this one could not.
@@ -320,7 +330,7 @@ impl SparkClient {
     /// `GET MASTER_UI/json/` of the alive master, or its answer of less than a second ago.
     /// With several masters, the first whose status is ALIVE; none alive is
     /// [`SparkError::MasterNotAlive`].
-    async fn master_json(&self) -> Result<bytes::Bytes, SparkError> {
+    pub(super) async fn master_json(&self) -> Result<bytes::Bytes, SparkError> {
         if let Ok(cached) = self.master_json.lock() {
             if let Some((at, body)) = cached.as_ref() {
                 if at.elapsed() < MASTER_JSON_TTL {
@@ -588,7 +598,7 @@ impl SparkClient {
     }
 
     /// `GET WORKER/log/`: the last `bytes` of the driver's stderr, or from `offset` on.
-    async fn driver_stderr(
+    pub(super) async fn driver_stderr(
         &self,
         worker: &Url,
         submission_id: &str,
@@ -638,7 +648,7 @@ impl SparkClient {
         Ok(body)
     }
 
-    fn transport(&self, url: &Url, e: reqwest::Error) -> SparkError {
+    pub(super) fn transport(&self, url: &Url, e: reqwest::Error) -> SparkError {
         if e.is_timeout() {
             SparkError::Timeout(self.timeout)
         } else {
@@ -661,7 +671,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn rest_url(base: &Url, segments: &[&str]) -> Url {
+pub(super) fn rest_url(base: &Url, segments: &[&str]) -> Url {
     let mut url = base.clone();
     if let Ok(mut path) = url.path_segments_mut() {
         path.pop_if_empty().extend(segments);
@@ -705,7 +715,7 @@ fn rest_base_url(raw: &str) -> Result<Url, SparkSetupError> {
     Ok(url)
 }
 
-fn preview(body: &str) -> &str {
+pub(super) fn preview(body: &str) -> &str {
     let end = body
         .char_indices()
         .nth(200)

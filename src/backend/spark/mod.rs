@@ -5,12 +5,14 @@ mod client;
 mod driver_ui;
 mod observe;
 mod state;
+mod submit;
 mod worker_page;
 
 pub use client::{compose_reason, DriverStatus, SparkClient, SparkError, SparkSetupError};
 pub use driver_ui::{parse_driver_ui, progress_of, DriverUi, UiJob};
 pub use observe::SparkStandalone;
 pub use state::{failure_line, DriverState};
+pub use submit::{CreateError, CreateRequest, MarkSearch};
 
 use std::rc::Rc;
 

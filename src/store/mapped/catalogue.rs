@@ -67,7 +67,8 @@ pub async fn check(
     if let Some(settings) = &tables.executions {
         let declared = columns_of(db, settings.schema.as_deref(), &settings.table).await?;
         let mut table = TableCheck::new("tables.executions", settings, backend, declared);
-        let vocabulary = Vocabulary::new(&JobStatus::ALL, JobStatus::as_str, &settings.statuses);
+        let vocabulary =
+            Vocabulary::new(&JobStatus::WATCHED, JobStatus::as_str, &settings.statuses);
         let c = &settings.columns;
         // Every field is looked at, so one start names every mistake.
         let execution_id = table.id("execution_id", &c.execution_id);
@@ -177,7 +178,7 @@ pub fn describe(mapping: &Mapping) -> String {
         ] {
             line(&mut out, field, &column);
         }
-        let statuses: Vec<String> = JobStatus::ALL
+        let statuses: Vec<String> = JobStatus::WATCHED
             .iter()
             .map(|s| format!("{s}={}", m.vocabulary.encode(*s)))
             .collect();

@@ -1,0 +1,493 @@
+//! Submitter: starts the jobs jobwarden submits itself, one recorded attempt at a time, finds
+//! the driver of an attempt whose answer was lost (a crash, a timeout) before ever sending
+//! another, and kills the drivers of cancelled jobs. Every decision is written through the
+//! JobStore; the attempt is recorded before its request leaves.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::backend::spark::{CreateError, CreateRequest, MarkSearch, SparkClient, SparkSetupError};
+use crate::config::{SparkSettings, SubmitSettings};
+use crate::domain::{attempt_mark, SubmitSpec};
+use crate::store_api::{
+    ActionKind, AttemptChange, DueAction, DueActions, OpError, StoreError, StoreHandle, WriteOp,
+    WriteOutcome,
+};
+
+/// Most actions one look takes; the next look takes the rest.
+const LOOK_LIMIT: u64 = 200;
+/// How far before an attempt's request a driver it started may claim to have started (clocks
+/// of jobwarden and the master differ).
+const CLOCK_SLACK_MS: i64 = 5 * 60 * 1000;
+
+/// Where the process stops dead on purpose, for proving "at most one driver per attempt" on a
+/// real cluster (`JOBWARDEN_CRASH_AT`): after the attempt is recorded, after Spark accepted
+/// the request, after the driver id is stored. Only builds with the `fault-injection` feature
+/// (the tests') read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    AfterRecord,
+    AfterCreate,
+    AfterStore,
+}
+
+impl CrashPoint {
+    #[cfg(not(feature = "fault-injection"))]
+    pub fn from_env() -> Option<CrashPoint> {
+        None
+    }
+
+    #[cfg(feature = "fault-injection")]
+    pub fn from_env() -> Option<CrashPoint> {
+        match std::env::var("JOBWARDEN_CRASH_AT").ok()?.as_str() {
+            "after-record" => Some(CrashPoint::AfterRecord),
+            "after-create" => Some(CrashPoint::AfterCreate),
+            "after-store" => Some(CrashPoint::AfterStore),
+            _ => None,
+        }
+    }
+}
+
+fn crash_if(configured: Option<CrashPoint>, here: CrashPoint) {
+    if configured == Some(here) {
+        // As abrupt as kill -9: nothing is flushed, nothing more is written.
+        eprintln!("jobwarden: JOBWARDEN_CRASH_AT={here:?}: stopping dead");
+        std::process::abort();
+    }
+}
+
+/// One cluster as the Submitter talks to it.
+#[derive(Clone)]
+struct Target {
+    client: SparkClient,
+    /// `spark.master` for its drivers.
+    master: String,
+}
+
+pub struct Submitter {
+    store: StoreHandle,
+    settings: SubmitSettings,
+    targets: HashMap<Option<String>, Target>,
+    /// Jobs this process is acting on now: a lost answer of ours is reconciled only once we
+    /// are done with it.
+    busy: HashSet<String>,
+    last_kill: HashMap<String, Instant>,
+    /// Undecided reconciliations already logged (once each).
+    told: HashSet<String>,
+    kill_every: Duration,
+    crash_at: Option<CrashPoint>,
+    looking: bool,
+    /// Clusters whose REST server refused a connection, until when no submission is tried
+    /// there (so an outage costs no writes, and is logged once).
+    away: HashMap<Option<String>, Instant>,
+}
+
+/// How long a cluster that refused a submission's connection is left alone.
+const AWAY_FOR: Duration = Duration::from_secs(10);
+
+/// What carrying out an action found out, for the next look.
+enum Learned {
+    Nothing,
+    /// An undecided reconciliation was logged.
+    Told,
+    /// The cluster refused the connection.
+    Away,
+}
+
+impl Submitter {
+    pub fn new(
+        spark: &SparkSettings,
+        settings: SubmitSettings,
+        store: StoreHandle,
+    ) -> Result<Submitter, SparkSetupError> {
+        let mut targets = HashMap::new();
+        for cluster in spark.clusters() {
+            let client = SparkClient::new(&cluster.settings)?;
+            targets.insert(
+                cluster.name.clone(),
+                Target {
+                    client,
+                    master: cluster.settings.driver_master(),
+                },
+            );
+        }
+        Ok(Submitter {
+            store,
+            settings,
+            targets,
+            busy: HashSet::new(),
+            last_kill: HashMap::new(),
+            told: HashSet::new(),
+            kill_every: spark.poll_interval,
+            crash_at: CrashPoint::from_env(),
+            looking: false,
+            away: HashMap::new(),
+        })
+    }
+
+    fn look(&mut self, ctx: &mut Context<Self>) {
+        if self.looking {
+            return;
+        }
+        self.looking = true;
+        let request = self.store.due_actions(DueActions {
+            now: Utc::now(),
+            limit: LOOK_LIMIT,
+        });
+        ctx.spawn(request.into_actor(self).map(|answer, act, ctx| {
+            act.looking = false;
+            match answer {
+                Ok(actions) => {
+                    for action in actions {
+                        act.act(action, ctx);
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not read the jobs due for submission; trying again")
+                }
+            }
+        }));
+    }
+
+    fn act(&mut self, action: DueAction, ctx: &mut Context<Self>) {
+        if self.busy.contains(&action.execution_id) {
+            return;
+        }
+        if let ActionKind::Kill { .. } = &action.kind {
+            let recent = self
+                .last_kill
+                .get(&action.execution_id)
+                .is_some_and(|at| at.elapsed() < self.kill_every);
+            if recent {
+                return;
+            }
+            self.last_kill
+                .insert(action.execution_id.clone(), Instant::now());
+        }
+        if let ActionKind::Submit { .. } = &action.kind {
+            if self
+                .away
+                .get(&action.cluster)
+                .is_some_and(|until| Instant::now() < *until)
+            {
+                return;
+            }
+        }
+        let Some(target) = self.targets.get(&action.cluster).cloned() else {
+            warn!(execution_id = %action.execution_id, cluster = ?action.cluster,
+                "the job names a cluster that is not configured; add its [spark.clusters.<name>] section");
+            return;
+        };
+        let id = action.execution_id.clone();
+        let cluster = action.cluster.clone();
+        self.busy.insert(id.clone());
+        let span = info_span!("submitter", execution_id = %id, cluster = ?action.cluster);
+        let work = run(
+            action,
+            target,
+            self.store.clone(),
+            self.settings.clone(),
+            self.crash_at,
+            self.told.contains(&id),
+        )
+        .instrument(span);
+        ctx.spawn(work.into_actor(self).map(move |learned, act, _| {
+            act.busy.remove(&id);
+            match learned {
+                Learned::Told => {
+                    act.told.insert(id);
+                }
+                Learned::Away => {
+                    act.away.insert(cluster, Instant::now() + AWAY_FOR);
+                }
+                Learned::Nothing => {
+                    act.told.remove(&id);
+                    act.away.remove(&cluster);
+                }
+            }
+        }));
+    }
+}
+
+/// Carries out one action.
+async fn run(
+    action: DueAction,
+    target: Target,
+    store: StoreHandle,
+    settings: SubmitSettings,
+    crash_at: Option<CrashPoint>,
+    told: bool,
+) -> Learned {
+    let already = if told {
+        Learned::Told
+    } else {
+        Learned::Nothing
+    };
+    let write = |op: WriteOp| store.write_fenced(op, action.fence);
+    let id = action.execution_id.clone();
+    match action.kind {
+        ActionKind::Unusable { reason } => {
+            warn!(reason = %reason, "the job's submit_spec cannot be used; failing it");
+            log_refusal(
+                write(WriteOp::SpecUnusable {
+                    execution_id: id,
+                    reason,
+                    at: Utc::now(),
+                })
+                .await,
+            );
+            Learned::Nothing
+        }
+        ActionKind::Kill { submission_id } => {
+            match target.client.kill(&submission_id).await {
+                Ok(true) => {
+                    info!(submission_id = %submission_id, "cancel: kill requested; the job ends once Spark reports it KILLED")
+                }
+                Ok(false) => {
+                    info!(submission_id = %submission_id, "cancel: Spark did not accept the kill (the driver may have ended already); the job ends as Spark reports it")
+                }
+                Err(e) => {
+                    warn!(submission_id = %submission_id, error = %e, "cancel: could not reach Spark to kill the driver; trying again")
+                }
+            }
+            Learned::Nothing
+        }
+        ActionKind::Submit {
+            attempt,
+            spec,
+            name,
+            kill_first,
+        } => {
+            if let Some(old) = kill_first {
+                // The attempt before was given up on by a timeout: its driver must not run on
+                // beside the next one.
+                match target.client.kill(&old).await {
+                    Ok(_) => {
+                        info!(submission_id = %old, "killed the timed-out attempt's driver before the next attempt")
+                    }
+                    Err(e) => {
+                        warn!(submission_id = %old, error = %e, "could not reach Spark to kill the timed-out attempt's driver; the next attempt waits");
+                        return Learned::Away;
+                    }
+                }
+            }
+            submit(
+                &id,
+                attempt,
+                &spec,
+                name.as_deref(),
+                &target,
+                &settings,
+                crash_at,
+                &write,
+            )
+            .await
+        }
+        ActionKind::Reconcile {
+            attempt,
+            mark,
+            requested_at,
+            spec,
+        } => {
+            let since = requested_at.timestamp_millis() - CLOCK_SLACK_MS;
+            let found = target
+                .client
+                .find_marked(&spec.main_class, since, &mark, &HashSet::new())
+                .await;
+            let now = Utc::now();
+            match found {
+                Ok(MarkSearch::Found(submission_id)) => {
+                    info!(attempt, submission_id = %submission_id, mark = %mark,
+                        "found the driver of an attempt whose answer was lost; following it, not submitting again");
+                    log_refusal(
+                        write(WriteOp::AttemptSubmitted {
+                            execution_id: id,
+                            attempt,
+                            submission_id,
+                            at: now,
+                            recovered: true,
+                        })
+                        .await,
+                    );
+                    Learned::Nothing
+                }
+                Ok(MarkSearch::NotFound) => {
+                    let settle = chrono::Duration::from_std(settings.settle).unwrap_or_default();
+                    if now - requested_at < settle {
+                        // The request may still be on its way to the master.
+                        return already;
+                    }
+                    let reason = format!(
+                        "no driver on the cluster carries its mark {mark} {} after the request; the request started nothing",
+                        humantime::format_duration(settings.settle)
+                    );
+                    info!(
+                        attempt,
+                        "{reason}; submitting again under the same attempt number"
+                    );
+                    log_refusal(
+                        write(WriteOp::AttemptNotStarted {
+                            execution_id: id,
+                            attempt,
+                            at: now,
+                            reason,
+                            counts: false,
+                            retry_at: now,
+                        })
+                        .await,
+                    );
+                    Learned::Nothing
+                }
+                Ok(MarkSearch::Undecided(why)) => {
+                    if !told {
+                        warn!(attempt, why = %why, "cannot yet tell whether a lost submission started a driver; not submitting again until it can be told");
+                    }
+                    Learned::Told
+                }
+                Err(e) => {
+                    if !told {
+                        warn!(attempt, error = %e, "cannot ask the master about a lost submission; not submitting again until it answers");
+                    }
+                    Learned::Told
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn submit<F, Fut>(
+    execution_id: &str,
+    attempt: u32,
+    spec: &SubmitSpec,
+    name: Option<&str>,
+    target: &Target,
+    settings: &SubmitSettings,
+    crash_at: Option<CrashPoint>,
+    write: &F,
+) -> Learned
+where
+    F: Fn(WriteOp) -> Fut,
+    Fut: std::future::Future<Output = Result<WriteOutcome, StoreError>>,
+{
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let mark = attempt_mark(execution_id, attempt, &nonce[..8]);
+    let begun = write(WriteOp::BeginAttempt {
+        execution_id: execution_id.to_owned(),
+        attempt,
+        mark: mark.clone(),
+        at: Utc::now(),
+    })
+    .await;
+    match begun {
+        Ok(WriteOutcome::Attempt(AttemptChange::Begun)) => {}
+        // Cancelled meanwhile, or taken by another hand: nothing to send.
+        Err(StoreError::Refused(OpError::NotNow(_))) => return Learned::Nothing,
+        other => {
+            warn!(attempt, outcome = ?other, "could not record the attempt; nothing was sent");
+            return Learned::Nothing;
+        }
+    }
+    crash_if(crash_at, CrashPoint::AfterRecord);
+    let app_name = name.unwrap_or(execution_id);
+    let request = CreateRequest {
+        spec,
+        app_name,
+        mark: &mark,
+        client_spark_version: &settings.client_spark_version,
+        spark_master: &target.master,
+    };
+    let answer = target.client.create(&request).await;
+    let now = Utc::now();
+    match answer {
+        Ok(submission_id) => {
+            crash_if(crash_at, CrashPoint::AfterCreate);
+            info!(attempt, submission_id = %submission_id, "submitted");
+            let stored = write(WriteOp::AttemptSubmitted {
+                execution_id: execution_id.to_owned(),
+                attempt,
+                submission_id,
+                at: now,
+                recovered: false,
+            })
+            .await;
+            log_refusal(stored);
+            crash_if(crash_at, CrashPoint::AfterStore);
+            Learned::Nothing
+        }
+        Err(CreateError::NotSent(e)) => {
+            warn!(attempt, error = %e, "Spark is out of reach: nothing was submitted and no attempt is spent; trying again");
+            let retry_at =
+                now + chrono::Duration::from_std(settings.check_interval * 2).unwrap_or_default();
+            log_refusal(
+                write(WriteOp::AttemptNotStarted {
+                    execution_id: execution_id.to_owned(),
+                    attempt,
+                    at: now,
+                    reason: format!("Spark out of reach: {e}"),
+                    counts: false,
+                    retry_at,
+                })
+                .await,
+            );
+            Learned::Away
+        }
+        Err(CreateError::Rejected(e)) => {
+            warn!(attempt, error = %e, "Spark refused the submission");
+            log_refusal(
+                write(WriteOp::AttemptNotStarted {
+                    execution_id: execution_id.to_owned(),
+                    attempt,
+                    at: now,
+                    reason: e,
+                    counts: true,
+                    retry_at: now,
+                })
+                .await,
+            );
+            Learned::Nothing
+        }
+        Err(CreateError::Unknown(e)) => {
+            // The request may have started a driver: it is looked for by its mark before
+            // anything is sent again.
+            warn!(attempt, error = %e, mark = %mark, "the submission's answer was lost; looking for its driver before anything else");
+            Learned::Nothing
+        }
+    }
+}
+
+fn log_refusal(outcome: Result<WriteOutcome, StoreError>) {
+    match outcome {
+        Ok(_) | Err(StoreError::Refused(OpError::NotNow(_))) => {}
+        Err(e) => {
+            warn!(error = %e, "could not record the submission's outcome; it is reconciled on the next look")
+        }
+    }
+}
+
+impl Actor for Submitter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let every = self.settings.check_interval;
+        ctx.run_interval(every, |act, ctx| act.look(ctx));
+        self.look(ctx);
+    }
+}
+
+/// Stop starting new actions (at shutdown); what is in flight finishes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopSubmitting;
+
+impl Handler<StopSubmitting> for Submitter {
+    type Result = ();
+
+    fn handle(&mut self, _: StopSubmitting, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

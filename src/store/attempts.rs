@@ -1,0 +1,625 @@
+//! Attempts of the jobs jobwarden submits, applied inside a batch: an attempt recorded before
+//! its request goes out, given its driver, withdrawn or spent; endings turned into retries by
+//! the policy; cancels and manual retries. The execution row says where the job stands; the
+//! attempt rows keep every attempt's story.
+
+use chrono::{DateTime, Utc};
+use entity::{spark_job_attempts as attempts, spark_job_executions as executions};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
+};
+
+use crate::domain::{
+    Applied, Effect, Ending, ExecutionState, HistoryEntry, JobStatus, Lifecycle as _, SubmitSpec,
+};
+use crate::store_api::{AttemptChange, OpError, Source, WriteOutcome};
+
+use super::batch::{history_row, Changes, Rules, SPARK};
+use super::rows;
+
+/// Attempt states as stored.
+pub(super) const REQUESTED: &str = "requested";
+pub(super) const SUBMITTED: &str = "submitted";
+pub(super) const ENDED: &str = "ended";
+
+/// A change to the attempts table, written with the batch.
+pub(super) enum AttemptWrite {
+    Insert(attempts::ActiveModel),
+    Update {
+        execution_id: String,
+        attempt: i32,
+        patch: Patch,
+    },
+    Delete {
+        execution_id: String,
+        attempt: i32,
+    },
+}
+
+/// The columns an update sets; `None` leaves a column as it is.
+#[derive(Default)]
+pub(super) struct Patch {
+    state: Option<&'static str>,
+    submission_id: Option<String>,
+    submitted_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    outcome: Option<String>,
+    reason: Option<String>,
+}
+
+fn spec_of(row: &executions::Model) -> Option<SubmitSpec> {
+    row.submit_spec
+        .as_deref()
+        .and_then(|text| SubmitSpec::from_json(text).ok())
+}
+
+fn waiting(status: &str) -> bool {
+    status == JobStatus::Queued.as_str() || status == JobStatus::Retrying.as_str()
+}
+
+/// A request for the row's current attempt is out (or about to be) and its driver is not
+/// known yet.
+pub(super) fn in_flight(row: &executions::Model) -> bool {
+    row.submit_spec.is_some()
+        && waiting(&row.status)
+        && row.submission_id.is_none()
+        && row.attempt > 0
+        && row.next_attempt_at.is_none()
+}
+
+/// The job waits for jobwarden to submit it (first attempt or a retry), not for Spark.
+pub(super) fn waits_for_jobwarden(changes: &Changes, execution_id: &str) -> bool {
+    changes.executions.get(execution_id).is_some_and(|l| {
+        l.row.submit_spec.is_some() && waiting(&l.row.status) && l.row.submission_id.is_none()
+    })
+}
+
+fn unknown(execution_id: &str) -> OpError {
+    OpError::UnknownExecution {
+        execution_id: execution_id.to_owned(),
+    }
+}
+
+fn note(changes: &mut Changes, execution_id: &str, entry: HistoryEntry, source: Source) {
+    changes
+        .history
+        .push(history_row(SPARK, execution_id, &entry, source));
+}
+
+/// Records attempt `attempt` as requested, if the job wants exactly that attempt now.
+pub(super) fn begin(
+    changes: &mut Changes,
+    execution_id: &str,
+    attempt: u32,
+    mark: &str,
+    at: DateTime<Utc>,
+) -> Result<WriteOutcome, OpError> {
+    let loaded = changes
+        .executions
+        .get_mut(execution_id)
+        .ok_or_else(|| unknown(execution_id))?;
+    let row = &mut loaded.row;
+    let due = row.next_attempt_at.is_none_or(|t| t <= at);
+    if row.submit_spec.is_none()
+        || !waiting(&row.status)
+        || row.submission_id.is_some()
+        || row.cancel_requested_at.is_some()
+        || in_flight(row)
+        || !due
+        || i64::from(row.attempt) + 1 != i64::from(attempt)
+    {
+        return Err(OpError::NotNow(format!(
+            "execution {execution_id} does not want attempt {attempt} now (status {}, attempt {}, next attempt {:?})",
+            row.status, row.attempt, row.next_attempt_at
+        )));
+    }
+    row.attempt = attempt as i32;
+    row.next_attempt_at = None;
+    loaded.dirty = true;
+    let status: JobStatus = row.status.parse().unwrap_or(JobStatus::Queued);
+    let cluster = row.cluster.clone();
+    changes
+        .attempt_writes
+        .push(AttemptWrite::Insert(attempts::ActiveModel {
+            id: NotSet,
+            execution_id: Set(execution_id.to_owned()),
+            attempt: Set(attempt as i32),
+            mark: Set(mark.to_owned()),
+            cluster: Set(cluster),
+            submission_id: Set(None),
+            state: Set(REQUESTED.into()),
+            requested_at: Set(at),
+            submitted_at: Set(None),
+            started_at: Set(None),
+            ended_at: Set(None),
+            outcome: Set(None),
+            reason: Set(None),
+        }));
+    note(
+        changes,
+        execution_id,
+        HistoryEntry {
+            from: Some(status),
+            to: status,
+            detail: Some(format!("attempt {attempt}: submitting (mark {mark})")),
+            at,
+        },
+        Source::Submitter,
+    );
+    Ok(WriteOutcome::Attempt(AttemptChange::Begun))
+}
+
+/// The attempt's driver is known: the row follows it from now on.
+pub(super) fn submitted(
+    changes: &mut Changes,
+    execution_id: &str,
+    attempt: u32,
+    submission_id: &str,
+    at: DateTime<Utc>,
+    recovered: bool,
+) -> Result<WriteOutcome, OpError> {
+    let loaded = changes
+        .executions
+        .get_mut(execution_id)
+        .ok_or_else(|| unknown(execution_id))?;
+    if !in_flight(&loaded.row) || loaded.row.attempt != attempt as i32 {
+        return Err(OpError::NotNow(format!(
+            "execution {execution_id} has no attempt {attempt} waiting for its driver"
+        )));
+    }
+    let mut state = rows::execution_state(&loaded.row)?;
+    let from = state.status;
+    state.status = JobStatus::Submitting;
+    state.status_changed_at = Some(at);
+    // The row shows the current attempt: its times are this attempt's.
+    state.submitted_at = Some(at);
+    state.started_at = None;
+    state.raw_state = None;
+    state.error_message = None;
+    state.consecutive_poll_failures = 0;
+    state.last_poll_error = None;
+    state.failing_since = None;
+    state.next_poll_at = None;
+    rows::store_execution_state(&mut loaded.row, &state);
+    loaded.row.submission_id = Some(submission_id.to_owned());
+    loaded.dirty = true;
+    changes.attempt_writes.push(AttemptWrite::Update {
+        execution_id: execution_id.to_owned(),
+        attempt: attempt as i32,
+        patch: Patch {
+            state: Some(SUBMITTED),
+            submission_id: Some(submission_id.to_owned()),
+            submitted_at: Some(at),
+            ..Patch::default()
+        },
+    });
+    let how = if recovered {
+        "found on the cluster by its mark after jobwarden restarted"
+    } else {
+        "accepted by Spark"
+    };
+    note(
+        changes,
+        execution_id,
+        HistoryEntry {
+            from: Some(from),
+            to: JobStatus::Submitting,
+            detail: Some(format!("attempt {attempt}: {submission_id}, {how}")),
+            at,
+        },
+        Source::Submitter,
+    );
+    Ok(WriteOutcome::Attempt(AttemptChange::Submitted))
+}
+
+/// The attempt started no driver: withdrawn (tried again, no attempt spent), or spent.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn not_started(
+    changes: &mut Changes,
+    rules: &Rules,
+    execution_id: &str,
+    attempt: u32,
+    at: DateTime<Utc>,
+    reason: &str,
+    counts: bool,
+    retry_at: DateTime<Utc>,
+) -> Result<WriteOutcome, OpError> {
+    let loaded = changes
+        .executions
+        .get_mut(execution_id)
+        .ok_or_else(|| unknown(execution_id))?;
+    if !in_flight(&loaded.row) || loaded.row.attempt != attempt as i32 {
+        return Err(OpError::NotNow(format!(
+            "execution {execution_id} has no attempt {attempt} waiting for its driver"
+        )));
+    }
+    let mut state = rows::execution_state(&loaded.row)?;
+    let status = state.status;
+    let cancelled = loaded.row.cancel_requested_at.is_some();
+    if !counts {
+        let same_cause = loaded.row.last_poll_error.as_deref() == Some(reason);
+        loaded.row.attempt -= 1;
+        loaded.row.next_attempt_at = Some(retry_at);
+        loaded.row.last_poll_error = Some(reason.to_owned());
+        loaded.dirty = true;
+        changes.attempt_writes.push(AttemptWrite::Delete {
+            execution_id: execution_id.to_owned(),
+            attempt: attempt as i32,
+        });
+        if cancelled {
+            return cancel(changes, execution_id, at)
+                .map(|_| WriteOutcome::Attempt(AttemptChange::Withdrawn));
+        }
+        // One line per cause: a long outage does not fill the history.
+        if !same_cause {
+            note(
+                changes,
+                execution_id,
+                HistoryEntry {
+                    from: Some(status),
+                    to: status,
+                    detail: Some(format!(
+                        "attempt {attempt} withdrawn, no attempt spent: {reason}"
+                    )),
+                    at,
+                },
+                Source::Submitter,
+            );
+        }
+        return Ok(WriteOutcome::Attempt(AttemptChange::Withdrawn));
+    }
+    let policy = policy_for(&loaded.row, rules);
+    let retry = if cancelled {
+        None
+    } else {
+        policy.next_attempt(attempt, Ending::Error, at, jitter())
+    };
+    changes.attempt_writes.push(AttemptWrite::Update {
+        execution_id: execution_id.to_owned(),
+        attempt: attempt as i32,
+        patch: Patch {
+            state: Some(ENDED),
+            ended_at: Some(at),
+            outcome: Some("rejected".into()),
+            reason: Some(reason.to_owned()),
+            ..Patch::default()
+        },
+    });
+    let message = format!(
+        "attempt {attempt} of {}: Spark refused the submission: {reason}",
+        policy.max_attempts
+    );
+    let entry = match retry {
+        Some(next) => {
+            loaded.row.next_attempt_at = Some(next);
+            loaded.row.error_message = Some(message.clone());
+            loaded.row.status = JobStatus::Retrying.as_str().into();
+            loaded.row.status_changed_at = Some(at);
+            HistoryEntry {
+                from: Some(status),
+                to: JobStatus::Retrying,
+                detail: Some(format!(
+                    "{message}; attempt {} at {}",
+                    attempt + 1,
+                    stamp(next)
+                )),
+                at,
+            }
+        }
+        None => {
+            state
+                .force_finish(JobStatus::Failed, at, &message)
+                .map_err(|e| OpError::NotNow(e.to_string()))?;
+            rows::store_execution_state(&mut loaded.row, &state);
+            changes.settled.insert(execution_id.to_owned());
+            HistoryEntry {
+                from: Some(status),
+                to: JobStatus::Failed,
+                detail: Some(message),
+                at,
+            }
+        }
+    };
+    loaded.dirty = true;
+    note(changes, execution_id, entry, Source::Submitter);
+    Ok(WriteOutcome::Attempt(AttemptChange::Spent {
+        retry_at: retry,
+    }))
+}
+
+/// An operator's cancel: ends a job no driver runs for at once; otherwise asks for its
+/// driver to be killed (the row ends when Spark confirms it).
+pub(super) fn cancel(
+    changes: &mut Changes,
+    execution_id: &str,
+    at: DateTime<Utc>,
+) -> Result<WriteOutcome, OpError> {
+    let loaded = changes
+        .executions
+        .get_mut(execution_id)
+        .ok_or_else(|| unknown(execution_id))?;
+    let mut state = rows::execution_state(&loaded.row)?;
+    if state.status.is_terminal() {
+        return Err(OpError::NotNow(format!(
+            "execution {execution_id} already finished as {}; nothing to cancel",
+            state.status
+        )));
+    }
+    let no_driver = loaded.row.submission_id.is_none() && !in_flight(&loaded.row);
+    if no_driver {
+        let from = state.status;
+        let message = if loaded.row.submit_spec.is_some() && loaded.row.attempt > 0 {
+            format!(
+                "cancelled by an operator while waiting for attempt {}; not submitted again",
+                loaded.row.attempt + 1
+            )
+        } else {
+            "cancelled by an operator before it was submitted".to_owned()
+        };
+        state
+            .force_finish(JobStatus::Cancelled, at, &message)
+            .map_err(|e| OpError::NotNow(e.to_string()))?;
+        rows::store_execution_state(&mut loaded.row, &state);
+        loaded.row.next_attempt_at = None;
+        loaded.row.cancel_requested_at.get_or_insert(at);
+        loaded.dirty = true;
+        changes.settled.insert(execution_id.to_owned());
+        note(
+            changes,
+            execution_id,
+            HistoryEntry {
+                from: Some(from),
+                to: JobStatus::Cancelled,
+                detail: Some(message),
+                at,
+            },
+            Source::Api,
+        );
+        return Ok(WriteOutcome::CancelTaken {
+            ended: true,
+            submission_id: None,
+        });
+    }
+    let first = loaded.row.cancel_requested_at.is_none();
+    loaded.row.cancel_requested_at.get_or_insert(at);
+    loaded.dirty = true;
+    let submission_id = loaded.row.submission_id.clone();
+    if first {
+        let status = state.status;
+        note(
+            changes,
+            execution_id,
+            HistoryEntry {
+                from: Some(status),
+                to: status,
+                detail: Some(match &submission_id {
+                    Some(id) => format!("cancel requested: killing {id}; the job ends once Spark reports it KILLED"),
+                    None => "cancel requested while a submission is in flight: its driver, if any, is killed once found".into(),
+                }),
+                at,
+            },
+            Source::Api,
+        );
+    }
+    Ok(WriteOutcome::CancelTaken {
+        ended: false,
+        submission_id,
+    })
+}
+
+/// An operator's retry of a finished job: one more attempt, due now.
+pub(super) fn retry(
+    changes: &mut Changes,
+    execution_id: &str,
+    at: DateTime<Utc>,
+) -> Result<WriteOutcome, OpError> {
+    let loaded = changes
+        .executions
+        .get_mut(execution_id)
+        .ok_or_else(|| unknown(execution_id))?;
+    let mut state = rows::execution_state(&loaded.row)?;
+    if loaded.row.submit_spec.is_none() {
+        return Err(OpError::NotNow(format!(
+            "execution {execution_id} was not submitted by jobwarden (it has no submit spec), so jobwarden cannot start it again; submit it anew with a spec"
+        )));
+    }
+    if !state.status.is_terminal() {
+        return Err(OpError::NotNow(format!(
+            "execution {execution_id} is {}; only a finished job can be retried (cancel it first)",
+            state.status
+        )));
+    }
+    let from = state.status;
+    state.status = JobStatus::Retrying;
+    state.status_changed_at = Some(at);
+    state.completed_at = None;
+    state.next_poll_at = None;
+    rows::store_execution_state(&mut loaded.row, &state);
+    loaded.row.submission_id = None;
+    loaded.row.cancel_requested_at = None;
+    loaded.row.next_attempt_at = Some(at);
+    loaded.dirty = true;
+    let attempt = loaded.row.attempt.max(0) as u32 + 1;
+    note(
+        changes,
+        execution_id,
+        HistoryEntry {
+            from: Some(from),
+            to: JobStatus::Retrying,
+            detail: Some(format!(
+                "retry asked by an operator: attempt {attempt} due now"
+            )),
+            at,
+        },
+        Source::Api,
+    );
+    Ok(WriteOutcome::RetryTaken { attempt })
+}
+
+fn policy_for(row: &executions::Model, rules: &Rules) -> crate::domain::RetryPolicy {
+    match spec_of(row) {
+        Some(spec) => rules.retry.with(&spec.retry),
+        None => rules.retry.clone(),
+    }
+}
+
+/// A number in [0, 1) for spreading retries; no need for more than the clock's noise.
+fn jitter() -> f64 {
+    f64::from(uuid::Uuid::new_v4().as_u128() as u32 % 10_000) / 10_000.0
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// After a rule ran on a submitted job: its attempt started or ended. An ending the policy
+/// retries becomes Retrying, with the next attempt's time; otherwise the ending stands.
+pub(super) fn after_rule(
+    row: &mut executions::Model,
+    before: &ExecutionState,
+    state: &mut ExecutionState,
+    effect: &mut Effect,
+    source: Source,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Option<AttemptWrite> {
+    if row.submit_spec.is_none() || row.attempt <= 0 {
+        return None;
+    }
+    let execution_id = row.execution_id.clone();
+    let attempt = row.attempt;
+    if state.status == JobStatus::Running && before.status != JobStatus::Running {
+        return Some(AttemptWrite::Update {
+            execution_id,
+            attempt,
+            patch: Patch {
+                started_at: Some(effect.history.as_ref().map_or(now, |h| h.at)),
+                ..Patch::default()
+            },
+        });
+    }
+    if before.status.is_terminal() || !state.status.is_terminal() {
+        return None;
+    }
+    let at = state.completed_at.unwrap_or(now);
+    let ending = Ending::classify(
+        state.status,
+        state.raw_state.as_deref(),
+        state.error_message.is_some(),
+        source == Source::TimeoutSweep,
+    );
+    let reason = state
+        .error_message
+        .clone()
+        .filter(|_| state.status != JobStatus::Succeeded);
+    let update = AttemptWrite::Update {
+        execution_id,
+        attempt,
+        patch: Patch {
+            state: Some(ENDED),
+            ended_at: Some(at),
+            // Straight from Submitting to an end: it started when it ended, as far as we saw.
+            started_at: (before.status != JobStatus::Running
+                && state.status == JobStatus::Succeeded)
+                .then_some(at),
+            outcome: Some(ending.as_str().to_owned()),
+            reason: reason.clone(),
+            ..Patch::default()
+        },
+    };
+    if row.cancel_requested_at.is_some() {
+        return Some(update);
+    }
+    let policy = policy_for(row, rules);
+    let Some(next) = policy.next_attempt(attempt as u32, ending, at, jitter()) else {
+        return Some(update);
+    };
+    // Not the end: the job waits for its next attempt, without a driver.
+    let ended_as = state.status;
+    state.status = JobStatus::Retrying;
+    state.completed_at = before.completed_at;
+    state.next_poll_at = None;
+    state.consecutive_poll_failures = 0;
+    state.failing_since = None;
+    state.last_poll_error = None;
+    row.submission_id = None;
+    row.next_attempt_at = Some(next);
+    let detail = format!(
+        "attempt {attempt} of {} ended {}{}; attempt {} at {}",
+        policy.max_attempts,
+        ending.as_str(),
+        reason.map(|r| format!(": {r}")).unwrap_or_default(),
+        attempt + 1,
+        stamp(next)
+    );
+    effect.applied = Applied::Refreshed;
+    effect.history = Some(HistoryEntry {
+        from: Some(before.status),
+        to: JobStatus::Retrying,
+        detail: Some(detail),
+        at,
+    });
+    debug_assert!(ended_as.is_terminal());
+    Some(update)
+}
+
+/// Writes the batch's attempt changes.
+pub(super) async fn write(
+    txn: &DatabaseTransaction,
+    writes: Vec<AttemptWrite>,
+) -> Result<(), DbErr> {
+    for write in writes {
+        match write {
+            AttemptWrite::Insert(row) => {
+                attempts::Entity::insert(row)
+                    .exec_without_returning(txn)
+                    .await?;
+            }
+            AttemptWrite::Delete {
+                execution_id,
+                attempt,
+            } => {
+                attempts::Entity::delete_many()
+                    .filter(attempts::Column::ExecutionId.eq(execution_id))
+                    .filter(attempts::Column::Attempt.eq(attempt))
+                    .exec(txn)
+                    .await?;
+            }
+            AttemptWrite::Update {
+                execution_id,
+                attempt,
+                patch,
+            } => {
+                let mut update = attempts::Entity::update_many()
+                    .filter(attempts::Column::ExecutionId.eq(execution_id))
+                    .filter(attempts::Column::Attempt.eq(attempt));
+                if let Some(v) = patch.state {
+                    update = update.col_expr(attempts::Column::State, Expr::value(v));
+                }
+                if let Some(v) = patch.submission_id {
+                    update = update.col_expr(attempts::Column::SubmissionId, Expr::value(v));
+                }
+                if let Some(v) = patch.submitted_at {
+                    update = update.col_expr(attempts::Column::SubmittedAt, Expr::value(v));
+                }
+                if let Some(v) = patch.started_at {
+                    update = update.col_expr(attempts::Column::StartedAt, Expr::value(v));
+                }
+                if let Some(v) = patch.ended_at {
+                    update = update.col_expr(attempts::Column::EndedAt, Expr::value(v));
+                }
+                if let Some(v) = patch.outcome {
+                    update = update.col_expr(attempts::Column::Outcome, Expr::value(v));
+                }
+                if let Some(v) = patch.reason {
+                    update = update.col_expr(attempts::Column::Reason, Expr::value(v));
+                }
+                update.exec(txn).await?;
+            }
+        }
+    }
+    Ok(())
+}
