@@ -168,6 +168,14 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn a_master_whose_rest_port_answers_is_not_refused() {
+        // Any HTTP answer on the REST port will do: the fake answers every path.
+        let master = master_ui().await;
+        let gate = SubmitGate::new(&settings(&master, &master, "")).unwrap();
+        assert_eq!(gate.refusal(None).await, None);
+    }
+
+    #[actix_rt::test]
     async fn an_outage_is_not_a_refusal() {
         let nowhere = closed_port().await;
         let gate = SubmitGate::new(&settings(&nowhere, &nowhere, "")).unwrap();

@@ -264,6 +264,10 @@ mod tests {
             (Queued, Succeeded),
             (Queued, Failed),
             (Queued, Cancelled),
+            // No backend reports Retrying (the store sets it between attempts), but the
+            // table stays plain: it is a stage after the queue.
+            (Queued, Retrying),
+            (Submitting, Retrying),
             (Submitting, Running),
             (Submitting, Succeeded),
             (Submitting, Failed),

@@ -1,6 +1,6 @@
 //! Read queries for the dashboard: job listings that stay cheap at any fleet size (keyset
 //! pages over existing indexes, never OFFSET or a count over a table), recent durations for
-//! ETAs, per-cluster last answers and dead-letter previews.
+//! ETAs, per-cluster last answers, a job's latest attempts and dead-letter previews.
 //!
 //! "Last change" is a job's latest status transition: `job_status_history` is walked newest
 //! first along its primary key, keeping for each job only its latest row (an index probe into
@@ -11,13 +11,13 @@
 
 use chrono::{DateTime, Utc};
 use entity::{
-    dead_letters, job_status_history as history, spark_job_executions as executions,
-    transformation_job_queue as queue,
+    dead_letters, job_status_history as history, spark_job_attempts as attempts,
+    spark_job_executions as executions, transformation_job_queue as queue,
 };
 use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Func, JoinType, Order, Query};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, FromQueryResult, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 
 use crate::domain::JobStatus;
@@ -30,6 +30,8 @@ pub const WALK_BUDGET: i64 = 20_000;
 pub const RECENT_SUCCESSES: u64 = 5_000;
 /// How much of a dead letter's key and payload a listing reads.
 pub const PREVIEW_BYTES: i64 = 1_024;
+/// Attempts one job's page shows at most: a job's own retry policy may allow any number.
+pub const MAX_ATTEMPTS_SHOWN: u64 = 100;
 
 const SPARK: &str = "spark";
 const QUEUE: &str = "queue";
@@ -477,6 +479,32 @@ pub async fn last_answer_per_cluster(
         .into_tuple()
         .all(db)
         .await
+}
+
+/// The latest attempts of one execution (at most [`MAX_ATTEMPTS_SHOWN`]), oldest first, and
+/// how many it has in all. Both read the `(execution_id, attempt)` index, whatever the count.
+pub async fn latest_attempts(
+    db: &DatabaseConnection,
+    execution_id: &str,
+) -> Result<(Vec<attempts::Model>, u64), DbErr> {
+    let mut rows = attempts::Entity::find()
+        .filter(attempts::Column::ExecutionId.eq(execution_id))
+        .order_by_desc(attempts::Column::Attempt)
+        .limit(MAX_ATTEMPTS_SHOWN + 1)
+        .all(db)
+        .await?;
+    // Counted only when there are more than a page shows: the usual job needs one query.
+    let total = if rows.len() as u64 > MAX_ATTEMPTS_SHOWN {
+        rows.truncate(MAX_ATTEMPTS_SHOWN as usize);
+        attempts::Entity::find()
+            .filter(attempts::Column::ExecutionId.eq(execution_id))
+            .count(db)
+            .await?
+    } else {
+        rows.len() as u64
+    };
+    rows.reverse();
+    Ok((rows, total))
 }
 
 /// A dead letter as a listing shows it: the start of its key and payload only.

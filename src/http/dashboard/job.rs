@@ -1,18 +1,20 @@
 //! One job's page (`/job?kind=spark&id=…`): what it is, why it failed (reason and log tail),
-//! what Spark last said and when it was last asked, and its whole timeline.
+//! what Spark last said and when it was last asked, the attempts of a job jobwarden submits
+//! (and when the next one is due, or that a cancel waits for Spark), and its whole timeline.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use entity::{
-    job_status_history as history, spark_job_executions as executions,
-    transformation_job_queue as queue,
+    job_status_history as history, spark_job_attempts as attempts,
+    spark_job_executions as executions, transformation_job_queue as queue,
 };
 use maud::{html, Markup};
 use serde::Deserialize;
 
 use crate::config::DEFAULT_CLUSTER;
-use crate::store::dashboard_read::Kind;
+use crate::domain::{JobStatus, SubmitSpec};
+use crate::store::dashboard_read::{self, Kind, MAX_ATTEMPTS_SHOWN};
 use crate::store::read;
 
 use super::super::HttpState;
@@ -67,11 +69,17 @@ async fn render(
     let found = match kind {
         Kind::Spark => match read::execution_with_history(&state.db, &id).await {
             Ok(Some((row, history))) => {
+                // Drawn into the `job` region, whose hash is the live ETag: an attempt that
+                // begins, is submitted or ends changes the page a live tab is sent.
+                let tried = match dashboard_read::latest_attempts(&state.db, &id).await {
+                    Ok(tried) => tried,
+                    Err(e) => return unavailable(&request, view, "Job", Nav::Jobs, &e),
+                };
                 let runs = dashboard.eta.runs(&state.db).await;
                 let runs = row.job_name.as_ref().and_then(|n| runs.get(n)).cloned();
                 Some((
                     format!("Spark execution {id}"),
-                    spark(&row, runs.as_ref(), &history),
+                    spark(&row, runs.as_ref(), &history, &tried),
                 ))
             }
             Ok(None) => None,
@@ -116,10 +124,35 @@ fn missing(request: &HttpRequest, view: View, message: &str) -> HttpResponse {
     respond(request, view, StatusCode::NOT_FOUND, page)
 }
 
-fn spark(row: &executions::Model, runs: Option<&eta::Runs>, history: &[history::Model]) -> Markup {
+fn spark(
+    row: &executions::Model,
+    runs: Option<&eta::Runs>,
+    history: &[history::Model],
+    (tried, all_attempts): &(Vec<attempts::Model>, u64),
+) -> Markup {
     let now = Utc::now();
     let took = between(row.started_at, row.completed_at.or(Some(now)));
+    let status = row.status.parse::<JobStatus>().ok();
+    // A status this build does not know is shown as it is, and taken as unfinished.
+    let finished = status.is_some_and(|s| !JobStatus::NON_TERMINAL.contains(&s));
+    let spec = row.submit_spec.as_deref().map(SubmitSpec::from_json);
     html! {
+        @if status == Some(JobStatus::Retrying) {
+            p #next-attempt {
+                "Between attempts: attempt " (row.attempt.max(0) + 1) " "
+                @match row.next_attempt_at {
+                    Some(at) => { "due at " (time(Some(at))) }
+                    // No time is "at once" to the submitter (and an operator's retry is due now).
+                    None => "due now",
+                }
+                @if row.next_attempt_at.is_none_or(|at| at <= now) { " (submitted at the next check for due jobs)" }
+            }
+        }
+        @if let (Some(at), false) = (row.cancel_requested_at, finished) {
+            p #cancel-requested {
+                "Cancel requested at " (time(Some(at))) "; ends once Spark reports the driver KILLED."
+            }
+        }
         div.grid {
             div.card {
                 dl.facts {
@@ -127,6 +160,15 @@ fn spark(row: &executions::Model, runs: Option<&eta::Runs>, history: &[history::
                     dt { "Progress" } dd { (progress(row.progress)) }
                     dt { "Name" } dd { @match &row.job_name { Some(n) => (n), None => span.none { "—" } } }
                     dt { "Cluster" } dd { (row.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER)) }
+                    @match &spec {
+                        Some(Ok(spec)) => {
+                            dt { "Main class" } dd.id { code { (spec.main_class) } }
+                            dt { "App resource" } dd.id { code { (spec.app_resource) } }
+                        }
+                        // Written by an application, so possibly wrong: the page says why.
+                        Some(Err(e)) => { dt { "Submit spec" } dd { span.down { "unreadable: " (e.to_string()) } } }
+                        None => {}
+                    }
                     dt { "Submission" } dd.id { @match &row.submission_id { Some(s) => code { (s) }, None => span.none { "none yet" } } }
                     dt { "Spark state (raw)" } dd { @match &row.spark_state { Some(s) => code { (s) }, None => span.none { "not answered yet" } } }
                     dt { "Submitted" } dd { (time(row.submitted_at)) }
@@ -157,8 +199,59 @@ fn spark(row: &executions::Model, runs: Option<&eta::Runs>, history: &[history::
             h2 { "Failure reason and log tail" }
             pre.log #failure { (reason) }
         }
+        @if !tried.is_empty() { (attempt_table(tried, *all_attempts, now)) }
         (timeline(history))
     }
+}
+
+/// Each submission jobwarden made of the job, first first. Reasons are shown whole, as the
+/// timeline shows its details: a `<details>` a reader opened would close again on the next
+/// live update (regions are swapped whole, and a running attempt's duration changes them).
+fn attempt_table(tried: &[attempts::Model], all: u64, now: DateTime<Utc>) -> Markup {
+    html! {
+        h2 { "Attempts" }
+        @if (tried.len() as u64) < all {
+            p.note { "The latest " (MAX_ATTEMPTS_SHOWN) " of " (all) " attempts." }
+        }
+        table.attempts {
+            thead { tr {
+                th { "Attempt" } th { "State" } th { "Outcome" } th { "Driver" } th { "Submitted" }
+                th { "Started" } th { "Ended" } th { "Duration" } th { "Reason" }
+            } }
+            tbody {
+                @for a in tried {
+                    @let ended = a.ended_at.is_some();
+                    tr data-attempt=(a.attempt) {
+                        td.num { (a.attempt) }
+                        td { (a.state) }
+                        td { @match &a.outcome { Some(o) => (outcome_badge(o)), None => span.none { "—" } } }
+                        td.id { @match &a.submission_id { Some(s) => code { (s) }, None => span.none { "none yet" } } }
+                        td.time { (time(a.submitted_at)) }
+                        td.time { (time(a.started_at)) }
+                        td.time { (time(a.ended_at)) }
+                        td.num {
+                            @match between(a.started_at, a.ended_at.or(Some(now))) {
+                                Some(d) => { (duration(d)) @if !ended { span.note { " so far" } } },
+                                None => span.none { "—" },
+                            }
+                        }
+                        td { @if let Some(r) = &a.reason { pre.payload { (r) } } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An attempt's outcome on the colour of the job status it corresponds to.
+fn outcome_badge(outcome: &str) -> Markup {
+    let class = match outcome {
+        "succeeded" => "st st-ok",
+        "failed" | "error" | "lost_worker" | "timed_out" | "rejected" => "st st-failed",
+        "cancelled" => "st st-cancelled",
+        _ => "st",
+    };
+    html! { span class=(class) { (outcome.replace('_', " ")) } }
 }
 
 fn queued(row: &queue::Model, history: &[history::Model]) -> Markup {

@@ -77,7 +77,8 @@ fn nav_link(href: &str, label: &str, current: bool) -> Markup {
 /// A status as text on a colour: never colour alone.
 pub fn status_badge(status: &str) -> Markup {
     let class = match status {
-        "Queued" | "Pending" => "st st-waiting",
+        // Retrying waits too: for its next attempt's time, with no driver running.
+        "Queued" | "Pending" | "Retrying" => "st st-waiting",
         "Submitting" => "st st-starting",
         "Running" | "Processing" => "st st-running",
         "Succeeded" | "Completed" => "st st-ok",
@@ -157,6 +158,13 @@ mod tests {
             "boom: it broke"
         );
         assert_eq!(first_line("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn a_retrying_job_has_a_colour_like_the_other_waiting_ones() {
+        let html = status_badge("Retrying").into_string();
+        assert!(html.contains("st st-waiting"), "{html}");
+        assert!(html.contains(">Retrying<"), "{html}");
     }
 
     #[test]
