@@ -118,6 +118,7 @@ async fn endings_per_second(
     for chunk in ids.chunks(10_000) {
         let written = join_all(chunk.iter().map(|id| {
             handle.write(WriteOp::Observe {
+                asked: None,
                 execution_id: id.clone(),
                 observation: Observation {
                     status: Some(JobStatus::Succeeded),

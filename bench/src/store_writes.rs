@@ -55,6 +55,7 @@ pub async fn measure(
     for chunk in ids.chunks(10_000) {
         let applied = join_all(chunk.iter().map(|id| {
             handle.write(WriteOp::Observe {
+                asked: None,
                 execution_id: id.clone(),
                 observation: Observation {
                     status: Some(JobStatus::Running),

@@ -183,6 +183,7 @@ async fn poll_once(
             });
             (
                 WriteOp::Observe {
+                    asked: Some(job.submission_id.clone()),
                     execution_id: job.execution_id.clone(),
                     observation,
                 },
@@ -205,6 +206,7 @@ async fn poll_once(
             events.emit(PollFailed { error: &e, elapsed });
             (
                 WriteOp::PollFailed {
+                    asked: Some(job.submission_id.clone()),
                     execution_id: job.execution_id.clone(),
                     at: Utc::now(),
                     error: e.to_string(),

@@ -475,7 +475,11 @@ fn apply_one(
         WriteOp::Observe {
             execution_id,
             observation,
+            asked,
         } => {
+            if stale(changes, execution_id, asked.as_deref()) {
+                return Ok(WriteOutcome::Execution(crate::domain::Applied::Refreshed));
+            }
             let was_relaunching = changes
                 .executions
                 .get(execution_id)
@@ -499,7 +503,8 @@ fn apply_one(
             at,
             error,
             outage,
-        } => with_execution(
+            asked,
+        } if !stale(changes, execution_id, asked.as_deref()) => with_execution(
             changes,
             execution_id,
             Source::SparkPoll,
@@ -513,6 +518,9 @@ fn apply_one(
                 }
             },
         ),
+        WriteOp::PollFailed { .. } => {
+            Ok(WriteOutcome::Execution(crate::domain::Applied::Refreshed))
+        }
         WriteOp::TimeOut { execution_id, now } => {
             if attempts::waits_for_jobwarden(changes, execution_id) {
                 // jobwarden itself is to submit it: an outage delays it, and nothing is stuck.
@@ -604,6 +612,18 @@ fn apply_one(
             |state| state.fail_now(*at, &format!("submit_spec cannot be used: {reason}")),
         ),
     }
+}
+
+/// Whether an answer is about a driver the row no longer follows: the poll was sent before
+/// the row moved on to another attempt's driver (or none, between attempts).
+fn stale(changes: &Changes, execution_id: &str, asked: Option<&str>) -> bool {
+    let Some(asked) = asked else {
+        return false;
+    };
+    changes
+        .executions
+        .get(execution_id)
+        .is_some_and(|l| l.row.submission_id.as_deref() != Some(asked))
 }
 
 /// A relaunched driver gets a new id: the row follows it when exactly one candidate is not

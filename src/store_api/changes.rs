@@ -74,10 +74,15 @@ pub enum WriteOp {
     Observe {
         execution_id: String,
         observation: Observation,
+        /// The driver that was asked about: an answer about a driver the row no longer
+        /// follows (an earlier attempt's, a relaunch's old id) changes nothing.
+        asked: Option<String>,
     },
     /// A poll got no usable answer; the store's poll policy decides when to try again.
     PollFailed {
         execution_id: String,
+        /// The driver that was asked about (see `Observe`).
+        asked: Option<String>,
         at: DateTime<Utc>,
         error: String,
         /// The backend itself was away (never counts toward the stuck rule), rather than

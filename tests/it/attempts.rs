@@ -85,6 +85,7 @@ fn submitted(id: &str, attempt: u32, driver: &str, at: i64) -> WriteOp {
 
 fn observe(id: &str, status: JobStatus, raw: &str, message: Option<&str>, at: i64) -> WriteOp {
     WriteOp::Observe {
+        asked: None,
         execution_id: id.into(),
         observation: Observation {
             status: Some(status),
@@ -129,6 +130,7 @@ on_every_database!(
     a_cancelled_jobs_failing_driver_is_not_retried,
     an_operator_retry_reopens_a_finished_job_for_one_more_attempt,
     a_job_waiting_for_jobwarden_is_never_timed_out_as_queued,
+    a_late_answer_about_an_earlier_attempts_driver_changes_nothing,
 );
 
 async fn a_submitted_job_is_due_for_its_first_attempt_at_once(db: TestDb) {
@@ -471,4 +473,34 @@ async fn a_job_waiting_for_jobwarden_is_never_timed_out_as_queued(db: TestDb) {
     .unwrap();
     assert!(!outcome.transitioned(), "{outcome:?}");
     assert_eq!(row(&db, "q1").await.status, "Queued");
+}
+
+async fn a_late_answer_about_an_earlier_attempts_driver_changes_nothing(db: TestDb) {
+    let store = start_store(&db);
+    write(&store, submit("late")).await.unwrap();
+    write(&store, begin("late", 1, 10)).await.unwrap();
+    write(&store, submitted("late", 1, "driver-old", 11))
+        .await
+        .unwrap();
+    write(
+        &store,
+        observe("late", JobStatus::Failed, "FAILED", Some("boom"), 12),
+    )
+    .await
+    .unwrap();
+    write(&store, begin("late", 2, 100)).await.unwrap();
+    write(&store, submitted("late", 2, "driver-new", 101))
+        .await
+        .unwrap();
+    // A poll of the first driver, sent before it failed, answers now.
+    let mut late = observe("late", JobStatus::Running, "RUNNING", None, 102);
+    if let WriteOp::Observe { asked, .. } = &mut late {
+        *asked = Some("driver-old".into());
+    }
+    write(&store, late).await.unwrap();
+    let job = row(&db, "late").await;
+    assert_eq!(job.status, "Submitting");
+    assert_eq!(job.submission_id.as_deref(), Some("driver-new"));
+    assert!(job.spark_state.is_none(), "{job:?}");
+    assert!(attempts(&db, "late").await[1].started_at.is_none());
 }

@@ -654,6 +654,7 @@ async fn live_updates_answer_not_modified_while_nothing_changed() {
 crate::on_every_database!(
     last_change_lists_each_job_once_newest_first_and_filters_it,
     dead_letter_previews_read_the_start_of_each_payload,
+    a_retrying_jobs_page_shows_its_attempts_escaped_reason_and_next_attempt,
 );
 
 async fn last_change_lists_each_job_once_newest_first_and_filters_it(db: crate::helpers::TestDb) {
@@ -825,4 +826,208 @@ async fn a_live_page_left_open_keeps_its_memory_flat() {
         last.0
     );
     browser.close().await;
+}
+
+/// The dashboard served in this process over `db`, with a JobStore of its own to write through
+/// (the binary would also submit the job itself, racing the attempts a test writes by hand).
+async fn dashboard_on(
+    db: &crate::helpers::TestDb,
+) -> (
+    String,
+    jobwarden::store_api::StoreHandle,
+    actix_web::dev::ServerHandle,
+) {
+    use jobwarden::actors::JobStore;
+    use jobwarden::events::Events;
+    use jobwarden::http::HttpState;
+    use jobwarden::store_api::StoreHandle;
+
+    let settings = crate::helpers::settings_for(&db.url);
+    let job_store = JobStore::new(
+        db.db.clone(),
+        settings.store.clone(),
+        crate::helpers::rules(&settings),
+        Events::default(),
+    );
+    let store_health = job_store.health();
+    let store = StoreHandle::from(&job_store.launch());
+    let state = HttpState {
+        db: db.db.clone(),
+        store: store.clone(),
+        store_health,
+        heartbeats: Vec::new(),
+        kafka_configured: false,
+        metrics: std::sync::Arc::new(jobwarden::metrics::Metrics::new()),
+        api_token: None,
+        instance: "dashboard-test".into(),
+        clusters: Vec::new(),
+        read_token: None,
+        max_concurrent_polls: 1,
+        submit_gate: None,
+    };
+    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (addr, server) = jobwarden::http::start(socket, state).unwrap();
+    (format!("http://{addr}"), store, server)
+}
+
+async fn a_retrying_jobs_page_shows_its_attempts_escaped_reason_and_next_attempt(
+    db: crate::helpers::TestDb,
+) {
+    use entity::spark_job_executions as executions;
+    use jobwarden::domain::{JobStatus, Observation, SubmitSpec};
+    use jobwarden::store_api::{Source, TrackRequest, WriteOp};
+    use sea_orm::EntityTrait;
+
+    let (base, store, server) = dashboard_on(&db).await;
+    let id = "nightly-r1";
+    store
+        .write(WriteOp::Track(TrackRequest {
+            spec: Some(
+                SubmitSpec::from_json(r#"{"app_resource":"file:/j.jar","main_class":"Nightly"}"#)
+                    .unwrap(),
+            ),
+            execution_id: id.into(),
+            submission_id: None,
+            job_name: Some("nightly".into()),
+            cluster: None,
+            source: Source::Api,
+        }))
+        .await
+        .unwrap();
+    // Not before the Track: a job is due for its first attempt from then on.
+    let at = chrono::Utc::now();
+    let second = chrono::Duration::seconds(1);
+    store
+        .write(WriteOp::BeginAttempt {
+            execution_id: id.into(),
+            attempt: 1,
+            mark: format!("{id}:1:m1"),
+            at,
+        })
+        .await
+        .unwrap();
+    store
+        .write(WriteOp::AttemptSubmitted {
+            execution_id: id.into(),
+            attempt: 1,
+            submission_id: "driver-20261201-0001".into(),
+            at: at + second,
+            recovered: false,
+        })
+        .await
+        .unwrap();
+    // The first of the default policy's three attempts fails: the job waits for the second.
+    store
+        .write(WriteOp::Observe {
+            execution_id: id.into(),
+            observation: Observation {
+                status: Some(JobStatus::Failed),
+                raw_state: Some("FAILED".into()),
+                progress: None,
+                message: Some("Caused by: boom <script>".into()),
+                relaunching: false,
+                successors: Vec::new(),
+                at: at + second * 2,
+            },
+            asked: Some("driver-20261201-0001".into()),
+        })
+        .await
+        .unwrap();
+    let row = executions::Entity::find_by_id(id.to_owned())
+        .one(&db.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, "Retrying");
+    let due = row.next_attempt_at.expect("the second attempt has a time");
+
+    let http = reqwest::Client::new();
+    let page = http
+        .get(format!("{base}/job?kind=spark&id={id}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let start = page
+        .find("<tr data-attempt=\"1\">")
+        .unwrap_or_else(|| panic!("an attempts row: {page}"));
+    let attempt = &page[start..start + page[start..].find("</tr>").unwrap()];
+    for shown in [">1<", ">ended<", ">failed<", "driver-20261201-0001"] {
+        assert!(
+            attempt.contains(shown),
+            "{shown} in the attempt's row: {attempt}"
+        );
+    }
+    assert!(
+        attempt.contains("Caused by: boom &lt;script&gt;"),
+        "the reason, escaped: {attempt}"
+    );
+    assert!(!page.contains("boom <script>"), "{page}");
+    assert!(
+        page.contains("attempt 2 due at")
+            && page.contains(&format!("datetime=\"{}\"", due.to_rfc3339())),
+        "when the next attempt is due: {page}"
+    );
+    assert!(
+        page.contains("Nightly") && page.contains("file:/j.jar"),
+        "what is submitted: {page}"
+    );
+    assert!(page.contains("class=\"st st-waiting\">Retrying<"), "{page}");
+
+    // The status filter finds it, drawn like the other waiting jobs.
+    let listed = http
+        .get(format!("{base}/?status=Retrying"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(listed.contains(&format!("data-id=\"{id}\"")), "{listed}");
+    assert!(
+        listed.contains("class=\"st st-waiting\">Retrying<"),
+        "{listed}"
+    );
+
+    // A live page hears of the next attempt's start though the job stays Retrying.
+    let live = format!("{base}/live/job?kind=spark&id={id}");
+    let first = http.get(&live).send().await.unwrap();
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let again = http
+        .get(&live)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 304, "nothing changed yet");
+    store
+        .write(WriteOp::BeginAttempt {
+            execution_id: id.into(),
+            attempt: 2,
+            mark: format!("{id}:2:m2"),
+            at: due,
+        })
+        .await
+        .unwrap();
+    let changed = http
+        .get(&live)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        changed.status().as_u16(),
+        200,
+        "the attempt changed the page"
+    );
+    assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
+    let body: Value = changed.json().await.unwrap();
+    let region = body["regions"]["job"].as_str().unwrap();
+    assert!(
+        region.contains("<tr data-attempt=\"2\">") && region.contains(">requested<"),
+        "{region}"
+    );
+    server.stop(true).await;
 }

@@ -193,6 +193,7 @@ async fn a_write_under_a_lease_taken_over_is_refused_and_changes_nothing(db: Tes
         token: held.buckets[&bucket].token,
     };
     let observe = || WriteOp::Observe {
+        asked: None,
         execution_id: "e1".into(),
         observation: running_observation(),
     };
@@ -225,6 +226,7 @@ async fn a_write_under_a_lease_taken_over_is_refused_and_changes_nothing(db: Tes
     let stale = store
         .send(FencedWrite {
             op: WriteOp::PollFailed {
+                asked: None,
                 execution_id: "e1".into(),
                 at: Utc::now(),
                 error: "late answer".into(),

@@ -62,6 +62,7 @@ fn track(id: &str, submission: &str) -> WriteOp {
 
 fn observe(id: &str, status: JobStatus, at: i64) -> WriteOp {
     WriteOp::Observe {
+        asked: None,
         execution_id: id.into(),
         observation: Observation {
             status: Some(status),
@@ -213,6 +214,7 @@ async fn transitions_set_timestamps_once_and_write_history(db: TestDb) {
     write(
         &store,
         WriteOp::Observe {
+            asked: None,
             execution_id: "e1".into(),
             observation: Observation {
                 status: Some(JobStatus::Failed),
@@ -332,6 +334,7 @@ async fn poll_failure_never_changes_status(db: TestDb) {
         write(
             &store,
             WriteOp::PollFailed {
+                asked: None,
                 execution_id: "e1".into(),
                 at: t(10 + i),
                 error: "connection refused".into(),

@@ -74,6 +74,7 @@ fn track(id: &str, name: &str) -> WriteOp {
 
 fn observe(id: &str, status: JobStatus, at: i64) -> WriteOp {
     WriteOp::Observe {
+        asked: None,
         execution_id: id.into(),
         observation: Observation {
             status: Some(status),
@@ -114,6 +115,7 @@ async fn stuck_soon_is_sent_once_at_half_the_stuck_timeout_and_resolved_by_a_con
     write(&store, track("e1", "nightly-load")).await;
     write(&store, observe("e1", JobStatus::Running, 0)).await;
     let unknown = WriteOp::PollFailed {
+        asked: None,
         execution_id: "e1".into(),
         at: t(10),
         error: "Spark does not know submission driver-e1".into(),
