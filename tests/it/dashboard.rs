@@ -2,7 +2,9 @@
 //! against the real `jobwarden` binary, with jobs moved by a Spark-protocol server and rows
 //! another program would write put straight into the database. Each page test saves a
 //! screenshot into `target/screenshots/`. Without Chromium the browser tests are skipped with
-//! a printed reason, except under CI, where they fail.
+//! a printed reason, except under CI, where they fail. Other tests read pages over plain HTTP,
+//! from the binary or from the server started in the test's process, or call the dashboard's
+//! queries directly, on every database.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
