@@ -21,8 +21,9 @@ use crate::store_api::{
 /// Most actions one look takes; the next look takes the rest.
 const LOOK_LIMIT: u64 = 200;
 /// How far before an attempt's request a driver it started may claim to have started (clocks
-/// of jobwarden and the master differ).
-const CLOCK_SLACK_MS: i64 = 5 * 60 * 1000;
+/// of jobwarden and the master differ). Wider costs reading more drivers' logs, and a
+/// same-class driver still waiting for a worker in that window holds the decision up.
+const CLOCK_SLACK_MS: i64 = 60 * 1000;
 
 /// Where the process stops dead on purpose, for proving "at most one driver per attempt" on a
 /// real cluster (`JOBWARDEN_CRASH_AT`): after the attempt is recorded, after Spark accepted

@@ -10,6 +10,7 @@ pub mod mapped;
 pub mod outbox;
 pub mod read;
 mod rows;
+mod upsert;
 pub mod warnings;
 
 use std::time::Duration;

@@ -89,6 +89,14 @@ impl Running {
         }
     }
 
+    /// Every line logged so far, for a failure message.
+    pub(crate) fn log_so_far(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+
     /// Waits for a log line containing `needle` and returns it.
     pub(crate) fn line_with(&mut self, needle: &str, limit: Duration) -> String {
         self.wait_for_line(needle, limit);
@@ -332,7 +340,7 @@ fn migrate_applies_the_schema_and_is_repeatable() {
     let first = run_to_end(jobwarden(dir.path()).arg("migrate"));
     assert!(first.status.success(), "{}", text(&first));
     assert!(
-        text(&first).contains("8 migration(s) applied"),
+        text(&first).contains("9 migration(s) applied"),
         "{}",
         text(&first)
     );

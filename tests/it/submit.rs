@@ -334,9 +334,19 @@ async fn a_crash_at_any_step_of_a_submission_leaves_exactly_one_driver_for_the_a
         );
         assert!(log.contains("JOBWARDEN_CRASH_AT"), "{log}");
         let began = Instant::now();
-        let service = Service::start(s.dir.path(), None);
+        let mut service = Service::start(s.dir.path(), None);
         let db = read_only(&db_path).await;
-        wait_for_status(&db, &id, "Succeeded", Duration::from_secs(120)).await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while row(&db, &id).await.is_none_or(|r| r.status != "Succeeded") {
+            assert!(
+                Instant::now() < deadline,
+                "{point}: {id} not Succeeded after 120 s: {:?}\nattempts {:?}\nservice log:\n{}",
+                row(&db, &id).await,
+                attempts(&db, &id).await,
+                service.running.log_so_far()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let all = attempts(&db, &id).await;
         assert_eq!(all.len(), 1, "{point}: {all:?}");
         assert_eq!(all[0].outcome.as_deref(), Some("succeeded"), "{point}");

@@ -171,6 +171,7 @@ pub struct SparkClient {
     /// The master's `/json/` as last read: the driver listing, worker lookups and failure
     /// reasons of one moment share one request.
     master_json: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, bytes::Bytes)>>>,
+    master_json_read: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// One master of the configured group.
@@ -288,6 +289,7 @@ impl SparkClient {
             timeout: settings.request_timeout,
             stderr_tail_bytes: settings.stderr_tail_bytes,
             master_json: Default::default(),
+            master_json_read: Default::default(),
         })
     }
 
@@ -331,12 +333,14 @@ impl SparkClient {
     /// With several masters, the first whose status is ALIVE; none alive is
     /// [`SparkError::MasterNotAlive`].
     pub(super) async fn master_json(&self) -> Result<bytes::Bytes, SparkError> {
-        if let Ok(cached) = self.master_json.lock() {
-            if let Some((at, body)) = cached.as_ref() {
-                if at.elapsed() < MASTER_JSON_TTL {
-                    return Ok(body.clone());
-                }
-            }
+        if let Some(body) = self.fresh_master_json() {
+            return Ok(body);
+        }
+        // One read at a time: pollers that miss the cache together wait for the first one's
+        // answer instead of each asking the master for the same page.
+        let _reading = self.master_json_read.lock().await;
+        if let Some(body) = self.fresh_master_json() {
+            return Ok(body);
         }
         let mut last = None;
         for (i, master) in self.masters_in_turn() {
@@ -366,6 +370,12 @@ impl SparkClient {
             return Ok(body);
         }
         Err(last.unwrap_or_else(|| SparkError::MasterNotAlive("unknown".into())))
+    }
+
+    fn fresh_master_json(&self) -> Option<bytes::Bytes> {
+        let cached = self.master_json.lock().ok()?;
+        let (at, body) = cached.as_ref()?;
+        (at.elapsed() < MASTER_JSON_TTL).then(|| body.clone())
     }
 
     /// The first configured master's REST server (for names in logs).
