@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use entity::jobwarden_leases;
+use entity::{jobwarden_leases, spark_job_executions};
 use jobwarden::actors::JobStore;
 use jobwarden::domain::{JobStatus, Observation};
 use jobwarden::startup::{Application, StartError};
@@ -16,7 +16,9 @@ use jobwarden::store_api::{
 };
 use jobwarden_testkit::{Answer, SparkServer};
 use migration::MigratorTrait;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, Statement};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryFilter, Statement,
+};
 
 use crate::binary::{jobwarden, Running};
 use crate::helpers::{rules, wait_until, Backend, TestDb};
@@ -678,15 +680,17 @@ async fn a_killed_instance_share_is_polled_by_the_others_within_a_lease(db: Test
         Some(true)
     );
     history_has_no_duplicate_transition(&db.db).await;
-    let statuses = db
-        .db
-        .query_all_raw(Statement::from_string(
-            db.db.get_database_backend(),
-            "SELECT DISTINCT status FROM spark_job_executions".to_owned(),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(statuses.len(), 1, "every row still Running");
+    // The takeover's writes land a moment after its polls: every row reaches Running, and
+    // none went anywhere else on the way.
+    wait_until(Duration::from_secs(30), "every row Running", || async {
+        spark_job_executions::Entity::find()
+            .filter(spark_job_executions::Column::Status.ne("Running"))
+            .all(&db.db)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
     let mut victim = victim;
     let _ = victim
         .running
