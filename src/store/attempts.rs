@@ -566,6 +566,18 @@ pub(super) fn after_rule(
     Some(update)
 }
 
+/// Spark relaunched the attempt's driver under a new id: the attempt follows it too.
+pub(super) fn relaunched(row: &executions::Model, new: &str) -> Option<AttemptWrite> {
+    (row.submit_spec.is_some() && row.attempt > 0).then(|| AttemptWrite::Update {
+        execution_id: row.execution_id.clone(),
+        attempt: row.attempt,
+        patch: Patch {
+            submission_id: Some(new.to_owned()),
+            ..Patch::default()
+        },
+    })
+}
+
 /// Writes the batch's attempt changes.
 pub(super) async fn write(
     txn: &DatabaseTransaction,

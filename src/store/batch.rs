@@ -665,6 +665,9 @@ fn follow_relaunch(
             state.resubmitted();
             rows::store_execution_state(&mut loaded.row, &state);
             loaded.dirty = true;
+            if let Some(write) = attempts::relaunched(&loaded.row, &new) {
+                changes.attempt_writes.push(write);
+            }
             changes.tracked_successors.insert(new.clone());
             format!(
                 "relaunched by Spark as {new} (was {old}): the only driver of the same main class started after it and tracked by no other row; following {new}"
