@@ -312,13 +312,6 @@ impl OwnCluster {
             .ok()
     }
 
-    /// The driver's entry in the master's lists (waiting, running or finished), if it has one.
-    pub(crate) async fn driver(&self, id: &str) -> Option<Value> {
-        let json = self.master_json().await?;
-        let found = listed_drivers(&json).find(|d| d["id"] == id).cloned();
-        found
-    }
-
     /// The index of the worker the master says runs the driver.
     pub(crate) async fn worker_running(&self, id: &str) -> Option<usize> {
         let json = self.master_json().await?;
