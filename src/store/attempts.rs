@@ -3,6 +3,8 @@
 //! the policy; cancels and manual retries. The execution row says where the job stands; the
 //! attempt rows keep every attempt's story.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use entity::{spark_job_attempts as attempts, spark_job_executions as executions};
 use sea_orm::sea_query::Expr;
@@ -16,7 +18,7 @@ use crate::domain::{
 };
 use crate::store_api::{AttemptChange, OpError, Source, WriteOutcome};
 
-use super::batch::{history_row, Changes, Rules, SPARK};
+use super::batch::{history_row, Changes, Loaded, Rules, SPARK};
 use super::rows;
 
 /// Attempt states as stored.
@@ -152,6 +154,23 @@ pub(super) fn begin(
     Ok(WriteOutcome::Attempt(AttemptChange::Begun))
 }
 
+/// The row whose attempt `attempt` is in flight, or why there is none.
+fn awaiting_driver<'a>(
+    rows: &'a mut HashMap<String, Loaded<executions::Model>>,
+    execution_id: &str,
+    attempt: u32,
+) -> Result<&'a mut Loaded<executions::Model>, OpError> {
+    let loaded = rows
+        .get_mut(execution_id)
+        .ok_or_else(|| unknown(execution_id))?;
+    if !in_flight(&loaded.row) || loaded.row.attempt != attempt as i32 {
+        return Err(OpError::NotNow(format!(
+            "execution {execution_id} has no attempt {attempt} waiting for its driver"
+        )));
+    }
+    Ok(loaded)
+}
+
 /// The attempt's driver is known: the row follows it from now on.
 pub(super) fn submitted(
     changes: &mut Changes,
@@ -161,15 +180,7 @@ pub(super) fn submitted(
     at: DateTime<Utc>,
     recovered: bool,
 ) -> Result<WriteOutcome, OpError> {
-    let loaded = changes
-        .executions
-        .get_mut(execution_id)
-        .ok_or_else(|| unknown(execution_id))?;
-    if !in_flight(&loaded.row) || loaded.row.attempt != attempt as i32 {
-        return Err(OpError::NotNow(format!(
-            "execution {execution_id} has no attempt {attempt} waiting for its driver"
-        )));
-    }
+    let loaded = awaiting_driver(&mut changes.executions, execution_id, attempt)?;
     let mut state = rows::execution_state(&loaded.row)?;
     let from = state.status;
     state.status = JobStatus::Submitting;
@@ -227,15 +238,7 @@ pub(super) fn not_started(
     counts: bool,
     retry_at: DateTime<Utc>,
 ) -> Result<WriteOutcome, OpError> {
-    let loaded = changes
-        .executions
-        .get_mut(execution_id)
-        .ok_or_else(|| unknown(execution_id))?;
-    if !in_flight(&loaded.row) || loaded.row.attempt != attempt as i32 {
-        return Err(OpError::NotNow(format!(
-            "execution {execution_id} has no attempt {attempt} waiting for its driver"
-        )));
-    }
+    let loaded = awaiting_driver(&mut changes.executions, execution_id, attempt)?;
     let mut state = rows::execution_state(&loaded.row)?;
     let status = state.status;
     let cancelled = loaded.row.cancel_requested_at.is_some();

@@ -53,7 +53,12 @@ async fn started(dir: &std::path::Path) -> Running {
     service
 }
 
-async fn wait_for_status(db: &DatabaseConnection, id: &str, status: &str, limit: Duration) {
+pub(crate) async fn wait_for_status(
+    db: &DatabaseConnection,
+    id: &str,
+    status: &str,
+    limit: Duration,
+) {
     wait_until(limit, &format!("{id} to show {status}"), || {
         let db = db.clone();
         async move { row(&db, id).await.is_some_and(|r| r.status == status) }
@@ -61,7 +66,10 @@ async fn wait_for_status(db: &DatabaseConnection, id: &str, status: &str, limit:
     .await;
 }
 
-async fn history(db: &DatabaseConnection, id: &str) -> Vec<entity::job_status_history::Model> {
+pub(crate) async fn history(
+    db: &DatabaseConnection,
+    id: &str,
+) -> Vec<entity::job_status_history::Model> {
     jobwarden::store::read::execution_with_history(db, id)
         .await
         .unwrap()

@@ -12,6 +12,7 @@ use crate::binary::{jobwarden, Running};
 use crate::helpers::wait_until;
 use crate::own_cluster::{read_only, spark_home, Layout, OwnCluster, OWN_CLUSTER};
 use crate::real_spark::{build_jar, cluster, row, Cluster, CLUSTER};
+use crate::real_spark_restarts::{history, wait_for_status};
 
 /// A config for the binary on `rest` (and its UI): fast polls and submission checks, a short
 /// settle, and `retry` as the `[submit]` section's extra lines.
@@ -101,22 +102,6 @@ async fn attempts(db: &DatabaseConnection, id: &str) -> Vec<entity::spark_job_at
         .all(db)
         .await
         .unwrap_or_default()
-}
-
-async fn wait_for_status(db: &DatabaseConnection, id: &str, status: &str, limit: Duration) {
-    wait_until(limit, &format!("{id} to show {status}"), || {
-        let db = db.clone();
-        async move { row(&db, id).await.is_some_and(|r| r.status == status) }
-    })
-    .await;
-}
-
-async fn history(db: &DatabaseConnection, id: &str) -> Vec<entity::job_status_history::Model> {
-    jobwarden::store::read::execution_with_history(db, id)
-        .await
-        .unwrap()
-        .unwrap()
-        .1
 }
 
 /// Every driver the master at `ui` lists whose launch command carries a mark starting with
