@@ -8,10 +8,12 @@ use entity::{
     dead_letters, job_status_history as history, spark_job_executions as executions,
     transformation_job_queue as queue,
 };
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
+    ActiveModelTrait,
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
+    EntityTrait, IntoActiveModel, Iterable, QueryFilter, QuerySelect, TransactionTrait,
 };
 
 use std::time::Duration;
@@ -31,7 +33,6 @@ use super::leases;
 use super::mapped::{self, AppExecution, AppQueueJob, Mapping};
 use super::outbox;
 use super::rows;
-use super::upsert::{self, RowWrite};
 
 pub(super) const SPARK: &str = "spark";
 const QUEUE: &str = "queue";
@@ -72,9 +73,6 @@ pub(super) struct Loaded<M> {
 pub(super) struct Changes {
     pub(super) executions: HashMap<String, Loaded<executions::Model>>,
     pub(super) attempt_writes: Vec<attempts::AttemptWrite>,
-    /// Rows as read, before any change: what each write leaves out when it did not change.
-    read_executions: HashMap<String, executions::Model>,
-    read_queue: HashMap<String, queue::Model>,
     queue: HashMap<String, Loaded<queue::Model>>,
     pub(super) history: Vec<history::ActiveModel>,
     dead_letters: Vec<NewDeadLetter>,
@@ -215,9 +213,6 @@ async fn load_rows(
             query = query.lock_exclusive();
         }
         for row in query.all(txn).await? {
-            changes
-                .read_executions
-                .insert(row.execution_id.clone(), row.clone());
             changes.executions.insert(
                 row.execution_id.clone(),
                 Loaded {
@@ -256,7 +251,6 @@ async fn load_rows(
             let query =
                 queue::Entity::find().filter(queue::Column::JobId.is_in(chunk.iter().copied()));
             for row in query.all(txn).await? {
-                changes.read_queue.insert(row.job_id.clone(), row.clone());
                 changes.queue.insert(
                     row.job_id.clone(),
                     Loaded {
@@ -310,9 +304,6 @@ async fn lock_queue_rows(
         for row in rows {
             // Empty: our own placeholder, or one another batch inserted and rolled back.
             let new = row.status.is_empty();
-            if !new {
-                changes.read_queue.insert(row.job_id.clone(), row.clone());
-            }
             changes.queue.insert(
                 row.job_id.clone(),
                 Loaded {
@@ -1241,40 +1232,36 @@ async fn write_out(
     // Every changed row, new or not, goes out in multi-row upserts: one statement per chunk
     // instead of one UPDATE per row. The rows were read under lock in this transaction, so
     // the upsert writes exactly what the domain rules decided.
-    let mut read_executions = changes.read_executions;
-    let rows: Vec<RowWrite<executions::Model>> = changes
+    let rows: Vec<executions::ActiveModel> = changes
         .executions
         .into_values()
         .filter(|loaded| loaded.dirty)
         .map(|mut loaded| {
             loaded.row.updated_at = now;
-            let before = if loaded.new {
-                None
-            } else {
-                read_executions.remove(&loaded.row.execution_id)
-            };
-            RowWrite {
-                after: loaded.row,
-                before,
-            }
+            loaded.row.into_active_model().reset_all()
         })
         .collect();
-    // The key, the creation time and the lease are never the business of a status change: an
-    // update leaves them as they are.
-    let mut rows_written = upsert::write_rows::<executions::Entity>(
-        txn,
-        rows,
-        executions::Column::ExecutionId,
-        executions::Column::UpdatedAt,
-        &[
-            executions::Column::ExecutionId,
-            executions::Column::CreatedAt,
-            executions::Column::Owner,
-            executions::Column::LeaseUntil,
-        ],
-    )
-    .await?
-        + app_rows_written;
+    let mut rows_written = rows.len() + app_rows_written;
+    for chunk in chunked(rows) {
+        executions::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::column(executions::Column::ExecutionId)
+                    .update_columns(executions::Column::iter().filter(|c| {
+                        // The key, the creation time and the lease are never the business of
+                        // a status change: an update leaves them as they are.
+                        !matches!(
+                            c,
+                            executions::Column::ExecutionId
+                                | executions::Column::CreatedAt
+                                | executions::Column::Owner
+                                | executions::Column::LeaseUntil
+                        )
+                    }))
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+    }
     // A placeholder whose change was refused is not a job: it goes, rather than being
     // committed without a status.
     let (empty, queue_rows): (Vec<_>, Vec<_>) = changes
@@ -1288,31 +1275,29 @@ async fn write_out(
             .exec(txn)
             .await?;
     }
-    let mut read_queue = changes.read_queue;
-    let rows: Vec<RowWrite<queue::Model>> = queue_rows
+    let rows: Vec<queue::ActiveModel> = queue_rows
         .into_iter()
         .filter(|loaded| loaded.dirty)
         .map(|mut loaded| {
             loaded.row.updated_at = now;
-            let before = if loaded.new {
-                None
-            } else {
-                read_queue.remove(&loaded.row.job_id)
-            };
-            RowWrite {
-                after: loaded.row,
-                before,
-            }
+            loaded.row.into_active_model().reset_all()
         })
         .collect();
-    rows_written += upsert::write_rows::<queue::Entity>(
-        txn,
-        rows,
-        queue::Column::JobId,
-        queue::Column::UpdatedAt,
-        &[queue::Column::JobId, queue::Column::CreatedAt],
-    )
-    .await?;
+    rows_written += rows.len();
+    for chunk in chunked(rows) {
+        queue::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::column(queue::Column::JobId)
+                    .update_columns(
+                        queue::Column::iter().filter(|c| {
+                            !matches!(c, queue::Column::JobId | queue::Column::CreatedAt)
+                        }),
+                    )
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+    }
     attempts::write(txn, changes.attempt_writes).await?;
     for chunk in chunked(changes.history) {
         history::Entity::insert_many(chunk)

@@ -10,7 +10,6 @@ pub mod mapped;
 pub mod outbox;
 pub mod read;
 mod rows;
-mod upsert;
 pub mod warnings;
 
 use std::time::Duration;
