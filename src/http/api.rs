@@ -243,6 +243,21 @@ pub async fn track_job(
     }
 }
 
+/// The execution an action on one job (cancel, retry) is about, once the caller may act.
+fn action_target(
+    state: &HttpState,
+    request: &HttpRequest,
+    path: web::Path<String>,
+) -> Result<String, Box<HttpResponse>> {
+    if let Some(denied) = token_refusal(state, request) {
+        return Err(Box::new(denied));
+    }
+    let id = path.into_inner();
+    check_id("execution_id", &id)
+        .map_err(|message| Box::new(error(StatusCode::BAD_REQUEST, message)))?;
+    Ok(id)
+}
+
 /// `POST /api/v1/jobs/{execution_id}/cancel`: a job no driver runs for ends at once
 /// (`ended: true`); otherwise its driver is killed and the job ends Cancelled once Spark
 /// reports it KILLED (`ended: false`).
@@ -251,13 +266,10 @@ pub async fn cancel_job(
     request: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
-    if let Some(denied) = token_refusal(&state, &request) {
-        return denied;
-    }
-    let id = path.into_inner();
-    if let Err(message) = check_id("execution_id", &id) {
-        return error(StatusCode::BAD_REQUEST, message);
-    }
+    let id = match action_target(&state, &request, path) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
+    };
     let op = WriteOp::Cancel {
         execution_id: id.clone(),
         at: Utc::now(),
@@ -287,13 +299,10 @@ pub async fn retry_job(
     request: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
-    if let Some(denied) = token_refusal(&state, &request) {
-        return denied;
-    }
-    let id = path.into_inner();
-    if let Err(message) = check_id("execution_id", &id) {
-        return error(StatusCode::BAD_REQUEST, message);
-    }
+    let id = match action_target(&state, &request, path) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
+    };
     let op = WriteOp::Retry {
         execution_id: id.clone(),
         at: Utc::now(),
