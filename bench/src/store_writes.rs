@@ -150,6 +150,8 @@ async fn baseline(
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Prints the store's rate with batches written one at a time and with the configured number
+/// side by side (`store.concurrent_batches`), each beside a ceiling measured right after it.
 pub async fn store_writes(
     settings: Settings,
     database_url: Option<String>,
@@ -158,24 +160,31 @@ pub async fn store_writes(
     let label = database_url
         .clone()
         .unwrap_or_else(|| "scratch SQLite".into());
-    let f = measure(settings, database_url, changes).await?;
     println!(
         "database         {}",
         jobwarden::config::mask_url_password(&label)
     );
-    println!("changes          {}", f.changes);
-    println!("new rows         {:>10.0} /s", f.new_rows_per_second);
-    println!(
-        "status changes   {:>10.0} /s  ({} transactions, mean batch {:.0})",
-        f.changes_per_second,
-        f.transactions,
-        f.changes as f64 / f.transactions.max(1) as f64
-    );
-    println!(
-        "baseline upsert  {:>10.0} /s  ({}; ratio {:.2})",
-        f.baseline_per_second,
-        f.baseline_client,
-        f.changes_per_second / f.baseline_per_second
-    );
+    println!("changes          {changes}");
+    let mut concurrencies = vec![1, settings.store.concurrent_batches];
+    concurrencies.dedup();
+    for concurrent in concurrencies {
+        let mut settings = settings.clone();
+        settings.store.concurrent_batches = concurrent;
+        let f = measure(settings, database_url.clone(), changes).await?;
+        println!("-- store.concurrent_batches = {concurrent}");
+        println!("new rows         {:>10.0} /s", f.new_rows_per_second);
+        println!(
+            "status changes   {:>10.0} /s  ({} transactions, mean batch {:.0})",
+            f.changes_per_second,
+            f.transactions,
+            f.changes as f64 / f.transactions.max(1) as f64
+        );
+        println!(
+            "baseline upsert  {:>10.0} /s  ({}; ratio {:.2})",
+            f.baseline_per_second,
+            f.baseline_client,
+            f.changes_per_second / f.baseline_per_second
+        );
+    }
     Ok(())
 }

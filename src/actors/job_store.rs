@@ -2,14 +2,13 @@
 //! and written together in the next one (group commit); each sender hears back once its change
 //! is durable. If the database is away the batch is retried with backoff until it lands.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::{DatabaseBackend, DatabaseConnection, DbErr};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info_span, warn, Instrument};
 
@@ -24,13 +23,15 @@ use crate::metrics::Metrics;
 use crate::notify::NotifyRules;
 use crate::store::leases::{self, Held};
 use crate::store::mapped::{self, Mapping};
-use crate::store::{self, Committed, Rules, WriteContext};
+use crate::store::statistics::{self, Growth};
+use crate::store::{self, Committed, Inserted, Rules, WriteContext};
 use crate::store_api::{
     Drain, DueAction, DueActions, DueJobs, DuePage, Fence, FencedWrite, GetStats, OpError,
     OutboxRow, PendingNotifications, StoreError, StoreHandle, StoreStats, SweepTimeouts, Write,
     WriteOp, WriteOutcome,
 };
 
+use super::batching::{Batch, Batches, Scoped};
 use super::supervision::contained;
 #[cfg(feature = "fault-injection")]
 use super::supervision::Panicked;
@@ -56,6 +57,12 @@ struct Pending {
     op: WriteOp,
     fence: Option<Fence>,
     reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+}
+
+impl Scoped for Pending {
+    fn scope(&self) -> crate::store_api::Scope<'_> {
+        self.op.scope()
+    }
 }
 
 /// This instance's part when several share the database: who it is and what it holds.
@@ -96,8 +103,14 @@ pub struct JobStore {
     running_long: (f64, usize),
     sharing: Option<Sharing>,
     sweep: bool,
-    pending: VecDeque<Pending>,
-    flushing: bool,
+    batches: Batches<Pending>,
+    /// Most batches written side by side (one on SQLite, which has a single writer anyway).
+    concurrency: usize,
+    /// Only by injected faults: no batch starts until the restart.
+    halted: bool,
+    /// New rows per table, for keeping PostgreSQL's statistics current.
+    growth: Growth,
+    analyze_refused: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
     health: Arc<StoreHealth>,
     events: Events,
@@ -123,6 +136,10 @@ impl JobStore {
         events: Events,
     ) -> Self {
         let stale_after = (settings.retry_max * 5).max(IDLE_BEAT * 3);
+        let concurrency = match db.get_database_backend() {
+            DatabaseBackend::Sqlite => 1,
+            _ => settings.concurrent_batches,
+        };
         JobStore {
             db,
             settings,
@@ -132,8 +149,11 @@ impl JobStore {
             running_long: (2.0, 5),
             sharing: None,
             sweep: false,
-            pending: VecDeque::new(),
-            flushing: false,
+            batches: Batches::default(),
+            concurrency,
+            halted: false,
+            growth: Growth::default(),
+            analyze_refused: false,
             drain_waiters: Vec::new(),
             health: Arc::new(StoreHealth {
                 database: Edge::default(),
@@ -284,31 +304,39 @@ impl JobStore {
         ctx: &mut Context<Self>,
     ) -> oneshot::Receiver<Result<WriteOutcome, StoreError>> {
         let (reply, answer) = oneshot::channel();
-        self.pending.push_back(Pending { op, fence, reply });
+        self.batches.push(Pending { op, fence, reply });
         self.flush(ctx);
         answer
     }
 
+    /// Starts every batch that may be written now: while one is in flight the next forms
+    /// from changes of other jobs, so the database works on one while this thread builds
+    /// the other.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing {
+        if self.halted {
             return;
         }
-        if self.pending.is_empty() {
+        while let Some(batch) = self.batches.next(self.settings.max_batch, self.concurrency) {
+            self.start(batch, ctx);
+        }
+        if self.batches.is_idle() {
             for waiter in self.drain_waiters.drain(..) {
                 let _ = waiter.send(());
             }
-            return;
         }
-        let take = self.pending.len().min(self.settings.max_batch);
+    }
+
+    fn start(&mut self, mut batch: Batch<Pending>, ctx: &mut Context<Self>) {
+        let held = batch.take_held();
+        let take = batch.items.len();
         let mut ops = Vec::with_capacity(take);
         let mut fences = Vec::with_capacity(take);
         let mut replies = Vec::with_capacity(take);
-        for p in self.pending.drain(..take) {
+        for p in batch.items {
             ops.push(p.op);
             fences.push(p.fence);
             replies.push(p.reply);
         }
-        self.flushing = true;
         self.health
             .largest_batch
             .fetch_max(ops.len(), Ordering::Relaxed);
@@ -328,14 +356,15 @@ impl JobStore {
             contained(write)
                 .into_actor(self)
                 .map(move |outcomes, act, ctx| {
-                    act.flushing = false;
+                    act.batches.done(held);
                     match outcomes {
-                        Ok(outcomes) => {
+                        Ok((outcomes, inserted)) => {
                             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                                 // A sender that stopped waiting has nothing to be told.
                                 let _ = reply.send(outcome.map_err(StoreError::Refused));
                             }
                             act.flush(ctx);
+                            act.keep_statistics(inserted, ctx);
                         }
                         Err(reason) => {
                             // Nothing of the batch is known to be durable: its senders hear so and
@@ -350,6 +379,36 @@ impl JobStore {
                     }
                 }),
         );
+    }
+
+    /// On PostgreSQL, analyzes the tables whose new rows doubled (see `store::statistics`),
+    /// beside the writes; a database that refuses (not the tables' owner) is asked no more.
+    fn keep_statistics(&mut self, inserted: Inserted, ctx: &mut Context<Self>) {
+        if self.db.get_database_backend() != DatabaseBackend::Postgres || self.analyze_refused {
+            return;
+        }
+        for table in self.growth.note(inserted) {
+            let db = self.db.clone();
+            let analyze = async move { statistics::analyze(&db, table).await };
+            ctx.spawn(
+                analyze
+                    .into_actor(self)
+                    .map(move |result, act, _| match result {
+                        Ok(()) => debug!(table = table.name(), "statistics refreshed"),
+                        Err(e) if !store::is_transient(&e) => {
+                            act.analyze_refused = true;
+                            warn!(
+                                table = table.name(),
+                                error = %e,
+                                "cannot ANALYZE jobwarden's tables; PostgreSQL's autovacuum \
+                                 will refresh their statistics (a fast-growing table may be \
+                                 read slowly until it does)"
+                            );
+                        }
+                        Err(e) => debug!(table = table.name(), error = %e, "ANALYZE failed"),
+                    }),
+            );
+        }
     }
 
     fn crashed(&mut self, reason: &str, ctx: &mut Context<Self>) {
@@ -389,7 +448,7 @@ impl Actor for JobStore {
             ctx.run_interval(sharing.lease / 3, |act, ctx| act.renew(ctx));
         }
         ctx.run_interval(IDLE_BEAT, |act, _| {
-            if act.pending.is_empty() && !act.flushing {
+            if act.batches.is_idle() {
                 act.health.heartbeat.beat();
             }
         });
@@ -400,7 +459,10 @@ impl Actor for JobStore {
 
 impl Supervised for JobStore {
     fn restarting(&mut self, _: &mut Self::Context) {
-        self.flushing = false;
+        // The batches in flight were dropped with the old context; their senders hear that
+        // the store stopped.
+        self.batches.forget_in_flight();
+        self.halted = false;
     }
 }
 
@@ -410,12 +472,12 @@ impl Handler<Crash> for JobStore {
 
     /// Crashes inside the guarded write path, as a bug in a batch would.
     fn handle(&mut self, _: Crash, ctx: &mut Self::Context) {
-        self.flushing = true;
+        self.halted = true;
         ctx.spawn(
             contained(async { panic!("injected crash") })
                 .into_actor(self)
                 .map(|outcome: Result<(), Panicked>, act, ctx| {
-                    act.flushing = false;
+                    act.halted = false;
                     if let Err(reason) = outcome {
                         act.crashed(reason.message(), ctx);
                     }
@@ -431,7 +493,7 @@ impl Handler<Stall> for JobStore {
     /// A transaction that never returns: changes queue up, nothing commits, the actor still
     /// answers messages. Only a restart (a `Crash`) ends it.
     fn handle(&mut self, _: Stall, ctx: &mut Self::Context) {
-        self.flushing = true;
+        self.halted = true;
         ctx.spawn(fut::wrap_future(std::future::pending::<()>()));
     }
 }
@@ -747,7 +809,8 @@ impl Handler<GetStats> for JobStore {
             changes: m.store_batch_size.get_sample_sum() as u64,
             retries: m.store_retries.get(),
             largest_batch: self.health.largest_batch.load(Ordering::Relaxed),
-            pending: self.pending.len(),
+            most_in_flight: self.batches.most_in_flight(),
+            pending: self.batches.pending(),
             database_up: self.health.database_up(),
         }
     }
@@ -773,8 +836,8 @@ impl Writer {
         &self,
         ops: Vec<WriteOp>,
         fences: Vec<Option<Fence>>,
-    ) -> Vec<Result<WriteOutcome, OpError>> {
-        let outcomes = self.write_each(&ops, &fences).await;
+    ) -> (Vec<Result<WriteOutcome, OpError>>, Inserted) {
+        let (outcomes, inserted) = self.write_each(&ops, &fences).await;
         for (op, outcome) in ops.iter().zip(&outcomes) {
             if let (Err(e @ OpError::Fenced { .. }), Some(id)) = (outcome, op.execution_id()) {
                 self.events.emit(WriteFenced {
@@ -783,36 +846,43 @@ impl Writer {
                 });
             }
         }
-        outcomes
+        (outcomes, inserted)
     }
 
     async fn write_each(
         &self,
         ops: &[WriteOp],
         fences: &[Option<Fence>],
-    ) -> Vec<Result<WriteOutcome, OpError>> {
+    ) -> (Vec<Result<WriteOutcome, OpError>>, Inserted) {
         match self.write_retrying(ops, fences).await {
-            Ok(outcomes) => outcomes,
+            Ok(written) => written,
             Err(e) if ops.len() > 1 => {
                 warn!(error = %e, size = ops.len(), "batch refused by the database; writing its changes one by one");
                 let mut outcomes = Vec::with_capacity(ops.len());
+                let mut inserted = Inserted::default();
                 for (op, fence) in ops.iter().zip(fences) {
                     match self
                         .write_retrying(std::slice::from_ref(op), std::slice::from_ref(fence))
                         .await
                     {
-                        Ok(mut single) => outcomes.push(single.remove(0)),
+                        Ok((mut single, added)) => {
+                            outcomes.push(single.remove(0));
+                            inserted += added;
+                        }
                         Err(e) => {
                             error!(error = %e, change = ?op, "change refused by the database");
                             outcomes.push(Err(OpError::Refused(e.to_string())));
                         }
                     }
                 }
-                outcomes
+                (outcomes, inserted)
             }
             Err(e) => {
                 error!(error = %e, change = ?ops.first(), "change refused by the database");
-                vec![Err(OpError::Refused(e.to_string()))]
+                (
+                    vec![Err(OpError::Refused(e.to_string()))],
+                    Inserted::default(),
+                )
             }
         }
     }
@@ -822,7 +892,7 @@ impl Writer {
         &self,
         ops: &[WriteOp],
         fences: &[Option<Fence>],
-    ) -> Result<Vec<Result<WriteOutcome, OpError>>, DbErr> {
+    ) -> Result<(Vec<Result<WriteOutcome, OpError>>, Inserted), DbErr> {
         let mut delay = self.settings.retry_initial;
         let cx = WriteContext {
             rules: &self.rules,
@@ -836,6 +906,7 @@ impl Writer {
                 Ok(Committed {
                     outcomes,
                     rows_written,
+                    inserted,
                 }) => {
                     let transitions: Vec<_> = ops
                         .iter()
@@ -855,7 +926,7 @@ impl Writer {
                     if self.health.database.set(true) {
                         self.events.emit(DatabaseBack);
                     }
-                    return Ok(outcomes);
+                    return Ok((outcomes, inserted));
                 }
                 Err(e) if store::is_conflict(&e) => {
                     // Another instance's transaction got in the way; the database is fine.

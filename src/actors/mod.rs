@@ -12,6 +12,7 @@
 //! `crate::store_api::StoreHandle` and waits for the answer that says the change is durable.
 
 mod backlog;
+mod batching;
 pub mod job_store;
 pub mod kafka_listener;
 pub mod notifier;

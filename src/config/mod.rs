@@ -251,6 +251,21 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_batches_outside_one_to_eight_is_refused_naming_key_and_value() {
+        for value in ["0", "9"] {
+            let err = load_file(&format!("[store]\nconcurrent_batches = {value}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("store.concurrent_batches = {value}")),
+                "{err}"
+            );
+        }
+        let loaded = load_file("", &[]).unwrap();
+        assert_eq!(loaded.settings.store.concurrent_batches, 2);
+    }
+
+    #[test]
     fn unsupported_database_scheme_is_refused() {
         let err = load_file("[database]\nurl = \"oracle://db\"\n", &[])
             .unwrap_err()

@@ -103,6 +103,24 @@ pub struct Committed {
     pub outcomes: Vec<Result<WriteOutcome, OpError>>,
     /// Job rows inserted or updated (changes that changed nothing write none).
     pub rows_written: usize,
+    /// Rows added to jobwarden's own tables.
+    pub inserted: Inserted,
+}
+
+/// Rows a batch added to jobwarden's own tables, by table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inserted {
+    pub executions: usize,
+    pub queue: usize,
+    pub history: usize,
+}
+
+impl std::ops::AddAssign for Inserted {
+    fn add_assign(&mut self, other: Inserted) {
+        self.executions += other.executions;
+        self.queue += other.queue;
+        self.history += other.history;
+    }
 }
 
 /// What a batch is written with, besides its changes.
@@ -164,11 +182,12 @@ pub async fn apply_batch(
             apply_one(op, &mut changes, cx.rules, cx.mapping, now)
         })
         .collect();
-    let (duplicates, rows_written) = write_out(&txn, changes, cx, now).await?;
+    let (duplicates, rows_written, inserted) = write_out(&txn, changes, cx, now).await?;
     txn.commit().await?;
     Ok(Committed {
         outcomes: mark_duplicate_letters(outcomes, ops, &duplicates),
         rows_written,
+        inserted,
     })
 }
 
@@ -1155,8 +1174,12 @@ async fn write_out(
     changes: Changes,
     cx: &WriteContext<'_>,
     now: DateTime<Utc>,
-) -> Result<(Vec<usize>, usize), DbErr> {
+) -> Result<(Vec<usize>, usize, Inserted), DbErr> {
     let mapping = cx.mapping;
+    let mut inserted = Inserted {
+        history: changes.history.len(),
+        ..Inserted::default()
+    };
     // Notifications are decided from what this batch is about to write, and written with it:
     // the transition and its message commit together or not at all.
     let notifications = outbox::rows_for(
@@ -1237,6 +1260,7 @@ async fn write_out(
         .into_values()
         .filter(|loaded| loaded.dirty)
         .map(|mut loaded| {
+            inserted.executions += usize::from(loaded.new);
             loaded.row.updated_at = now;
             loaded.row.into_active_model().reset_all()
         })
@@ -1279,6 +1303,7 @@ async fn write_out(
         .into_iter()
         .filter(|loaded| loaded.dirty)
         .map(|mut loaded| {
+            inserted.queue += usize::from(loaded.new);
             loaded.row.updated_at = now;
             loaded.row.into_active_model().reset_all()
         })
@@ -1347,7 +1372,7 @@ async fn write_out(
             .exec_without_returning(txn)
             .await?;
     }
-    Ok((duplicates, rows_written))
+    Ok((duplicates, rows_written, inserted))
 }
 
 fn chunked<T>(items: Vec<T>) -> Vec<Vec<T>> {

@@ -10,6 +10,7 @@ pub mod mapped;
 pub mod outbox;
 pub mod read;
 mod rows;
+pub mod statistics;
 pub mod warnings;
 
 use std::time::Duration;
@@ -22,7 +23,7 @@ use sea_orm::{
 
 use crate::config::DatabaseSettings;
 
-pub use batch::{apply_batch, Committed, Rules, WriteContext};
+pub use batch::{apply_batch, Committed, Inserted, Rules, WriteContext};
 
 const STATEMENT_CACHE: usize = 16;
 

@@ -217,6 +217,34 @@ impl WriteOp {
     }
 }
 
+/// What a change must be ordered against when the store writes batches side by side: the job
+/// it is about, or everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope<'a> {
+    Execution(&'a str),
+    Queue(&'a str),
+    /// The change reads beyond its own job (a dead letter's duplicate check, a delivery's
+    /// outbox rows, a relaunch's successor ids): nothing is written beside it.
+    Everything,
+}
+
+impl WriteOp {
+    /// See [`Scope`].
+    pub fn scope(&self) -> Scope<'_> {
+        match self {
+            WriteOp::Observe { observation, .. } if !observation.successors.is_empty() => {
+                Scope::Everything
+            }
+            WriteOp::QueueEvent { event, .. } => Scope::Queue(&event.job_id),
+            WriteOp::SyncQueue { job_id } => Scope::Queue(job_id),
+            WriteOp::DeadLetter(_) | WriteOp::NotificationAttempt(_) => Scope::Everything,
+            _ => self
+                .execution_id()
+                .map_or(Scope::Everything, Scope::Execution),
+        }
+    }
+}
+
 impl WriteOp {
     /// The execution this change is about, if it is about one.
     pub fn execution_id(&self) -> Option<&str> {

@@ -115,6 +115,8 @@ pub struct StoreStats {
     pub changes: u64,
     pub retries: u64,
     pub largest_batch: usize,
+    /// Most batches that were being written at the same moment.
+    pub most_in_flight: usize,
     pub pending: usize,
     pub database_up: bool,
 }

@@ -107,6 +107,7 @@ on_every_database!(
     redelivered_status_event_changes_nothing,
     dead_letter_keeps_payload_byte_exact_and_is_stored_once,
     drain_waits_for_pending_changes,
+    each_jobs_changes_commit_in_the_order_sent_with_batches_side_by_side,
 );
 
 async fn migrations_are_idempotent(db: TestDb) {
@@ -297,6 +298,56 @@ async fn thousand_changes_sent_at_once_share_few_transactions(db: TestDb) {
         .unwrap();
     assert_eq!(running, 1000);
     assert_eq!(JobStatusHistory::find().count(&db.db).await.unwrap(), 2000);
+}
+
+async fn each_jobs_changes_commit_in_the_order_sent_with_batches_side_by_side(db: TestDb) {
+    let store = start_store(&db);
+    let ids: Vec<String> = (0..300).map(|i| format!("e{i}")).collect();
+    let tracks = ids
+        .iter()
+        .map(|id| write(&store, track(id, &format!("driver-{id}"))));
+    assert!(join_all(tracks).await.iter().all(Result::is_ok));
+
+    // Every job's Running and then its Succeeded, interleaved with the other jobs', all in
+    // the store's queue at once: the two reports of one job must never cross.
+    let reports = [JobStatus::Running, JobStatus::Succeeded]
+        .into_iter()
+        .enumerate()
+        .flat_map(|(n, status)| ids.iter().map(move |id| (id, status, n as i64 + 1)));
+    let written = join_all(reports.map(|(id, status, at)| write(&store, observe(id, status, at))));
+    for result in written.await {
+        assert!(matches!(
+            result,
+            Ok(WriteOutcome::Execution(Applied::Transitioned { .. }))
+        ));
+    }
+
+    let mut seen: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for row in JobStatusHistory::find()
+        .filter(job_status_history::Column::JobKind.eq("spark"))
+        .order_by_asc(job_status_history::Column::Id)
+        .all(&db.db)
+        .await
+        .unwrap()
+    {
+        seen.entry(row.job_id).or_default().push(row.to_status);
+    }
+    for id in &ids {
+        assert_eq!(
+            seen[id],
+            ["Queued", "Running", "Succeeded"],
+            "history of {id}"
+        );
+    }
+    let stats = store.send(GetStats).await.unwrap();
+    match db.backend {
+        // One writer: SQLite never has two transactions writing at once.
+        Backend::Sqlite => assert_eq!(stats.most_in_flight, 1),
+        _ => assert_eq!(
+            stats.most_in_flight, 2,
+            "a server database writes two batches side by side"
+        ),
+    }
 }
 
 async fn refused_change_does_not_sink_its_batch(db: TestDb) {
@@ -515,6 +566,49 @@ async fn drain_waits_for_pending_changes(db: TestDb) {
     for w in join_all(writes).await {
         assert!(w.unwrap().is_ok());
     }
+}
+
+/// A table that grows from empty is analyzed by the store each time its new rows double, so
+/// the plans PostgreSQL cached while it was nearly empty (whole-table scans) are made again.
+#[actix_rt::test]
+async fn postgres_tables_growing_from_empty_are_analyzed_as_they_double() {
+    let Some(db) = TestDb::fresh(Backend::Postgres).await else {
+        return;
+    };
+    let store = start_store(&db);
+    let tracks = (0..2_100).map(|i| write(&store, track(&format!("e{i}"), &format!("d-{i}"))));
+    assert!(join_all(tracks).await.iter().all(Result::is_ok));
+    // At 1,000 and 2,000 new executions, and history rows alike.
+    let analyzed = |table: &'static str| {
+        let db = db.db.clone();
+        async move {
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DatabaseBackend::Postgres,
+                    format!(
+                        "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = '{table}'"
+                    ),
+                ))
+                .await
+                .unwrap()
+                .expect("the table exists");
+            row.try_get::<i64>("", "analyze_count").unwrap()
+        }
+    };
+    for table in ["spark_job_executions", "job_status_history"] {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{table} to be analyzed twice"),
+            || async move { analyzed(table).await >= 2 },
+        )
+        .await;
+    }
+    assert_eq!(
+        analyzed("transformation_job_queue").await,
+        0,
+        "a table that did not grow is left alone"
+    );
+    db.drop_database().await;
 }
 
 /// The database vanishes mid-flight (every connection cut, new ones refused): changes are
