@@ -381,7 +381,7 @@ impl JobStore {
         );
     }
 
-    /// On PostgreSQL, analyzes the tables whose new rows doubled (see `store::statistics`),
+    /// On PostgreSQL, analyzes the tables that grew past a mark (see `store::statistics`),
     /// beside the writes; a database that refuses (not the tables' owner) is asked no more.
     fn keep_statistics(&mut self, inserted: Inserted, ctx: &mut Context<Self>) {
         if self.db.get_database_backend() != DatabaseBackend::Postgres || self.analyze_refused {

@@ -88,6 +88,8 @@ pub(super) struct Changes {
     unreadable: HashMap<String, String>,
     /// Of the ids a relaunched driver may have become, those another row already tracks.
     tracked_successors: std::collections::HashSet<String>,
+    /// New queue rows were inserted as placeholders when the batch loaded (MySQL/MariaDB).
+    queue_placeholders: bool,
 }
 
 /// Largest id list in one `IN (…)`, well under every backend's bind-parameter limit.
@@ -263,12 +265,18 @@ async fn load_rows(
             .tracked_successors
             .extend(tracked.into_iter().flatten());
     }
-    if lock {
+    changes.queue_placeholders = txn.get_database_backend() == DatabaseBackend::MySql;
+    if changes.queue_placeholders {
         lock_queue_rows(txn, &queue_ids, changes).await?;
     } else {
+        // PostgreSQL locks the rows that exist; a new one is inserted at write-out only if it
+        // is still absent then (see `insert_new_queue_rows`). SQLite has one writer.
         for chunk in queue_ids.chunks(LOAD_CHUNK) {
-            let query =
+            let mut query =
                 queue::Entity::find().filter(queue::Column::JobId.is_in(chunk.iter().copied()));
+            if lock {
+                query = query.lock_exclusive();
+            }
             for row in query.all(txn).await? {
                 changes.queue.insert(
                     row.job_id.clone(),
@@ -290,8 +298,8 @@ async fn load_rows(
     Ok(())
 }
 
-/// The queue rows of a batch, locked, on servers where another instance may write at the same
-/// time. A row that does not exist locks nothing, so two instances applying events of one new
+/// The queue rows of a batch, locked, on MySQL/MariaDB, where another instance may write at the
+/// same time. A row that does not exist locks nothing, so two instances applying events of one new
 /// job at once (a partition briefly read by both around a rebalance) would both insert it and
 /// the later upsert would overwrite the other with older state. So every id first gets an
 /// empty placeholder row where it has none (waiting, on a conflict, for the other transaction
@@ -1286,29 +1294,35 @@ async fn write_out(
             .exec_without_returning(txn)
             .await?;
     }
-    // A placeholder whose change was refused is not a job: it goes, rather than being
-    // committed without a status.
+    // A new row whose change was refused is not a job: a placeholder goes, rather than being
+    // committed without a status, and a row only in memory is never written.
     let (empty, queue_rows): (Vec<_>, Vec<_>) = changes
         .queue
         .into_values()
         .partition(|loaded| loaded.row.status.is_empty());
     let empty: Vec<String> = empty.into_iter().map(|l| l.row.job_id).collect();
-    if !empty.is_empty() {
+    if changes.queue_placeholders && !empty.is_empty() {
         queue::Entity::delete_many()
             .filter(queue::Column::JobId.is_in(empty))
             .exec(txn)
             .await?;
     }
-    let rows: Vec<queue::ActiveModel> = queue_rows
-        .into_iter()
-        .filter(|loaded| loaded.dirty)
-        .map(|mut loaded| {
-            inserted.queue += usize::from(loaded.new);
-            loaded.row.updated_at = now;
-            loaded.row.into_active_model().reset_all()
-        })
-        .collect();
-    rows_written += rows.len();
+    let insert_if_absent =
+        !changes.queue_placeholders && txn.get_database_backend() == DatabaseBackend::Postgres;
+    let mut fresh = Vec::new();
+    let mut rows = Vec::new();
+    for mut loaded in queue_rows.into_iter().filter(|loaded| loaded.dirty) {
+        inserted.queue += usize::from(loaded.new);
+        loaded.row.updated_at = now;
+        let row = loaded.row.into_active_model().reset_all();
+        if insert_if_absent && loaded.new {
+            fresh.push(row);
+        } else {
+            rows.push(row);
+        }
+    }
+    rows_written += rows.len() + fresh.len();
+    insert_new_queue_rows(txn, fresh).await?;
     for chunk in chunked(rows) {
         queue::Entity::insert_many(chunk)
             .on_conflict(
@@ -1373,6 +1387,37 @@ async fn write_out(
             .await?;
     }
     Ok((duplicates, rows_written, inserted))
+}
+
+/// What a batch returns when a queue row it found absent was inserted by another writer before
+/// its own insert: nothing of the batch is kept, and it runs again from a fresh read.
+pub(crate) const RACED_FOR_NEW_ROW: &str =
+    "another writer inserted a new job's row while this batch was writing it";
+
+/// PostgreSQL: inserts the queue rows the batch found absent, each only if it still is. A row
+/// that another writer (another instance, around a rebalance) inserted meanwhile is never
+/// overwritten with this batch's older view of it: the batch fails as a conflict and is run
+/// again, and then reads that row under lock. One write per new job, where a placeholder would
+/// take an insert, a lock and an update.
+async fn insert_new_queue_rows(
+    txn: &DatabaseTransaction,
+    rows: Vec<queue::ActiveModel>,
+) -> Result<(), DbErr> {
+    for chunk in chunked(rows) {
+        let expected = chunk.len() as u64;
+        let added = match queue::Entity::insert_many(chunk)
+            .on_conflict_do_nothing()
+            .exec_without_returning(txn)
+            .await?
+        {
+            sea_orm::TryInsertResult::Inserted(n) => n,
+            sea_orm::TryInsertResult::Empty | sea_orm::TryInsertResult::Conflicted => 0,
+        };
+        if added != expected {
+            return Err(DbErr::Custom(RACED_FOR_NEW_ROW.into()));
+        }
+    }
+    Ok(())
 }
 
 fn chunked<T>(items: Vec<T>) -> Vec<Vec<T>> {

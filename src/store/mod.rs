@@ -112,9 +112,13 @@ fn url_password(raw: &str) -> Option<String> {
 }
 
 /// Whether an error is two transactions colliding (a deadlock, a serialization failure, a
-/// lock wait that timed out): the database is fine, the transaction just has to run again.
+/// lock wait that timed out, a new row another writer inserted first): the database is fine,
+/// the transaction just has to run again.
 pub fn is_conflict(err: &DbErr) -> bool {
     use sea_orm::sqlx::Error as Sqlx;
+    if matches!(err, DbErr::Custom(m) if m == batch::RACED_FOR_NEW_ROW) {
+        return true;
+    }
     let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
     else {
         return false;

@@ -5,17 +5,18 @@
 //! nearly empty keeps the plan made then, a scan of the whole table, until the table's
 //! statistics change; autovacuum may take a minute or more to get there, and meanwhile every
 //! batch reads every row (measured: 1,300 status changes/s instead of 24,000 over 30,000 fresh
-//! rows). So the store analyzes a table itself each time the rows it inserted into it have
-//! doubled since the last time: a handful of ANALYZEs over a process's life, each bounded by
-//! PostgreSQL's sample size, and a cached plan is never made on less than half the rows the
-//! store has added.
+//! rows). So the store analyzes a table itself when the rows it inserted into it reach 1,000,
+//! 10,000 and 100,000. Once the statistics say a table holds thousands of rows, a lookup of a
+//! batch's keys plans as an index scan and stays one as the table grows, so three ANALYZEs
+//! per table over a process's life are enough (each costs up to a few hundred milliseconds of
+//! the server's time on a big table); autovacuum does the rest.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 
 use super::Inserted;
 
-/// Rows a table gains before its first ANALYZE: below this a whole-table scan costs little.
-const FIRST_AT: usize = 1_000;
+/// New rows at which a table is analyzed: below the first a whole-table scan costs little.
+const ANALYZE_AT: [usize; 3] = [1_000, 10_000, 100_000];
 
 /// jobwarden's tables that grow with the fleet and are read by key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +36,8 @@ impl Table {
     }
 }
 
-/// Rows inserted per table since the process started, and when each is next analyzed.
+/// Rows inserted per table since the process started, and how many of `ANALYZE_AT` each
+/// has passed.
 #[derive(Debug)]
 pub struct Growth {
     tables: [(Table, usize, usize); 3],
@@ -45,27 +47,27 @@ impl Default for Growth {
     fn default() -> Self {
         Growth {
             tables: [
-                (Table::Executions, 0, FIRST_AT),
-                (Table::Queue, 0, FIRST_AT),
-                (Table::History, 0, FIRST_AT),
+                (Table::Executions, 0, 0),
+                (Table::Queue, 0, 0),
+                (Table::History, 0, 0),
             ],
         }
     }
 }
 
 impl Growth {
-    /// Counts a committed batch's new rows; returns the tables that are due for an ANALYZE
-    /// now (each is due again once its count has doubled).
+    /// Counts a committed batch's new rows; returns the tables due for an ANALYZE now.
     pub fn note(&mut self, inserted: Inserted) -> Vec<Table> {
         let mut due = Vec::new();
-        for (table, count, next) in &mut self.tables {
+        for (table, count, passed) in &mut self.tables {
             *count += match table {
                 Table::Executions => inserted.executions,
                 Table::Queue => inserted.queue,
                 Table::History => inserted.history,
             };
-            if *count >= *next {
-                *next = count.saturating_mul(2);
+            let reached = ANALYZE_AT.iter().filter(|&&at| *count >= at).count();
+            if reached > *passed {
+                *passed = reached;
                 due.push(*table);
             }
         }
@@ -93,14 +95,25 @@ mod tests {
     }
 
     #[test]
-    fn a_table_is_analyzed_each_time_its_new_rows_double() {
+    fn a_table_is_analyzed_at_a_thousand_ten_thousand_and_a_hundred_thousand_new_rows() {
         let mut growth = Growth::default();
         assert!(growth.note(executions(999)).is_empty());
         assert_eq!(growth.note(executions(1)), [Table::Executions]);
-        assert!(growth.note(executions(999)).is_empty());
+        assert!(growth.note(executions(8_999)).is_empty());
         assert_eq!(growth.note(executions(1)), [Table::Executions]);
-        assert!(growth.note(executions(1_999)).is_empty());
+        assert!(growth.note(executions(89_999)).is_empty());
         assert_eq!(growth.note(executions(1)), [Table::Executions]);
+        assert!(
+            growth.note(executions(1_000_000)).is_empty(),
+            "then never again"
+        );
+    }
+
+    #[test]
+    fn a_batch_passing_two_marks_at_once_analyzes_once() {
+        let mut growth = Growth::default();
+        assert_eq!(growth.note(executions(20_000)), [Table::Executions]);
+        assert!(growth.note(executions(20_000)).is_empty());
     }
 
     #[test]
