@@ -448,7 +448,7 @@ impl Actor for JobStore {
             ctx.run_interval(sharing.lease / 3, |act, ctx| act.renew(ctx));
         }
         ctx.run_interval(IDLE_BEAT, |act, _| {
-            if act.batches.is_idle() {
+            if act.batches.is_idle() && !act.halted {
                 act.health.heartbeat.beat();
             }
         });
