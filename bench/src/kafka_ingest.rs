@@ -84,17 +84,14 @@ pub async fn run(
     if targets.is_empty() {
         targets.push(None);
     }
-    // Batches one at a time beside the configured number side by side (SQLite always
-    // writes one at a time).
-    let mut concurrencies = vec![1, settings.store.concurrent_batches];
-    concurrencies.dedup();
+    // The configured number of batches in flight, then one at a time (see `concurrencies`).
     for url in targets {
         let label = url
             .as_deref()
             .map(|u| jobwarden::config::mask_url_password(u.split('?').next().unwrap_or(u)))
             .unwrap_or_else(|| "scratch SQLite".into());
         let sqlite = url.as_deref().is_none_or(|u| u.starts_with("sqlite"));
-        for &concurrent in concurrencies.iter().take(if sqlite { 1 } else { 2 }) {
+        for concurrent in super::concurrencies(&settings, sqlite) {
             let mut settings = settings.clone();
             settings.store.concurrent_batches = concurrent;
             let rate = through_jobwarden(settings, url.clone(), &brokers, &topic, events).await?;

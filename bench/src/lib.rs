@@ -22,6 +22,18 @@ use jobwarden::events::Events;
 use jobwarden::store::Rules;
 use jobwarden::store_api::{Source, StoreHandle, TrackRequest, WriteOp};
 
+/// The numbers of batches in flight an A/B of the store compares: the configured number, then
+/// one at a time (a process's first pass runs cold, which favours the second, so the
+/// configured number is not the one favoured). SQLite always writes one at a time.
+pub(crate) fn concurrencies(settings: &Settings, sqlite: bool) -> Vec<usize> {
+    let configured = settings.store.concurrent_batches;
+    if sqlite || configured == 1 {
+        vec![1]
+    } else {
+        vec![configured, 1]
+    }
+}
+
 /// Points `settings` at `url`, or at a fresh SQLite file in `scratch`.
 pub(crate) fn scratch_database(
     settings: &mut Settings,

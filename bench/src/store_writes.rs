@@ -150,8 +150,9 @@ async fn baseline(
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// Prints the store's rate with batches written one at a time and with the configured number
-/// side by side (`store.concurrent_batches`), each beside a ceiling measured right after it.
+/// Prints the store's rate with the configured number of batches side by side
+/// (`store.concurrent_batches`) and with one at a time, each beside a ceiling measured right
+/// after it.
 pub async fn store_writes(
     settings: Settings,
     database_url: Option<String>,
@@ -165,9 +166,10 @@ pub async fn store_writes(
         jobwarden::config::mask_url_password(&label)
     );
     println!("changes          {changes}");
-    let mut concurrencies = vec![1, settings.store.concurrent_batches];
-    concurrencies.dedup();
-    for concurrent in concurrencies {
+    let sqlite = database_url
+        .as_deref()
+        .is_none_or(|u| u.starts_with("sqlite"));
+    for concurrent in super::concurrencies(&settings, sqlite) {
         let mut settings = settings.clone();
         settings.store.concurrent_batches = concurrent;
         let f = measure(settings, database_url.clone(), changes).await?;
