@@ -387,22 +387,24 @@ impl JobStore {
         if self.db.get_database_backend() != DatabaseBackend::Postgres || self.analyze_refused {
             return;
         }
-        for table in self.growth.note(inserted) {
+        for (table, count) in self.growth.note(inserted) {
             let db = self.db.clone();
-            let analyze = async move { statistics::analyze(&db, table).await };
+            let refresh = async move { statistics::refresh_if_stale(&db, table, count).await };
             ctx.spawn(
-                analyze
+                refresh
                     .into_actor(self)
                     .map(move |result, act, _| match result {
-                        Ok(()) => debug!(table = table.name(), "statistics refreshed"),
+                        Ok(analyzed) => {
+                            debug!(table = table.name(), analyzed, "statistics looked at")
+                        }
                         Err(e) if !store::is_transient(&e) => {
                             act.analyze_refused = true;
                             warn!(
                                 table = table.name(),
                                 error = %e,
-                                "cannot ANALYZE jobwarden's tables; PostgreSQL's autovacuum \
-                                 will refresh their statistics (a fast-growing table may be \
-                                 read slowly until it does)"
+                                "cannot ANALYZE jobwarden's tables; their statistics are left to \
+                                 autovacuum (a fast-growing table may be read slowly until it \
+                                 runs)"
                             );
                         }
                         Err(e) => debug!(table = table.name(), error = %e, "ANALYZE failed"),
