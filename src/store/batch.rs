@@ -1263,17 +1263,21 @@ async fn write_out(
     // Every changed row, new or not, goes out in multi-row upserts: one statement per chunk
     // instead of one UPDATE per row. The rows were read under lock in this transaction, so
     // the upsert writes exactly what the domain rules decided.
-    let rows: Vec<executions::ActiveModel> = changes
-        .executions
-        .into_values()
-        .filter(|loaded| loaded.dirty)
-        .map(|mut loaded| {
-            inserted.executions += usize::from(loaded.new);
-            loaded.row.updated_at = now;
-            loaded.row.into_active_model().reset_all()
-        })
-        .collect();
-    let mut rows_written = rows.len() + app_rows_written;
+    let insert_if_absent = txn.get_database_backend() == DatabaseBackend::Postgres;
+    let mut fresh = Vec::new();
+    let mut rows = Vec::new();
+    for mut loaded in changes.executions.into_values().filter(|l| l.dirty) {
+        inserted.executions += usize::from(loaded.new);
+        loaded.row.updated_at = now;
+        let row = loaded.row.into_active_model().reset_all();
+        if insert_if_absent && loaded.new {
+            fresh.push(row);
+        } else {
+            rows.push(row);
+        }
+    }
+    let mut rows_written = rows.len() + fresh.len() + app_rows_written;
+    insert_new_rows(txn, fresh).await?;
     for chunk in chunked(rows) {
         executions::Entity::insert_many(chunk)
             .on_conflict(
@@ -1307,8 +1311,7 @@ async fn write_out(
             .exec(txn)
             .await?;
     }
-    let insert_if_absent =
-        !changes.queue_placeholders && txn.get_database_backend() == DatabaseBackend::Postgres;
+    let insert_if_absent = insert_if_absent && !changes.queue_placeholders;
     let mut fresh = Vec::new();
     let mut rows = Vec::new();
     for mut loaded in queue_rows.into_iter().filter(|loaded| loaded.dirty) {
@@ -1322,7 +1325,7 @@ async fn write_out(
         }
     }
     rows_written += rows.len() + fresh.len();
-    insert_new_queue_rows(txn, fresh).await?;
+    insert_new_rows(txn, fresh).await?;
     for chunk in chunked(rows) {
         queue::Entity::insert_many(chunk)
             .on_conflict(
@@ -1389,23 +1392,24 @@ async fn write_out(
     Ok((duplicates, rows_written, inserted))
 }
 
-/// What a batch returns when a queue row it found absent was inserted by another writer before
-/// its own insert: nothing of the batch is kept, and it runs again from a fresh read.
+/// What a batch returns when a row it found absent was inserted by another writer before its
+/// own insert: nothing of the batch is kept, and it runs again from a fresh read.
 pub(crate) const RACED_FOR_NEW_ROW: &str =
     "another writer inserted a new job's row while this batch was writing it";
 
-/// PostgreSQL: inserts the queue rows the batch found absent, each only if it still is. A row
-/// that another writer (another instance, around a rebalance) inserted meanwhile is never
-/// overwritten with this batch's older view of it: the batch fails as a conflict and is run
-/// again, and then reads that row under lock. One write per new job, where a placeholder would
-/// take an insert, a lock and an update.
-async fn insert_new_queue_rows(
-    txn: &DatabaseTransaction,
-    rows: Vec<queue::ActiveModel>,
-) -> Result<(), DbErr> {
+/// PostgreSQL: inserts the job rows the batch found absent, each only if it still is. A row
+/// that another writer (another instance tracking the same id, or applying the same new job's
+/// events around a rebalance) inserted meanwhile is never overwritten with this batch's view of
+/// it: the batch fails as a conflict and is run again, and then reads that row under lock. For
+/// a queue job that is one write, where a placeholder would take an insert, a lock and an
+/// update.
+async fn insert_new_rows<A>(txn: &DatabaseTransaction, rows: Vec<A>) -> Result<(), DbErr>
+where
+    A: ActiveModelTrait + Send,
+{
     for chunk in chunked(rows) {
         let expected = chunk.len() as u64;
-        let added = match queue::Entity::insert_many(chunk)
+        let added = match A::Entity::insert_many(chunk)
             .on_conflict_do_nothing()
             .exec_without_returning(txn)
             .await?

@@ -855,3 +855,38 @@ async fn a_new_job_written_by_another_transaction_meanwhile_is_not_overwritten(d
 }
 
 on_every_database!(a_new_job_written_by_another_transaction_meanwhile_is_not_overwritten);
+
+/// Two writers tracking the same new execution id at once (say, two instances answering the
+/// same API call): the second never overwrites the first's row, and is told it is a duplicate.
+/// PostgreSQL inserts a new row only if still absent, and runs the batch again when it is not.
+#[actix_rt::test]
+async fn postgres_a_new_execution_inserted_by_another_transaction_meanwhile_is_not_overwritten() {
+    let Some(db) = TestDb::fresh(Backend::Postgres).await else {
+        return;
+    };
+    let store = start_store(&db);
+    let other = db.db.begin().await.unwrap();
+    other
+        .execute_unprepared(
+            "INSERT INTO spark_job_executions (execution_id, submission_id, job_name) \
+             VALUES ('e-race', 'driver-theirs', 'theirs')",
+        )
+        .await
+        .unwrap();
+    let ours = actix_rt::spawn(store.send(Write(track("e-race", "driver-ours"))));
+    // Ours waits on their uncommitted row: PostgreSQL holds the insert until they finish.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!ours.is_finished(), "the second writer waits for the first");
+    other.commit().await.unwrap();
+    assert_eq!(
+        ours.await.unwrap().unwrap(),
+        Err(StoreError::Refused(OpError::Duplicate {
+            execution_id: "e-race".into()
+        }))
+    );
+    let row = execution(&db, "e-race").await;
+    assert_eq!(row.submission_id.as_deref(), Some("driver-theirs"));
+    assert_eq!(row.job_name.as_deref(), Some("theirs"));
+    assert_eq!(store.send(GetStats).await.unwrap().retries, 1);
+    db.drop_database().await;
+}
