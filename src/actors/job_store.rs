@@ -1,6 +1,8 @@
 //! JobStore: the only writer. Changes that arrive while a transaction is running are gathered
-//! and written together in the next one (group commit); each sender hears back once its change
-//! is durable. If the database is away the batch is retried with backoff until it lands.
+//! and written together in the next one (group commit); on PostgreSQL and MySQL/MariaDB a second
+//! batch of other jobs' changes is written beside it (`batching`). Each sender hears back once
+//! its change is durable. If the database is away the batch is retried with backoff until it
+//! lands.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
