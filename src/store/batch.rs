@@ -1264,18 +1264,15 @@ async fn write_out(
     // instead of one UPDATE per row. The rows were read under lock in this transaction, so
     // the upsert writes exactly what the domain rules decided.
     let insert_if_absent = txn.get_database_backend() == DatabaseBackend::Postgres;
-    let mut fresh = Vec::new();
-    let mut rows = Vec::new();
-    for mut loaded in changes.executions.into_values().filter(|l| l.dirty) {
-        inserted.executions += usize::from(loaded.new);
-        loaded.row.updated_at = now;
-        let row = loaded.row.into_active_model().reset_all();
-        if insert_if_absent && loaded.new {
-            fresh.push(row);
-        } else {
-            rows.push(row);
-        }
-    }
+    let (fresh, rows) = split_changed(
+        changes.executions.into_values(),
+        insert_if_absent,
+        &mut inserted.executions,
+        |mut row| {
+            row.updated_at = now;
+            row.into_active_model().reset_all()
+        },
+    );
     let mut rows_written = rows.len() + fresh.len() + app_rows_written;
     insert_new_rows(txn, fresh).await?;
     for chunk in chunked(rows) {
@@ -1311,19 +1308,15 @@ async fn write_out(
             .exec(txn)
             .await?;
     }
-    let insert_if_absent = insert_if_absent && !changes.queue_placeholders;
-    let mut fresh = Vec::new();
-    let mut rows = Vec::new();
-    for mut loaded in queue_rows.into_iter().filter(|loaded| loaded.dirty) {
-        inserted.queue += usize::from(loaded.new);
-        loaded.row.updated_at = now;
-        let row = loaded.row.into_active_model().reset_all();
-        if insert_if_absent && loaded.new {
-            fresh.push(row);
-        } else {
-            rows.push(row);
-        }
-    }
+    let (fresh, rows) = split_changed(
+        queue_rows.into_iter(),
+        insert_if_absent && !changes.queue_placeholders,
+        &mut inserted.queue,
+        |mut row| {
+            row.updated_at = now;
+            row.into_active_model().reset_all()
+        },
+    );
     rows_written += rows.len() + fresh.len();
     insert_new_rows(txn, fresh).await?;
     for chunk in chunked(rows) {
@@ -1390,6 +1383,29 @@ async fn write_out(
             .await?;
     }
     Ok((duplicates, rows_written, inserted))
+}
+
+/// A table's changed rows, made ready by `finish`: the new ones to insert only if still absent
+/// (when `insert_if_absent`, see `insert_new_rows`), and the rest to upsert. Counts the new ones
+/// into `new_rows`.
+fn split_changed<M, A>(
+    loaded: impl Iterator<Item = Loaded<M>>,
+    insert_if_absent: bool,
+    new_rows: &mut usize,
+    finish: impl Fn(M) -> A,
+) -> (Vec<A>, Vec<A>) {
+    let mut fresh = Vec::new();
+    let mut rows = Vec::new();
+    for loaded in loaded.filter(|loaded| loaded.dirty) {
+        *new_rows += usize::from(loaded.new);
+        let row = finish(loaded.row);
+        if insert_if_absent && loaded.new {
+            fresh.push(row);
+        } else {
+            rows.push(row);
+        }
+    }
+    (fresh, rows)
 }
 
 /// What a batch returns when a row it found absent was inserted by another writer before its

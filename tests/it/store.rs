@@ -568,6 +568,20 @@ async fn drain_waits_for_pending_changes(db: TestDb) {
     }
 }
 
+/// How often `table` was analyzed by hand (not by autovacuum), as PostgreSQL counts it.
+async fn analyze_count(db: &TestDb, table: &str) -> i64 {
+    db.db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            format!("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = '{table}'"),
+        ))
+        .await
+        .unwrap()
+        .expect("the table exists")
+        .try_get::<i64>("", "analyze_count")
+        .unwrap()
+}
+
 /// A table that grows from empty is analyzed by the store as it grows, so the plans PostgreSQL
 /// cached while it was nearly empty (whole-table scans) are made again.
 #[actix_rt::test]
@@ -579,22 +593,7 @@ async fn postgres_tables_growing_from_empty_are_analyzed_as_they_grow() {
     let tracks = (0..1_100).map(|i| write(&store, track(&format!("e{i}"), &format!("d-{i}"))));
     assert!(join_all(tracks).await.iter().all(Result::is_ok));
     // At 1,000 new executions, and history rows alike.
-    let analyzed = |table: &'static str| {
-        let db = db.db.clone();
-        async move {
-            let row = db
-                .query_one_raw(sea_orm::Statement::from_string(
-                    sea_orm::DatabaseBackend::Postgres,
-                    format!(
-                        "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = '{table}'"
-                    ),
-                ))
-                .await
-                .unwrap()
-                .expect("the table exists");
-            row.try_get::<i64>("", "analyze_count").unwrap()
-        }
-    };
+    let analyzed = |table: &'static str| analyze_count(&db, table);
     for table in ["spark_job_executions", "job_status_history"] {
         wait_until(
             Duration::from_secs(30),
@@ -629,20 +628,7 @@ async fn postgres_tables_the_planner_knows_to_be_big_are_not_analyzed_again() {
     let store = start_store(&db);
     let tracks = (0..1_100).map(|i| write(&store, track(&format!("e{i}"), &format!("d-{i}"))));
     assert!(join_all(tracks).await.iter().all(Result::is_ok));
-    let analyzed = |table: &'static str| {
-        let db = db.db.clone();
-        async move {
-            db.query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DatabaseBackend::Postgres,
-                format!("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = '{table}'"),
-            ))
-            .await
-            .unwrap()
-            .expect("the table exists")
-            .try_get::<i64>("", "analyze_count")
-            .unwrap()
-        }
-    };
+    let analyzed = |table: &'static str| analyze_count(&db, table);
     // The history table was empty: it is analyzed, and by then the look at the executions
     // table (due at the same batch) has been taken too.
     wait_until(
