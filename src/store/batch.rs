@@ -8,12 +8,11 @@ use entity::{
     dead_letters, job_status_history as history, spark_job_executions as executions,
     transformation_job_queue as queue,
 };
-use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, IntoActiveModel, Iterable, QueryFilter, QuerySelect, TransactionTrait,
+    EntityTrait, IntoActiveModel, QueryFilter, QuerySelect, TransactionTrait,
 };
 
 use std::time::Duration;
@@ -29,6 +28,7 @@ use crate::store_api::{
 };
 
 use super::attempts;
+use super::bulk::{self, Conflict};
 use super::leases;
 use super::mapped::{self, AppExecution, AppQueueJob, Mapping};
 use super::outbox;
@@ -94,9 +94,6 @@ pub(super) struct Changes {
 
 /// Largest id list in one `IN (…)`, well under every backend's bind-parameter limit.
 const LOAD_CHUNK: usize = 500;
-/// Rows per multi-row insert: a whole batch (`store.max_batch`, 500) in one statement; the
-/// widest row (21 columns) keeps that at 10,500 parameters, under SQLite's 32,766.
-const INSERT_CHUNK: usize = 500;
 
 /// What one committed batch did.
 #[derive(Debug)]
@@ -1275,26 +1272,22 @@ async fn write_out(
     );
     let mut rows_written = rows.len() + fresh.len() + app_rows_written;
     insert_new_rows(txn, fresh).await?;
-    for chunk in chunked(rows) {
-        executions::Entity::insert_many(chunk)
-            .on_conflict(
-                OnConflict::column(executions::Column::ExecutionId)
-                    .update_columns(executions::Column::iter().filter(|c| {
-                        // The key, the creation time and the lease are never the business of
-                        // a status change: an update leaves them as they are.
-                        !matches!(
-                            c,
-                            executions::Column::ExecutionId
-                                | executions::Column::CreatedAt
-                                | executions::Column::Owner
-                                | executions::Column::LeaseUntil
-                        )
-                    }))
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
-    }
+    bulk::write(
+        txn,
+        rows,
+        &Conflict::Update {
+            key: executions::Column::ExecutionId,
+            // The key, the creation time and the lease are never the business of a status
+            // change: an update leaves them as they are.
+            keep: vec![
+                executions::Column::ExecutionId,
+                executions::Column::CreatedAt,
+                executions::Column::Owner,
+                executions::Column::LeaseUntil,
+            ],
+        },
+    )
+    .await?;
     // A new row whose change was refused is not a job: a placeholder goes, rather than being
     // committed without a status, and a row only in memory is never written.
     let (empty, queue_rows): (Vec<_>, Vec<_>) = changes
@@ -1319,31 +1312,18 @@ async fn write_out(
     );
     rows_written += rows.len() + fresh.len();
     insert_new_rows(txn, fresh).await?;
-    for chunk in chunked(rows) {
-        queue::Entity::insert_many(chunk)
-            .on_conflict(
-                OnConflict::column(queue::Column::JobId)
-                    .update_columns(
-                        queue::Column::iter().filter(|c| {
-                            !matches!(c, queue::Column::JobId | queue::Column::CreatedAt)
-                        }),
-                    )
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
-    }
+    bulk::write(
+        txn,
+        rows,
+        &Conflict::Update {
+            key: queue::Column::JobId,
+            keep: vec![queue::Column::JobId, queue::Column::CreatedAt],
+        },
+    )
+    .await?;
     attempts::write(txn, changes.attempt_writes).await?;
-    for chunk in chunked(changes.history) {
-        history::Entity::insert_many(chunk)
-            .exec_without_returning(txn)
-            .await?;
-    }
-    for chunk in chunked(notifications) {
-        entity::jobwarden_outbox::Entity::insert_many(chunk)
-            .exec_without_returning(txn)
-            .await?;
-    }
+    bulk::write(txn, changes.history, &Conflict::Fail).await?;
+    bulk::write(txn, notifications, &Conflict::Fail).await?;
     let mut duplicates = Vec::new();
     let mut letter_notifications = Vec::new();
     for (i, letter) in changes.dead_letters.into_iter().enumerate() {
@@ -1423,30 +1403,11 @@ async fn insert_new_rows<A>(txn: &DatabaseTransaction, rows: Vec<A>) -> Result<(
 where
     A: ActiveModelTrait + Send,
 {
-    for chunk in chunked(rows) {
-        let expected = chunk.len() as u64;
-        let added = match A::Entity::insert_many(chunk)
-            .on_conflict_do_nothing()
-            .exec_without_returning(txn)
-            .await?
-        {
-            sea_orm::TryInsertResult::Inserted(n) => n,
-            sea_orm::TryInsertResult::Empty | sea_orm::TryInsertResult::Conflicted => 0,
-        };
-        if added != expected {
-            return Err(DbErr::Custom(RACED_FOR_NEW_ROW.into()));
-        }
+    let expected = rows.len() as u64;
+    if bulk::write(txn, rows, &Conflict::Skip).await? != expected {
+        return Err(DbErr::Custom(RACED_FOR_NEW_ROW.into()));
     }
     Ok(())
-}
-
-fn chunked<T>(items: Vec<T>) -> Vec<Vec<T>> {
-    let mut out = Vec::new();
-    let mut items = items.into_iter().peekable();
-    while items.peek().is_some() {
-        out.push(items.by_ref().take(INSERT_CHUNK).collect());
-    }
-    out
 }
 
 fn mark_duplicate_letters(

@@ -4,6 +4,7 @@
 pub mod actions_read;
 mod attempts;
 pub mod batch;
+mod bulk;
 pub mod dashboard_read;
 pub mod leases;
 pub mod mapped;

@@ -108,6 +108,7 @@ on_every_database!(
     dead_letter_keeps_payload_byte_exact_and_is_stored_once,
     drain_waits_for_pending_changes,
     each_jobs_changes_commit_in_the_order_sent_with_batches_side_by_side,
+    text_numbers_and_instants_read_back_exactly_as_written,
 );
 
 async fn migrations_are_idempotent(db: TestDb) {
@@ -490,6 +491,53 @@ async fn status_event_for_unknown_job_creates_the_row(db: TestDb) {
     let steps = history(&db, "queue", "q1").await;
     assert_eq!(steps.len(), 1);
     assert_eq!(steps[0].source, "kafka_event");
+}
+
+/// Rows go out in multi-row statements (on PostgreSQL as one JSON parameter): whatever the
+/// form, every value must come back as it went in.
+async fn text_numbers_and_instants_read_back_exactly_as_written(db: TestDb) {
+    let store = start_store(&db);
+    let at = Utc.timestamp_opt(1_800_000_000, 123_456_000).unwrap();
+    let fields = serde_json::json!({
+        "zeta": "quote \" backslash \\ tab \t é 雪 🚀",
+        "alpha": [9007199254740993_i64, -1.5e-7, null, true],
+        "nested": {"empty": {}, "list": []},
+    });
+    let message = "line one\nline 'two' \"three\" \\ done";
+    // More jobs than one multi-row statement holds, all sent at once.
+    let ids: Vec<String> = (0..700).map(|i| format!("exact-{i}")).collect();
+    let writes = ids.iter().map(|id| {
+        write(
+            &store,
+            WriteOp::QueueEvent {
+                event: StatusEvent {
+                    error_message: Some(message.into()),
+                    generated_fields: Some(fields.clone()),
+                    ..event(id, QueueStatus::Failed)
+                },
+                position: at_offset(i64::MAX - 1),
+                received_at: at,
+            },
+        )
+    });
+    assert!(join_all(writes).await.iter().all(Result::is_ok));
+    for id in [&ids[0], &ids[499], &ids[699]] {
+        let row = TransformationJobQueue::find_by_id(id.clone())
+            .one(&db.db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.generated_fields.as_ref(), Some(&fields), "{id}");
+        assert_eq!(row.error_message.as_deref(), Some(message), "{id}");
+        assert_eq!(row.completed_at, Some(at), "{id}");
+        assert_eq!(row.last_offset, Some(i64::MAX - 1), "{id}");
+        assert_eq!(row.last_event_id, None, "{id}");
+        let steps = history(&db, "queue", id).await;
+        assert_eq!(steps.len(), 1, "{id}");
+        assert_eq!(steps[0].from_status.as_deref(), Some("Pending"), "{id}");
+        assert_eq!(steps[0].to_status, "Failed", "{id}");
+        assert_eq!(steps[0].at, at, "{id}");
+    }
 }
 
 async fn redelivered_status_event_changes_nothing(db: TestDb) {

@@ -1,0 +1,227 @@
+//! Many rows of one table in few statements: multi-row inserts and upserts, and on PostgreSQL
+//! one statement of a single shape that unpacks a JSON array of the rows.
+//!
+//! A multi-row `VALUES` list is a new statement text for every row count: PostgreSQL parses and
+//! plans each one afresh, with seven to twenty-one parameters per row to bind. The JSON form is
+//! the same text for any number of rows, with one parameter, so it is prepared once per
+//! connection and the server spends its time writing rows rather than reading statements.
+
+use chrono::SecondsFormat;
+use sea_orm::sea_query::{OnConflict, Value};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue, ConnectionTrait, DatabaseBackend, DatabaseTransaction, DbErr,
+    EntityName, EntityTrait, IdenStatic, Iterable, Statement,
+};
+
+/// Rows per multi-row `VALUES` insert: a whole batch (`store.max_batch`, 500) in one statement;
+/// the widest row (21 columns) keeps that at 10,500 parameters, under SQLite's 32,766.
+const VALUES_CHUNK: usize = 500;
+
+/// What a row whose key is already in the table does.
+pub(super) enum Conflict<C> {
+    /// It fails the statement (rows with a generated key never meet one).
+    Fail,
+    /// It is skipped; the count returned says how many rows went in.
+    Skip,
+    /// It updates the existing row, except for the columns in `keep`.
+    Update { key: C, keep: Vec<C> },
+}
+
+/// Writes `rows` (all with the same columns set) and returns how many rows were inserted or
+/// updated.
+pub(super) async fn write<A>(
+    txn: &DatabaseTransaction,
+    rows: Vec<A>,
+    conflict: &Conflict<<A::Entity as EntityTrait>::Column>,
+) -> Result<u64, DbErr>
+where
+    A: ActiveModelTrait + Send,
+{
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        if let Some(statement) = json_statement(&rows, conflict) {
+            return Ok(txn.execute_raw(statement).await?.rows_affected());
+        }
+    }
+    let mut written = 0;
+    for chunk in chunked(rows) {
+        let insert = A::Entity::insert_many(chunk);
+        written += match conflict {
+            Conflict::Fail => insert.exec_without_returning(txn).await?,
+            Conflict::Skip => match insert
+                .on_conflict_do_nothing()
+                .exec_without_returning(txn)
+                .await?
+            {
+                sea_orm::TryInsertResult::Inserted(n) => n,
+                sea_orm::TryInsertResult::Empty | sea_orm::TryInsertResult::Conflicted => 0,
+            },
+            Conflict::Update { key, keep } => {
+                insert
+                    .on_conflict(
+                        OnConflict::column(*key)
+                            .update_columns(updated_columns::<A>(keep))
+                            .to_owned(),
+                    )
+                    .exec_without_returning(txn)
+                    .await?
+            }
+        };
+    }
+    Ok(written)
+}
+
+/// Splits `items` into runs of at most `VALUES_CHUNK`.
+pub(super) fn chunked<T>(items: Vec<T>) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        out.push(items.by_ref().take(VALUES_CHUNK).collect());
+    }
+    out
+}
+
+fn updated_columns<A: ActiveModelTrait>(
+    keep: &[<A::Entity as EntityTrait>::Column],
+) -> Vec<<A::Entity as EntityTrait>::Column> {
+    <A::Entity as EntityTrait>::Column::iter()
+        .filter(|c| !keep.iter().any(|k| k.as_str() == c.as_str()))
+        .collect()
+}
+
+/// The PostgreSQL statement that writes `rows` from one JSON parameter, or `None` when a row
+/// holds a value JSON cannot carry unchanged (then the `VALUES` form is used).
+///
+/// `json_populate_recordset` converts each field to the table's own column type, so the
+/// statement names no types; a `json` column keeps the text it is given.
+fn json_statement<A>(
+    rows: &[A],
+    conflict: &Conflict<<A::Entity as EntityTrait>::Column>,
+) -> Option<Statement>
+where
+    A: ActiveModelTrait,
+{
+    let set_in = |row: &A| -> Vec<_> {
+        <A::Entity as EntityTrait>::Column::iter()
+            .filter(|c| !row.get(*c).is_not_set())
+            .collect()
+    };
+    let columns = set_in(&rows[0]);
+    let mut json = String::with_capacity(rows.len() * 64 * columns.len());
+    json.push('[');
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        // Rows that set different columns would need different statements.
+        if i > 0 && set_in(row).len() != columns.len() {
+            return None;
+        }
+        let mut object = serde_json::Map::with_capacity(columns.len());
+        for column in &columns {
+            let value = match row.get(*column) {
+                ActiveValue::Set(v) | ActiveValue::Unchanged(v) => to_json(v)?,
+                ActiveValue::NotSet => return None,
+            };
+            object.insert(column.as_str().to_owned(), value);
+        }
+        json.push_str(&serde_json::Value::Object(object).to_string());
+    }
+    json.push(']');
+    let table = quoted(A::Entity::default().table_name());
+    let names: Vec<String> = columns.iter().map(|c| quoted(c.as_str())).collect();
+    let names = names.join(", ");
+    // Rows take their generated ids in the order given: a job's history reads in that order.
+    let mut sql = format!(
+        "INSERT INTO {table} ({names}) SELECT {names} \
+         FROM json_populate_recordset(NULL::{table}, $1::json) WITH ORDINALITY AS r \
+         ORDER BY r.ordinality"
+    );
+    match conflict {
+        Conflict::Fail => {}
+        Conflict::Skip => sql.push_str(" ON CONFLICT DO NOTHING"),
+        Conflict::Update { key, keep } => {
+            let set: Vec<String> = updated_columns::<A>(keep)
+                .iter()
+                .filter(|c| columns.iter().any(|set| set.as_str() == c.as_str()))
+                .map(|c| format!("{0} = EXCLUDED.{0}", quoted(c.as_str())))
+                .collect();
+            sql.push_str(&format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                quoted(key.as_str()),
+                set.join(", ")
+            ));
+        }
+    }
+    Some(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        sql,
+        [Value::String(Some(json))],
+    ))
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A column value as JSON that PostgreSQL reads back as the same value, or `None`.
+fn to_json(value: Value) -> Option<serde_json::Value> {
+    use serde_json::Value as J;
+    Some(match value {
+        Value::Bool(v) => v.map_or(J::Null, J::Bool),
+        Value::SmallInt(v) => v.map_or(J::Null, J::from),
+        Value::Int(v) => v.map_or(J::Null, J::from),
+        Value::BigInt(v) => v.map_or(J::Null, J::from),
+        Value::String(v) => v.map_or(J::Null, J::String),
+        // A JSON `null` inside a json column is not SQL NULL; only the `VALUES` form keeps it.
+        Value::Json(Some(v)) if v.is_null() => return None,
+        Value::Json(v) => v.map_or(J::Null, |v| *v),
+        // Microseconds, as PostgreSQL keeps them and as the bound form truncates to.
+        Value::ChronoDateTimeUtc(v) => v.map_or(J::Null, |t| {
+            J::String(t.to_rfc3339_opts(SecondsFormat::Micros, true))
+        }),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn instants_go_out_in_utc_with_microseconds() {
+        let t = Utc.timestamp_opt(1_800_000_000, 123_456_789).unwrap();
+        assert_eq!(
+            to_json(Value::ChronoDateTimeUtc(Some(t))),
+            Some(serde_json::json!("2027-01-15T08:00:00.123456Z"))
+        );
+    }
+
+    #[test]
+    fn a_json_null_inside_a_json_column_is_left_to_the_values_form() {
+        assert_eq!(
+            to_json(Value::Json(Some(Box::new(serde_json::Value::Null)))),
+            None
+        );
+        assert_eq!(
+            to_json(Value::Json(None)),
+            Some(serde_json::Value::Null),
+            "SQL NULL is JSON null"
+        );
+    }
+
+    #[test]
+    fn bytes_are_left_to_the_values_form() {
+        assert_eq!(to_json(Value::Bytes(Some(vec![1, 2]))), None);
+    }
+
+    #[test]
+    fn rows_are_cut_into_runs_of_at_most_the_chunk_size() {
+        let runs = chunked((0..1201).collect());
+        let sizes: Vec<usize> = runs.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![500, 500, 201]);
+    }
+}
