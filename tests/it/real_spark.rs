@@ -50,18 +50,22 @@ pub(crate) fn cluster() -> Option<Cluster> {
 pub(crate) static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Spark calls `main` by reflection, so each driver is a public class in its own file.
-/// `Stages` runs three real jobs of 20 slow tasks, so its UI reports progress. `Gate` runs
+/// `Stages` runs three real jobs of 20 slow tasks, so its UI reports progress, then waits for
+/// the file named by its first argument (at most its second, in ms) before it ends, so a test
+/// sees it running with progress however slowly the machine runs it. `Gate` runs
 /// until the file named by its first argument exists (and fails after its second, in ms), so
 /// a test ends it at the moment it chooses instead of guessing a duration.
 const DRIVERS: [(&str, &str); 5] = [
     (
         "Stages",
-        "import org.apache.spark.SparkConf; import org.apache.spark.api.java.JavaSparkContext; import java.util.*; \
+        "import org.apache.spark.SparkConf; import org.apache.spark.api.java.JavaSparkContext; import java.util.*; import java.nio.file.*; \
          public class Stages { public static void main(String[] a) throws Exception { \
            JavaSparkContext sc = new JavaSparkContext(new SparkConf()); \
            List<Integer> xs = new ArrayList<>(); for (int i = 0; i < 60; i++) xs.add(i); \
            for (int round = 0; round < 3; round++) { \
              sc.parallelize(xs, 20).map(x -> { Thread.sleep(100); return x; }).count(); } \
+           Path open = Paths.get(a[0]); long deadline = System.currentTimeMillis() + Long.parseLong(a[1]); \
+           while (!Files.exists(open) && System.currentTimeMillis() < deadline) Thread.sleep(100); \
            sc.stop(); } }",
     ),
     (
@@ -195,7 +199,15 @@ async fn real_spark_drivers_end_as_spark_says_with_reasons_and_history() {
         &["1"],
     )
     .await;
-    let stages = submit(&http, &cluster, &jar, "Stages", &[]).await;
+    let stages_gate = dir.path().join("stages-may-end");
+    let stages = submit(
+        &http,
+        &cluster,
+        &jar,
+        "Stages",
+        &[&stages_gate.display().to_string(), "600000"],
+    )
+    .await;
 
     let db_path = dir.path().join("jw.db");
     std::fs::write(
@@ -277,6 +289,7 @@ async fn real_spark_drivers_end_as_spark_says_with_reasons_and_history() {
         },
     )
     .await;
+    std::fs::write(&stages_gate, b"").unwrap();
 
     let started = Instant::now();
     wait_until(
