@@ -1322,8 +1322,8 @@ async fn write_out(
     )
     .await?;
     attempts::write(txn, changes.attempt_writes).await?;
-    bulk::write(txn, changes.history, &Conflict::Fail).await?;
-    bulk::write(txn, notifications, &Conflict::Fail).await?;
+    bulk::append(txn, changes.history).await?;
+    bulk::append(txn, notifications).await?;
     let mut duplicates = Vec::new();
     let mut letter_notifications = Vec::new();
     for (i, letter) in changes.dead_letters.into_iter().enumerate() {

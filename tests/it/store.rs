@@ -493,8 +493,8 @@ async fn status_event_for_unknown_job_creates_the_row(db: TestDb) {
     assert_eq!(steps[0].source, "kafka_event");
 }
 
-/// Rows go out in multi-row statements (on PostgreSQL as one JSON parameter): whatever the
-/// form, every value must come back as it went in.
+/// Rows go out in multi-row statements (history rows on PostgreSQL as one JSON parameter):
+/// whatever the form, every value must come back as it went in.
 async fn text_numbers_and_instants_read_back_exactly_as_written(db: TestDb) {
     let store = start_store(&db);
     let at = Utc.timestamp_opt(1_800_000_000, 123_456_000).unwrap();
