@@ -1257,9 +1257,10 @@ async fn write_out(
             }
         }
     }
-    // Every changed row, new or not, goes out in multi-row upserts: one statement per chunk
-    // instead of one UPDATE per row. The rows were read under lock in this transaction, so
-    // the upsert writes exactly what the domain rules decided.
+    // Every changed row goes out in multi-row statements (new rows on PostgreSQL inserted only
+    // if still absent, the rest upserted) instead of one UPDATE per row. The rows were read
+    // under lock in this transaction, so the upsert writes exactly what the domain rules
+    // decided.
     let insert_if_absent = txn.get_database_backend() == DatabaseBackend::Postgres;
     let (fresh, rows) = split_changed(
         changes.executions.into_values(),
@@ -1280,7 +1281,6 @@ async fn write_out(
             // The key, the creation time and the lease are never the business of a status
             // change: an update leaves them as they are.
             keep: vec![
-                executions::Column::ExecutionId,
                 executions::Column::CreatedAt,
                 executions::Column::Owner,
                 executions::Column::LeaseUntil,
@@ -1317,7 +1317,7 @@ async fn write_out(
         rows,
         &Conflict::Update {
             key: queue::Column::JobId,
-            keep: vec![queue::Column::JobId, queue::Column::CreatedAt],
+            keep: vec![queue::Column::CreatedAt],
         },
     )
     .await?;

@@ -24,7 +24,7 @@ const VALUES_CHUNK: usize = 500;
 pub(super) enum Conflict<C> {
     /// It is skipped; the count returned says how many rows went in.
     Skip,
-    /// It updates the existing row, except for the columns in `keep`.
+    /// It updates the existing row, except for its key and the columns in `keep`.
     Update { key: C, keep: Vec<C> },
 }
 
@@ -54,7 +54,7 @@ where
                 insert
                     .on_conflict(
                         OnConflict::column(*key)
-                            .update_columns(updated_columns::<A>(keep))
+                            .update_columns(updated_columns::<A>(*key, keep))
                             .to_owned(),
                     )
                     .exec_without_returning(txn)
@@ -89,7 +89,7 @@ where
 }
 
 /// Splits `items` into runs of at most `VALUES_CHUNK`.
-pub(super) fn chunked<T>(items: Vec<T>) -> Vec<Vec<T>> {
+fn chunked<T>(items: Vec<T>) -> Vec<Vec<T>> {
     let mut out = Vec::new();
     let mut items = items.into_iter().peekable();
     while items.peek().is_some() {
@@ -99,10 +99,11 @@ pub(super) fn chunked<T>(items: Vec<T>) -> Vec<Vec<T>> {
 }
 
 fn updated_columns<A: ActiveModelTrait>(
+    key: <A::Entity as EntityTrait>::Column,
     keep: &[<A::Entity as EntityTrait>::Column],
 ) -> Vec<<A::Entity as EntityTrait>::Column> {
     <A::Entity as EntityTrait>::Column::iter()
-        .filter(|c| !keep.iter().any(|k| k.as_str() == c.as_str()))
+        .filter(|c| c.as_str() != key.as_str() && !keep.iter().any(|k| k.as_str() == c.as_str()))
         .collect()
 }
 
@@ -115,20 +116,18 @@ fn json_append<A>(rows: &[A]) -> Option<Statement>
 where
     A: ActiveModelTrait,
 {
-    let set_in = |row: &A| -> Vec<_> {
+    let set_count = |row: &A| {
         <A::Entity as EntityTrait>::Column::iter()
             .filter(|c| !row.get(*c).is_not_set())
-            .collect()
+            .count()
     };
-    let columns = set_in(&rows[0]);
-    let mut json = String::with_capacity(rows.len() * 64 * columns.len());
-    json.push('[');
-    for (i, row) in rows.iter().enumerate() {
-        if i > 0 {
-            json.push(',');
-        }
+    let columns: Vec<_> = <A::Entity as EntityTrait>::Column::iter()
+        .filter(|c| !rows[0].get(*c).is_not_set())
+        .collect();
+    let mut objects = Vec::with_capacity(rows.len());
+    for row in rows {
         // Rows that set different columns would need different statements.
-        if i > 0 && set_in(row).len() != columns.len() {
+        if set_count(row) != columns.len() {
             return None;
         }
         let mut object = serde_json::Map::with_capacity(columns.len());
@@ -139,9 +138,9 @@ where
             };
             object.insert(column.as_str().to_owned(), value);
         }
-        json.push_str(&serde_json::Value::Object(object).to_string());
+        objects.push(serde_json::Value::Object(object));
     }
-    json.push(']');
+    let json = serde_json::Value::Array(objects).to_string();
     let table = quoted(A::Entity::default().table_name());
     let names: Vec<String> = columns.iter().map(|c| quoted(c.as_str())).collect();
     let names = names.join(", ");
