@@ -45,6 +45,12 @@ pub struct Metrics {
     pub fenced_writes: IntCounter,
     /// Outbox messages by `channel` and `outcome`: delivered, retrying, refused, gave_up.
     pub notifications: IntCounterVec,
+    /// Set at scrape time: 1 while a `channel`'s deliveries have failed for longer than
+    /// `notifications.failing_after`.
+    pub notification_channel_failing: GaugeVec,
+    /// Set at scrape time: 1 while a broker connection is up, by `topic` (absent without
+    /// `[kafka]`).
+    pub kafka_brokers_up: GaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -138,6 +144,26 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(notifications.clone()))
+            .expect("unique metric");
+        let channel_failing = GaugeVec::new(
+            Opts::new(
+                "jobwarden_notification_channel_failing",
+                "1 while a channel's deliveries have failed for longer than notifications.failing_after",
+            ),
+            &["channel"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(channel_failing.clone()))
+            .expect("unique metric");
+        let kafka_brokers_up = GaugeVec::new(
+            Opts::new(
+                "jobwarden_kafka_brokers_up",
+                "1 while the Kafka consumer reaches its brokers",
+            ),
+            &["topic"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(kafka_brokers_up.clone()))
             .expect("unique metric");
         let spark_up = GaugeVec::new(
             Opts::new("jobwarden_spark_up", "1 while the Spark cluster answers"),
@@ -242,6 +268,8 @@ impl Metrics {
                 "Writes refused because their lease had passed to another claim",
             ),
             notifications,
+            notification_channel_failing: channel_failing,
+            kafka_brokers_up,
             registry: r,
         };
         m.database_up.set(1.0);

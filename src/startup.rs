@@ -22,7 +22,7 @@ use crate::backend::rest_off::SubmitGate;
 use crate::backend::spark::SparkSetupError;
 use crate::config::{DatabaseSettings, Settings};
 use crate::events::Events;
-use crate::health::Heartbeat;
+use crate::health::Part;
 use crate::http::HttpState;
 use crate::kafka::KafkaSetupError;
 use crate::metrics::Metrics;
@@ -203,7 +203,7 @@ impl Application {
         let store_handle = StoreHandle::from(&store);
         let (scheduler, pollers) =
             polling::assemble_with(clusters, &settings.spark, &store_handle, &events);
-        let mut heartbeats: Vec<Arc<Heartbeat>> = vec![scheduler.heartbeat()];
+        let mut heartbeats = vec![Part::new(scheduler.heartbeat())];
         let scheduler = Supervisor::start(move |_| scheduler);
         store.do_send(crate::actors::job_store::OnBucketsGained(
             scheduler.clone().recipient(),
@@ -215,8 +215,9 @@ impl Application {
                 store_handle.clone(),
                 events.clone(),
             )
-            .start()
         });
+        let standing = notifier.as_ref().map(Notifier::standing);
+        let notifier = notifier.map(Actor::start);
         let submitter = match settings.tables.executions {
             Some(_) => None,
             None => Some(
@@ -230,7 +231,7 @@ impl Application {
         };
         let listener = settings.kafka.as_ref().map(|kafka| {
             let listener = KafkaListener::new(kafka.clone(), store_handle.clone(), events.clone());
-            heartbeats.push(listener.heartbeat());
+            heartbeats.push(Part::new(listener.heartbeat()).waiting_on(listener.brokers()));
             listener.start()
         });
         let http = match listener_socket {
@@ -241,7 +242,8 @@ impl Application {
                     store: store_handle.clone(),
                     store_health: store_health.clone(),
                     heartbeats,
-                    kafka_configured: listener.is_some(),
+                    kafka_topic: settings.kafka.as_ref().map(|k| k.topic.clone()),
+                    notifications: standing,
                     metrics: metrics.clone(),
                     api_token: settings.http.api_token.clone(),
                     instance: instance.clone(),

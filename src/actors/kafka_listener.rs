@@ -21,7 +21,7 @@ use crate::domain::{parse_event, Position};
 use crate::events::{
     ActorCrashed, EventApplied, EventConsumed, EventDeadLettered, Events, ListenerRestarting,
 };
-use crate::health::Heartbeat;
+use crate::health::{Heartbeat, Reach};
 use crate::kafka::{self, KafkaSetupError, ListenerConsumer};
 use crate::store_api::{NewDeadLetter, StoreError, StoreHandle, WriteOp, WriteOutcome};
 
@@ -62,6 +62,7 @@ pub struct KafkaListener {
     store: StoreHandle,
     events: Events,
     heartbeat: Arc<Heartbeat>,
+    brokers: Arc<Reach>,
     stop: watch::Sender<bool>,
     faults: FaultSwitch,
     finished: Vec<oneshot::Sender<()>>,
@@ -80,6 +81,9 @@ const MAX_PAUSE: Duration = Duration::from_secs(30);
 const BEAT: Duration = Duration::from_secs(1);
 /// Readiness calls the listener stuck after this long without a turn of its loop.
 pub const STALE_AFTER: Duration = Duration::from_secs(5);
+/// Readiness calls brokers never reached after this long (a refused connection says so at
+/// once; this is for one that never answers).
+pub const FIRST_CONTACT_WITHIN: Duration = Duration::from_secs(15);
 
 impl KafkaListener {
     pub fn new(settings: KafkaSettings, store: StoreHandle, events: Events) -> Self {
@@ -89,6 +93,7 @@ impl KafkaListener {
             store,
             events,
             heartbeat: Heartbeat::new("kafka_listener", STALE_AFTER),
+            brokers: Reach::new("brokers", FIRST_CONTACT_WITHIN),
             stop,
             faults: FaultSwitch::default(),
             finished: Vec::new(),
@@ -101,6 +106,12 @@ impl KafkaListener {
     /// Its heartbeat, for readiness: beats at every turn of the consume loop.
     pub fn heartbeat(&self) -> Arc<Heartbeat> {
         self.heartbeat.clone()
+    }
+
+    /// Whether its brokers answer, for readiness: a loop that turns while librdkafka retries
+    /// unreachable brokers is alive but consumes nothing.
+    pub fn brokers(&self) -> Arc<Reach> {
+        self.brokers.clone()
     }
 }
 
@@ -123,6 +134,7 @@ impl Actor for KafkaListener {
                 store: self.store.clone(),
                 events: self.events.clone(),
                 heartbeat: self.heartbeat.clone(),
+                brokers: self.brokers.clone(),
             },
             self.stop.subscribe(),
             self.faults.clone(),
@@ -180,6 +192,7 @@ struct Listening {
     store: StoreHandle,
     events: Events,
     heartbeat: Arc<Heartbeat>,
+    brokers: Arc<Reach>,
 }
 
 /// Consumes until told to stop. A consumer that fails or panics is dropped and rebuilt after
@@ -196,6 +209,7 @@ async fn listen(listening: Listening, mut stop: watch::Receiver<bool>, faults: F
                 let mut consumer = Closing::new(kafka::consumer(
                     &listening.settings,
                     listening.events.clone(),
+                    listening.brokers.clone(),
                 )?);
                 let consumed = consume(consumer.get(), &listening, &mut stop, &mut faults).await;
                 consumer.inline = consumed.is_ok();
@@ -294,6 +308,7 @@ async fn consume(
         store,
         events,
         heartbeat,
+        ..
     } = listening;
     let mut in_flight: FuturesOrdered<Ack> = FuturesOrdered::new();
     let mut in_flight_bytes = 0usize;

@@ -4,6 +4,7 @@
 //! failures goes out as one grouped message. Every result is written through the JobStore.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -13,6 +14,7 @@ use tracing::warn;
 use crate::config::{EventKind, NotificationSettings};
 use crate::events::{Events, NotificationAttempted};
 use crate::notify::channels::{deliver, Delivered, Outgoing};
+use crate::notify::standing::ChannelStanding;
 use crate::notify::{new_message_id, Notification};
 use crate::store_api::{
     Attempt, AttemptResult, OutboxRow, PendingNotifications, StoreError, StoreHandle, WriteOp,
@@ -37,6 +39,7 @@ pub struct Notifier {
     /// run has since changed, and must not send them again.
     last_done: HashMap<String, Instant>,
     looking: bool,
+    standing: Arc<ChannelStanding>,
     events: Events,
 }
 
@@ -63,6 +66,10 @@ impl Notifier {
         store: StoreHandle,
         events: Events,
     ) -> Self {
+        let standing = Arc::new(ChannelStanding::new(
+            settings.failing_after,
+            settings.channels.keys().cloned(),
+        ));
         Notifier {
             settings,
             pending,
@@ -75,8 +82,14 @@ impl Notifier {
             last_sent: HashMap::new(),
             last_done: HashMap::new(),
             looking: false,
+            standing,
             events,
         }
+    }
+
+    /// How each channel has fared lately, for readiness and `/metrics`.
+    pub fn standing(&self) -> Arc<ChannelStanding> {
+        self.standing.clone()
     }
 
     fn look(&mut self, ctx: &mut Context<Self>) {
@@ -161,11 +174,18 @@ impl Notifier {
         let human_give_up = humantime::format_duration(self.settings.give_up_after).to_string();
         let store = self.store.clone();
         let events = self.events.clone();
+        let standing = self.standing.clone();
         let name = channel.clone();
         let delivery = async move {
             let mut writes = Vec::with_capacity(run.len());
             for planned in run {
                 let result = deliver(&client, &settings, &planned.outgoing, Utc::now()).await;
+                match &result {
+                    Delivered::Yes => standing.delivered(&name),
+                    Delivered::Refused(error) | Delivered::Later(error) => {
+                        standing.failed(&name, error)
+                    }
+                }
                 let now = Utc::now();
                 let expired = now - planned.created_at >= give_up_after;
                 let (result, outcome) = match result {

@@ -24,9 +24,15 @@ pub struct NotificationSettings {
     pub storm_threshold: usize,
     /// How many jobs a grouped message lists by name (it always gives the count).
     pub storm_list: usize,
-    /// How often the outbox is looked at.
+    /// How often the outbox is looked at (so a retry waits at least its backoff and at most
+    /// one more look).
     #[serde(with = "humantime_serde")]
     pub check_every: Duration,
+    /// A channel whose deliveries have all failed for this long is named on `/readyz`'s
+    /// detail and in `jobwarden_notification_channel_failing` (readiness stays 200: the
+    /// outbox keeps its messages).
+    #[serde(with = "humantime_serde")]
+    pub failing_after: Duration,
     /// A job runs long when it has run this many times the 95th percentile of its name's past
     /// successful runs.
     pub running_long_factor: f64,
@@ -44,6 +50,7 @@ impl Default for NotificationSettings {
             storm_threshold: 5,
             storm_list: 20,
             check_every: Duration::from_secs(1),
+            failing_after: Duration::from_secs(600),
             running_long_factor: 2.0,
             running_long_min_runs: 5,
             channels: BTreeMap::new(),
@@ -243,6 +250,7 @@ impl Validate for NotificationSettings {
     fn validate(&self, p: &mut Problems) {
         p.positive("notifications.give_up_after", self.give_up_after);
         p.positive("notifications.check_every", self.check_every);
+        p.positive("notifications.failing_after", self.failing_after);
         if self.storm_threshold < 2 {
             p.refuse(
                 "notifications.storm_threshold",

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::actors::StoreHealth;
 use crate::config::Secret;
-use crate::health::Heartbeat;
+use crate::health::Part;
 use crate::metrics::Metrics;
 use crate::store_api::StoreHandle;
 
@@ -25,10 +25,14 @@ pub struct HttpState {
     pub db: DatabaseConnection,
     pub store: StoreHandle,
     pub store_health: Arc<StoreHealth>,
-    /// The heartbeats of the parts other than the store (whose check also needs the database's
-    /// state, in `store_health`): the scheduler's and, when configured, the listener's.
-    pub heartbeats: Vec<Arc<Heartbeat>>,
-    pub kafka_configured: bool,
+    /// The parts other than the store (whose check also needs the database's state, in
+    /// `store_health`): the scheduler and, when configured, the listener with its brokers.
+    pub heartbeats: Vec<Part>,
+    /// The consumed topic, when `[kafka]` is configured.
+    pub kafka_topic: Option<String>,
+    /// How each notification channel has fared, when notifications are on (on every
+    /// instance; only the leader delivers, so only its standing changes).
+    pub notifications: Option<Arc<crate::notify::standing::ChannelStanding>>,
     pub metrics: Arc<Metrics>,
     pub api_token: Option<Secret>,
     /// This instance's id among those sharing the database.

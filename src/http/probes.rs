@@ -50,8 +50,12 @@ pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     for heart in &state.heartbeats {
         check(heart.name(), heart.judge());
     }
-    if !state.kafka_configured {
+    if state.kafka_topic.is_none() {
         check("kafka_listener", Ok("not configured".into()));
+    }
+    // Detail, never a 503: the outbox keeps what a failing channel could not take.
+    if let Some(standing) = &state.notifications {
+        checks.insert("notifications".into(), Value::String(standing.describe()));
     }
     let ready = not_ready.is_empty();
     let share = json!({
@@ -86,6 +90,27 @@ pub async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
                 .with_label_values(&[status.as_str()])
                 .set(n as f64);
         }
+    }
+    if let Some(standing) = &state.notifications {
+        for (channel, failing) in standing.each() {
+            state
+                .metrics
+                .notification_channel_failing
+                .with_label_values(&[channel.as_str()])
+                .set(if failing { 1.0 } else { 0.0 });
+        }
+    }
+    if let Some(topic) = &state.kafka_topic {
+        let up = state
+            .heartbeats
+            .iter()
+            .filter_map(|part| part.reach.as_ref())
+            .all(|reach| reach.is_up());
+        state
+            .metrics
+            .kafka_brokers_up
+            .with_label_values(&[topic.as_str()])
+            .set(if up { 1.0 } else { 0.0 });
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

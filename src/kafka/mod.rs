@@ -1,7 +1,7 @@
 //! The Kafka consumer: its configuration from settings and the context that commits stored
 //! offsets when partitions are revoked and reports broker reachability once per change.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -12,6 +12,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{is_secret_property, KafkaSettings, MASK, RESERVED_PROPERTIES};
 use crate::events::{ConsumerLag, Events};
+use crate::health::Reach;
 
 pub type ListenerConsumer = rdkafka::consumer::StreamConsumer<ListenerContext>;
 
@@ -34,26 +35,29 @@ pub enum KafkaSetupError {
 
 /// Hooks librdkafka calls from its own threads.
 pub struct ListenerContext {
-    brokers_up: AtomicBool,
+    /// Shared by every consumer the listener builds, so readiness outlives a rebuild.
+    brokers: Arc<Reach>,
     events: Events,
 }
 
 impl ListenerContext {
-    pub fn new(events: Events) -> Self {
-        ListenerContext {
-            brokers_up: AtomicBool::new(true),
-            events,
+    pub fn new(events: Events, brokers: Arc<Reach>) -> Self {
+        ListenerContext { brokers, events }
+    }
+
+    /// A message arrived, or a broker connection is up: the brokers are reachable.
+    pub fn note_reachable(&self) {
+        if self.brokers.reached() {
+            info!(actor = "kafka_listener", "Kafka brokers reachable again");
         }
     }
 
-    pub fn brokers_up(&self) -> bool {
-        self.brokers_up.load(Ordering::Relaxed)
-    }
-
-    /// A message arrived: the brokers are reachable.
-    pub fn note_reachable(&self) {
-        if !self.brokers_up.swap(true, Ordering::Relaxed) {
-            info!(actor = "kafka_listener", "Kafka brokers reachable again");
+    fn note_unreachable(&self, error: &dyn std::fmt::Display, reason: &str) {
+        if self.brokers.lost(format!("{error}")) {
+            warn!(actor = "kafka_listener", error = %error, reason,
+                "Kafka brokers unreachable; retrying, no offset moves until events are written");
+        } else {
+            debug!(error = %error, reason, "Kafka brokers still unreachable");
         }
     }
 }
@@ -81,6 +85,16 @@ impl ClientContext for ListenerContext {
             .map(|p| p.consumer_lag)
             .sum();
         self.events.emit(ConsumerLag(lag));
+        // The internal broker is librdkafka's own queue, not a connection.
+        let up = statistics
+            .brokers
+            .values()
+            .any(|b| b.source != "internal" && b.state == "UP");
+        if up {
+            self.note_reachable();
+        } else if self.brokers.is_up() {
+            self.note_unreachable(&"no broker connection is up", "statistics");
+        }
     }
 
     /// librdkafka repeats itself while brokers are away; `error` above says it once.
@@ -90,12 +104,7 @@ impl ClientContext for ListenerContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         if is_transport(&error) {
-            if self.brokers_up.swap(false, Ordering::Relaxed) {
-                warn!(actor = "kafka_listener", error = %error, reason,
-                    "Kafka brokers unreachable; retrying, no offset moves until events are written");
-            } else {
-                debug!(error = %error, reason, "Kafka brokers still unreachable");
-            }
+            self.note_unreachable(&error, reason);
         } else {
             warn!(actor = "kafka_listener", error = %error, reason, "Kafka client error");
         }
@@ -121,6 +130,7 @@ impl ConsumerContext for ListenerContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
+                self.note_reachable();
                 info!(actor = "kafka_listener", partitions = %describe(partitions), "partitions assigned")
             }
             Rebalance::Error(e) => error!(actor = "kafka_listener", error = %e, "rebalance failed"),
@@ -192,9 +202,10 @@ pub fn describe_config(settings: &KafkaSettings) -> String {
 pub fn consumer(
     settings: &KafkaSettings,
     events: Events,
+    brokers: Arc<Reach>,
 ) -> Result<ListenerConsumer, KafkaSetupError> {
     let consumer: ListenerConsumer = client_config(settings)?
-        .create_with_context(ListenerContext::new(events))
+        .create_with_context(ListenerContext::new(events, brokers))
         .map_err(|e| invalid(settings, &e))?;
     consumer
         .subscribe(&[&settings.topic])

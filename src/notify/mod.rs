@@ -1,10 +1,11 @@
 //! Notifications: which committed events go to which channels (pure rules), the message every
 //! channel is built from, and how each channel is spoken to (`channels`, `email`,
-//! `alertmanager`).
+//! `alertmanager`), and how each channel has fared lately (`standing`).
 
 pub mod alertmanager;
 pub mod channels;
 pub mod email;
+pub mod standing;
 
 use std::collections::BTreeSet;
 

@@ -59,6 +59,15 @@ impl Broker {
         }
     }
 
+    /// Takes its one broker away (connections dropped, new ones refused) or brings it back.
+    pub(crate) fn set_up(&self, up: bool) {
+        if up {
+            self.cluster.broker_up(1).unwrap();
+        } else {
+            self.cluster.broker_down(1).unwrap();
+        }
+    }
+
     pub(crate) async fn send(&self, key: &str, payload: &[u8]) {
         self.producer
             .send(

@@ -72,12 +72,12 @@ impl Running {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn track(&self, id: &str, submission: &str) -> (u16, Value) {
+    pub(crate) async fn track(&self, id: &str, submission: &str) -> (u16, Value) {
         let body = json!({"execution_id": id, "submission_id": submission, "job_name": "nightly"});
         self.post("/api/v1/jobs", &body.to_string(), None).await
     }
 
-    async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         self.http
             .get(format!("{}/metrics", self.base))
             .send()
@@ -88,7 +88,7 @@ impl Running {
             .unwrap()
     }
 
-    async fn poll_cycle(&self) {
+    pub(crate) async fn poll_cycle(&self) {
         let scheduler = self.app.scheduler.clone();
         wait_until(Duration::from_secs(20), "the start-up cycle", || {
             let scheduler = scheduler.clone();

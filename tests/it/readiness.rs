@@ -1,14 +1,16 @@
 //! Readiness judged by progress, not by addresses: on a running instance, a part that stops
 //! making progress (a store that cannot commit, a scheduler whose ticks stopped, a Kafka
-//! listener stuck in its loop) makes `/readyz` answer 503 naming it, and 200 again once it is
-//! back.
+//! listener stuck in its loop or cut off from its brokers) makes `/readyz` answer 503 naming
+//! it, and 200 again once it is back. A failing notification channel is named in the detail
+//! and a metric while readiness stays 200.
 
 use std::time::Duration;
 
 use jobwarden::actors::scheduler::GetSchedulerStats;
 use jobwarden::actors::{Crash, Stall};
+use jobwarden::config::{ChannelKind, ChannelSettings, EventKind, KafkaSettings, RuleSettings};
 use jobwarden::metrics::Metrics;
-use jobwarden_testkit::SparkServer;
+use jobwarden_testkit::{Answer, SparkServer};
 use serde_json::{json, Value};
 
 use crate::helpers::{socket_of, wait_until, Backend, CutProxy, TestDb};
@@ -167,4 +169,115 @@ async fn readiness_names_a_hung_kafka_listener_until_a_crash_rebuilds_its_consum
         Metrics::count(&app.app.metrics.actor_restarts, "kafka_listener"),
         1
     );
+}
+
+#[actix_rt::test]
+async fn readiness_names_the_kafka_listener_when_its_brokers_are_unreachable_from_the_start() {
+    let spark = SparkServer::start().await;
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let mut settings = instance_settings(&db.url, &spark);
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = nobody.local_addr().unwrap();
+    drop(nobody);
+    settings.kafka = Some(KafkaSettings {
+        bootstrap_servers: closed.to_string(),
+        topic: "job-status".into(),
+        group_id: "jw-unreachable".into(),
+        max_payload_bytes: 1024,
+        properties: Default::default(),
+    });
+    let app = start(settings, db).await;
+
+    let body = wait_not_ready(&app, "kafka_listener").await;
+    assert_eq!(body["not_ready"], json!(["kafka_listener"]), "{body}");
+    let detail = body["checks"]["kafka_listener"].as_str().unwrap();
+    assert!(detail.starts_with("brokers unreachable for"), "{body}");
+    assert!(
+        app.metrics()
+            .await
+            .contains("jobwarden_kafka_brokers_up{topic=\"job-status\"} 0"),
+        "the metric says so too"
+    );
+}
+
+#[actix_rt::test]
+async fn readiness_names_the_kafka_listener_while_its_broker_is_down_and_recovers_when_it_is_back()
+{
+    let broker = Broker::start();
+    let spark = SparkServer::start().await;
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let mut settings = instance_settings(&db.url, &spark);
+    settings.kafka = Some(broker.settings(&format!("jw-broker-down-{}", std::process::id())));
+    let app = start(settings, db).await;
+    wait_ready(&app).await;
+
+    broker.set_up(false);
+    let body = wait_not_ready(&app, "kafka_listener").await;
+    assert_eq!(body["not_ready"], json!(["kafka_listener"]), "{body}");
+
+    broker.set_up(true);
+    wait_ready(&app).await;
+    assert!(app
+        .metrics()
+        .await
+        .contains("jobwarden_kafka_brokers_up{topic=\"transformation-job-status\"} 1"));
+}
+
+#[actix_rt::test]
+async fn a_notification_channel_failing_longer_than_its_setting_is_named_while_readiness_stays_200()
+{
+    let spark = SparkServer::start().await;
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let mut settings = instance_settings(&db.url, &spark);
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = nobody.local_addr().unwrap();
+    drop(nobody);
+    let notifications = &mut settings.notifications;
+    notifications.check_every = Duration::from_millis(100);
+    notifications.failing_after = Duration::from_secs(1);
+    notifications.channels.insert(
+        "ops".into(),
+        ChannelSettings {
+            kind: ChannelKind::Webhook {
+                url: format!("http://{closed}/hook"),
+                secret: None,
+            },
+            min_interval: Duration::ZERO,
+            timeout: Duration::from_secs(1),
+        },
+    );
+    notifications.rules.push(RuleSettings {
+        on: vec![EventKind::Succeeded],
+        jobs: "*".into(),
+        channels: vec!["ops".into()],
+        resolved: false,
+    });
+    let app = start(settings, db).await;
+    wait_ready(&app).await;
+    assert_eq!(app.get("/readyz").await.1["checks"]["notifications"], "ok");
+
+    spark.answer("driver-told", Answer::State("FINISHED"));
+    assert_eq!(app.track("told", "driver-told").await.0, 201);
+    app.poll_cycle().await;
+
+    let last = std::cell::RefCell::new(Value::Null);
+    wait_until(SETTLE, "/readyz to name the failing channel", || async {
+        let (status, body) = app.get("/readyz").await;
+        assert_eq!(
+            status, 200,
+            "a failing channel never fails readiness: {body}"
+        );
+        let named = body["checks"]["notifications"]
+            .as_str()
+            .is_some_and(|d| d.contains("channel \"ops\" failing for"));
+        *last.borrow_mut() = body;
+        named
+    })
+    .await;
+    let detail = last.take()["checks"]["notifications"].to_string();
+    assert!(detail.contains("could not reach the receiver"), "{detail}");
+    assert!(app
+        .metrics()
+        .await
+        .contains("jobwarden_notification_channel_failing{channel=\"ops\"} 1"));
 }

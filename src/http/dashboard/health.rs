@@ -177,7 +177,7 @@ fn kafka_card(state: &HttpState) -> Markup {
     html! {
         div.card #kafka {
             h2 { "Kafka" }
-            @if state.kafka_configured {
+            @if state.kafka_topic.is_some() {
                 dl.facts {
                     dt { "Lag" } dd { (state.metrics.kafka_consumer_lag.get()) " messages behind, all assigned partitions together" }
                     @for (outcome, n) in &events { dt { "Events " (outcome) } dd { (n) } }
