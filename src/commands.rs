@@ -44,7 +44,7 @@ pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let db = connect(&settings).await?;
     let applied = store::migrate_exclusively(&db, &settings.database)
         .await
-        .context("failed to apply database migrations")?;
+        .map_err(|e| StartError::from_migration(&settings.database, e))?;
     println!("{applied} migration(s) applied; schema is up to date");
     Ok(())
 }
@@ -53,7 +53,7 @@ pub async fn jobs(settings: Settings, command: JobsCommand) -> anyhow::Result<()
     let db = connect(&settings).await?;
     store::migrate_exclusively(&db, &settings.database)
         .await
-        .context("failed to apply database migrations")?;
+        .map_err(|e| StartError::from_migration(&settings.database, e))?;
     match command {
         JobsCommand::List(args) => list(&db, args).await,
         JobsCommand::Show { execution_id } => show(&db, &execution_id).await,

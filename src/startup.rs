@@ -27,7 +27,7 @@ use crate::http::HttpState;
 use crate::kafka::KafkaSetupError;
 use crate::metrics::Metrics;
 use crate::store::mapped::{self, Mapping, MappingError};
-use crate::store::{self, Rules};
+use crate::store::{self, MigrateError, Rules};
 use crate::store_api::StoreHandle;
 
 /// How long shutdown waits for accepted changes to be written before giving up on them.
@@ -49,6 +49,8 @@ pub enum StartError {
     },
     #[error("cannot apply database migrations on database.url = {url}: {error}; check that the user may create tables")]
     Migration { url: String, error: String },
+    #[error("refusing database.url = {url}: {error}")]
+    SchemaNewer { url: String, error: String },
     #[error("cannot listen on http.bind = {bind:?}: {error}; stop what uses that address, pick another, or set http.bind = \"\" to turn the HTTP server off")]
     HttpBind { bind: String, error: std::io::Error },
     // The inner messages name the setting; the hint says where to change it.
@@ -65,6 +67,15 @@ pub enum StartError {
 }
 
 impl StartError {
+    pub fn from_migration(database: &crate::config::DatabaseSettings, e: MigrateError) -> Self {
+        let url = database.url.to_string();
+        let error = e.to_string();
+        match e {
+            MigrateError::Newer { .. } => StartError::SchemaNewer { url, error },
+            MigrateError::Db(_) => StartError::Migration { url, error },
+        }
+    }
+
     /// 3: the database; 4: the HTTP address; 5: Kafka; 6: the mapped tables; 2: another
     /// setting (as for an invalid configuration file).
     pub fn exit_code(&self) -> u8 {
@@ -72,6 +83,7 @@ impl StartError {
             StartError::DatabaseRefused { .. }
             | StartError::DatabaseUnreachable { .. }
             | StartError::Migration { .. }
+            | StartError::SchemaNewer { .. }
             | StartError::SqliteInUse { .. }
             | StartError::Leases { .. } => 3,
             StartError::HttpBind { .. } => 4,
@@ -120,10 +132,7 @@ impl Application {
         let mapping = Arc::new(check_tables(&db, &settings).await?);
         let applied = store::migrate_exclusively(&db, &settings.database)
             .await
-            .map_err(|e| StartError::Migration {
-                url: settings.database.url.to_string(),
-                error: e.to_string(),
-            })?;
+            .map_err(|e| StartError::from_migration(&settings.database, e))?;
         if applied > 0 {
             info!(applied, "database migrations applied");
         }

@@ -53,11 +53,92 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         .map_err(|e| mask_err(e, settings))
 }
 
-/// Runs every pending migration; returns how many were applied.
-pub async fn migrate(db: &DatabaseConnection) -> Result<usize, DbErr> {
-    let pending = Migrator::get_pending_migrations(db).await?.len();
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// A newer jobwarden migrated this database: this binary would misread rows it does not
+    /// know the shape of, so it touches nothing.
+    #[error("the database's schema is at {database} ({applied} migrations), newer than this jobwarden {binary_release} knows (schema {binary}, {known} migrations); run a jobwarden at least as new as the one that last migrated it")]
+    Newer {
+        database: String,
+        applied: usize,
+        binary: String,
+        known: usize,
+        binary_release: &'static str,
+    },
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// Where a database's schema stands against this binary's migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStanding {
+    /// Applied, oldest first (names as the migrations table records them).
+    pub applied: Vec<String>,
+    /// Known to this binary and not applied yet, in order.
+    pub pending: Vec<String>,
+    /// Applied, but unknown to this binary: a newer jobwarden migrated the database.
+    pub unknown: Vec<String>,
+}
+
+/// Reads the migrations table without creating it (nothing recorded on a new database), so
+/// a look changes nothing and says nothing to the server's log.
+pub async fn schema_standing(db: &DatabaseConnection) -> Result<SchemaStanding, DbErr> {
+    let known: Vec<String> = Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    let table = Migrator::migration_table_name().to_string();
+    let manager = migration::SchemaManager::new(db);
+    let mut applied: Vec<String> = Vec::new();
+    if manager.has_table(&table).await? {
+        let rows = db
+            .query_all_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                format!("SELECT version FROM {table} ORDER BY version"),
+            ))
+            .await?;
+        for row in rows {
+            applied.push(row.try_get_by_index::<String>(0)?);
+        }
+    }
+    Ok(SchemaStanding {
+        pending: known
+            .iter()
+            .filter(|k| !applied.contains(k))
+            .cloned()
+            .collect(),
+        unknown: applied
+            .iter()
+            .filter(|a| !known.contains(a))
+            .cloned()
+            .collect(),
+        applied,
+    })
+}
+
+/// Runs every pending migration; returns how many were applied. Refuses a database that a
+/// newer jobwarden migrated, naming both schema versions.
+pub async fn migrate(db: &DatabaseConnection) -> Result<usize, MigrateError> {
+    let standing = schema_standing(db).await?;
+    if !standing.unknown.is_empty() {
+        let known = Migrator::migrations();
+        return Err(MigrateError::Newer {
+            database: standing.applied.last().cloned().unwrap_or_default(),
+            applied: standing.applied.len(),
+            binary: known
+                .last()
+                .map(|m| m.name().to_owned())
+                .unwrap_or_default(),
+            known: known.len(),
+            binary_release: env!("CARGO_PKG_VERSION"),
+        });
+    }
+    if standing.pending.is_empty() {
+        return Ok(0);
+    }
     Migrator::up(db, None).await?;
-    Ok(pending)
+    Ok(standing.pending.len())
 }
 
 /// Like [`migrate`], holding a database-wide lock meanwhile, so instances starting together
@@ -66,7 +147,7 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<usize, DbErr> {
 pub async fn migrate_exclusively(
     db: &DatabaseConnection,
     settings: &DatabaseSettings,
-) -> Result<usize, DbErr> {
+) -> Result<usize, MigrateError> {
     let (take, give_back) = match db.get_database_backend() {
         DatabaseBackend::Postgres => (
             "SELECT pg_advisory_lock(7310563425001)",

@@ -82,6 +82,15 @@ fn with_database(url: &str, name: &str) -> String {
 impl TestDb {
     /// A fresh, migrated database, or `None` (with the reason printed) if the server is absent.
     pub async fn fresh(backend: Backend) -> Option<TestDb> {
+        let db = TestDb::empty(backend).await?;
+        jobwarden::store::migrate(&db.db)
+            .await
+            .expect("migrate test database");
+        Some(db)
+    }
+
+    /// A fresh database with no table at all, or `None` as for [`TestDb::fresh`].
+    pub async fn empty(backend: Backend) -> Option<TestDb> {
         let name = unique_name();
         let (url, admin_url, dir) = match backend.admin_url() {
             None => {
@@ -110,9 +119,6 @@ impl TestDb {
         let db = jobwarden::store::connect(&settings.database)
             .await
             .expect("connect to test database");
-        jobwarden::store::migrate(&db)
-            .await
-            .expect("migrate test database");
         Some(TestDb {
             backend,
             url,

@@ -24,4 +24,5 @@ mod spark;
 mod start_failures;
 mod store;
 mod submit;
+mod upgrades;
 mod warnings;
