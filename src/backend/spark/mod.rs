@@ -1,6 +1,7 @@
 //! Spark standalone: a master's REST submission server for a driver's state, the worker's log
 //! for why a driver failed, and the driver's own UI for real progress.
 
+mod answers;
 mod client;
 mod driver_ui;
 mod observe;
@@ -8,7 +9,11 @@ mod state;
 mod submit;
 mod worker_page;
 
-pub use client::{compose_reason, DriverStatus, SparkClient, SparkError, SparkSetupError};
+pub use answers::{
+    driver_status, kill_accepted, master_listing, master_status, master_workers, ui_progress,
+    DriverStatus, MasterListing, SparkError,
+};
+pub use client::{compose_reason, SparkClient, SparkSetupError};
 pub use driver_ui::{parse_driver_ui, progress_of, DriverUi, UiJob};
 pub use observe::SparkStandalone;
 pub use state::{failure_line, DriverState};

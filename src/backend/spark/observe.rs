@@ -17,7 +17,8 @@ use crate::config::{SparkSettings, StatusSource};
 use crate::domain::Observation;
 use crate::store_api::DueExecution;
 
-use super::client::{DriverStatus, MasterListing, SparkClient, SparkError, SparkSetupError};
+use super::answers::{DriverStatus, MasterListing, SparkError};
+use super::client::{SparkClient, SparkSetupError};
 use super::driver_ui::DriverUi;
 use super::state::DriverState;
 

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
-use super::client::{not_alive_state, preview, rest_url, SparkClient, SparkError};
+use super::answers::{not_alive_state, preview, SparkError};
+use super::client::{rest_url, SparkClient};
 use crate::domain::{SubmitSpec, MARK_PROPERTY};
 
 /// How much of a driver's stderr head to read for its launch command (and so its mark).
