@@ -4,6 +4,7 @@ mod attempts;
 mod binary;
 mod clusters;
 mod dashboard;
+mod fuzz;
 mod helpers;
 mod instances;
 mod instances_kafka;

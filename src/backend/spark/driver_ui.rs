@@ -56,13 +56,17 @@ pub struct UiJob {
 /// Finished share of the tasks the driver has scheduled so far (skipped tasks count as done;
 /// jobs appear one at a time, so this is an estimate). `None` before any task exists.
 pub fn progress_of(jobs: &[UiJob]) -> Option<u8> {
-    let total: u64 = jobs.iter().map(|j| j.num_tasks).sum();
+    // Counts are the driver's word: wide sums, so absurd ones cannot overflow.
+    let total: u128 = jobs.iter().map(|j| u128::from(j.num_tasks)).sum();
     if total == 0 {
         return None;
     }
-    let done: u64 = jobs
+    let done: u128 = jobs
         .iter()
-        .map(|j| (j.num_completed_tasks + j.num_skipped_tasks).min(j.num_tasks))
+        .map(|j| {
+            (u128::from(j.num_completed_tasks) + u128::from(j.num_skipped_tasks))
+                .min(u128::from(j.num_tasks))
+        })
         .sum();
     Some(((done * 100) / total).min(99) as u8)
 }

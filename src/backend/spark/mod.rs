@@ -18,6 +18,7 @@ pub use driver_ui::{parse_driver_ui, progress_of, DriverUi, UiJob};
 pub use observe::SparkStandalone;
 pub use state::{failure_line, DriverState};
 pub use submit::{CreateError, CreateRequest, MarkSearch};
+pub use worker_page::{drivers_on_worker_page, WorkerDriver};
 
 use std::rc::Rc;
 
