@@ -43,6 +43,13 @@ pub enum Command {
     /// Inspect, register, submit, cancel and retry jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Delete the records [retention] no longer keeps, now, as the leader does every
+    /// retention.every; with --dry-run only say how many would go.
+    Prune {
+        /// Count what would be deleted, table by table, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

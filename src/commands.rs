@@ -10,6 +10,7 @@ use crate::config::Settings;
 use crate::domain::SubmitSpec;
 use crate::events::Events;
 use crate::startup::{connect_patiently, shutdown_signal, Application, StartError};
+use crate::store::retention::Aged;
 use crate::store::{self, actions_read, read, Rules};
 use crate::store_api::{
     OpError, Source, StoreError, StoreHandle, TrackRequest, WriteOp, WriteOutcome,
@@ -235,6 +236,42 @@ async fn track(
         }
         Err(StoreError::Refused(refusal @ OpError::ApplicationRows { .. })) => bail!("{refusal}"),
         Err(e) => return Err(e).context("failed to register the execution"),
+    }
+    Ok(())
+}
+
+/// Deletes (or with `dry_run` counts) what `[retention]` no longer keeps, through a store of
+/// this process's own, and prints a line per `[retention]` key.
+pub async fn prune(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
+    let db = connect(&settings).await?;
+    store::migrate_exclusively(&db, &settings.database)
+        .await
+        .map_err(|e| StartError::from_migration(&settings.database, e))?;
+    let mapping = crate::startup::check_tables(&db, &settings).await?;
+    let rules = Rules::from_settings(&settings.spark);
+    let store = JobStore::new(db, settings.store.clone(), rules, Events::default())
+        .with_mapping(std::sync::Arc::new(mapping))
+        .with_retention(settings.retention.clone())
+        .launch();
+    let counted = store
+        .send(crate::actors::job_store::Prune {
+            now: Utc::now(),
+            dry_run,
+        })
+        .await
+        .context("the store stopped")?
+        .context("retention stopped")?;
+    let kept: Vec<&str> = Aged::ALL
+        .iter()
+        .map(|a| a.name())
+        .filter(|name| !counted.iter().any(|(n, _)| n == name))
+        .collect();
+    for (name, rows) in &counted {
+        let verb = if dry_run { "would delete" } else { "deleted" };
+        println!("{name}: {verb} {rows} row(s)");
+    }
+    if !kept.is_empty() {
+        println!("kept forever: {}", kept.join(", "));
     }
     Ok(())
 }

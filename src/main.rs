@@ -62,6 +62,7 @@ fn main() -> ExitCode {
             Command::Run => commands::run(settings).await.map_err(anyhow::Error::new),
             Command::Migrate => commands::migrate(settings).await,
             Command::Jobs(jobs) => commands::jobs(settings, jobs).await,
+            Command::Prune { dry_run } => commands::prune(settings, dry_run).await,
             Command::CheckConfig => Ok(()),
         }
     });

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub fenced_writes: IntCounter,
     /// Outbox messages by `channel` and `outcome`: delivered, retrying, refused, gave_up.
     pub notifications: IntCounterVec,
+    /// Rows retention deleted, by `table` (the `[retention]` key).
+    pub pruned_rows: IntCounterVec,
     /// Set at scrape time: 1 while a `channel`'s deliveries have failed for longer than
     /// `notifications.failing_after`.
     pub notification_channel_failing: GaugeVec,
@@ -269,6 +271,12 @@ impl Metrics {
             ),
             notifications,
             notification_channel_failing: channel_failing,
+            pruned_rows: counter_vec(
+                &r,
+                "jobwarden_pruned_rows_total",
+                "Rows retention deleted, by [retention] key",
+                "table",
+            ),
             kafka_brokers_up,
             registry: r,
         };

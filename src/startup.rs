@@ -192,6 +192,7 @@ impl Application {
             JobStore::new(db.clone(), settings.store.clone(), rules, events.clone())
                 .with_mapping(mapping)
                 .with_notifications(&settings.notifications)
+                .with_retention(settings.retention.clone())
                 .with_timeout_sweep();
         // What /readyz and /metrics show before the first renewal (all of it on SQLite).
         let (buckets, leader, live) = held

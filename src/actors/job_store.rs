@@ -14,17 +14,18 @@ use sea_orm::{DatabaseBackend, DatabaseConnection, DbErr};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info_span, warn, Instrument};
 
-use crate::config::{EventKind, NotificationSettings, StoreSettings};
+use crate::config::{EventKind, NotificationSettings, RetentionSettings, StoreSettings};
 use crate::domain::Applied;
 use crate::events::{
     ActorCrashed, BatchCommitted, DatabaseBack, DatabaseUnreachable, Edge, Events,
-    LeaseRenewalFailed, LeasesRenewed, TimeoutsSwept, WriteFenced,
+    LeaseRenewalFailed, LeasesRenewed, RowsPruned, TimeoutsSwept, WriteFenced,
 };
 use crate::health::Heartbeat;
 use crate::metrics::Metrics;
 use crate::notify::NotifyRules;
 use crate::store::leases::{self, Held};
 use crate::store::mapped::{self, Mapping};
+use crate::store::retention::{self, Aged, Cutoffs};
 use crate::store::statistics::{self, Growth};
 use crate::store::{self, Committed, Inserted, Rules, WriteContext};
 use crate::store_api::{
@@ -90,6 +91,15 @@ pub struct StopClaiming;
 #[rtype(result = "()")]
 pub struct OnBucketsGained(pub Recipient<crate::actors::scheduler::Tick>);
 
+/// Delete what `[retention]` no longer keeps (only on the leader), or with `dry_run` only count
+/// it; answers each `[retention]` key with its rows.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Vec<(&'static str, u64)>, StoreError>")]
+pub struct Prune {
+    pub now: DateTime<Utc>,
+    pub dry_run: bool,
+}
+
 /// Give back every lease this instance holds (at shutdown, after the last write).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -105,6 +115,9 @@ pub struct JobStore {
     running_long: (f64, usize),
     sharing: Option<Sharing>,
     sweep: bool,
+    /// What ages out, and whether a run is under way (never two at once).
+    retention: Option<RetentionSettings>,
+    pruning: bool,
     batches: Batches<Pending>,
     /// Most batches written side by side (one on SQLite, which has a single writer anyway).
     concurrency: usize,
@@ -151,6 +164,8 @@ impl JobStore {
             running_long: (2.0, 5),
             sharing: None,
             sweep: false,
+            retention: None,
+            pruning: false,
             batches: Batches::default(),
             concurrency,
             halted: false,
@@ -259,6 +274,12 @@ impl JobStore {
                 }),
             }
         }));
+    }
+
+    /// Delete what has aged out under `settings` every `retention.every`, on the leader.
+    pub fn with_retention(mut self, settings: RetentionSettings) -> Self {
+        self.retention = Some(settings);
+        self
     }
 
     /// Also apply the timeout rules to every unfinished job every `store.sweep_interval`.
@@ -446,6 +467,14 @@ impl Actor for JobStore {
         if self.sweep {
             ctx.run_interval(self.settings.sweep_interval, |_, ctx| {
                 ctx.notify(SweepTimeouts { now: Utc::now() });
+            });
+        }
+        if let Some(retention) = self.retention.as_ref().filter(|r| r.is_enabled()) {
+            ctx.run_interval(retention.every, |_, ctx| {
+                ctx.notify(Prune {
+                    now: Utc::now(),
+                    dry_run: false,
+                });
             });
         }
         if let Some(sharing) = &self.sharing {
@@ -786,6 +815,72 @@ impl Handler<SweepTimeouts> for JobStore {
                 Ok(failed)
             }
             .into_actor(act)
+        }))
+    }
+}
+
+impl Handler<Prune> for JobStore {
+    type Result = ResponseActFuture<Self, Result<Vec<(&'static str, u64)>, StoreError>>;
+
+    fn handle(&mut self, msg: Prune, _: &mut Self::Context) -> Self::Result {
+        let settings = self.retention.clone().unwrap_or_default();
+        if !self.leads(Utc::now()) || (self.pruning && !msg.dry_run) {
+            return Box::pin(fut::ready(Ok(Vec::new())));
+        }
+        let own_jobs = self.mapping.executions.is_none() && self.mapping.queue.is_none();
+        let cutoffs = Cutoffs::at(&settings, msg.now, own_jobs);
+        let db = self.db.clone();
+        let events = self.events.clone();
+        let dry_run = msg.dry_run;
+        self.pruning |= !dry_run;
+        let run = async move {
+            let mut done = Vec::new();
+            for aged in Aged::ALL {
+                let Some(cutoff) = cutoffs.of(aged) else {
+                    continue;
+                };
+                if dry_run {
+                    let rows = retention::count(&db, aged, cutoff)
+                        .await
+                        .map_err(|e| StoreError::Read(e.to_string()))?;
+                    done.push((aged.name(), rows));
+                    continue;
+                }
+                let started = Instant::now();
+                let (mut rows, mut after) = (0, 0);
+                let stopped = loop {
+                    match retention::delete_batch(&db, aged, cutoff, after, settings.batch as u64)
+                        .await
+                    {
+                        Ok(step) => {
+                            rows += step.deleted;
+                            if step.done {
+                                break None;
+                            }
+                            after = step.after;
+                            actix_rt::time::sleep(settings.pause).await;
+                        }
+                        Err(e) => break Some(e),
+                    }
+                };
+                events.emit(RowsPruned {
+                    table: aged.name(),
+                    rows,
+                    elapsed: started.elapsed(),
+                    error: stopped.as_ref().map(|e| e as &dyn std::error::Error),
+                });
+                done.push((aged.name(), rows));
+                if let Some(e) = stopped {
+                    return Err(StoreError::Read(e.to_string()));
+                }
+            }
+            Ok(done)
+        };
+        Box::pin(contained(run).into_actor(self).map(move |answer, act, _| {
+            if !dry_run {
+                act.pruning = false;
+            }
+            answer.unwrap_or_else(|panicked| Err(StoreError::Read(panicked.message().to_owned())))
         }))
     }
 }

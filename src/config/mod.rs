@@ -9,6 +9,7 @@ mod instance;
 mod kafka;
 mod layers;
 mod notifications;
+mod retention;
 mod secret;
 mod spark;
 mod store;
@@ -32,6 +33,7 @@ pub use notifications::{
     AlertmanagerSettings, ChannelKind, ChannelSettings, EmailSettings, EventKind,
     NotificationSettings, RuleSettings, SmtpTls, ALERT_LABELS,
 };
+pub use retention::{KeepFor, RetentionSettings};
 pub use secret::{is_secret_property, mask_url_password, DatabaseUrl, Secret, MASK};
 pub use spark::{BasicAuth, SparkSettings, StatusSource, MAX_POOL};
 pub use store::StoreSettings;
@@ -67,6 +69,9 @@ pub struct Settings {
     /// Jobs jobwarden submits itself: retries and reconciliation.
     #[serde(default)]
     pub submit: SubmitSettings,
+    /// How long finished records are kept.
+    #[serde(default)]
+    pub retention: RetentionSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +144,7 @@ impl Settings {
         self.tables.validate(&mut problems);
         self.notifications.validate(&mut problems);
         self.submit.validate(&mut problems);
+        self.retention.validate(&mut problems);
         problems.into_vec()
     }
 

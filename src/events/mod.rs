@@ -22,7 +22,7 @@ pub use poll::{
 pub use scheduler::{PollCycleFinished, TickSkipped};
 pub use store::{
     BatchCommitted, DatabaseBack, DatabaseUnreachable, LeaseRenewalFailed, LeasesRenewed,
-    TimeoutsSwept, WriteFenced,
+    RowsPruned, TimeoutsSwept, WriteFenced,
 };
 pub use supervision::ActorCrashed;
 

@@ -84,6 +84,34 @@ impl InternalEvent for TimeoutsSwept {
     }
 }
 
+/// A retention run deleted what had aged out of one table (or could not).
+pub struct RowsPruned<'a> {
+    /// The `[retention]` key: history, dead_letters, delivered_notifications, …
+    pub table: &'static str,
+    pub rows: u64,
+    pub elapsed: Duration,
+    pub error: Option<&'a dyn std::error::Error>,
+}
+
+impl InternalEvent for RowsPruned<'_> {
+    fn emit(self, m: &Metrics) {
+        m.pruned_rows
+            .with_label_values(&[self.table])
+            .inc_by(self.rows);
+        match self.error {
+            Some(error) => {
+                warn!(actor = "job_store", table = self.table, rows = self.rows, error = %error,
+                "retention stopped early; the rest goes at the next run")
+            }
+            None if self.rows > 0 => {
+                info!(actor = "job_store", table = self.table, rows = self.rows,
+                took = ?self.elapsed, "retention deleted rows that aged out")
+            }
+            None => {}
+        }
+    }
+}
+
 /// A lease renewal round changed what this instance holds.
 pub struct LeasesRenewed<'a> {
     pub instance: &'a str,

@@ -35,7 +35,7 @@ use super::outbox;
 use super::rows;
 
 pub(super) const SPARK: &str = "spark";
-const QUEUE: &str = "queue";
+pub(super) const QUEUE: &str = "queue";
 
 /// The domain policies the store applies changes with, given once at start.
 #[derive(Debug, Clone, PartialEq, Eq)]

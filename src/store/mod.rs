@@ -10,6 +10,7 @@ pub mod leases;
 pub mod mapped;
 pub mod outbox;
 pub mod read;
+pub mod retention;
 mod rows;
 pub mod statistics;
 pub mod warnings;

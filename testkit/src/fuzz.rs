@@ -251,7 +251,9 @@ fn mutate_bytes(data: &mut Vec<u8>, rng: &mut Rng, seeds: &[Vec<u8>]) {
         }
         _ => {
             let at = rng.below(len + 1);
-            let random: Vec<u8> = (0..1 + rng.below(8)).map(|_| rng.next_u64() as u8).collect();
+            let random: Vec<u8> = (0..1 + rng.below(8))
+                .map(|_| rng.next_u64() as u8)
+                .collect();
             data.splice(at..at, random);
         }
     }

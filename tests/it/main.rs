@@ -21,6 +21,7 @@ mod real_spark;
 mod real_spark35;
 mod real_spark_ha;
 mod real_spark_restarts;
+mod retention;
 mod spark;
 mod start_failures;
 mod store;

@@ -1,0 +1,445 @@
+//! Retention on every database: what `[retention]` no longer keeps is deleted in batches, and
+//! only that (failed and pending messages, attempts awaiting their driver, unfinished or
+//! young jobs stay); `--dry-run` counts the same rows and deletes nothing; a running service
+//! prunes by itself on the leader.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use entity::{
+    dead_letters, job_status_history as history, jobwarden_outbox as outbox,
+    spark_job_attempts as attempts, spark_job_executions as executions,
+    transformation_job_queue as queue,
+};
+use jobwarden::actors::job_store::Prune;
+use jobwarden::actors::JobStore;
+use jobwarden::config::{KeepFor, RetentionSettings};
+use jobwarden::events::Events;
+use jobwarden_testkit::SparkServer;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+
+use crate::helpers::{rules, wait_until, Backend, TestDb};
+use crate::on_every_database;
+use crate::operating::{instance_settings, start};
+
+/// More old history rows than one batch holds, so the walk takes several.
+const OLD_HISTORY: usize = 2_500;
+
+fn days_ago(days: i64) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::days(days)
+}
+
+fn history_row(job: &str, at: DateTime<Utc>) -> history::ActiveModel {
+    history::ActiveModel {
+        job_kind: Set("spark".into()),
+        job_id: Set(job.into()),
+        from_status: Set(Some("Running".into())),
+        to_status: Set("Succeeded".into()),
+        source: Set("spark_poll".into()),
+        detail: Set(None),
+        at: Set(at),
+        ..Default::default()
+    }
+}
+
+fn outbox_row(
+    message: &str,
+    state: &str,
+    created: DateTime<Utc>,
+    finished: Option<DateTime<Utc>>,
+) -> outbox::ActiveModel {
+    outbox::ActiveModel {
+        message_id: Set(message.into()),
+        channel: Set("ops".into()),
+        event: Set("succeeded".into()),
+        job_kind: Set(Some("spark".into())),
+        job_id: Set(Some("kept-job".into())),
+        payload: Set("{}".into()),
+        state: Set(state.into()),
+        attempts: Set(1),
+        next_attempt_at: Set(created),
+        last_error: Set(None),
+        created_at: Set(created),
+        finished_at: Set(finished),
+        group_id: Set(None),
+        dedup_key: Set(None),
+        ..Default::default()
+    }
+}
+
+fn attempt_row(
+    execution: &str,
+    requested: DateTime<Utc>,
+    ended: Option<DateTime<Utc>>,
+) -> attempts::ActiveModel {
+    attempts::ActiveModel {
+        execution_id: Set(execution.into()),
+        attempt: Set(1),
+        mark: Set(format!("mark-{execution}")),
+        cluster: Set(None),
+        submission_id: Set(Some(format!("driver-{execution}"))),
+        state: Set(if ended.is_some() {
+            "ended"
+        } else {
+            "requested"
+        }
+        .into()),
+        requested_at: Set(requested),
+        submitted_at: Set(None),
+        started_at: Set(None),
+        ended_at: Set(ended),
+        outcome: Set(None),
+        reason: Set(None),
+        ..Default::default()
+    }
+}
+
+fn execution_row(
+    id: &str,
+    status: &str,
+    completed: Option<DateTime<Utc>>,
+) -> executions::ActiveModel {
+    executions::ActiveModel {
+        execution_id: Set(id.into()),
+        submission_id: Set(Some(format!("driver-{id}"))),
+        status: Set(status.into()),
+        completed_at: Set(completed),
+        ..Default::default()
+    }
+}
+
+/// Old and young records of every kind; returns how many of each should go at 30 days.
+async fn write_old_and_young_records(db: &TestDb) {
+    let old: Vec<_> = (0..OLD_HISTORY)
+        .map(|i| history_row(&format!("old-{}", i % 50), days_ago(100)))
+        .collect();
+    for chunk in old.chunks(500) {
+        history::Entity::insert_many(chunk.to_vec())
+            .exec(&db.db)
+            .await
+            .unwrap();
+    }
+    history::Entity::insert_many(vec![
+        history_row("young", days_ago(1)),
+        history_row("young", days_ago(0)),
+    ])
+    .exec(&db.db)
+    .await
+    .unwrap();
+    for (n, at) in [(1, days_ago(40)), (2, days_ago(40)), (3, days_ago(2))] {
+        dead_letters::Entity::insert(dead_letters::ActiveModel {
+            source: Set("kafka".into()),
+            topic: Set(Some("t".into())),
+            partition: Set(Some(0)),
+            offset: Set(Some(n)),
+            key: Set(None),
+            payload: Set(b"not json".to_vec()),
+            error: Set("payload is not a JSON object".into()),
+            received_at: Set(at),
+            ..Default::default()
+        })
+        .exec(&db.db)
+        .await
+        .unwrap();
+    }
+    outbox::Entity::insert_many(vec![
+        outbox_row(
+            "delivered-old",
+            "delivered",
+            days_ago(50),
+            Some(days_ago(49)),
+        ),
+        outbox_row("failed-old", "failed", days_ago(50), Some(days_ago(49))),
+        outbox_row("pending-old", "pending", days_ago(50), None),
+        outbox_row(
+            "delivered-old-2",
+            "delivered",
+            days_ago(45),
+            Some(days_ago(45)),
+        ),
+        outbox_row(
+            "delivered-young",
+            "delivered",
+            days_ago(3),
+            Some(days_ago(3)),
+        ),
+    ])
+    .exec(&db.db)
+    .await
+    .unwrap();
+    attempts::Entity::insert_many(vec![
+        attempt_row("ended-old", days_ago(100), Some(days_ago(99))),
+        attempt_row("awaiting-old", days_ago(100), None),
+        attempt_row("ended-young", days_ago(5), Some(days_ago(4))),
+    ])
+    .exec(&db.db)
+    .await
+    .unwrap();
+    executions::Entity::insert_many(vec![
+        execution_row("done-old", "Succeeded", Some(days_ago(60))),
+        execution_row("failed-old", "Failed", Some(days_ago(60))),
+        execution_row("running-old", "Running", None),
+        execution_row("done-young", "Succeeded", Some(days_ago(1))),
+    ])
+    .exec(&db.db)
+    .await
+    .unwrap();
+    queue::Entity::insert(queue::ActiveModel {
+        job_id: Set("queue-done-old".into()),
+        status: Set("Completed".into()),
+        completed_at: Set(Some(days_ago(60))),
+        ..Default::default()
+    })
+    .exec(&db.db)
+    .await
+    .unwrap();
+}
+
+fn thirty_days_of_everything() -> RetentionSettings {
+    RetentionSettings {
+        history: KeepFor::days(30),
+        dead_letters: KeepFor::days(30),
+        delivered_notifications: KeepFor::days(30),
+        finished_attempts: KeepFor::days(30),
+        finished_jobs: KeepFor::days(30),
+        batch: 1_000,
+        every: Duration::from_secs(3600),
+        pause: Duration::ZERO,
+    }
+}
+
+fn count_of(counts: &[(&'static str, u64)], name: &str) -> u64 {
+    counts
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, c)| *c)
+}
+
+async fn retention_deletes_what_aged_out_and_keeps_the_rest(db: TestDb) {
+    write_old_and_young_records(&db).await;
+    let settings = db.settings();
+    let store = JobStore::new(
+        db.db.clone(),
+        settings.store.clone(),
+        rules(&settings),
+        Events::default(),
+    )
+    .with_retention(thirty_days_of_everything())
+    .launch();
+
+    let counted = store
+        .send(Prune {
+            now: Utc::now(),
+            dry_run: true,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    // 2,500 old rows of history, and the three rows of the two finished old jobs' history.
+    assert_eq!(
+        count_of(&counted, "history"),
+        OLD_HISTORY as u64,
+        "{counted:?}"
+    );
+    assert_eq!(count_of(&counted, "dead_letters"), 2, "{counted:?}");
+    assert_eq!(
+        count_of(&counted, "delivered_notifications"),
+        2,
+        "{counted:?}"
+    );
+    assert_eq!(count_of(&counted, "finished_attempts"), 1, "{counted:?}");
+    assert_eq!(count_of(&counted, "finished_jobs"), 3, "{counted:?}");
+    assert_eq!(
+        history::Entity::find().count(&db.db).await.unwrap(),
+        OLD_HISTORY as u64 + 2,
+        "a dry run deletes nothing"
+    );
+
+    let deleted = store
+        .send(Prune {
+            now: Utc::now(),
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        count_of(&deleted, "history"),
+        OLD_HISTORY as u64,
+        "{deleted:?}"
+    );
+    assert_eq!(count_of(&deleted, "finished_jobs"), 3, "{deleted:?}");
+
+    let history_left: Vec<String> = history::Entity::find()
+        .all(&db.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.job_id)
+        .collect();
+    assert_eq!(history_left, vec!["young", "young"]);
+    assert_eq!(dead_letters::Entity::find().count(&db.db).await.unwrap(), 1);
+    let mut messages: Vec<String> = outbox::Entity::find()
+        .all(&db.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.message_id)
+        .collect();
+    messages.sort();
+    assert_eq!(
+        messages,
+        vec!["delivered-young", "failed-old", "pending-old"],
+        "failed and pending messages stay"
+    );
+    let mut attempts_left: Vec<String> = attempts::Entity::find()
+        .all(&db.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.execution_id)
+        .collect();
+    attempts_left.sort();
+    assert_eq!(
+        attempts_left,
+        vec!["awaiting-old", "ended-young"],
+        "an attempt awaiting its driver stays"
+    );
+    let mut jobs: Vec<String> = executions::Entity::find()
+        .all(&db.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.execution_id)
+        .collect();
+    jobs.sort();
+    assert_eq!(
+        jobs,
+        vec!["done-young", "running-old"],
+        "unfinished and young jobs stay"
+    );
+    assert_eq!(queue::Entity::find().count(&db.db).await.unwrap(), 0);
+
+    let again = store
+        .send(Prune {
+            now: Utc::now(),
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        again.iter().all(|(_, rows)| *rows == 0),
+        "nothing more to delete: {again:?}"
+    );
+}
+
+async fn finished_jobs_are_kept_forever_by_default(db: TestDb) {
+    write_old_and_young_records(&db).await;
+    let settings = db.settings();
+    let store = JobStore::new(
+        db.db.clone(),
+        settings.store.clone(),
+        rules(&settings),
+        Events::default(),
+    )
+    .with_retention(RetentionSettings::default())
+    .launch();
+    let deleted = store
+        .send(Prune {
+            now: Utc::now(),
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !deleted.iter().any(|(name, _)| *name == "finished_jobs"),
+        "{deleted:?}"
+    );
+    assert_eq!(executions::Entity::find().count(&db.db).await.unwrap(), 4);
+    assert_eq!(
+        history::Entity::find()
+            .filter(history::Column::JobId.eq("young"))
+            .count(&db.db)
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+on_every_database!(
+    retention_deletes_what_aged_out_and_keeps_the_rest,
+    finished_jobs_are_kept_forever_by_default,
+);
+
+#[actix_rt::test]
+async fn a_running_service_prunes_on_its_own_every_retention_every() {
+    let spark = SparkServer::start().await;
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let handle = db.db.clone();
+    history::Entity::insert_many(vec![
+        history_row("old", days_ago(200)),
+        history_row("young", days_ago(1)),
+    ])
+    .exec(&handle)
+    .await
+    .unwrap();
+    let mut settings = instance_settings(&db.url, &spark);
+    settings.retention.every = Duration::from_millis(100);
+    let app = start(settings, db).await;
+    wait_until(
+        Duration::from_secs(20),
+        "the 200-day-old history row to go",
+        || async { history::Entity::find().count(&handle).await.unwrap() == 1 },
+    )
+    .await;
+    assert!(app
+        .metrics()
+        .await
+        .contains("jobwarden_pruned_rows_total{table=\"history\"} 1"));
+}
+
+#[actix_rt::test]
+async fn prune_dry_run_says_what_would_go_and_deletes_nothing() {
+    let dir = crate::binary::workdir();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("jw.db").display());
+    let db = jobwarden::store::connect(&crate::helpers::settings_for(&url).database)
+        .await
+        .unwrap();
+    jobwarden::store::migrate(&db).await.unwrap();
+    history::Entity::insert_many(vec![
+        history_row("old", days_ago(200)),
+        history_row("young", days_ago(1)),
+    ])
+    .exec(&db)
+    .await
+    .unwrap();
+
+    let output = crate::binary::jobwarden(dir.path())
+        .env("JOBWARDEN__DATABASE__URL", &url)
+        .args(["prune", "--dry-run"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("history: would delete 1 row(s)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("kept forever: finished_jobs"), "{stdout}");
+    assert_eq!(history::Entity::find().count(&db).await.unwrap(), 2);
+
+    let output = crate::binary::jobwarden(dir.path())
+        .env("JOBWARDEN__DATABASE__URL", &url)
+        .arg("prune")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("history: deleted 1 row(s)"), "{stdout}");
+    assert_eq!(history::Entity::find().count(&db).await.unwrap(), 1);
+}
