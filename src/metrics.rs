@@ -45,6 +45,8 @@ pub struct Metrics {
     pub fenced_writes: IntCounter,
     /// Outbox messages by `channel` and `outcome`: delivered, retrying, refused, gave_up.
     pub notifications: IntCounterVec,
+    /// Changes the database refused (not outages), by `cause`.
+    pub store_refused: IntCounterVec,
     /// Rows retention deleted, by `table` (the `[retention]` key).
     pub pruned_rows: IntCounterVec,
     /// Set at scrape time: 1 while a `channel`'s deliveries have failed for longer than
@@ -271,6 +273,12 @@ impl Metrics {
             ),
             notifications,
             notification_channel_failing: channel_failing,
+            store_refused: counter_vec(
+                &r,
+                "jobwarden_store_refused_total",
+                "Changes the database refused (not outages), by cause: decode, data, constraint, schema, permission, other",
+                "cause",
+            ),
             pruned_rows: counter_vec(
                 &r,
                 "jobwarden_pruned_rows_total",

@@ -4,7 +4,7 @@
 //! its change is durable. If the database is away the batch is retried with backoff until it
 //! lands.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,12 +12,12 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseBackend, DatabaseConnection, DbErr};
 use tokio::sync::oneshot;
-use tracing::{debug, error, info_span, warn, Instrument};
+use tracing::{debug, info_span, warn, Instrument};
 
 use crate::config::{EventKind, NotificationSettings, RetentionSettings, StoreSettings};
 use crate::domain::Applied;
 use crate::events::{
-    ActorCrashed, BatchCommitted, DatabaseBack, DatabaseUnreachable, Edge, Events,
+    ActorCrashed, BatchCommitted, ChangeRefused, DatabaseBack, DatabaseUnreachable, Events,
     LeaseRenewalFailed, LeasesRenewed, RowsPruned, TimeoutsSwept, WriteFenced,
 };
 use crate::health::Heartbeat;
@@ -35,26 +35,12 @@ use crate::store_api::{
 };
 
 use super::batching::{Batch, Batches, Scoped};
+pub use super::store_health::StoreHealth;
 use super::supervision::contained;
 #[cfg(feature = "fault-injection")]
 use super::supervision::Panicked;
 #[cfg(feature = "fault-injection")]
 use super::supervision::{Crash, Stall};
-
-/// The database's reachability and the store's progress, shared with readiness checks.
-#[derive(Debug)]
-pub struct StoreHealth {
-    database: Edge,
-    largest_batch: AtomicUsize,
-    /// Beats at every commit, and every second while nothing is pending.
-    pub heartbeat: Arc<Heartbeat>,
-}
-
-impl StoreHealth {
-    pub fn database_up(&self) -> bool {
-        self.database.is_up()
-    }
-}
 
 struct Pending {
     op: WriteOp,
@@ -151,6 +137,7 @@ impl JobStore {
         events: Events,
     ) -> Self {
         let stale_after = (settings.retry_max * 5).max(IDLE_BEAT * 3);
+        let refusing_after = settings.refusing_after;
         let concurrency = match db.get_database_backend() {
             DatabaseBackend::Sqlite => 1,
             _ => settings.concurrent_batches,
@@ -172,11 +159,10 @@ impl JobStore {
             growth: Growth::default(),
             analyze_refused: false,
             drain_waiters: Vec::new(),
-            health: Arc::new(StoreHealth {
-                database: Edge::default(),
-                largest_batch: AtomicUsize::new(0),
-                heartbeat: Heartbeat::new("job_store", stale_after),
-            }),
+            health: Arc::new(StoreHealth::new(
+                Heartbeat::new("job_store", stale_after),
+                refusing_after,
+            )),
             events,
         }
     }
@@ -969,7 +955,7 @@ impl Writer {
                             inserted += added;
                         }
                         Err(e) => {
-                            error!(error = %e, change = ?op, "change refused by the database");
+                            self.refused(&e, op);
                             outcomes.push(Err(OpError::Refused(e.to_string())));
                         }
                     }
@@ -977,13 +963,28 @@ impl Writer {
                 (outcomes, inserted)
             }
             Err(e) => {
-                error!(error = %e, change = ?ops.first(), "change refused by the database");
+                if let Some(op) = ops.first() {
+                    self.refused(&e, op);
+                }
                 (
                     vec![Err(OpError::Refused(e.to_string()))],
                     Inserted::default(),
                 )
             }
         }
+    }
+
+    /// Counts a refused change by cause, logging each cause at most once a minute.
+    fn refused(&self, error: &DbErr, op: &WriteOp) {
+        let cause = store::refusal_cause(error);
+        let text = error.to_string();
+        let unlogged = self.health.refused(cause, &text);
+        self.events.emit(ChangeRefused {
+            cause,
+            error: &text,
+            change: op,
+            unlogged,
+        });
     }
 
     /// One transaction, retried while the error is transient. `Err` only for permanent errors.
@@ -1022,7 +1023,10 @@ impl Writer {
                         transitions: &transitions,
                     });
                     self.health.heartbeat.beat();
-                    if self.health.database.set(true) {
+                    if outcomes.iter().any(Result::is_ok) {
+                        self.health.accepted();
+                    }
+                    if self.health.database_back() {
                         self.events.emit(DatabaseBack);
                     }
                     return Ok((outcomes, inserted));
@@ -1037,11 +1041,14 @@ impl Writer {
                     .await;
                 }
                 Err(e) if store::is_transient(&e) => {
-                    let first = self.health.database.set(false);
+                    let reason = store::unwritable(&e).unwrap_or("the database is unreachable");
+                    let (log, held_for) = self.health.database_away(reason);
                     self.events.emit(DatabaseUnreachable {
                         error: &e,
+                        reason,
                         retry_in: delay,
-                        first,
+                        held_for,
+                        log,
                     });
                     actix_rt::time::sleep(delay).await;
                     delay = (delay * 2)

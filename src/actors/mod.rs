@@ -19,6 +19,7 @@ pub mod notifier;
 pub mod polling;
 pub mod scheduler;
 pub mod spark_poller;
+mod store_health;
 pub mod submitter;
 pub mod supervision;
 

@@ -22,6 +22,11 @@ pub struct StoreSettings {
     pub retry_max: Duration,
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// Readiness fails once the database has refused every change for this long (a column
+    /// of a type jobwarden cannot write, a missing permission): each change is refused alone
+    /// and retried by its sender, but nothing lands.
+    #[serde(with = "humantime_serde")]
+    pub refusing_after: Duration,
 }
 
 impl Validate for StoreSettings {
@@ -39,6 +44,7 @@ impl Validate for StoreSettings {
         p.positive("store.retry_initial", self.retry_initial);
         p.positive("store.retry_max", self.retry_max);
         p.positive("store.sweep_interval", self.sweep_interval);
+        p.positive("store.refusing_after", self.refusing_after);
         if self.retry_initial > self.retry_max {
             p.refuse(
                 "store.retry_initial",

@@ -32,23 +32,50 @@ impl InternalEvent for BatchCommitted<'_> {
     }
 }
 
-/// A transaction failed because the database is away or busy; it is retried.
+/// A transaction failed because the database is away, busy or takes no writes (read-only, disk
+/// full); it is held and retried.
 pub struct DatabaseUnreachable<'a> {
     pub error: &'a dyn std::error::Error,
+    /// What the operator is told: unreachable, read-only, disk full.
+    pub reason: &'a str,
     pub retry_in: Duration,
-    /// The first failure of this outage: worth an error line; later ones are debug.
-    pub first: bool,
+    /// Since when changes have been held.
+    pub held_for: Duration,
+    /// Worth a line: the first failure of this outage, then once a minute.
+    pub log: bool,
 }
 
 impl InternalEvent for DatabaseUnreachable<'_> {
     fn emit(self, m: &Metrics) {
         m.store_retries.inc();
         m.database_up.set(0.0);
-        if self.first {
-            error!(actor = "job_store", error = %self.error, retry_in = ?self.retry_in,
-                "database unreachable; holding changes and retrying");
+        if self.log {
+            error!(actor = "job_store", error = %self.error, reason = self.reason,
+                held_for = %humantime::format_duration(Duration::from_secs(self.held_for.as_secs())),
+                retry_in = ?self.retry_in, "database takes no writes; holding changes and retrying");
         } else {
-            debug!(error = %self.error, retry_in = ?self.retry_in, "database still unreachable");
+            debug!(error = %self.error, retry_in = ?self.retry_in, "database still takes no writes");
+        }
+    }
+}
+
+/// The database refused one change as such (not an outage): counted by cause, logged once a
+/// minute per cause.
+pub struct ChangeRefused<'a> {
+    pub cause: &'static str,
+    pub error: &'a str,
+    pub change: &'a crate::store_api::WriteOp,
+    /// `Some(n)` when this one is logged, with `n` of the same cause unlogged since.
+    pub unlogged: Option<u64>,
+}
+
+impl InternalEvent for ChangeRefused<'_> {
+    fn emit(self, m: &Metrics) {
+        m.store_refused.with_label_values(&[self.cause]).inc();
+        if let Some(unlogged) = self.unlogged {
+            error!(actor = "job_store", cause = self.cause, error = self.error, change = ?self.change,
+                more_since_last_line = unlogged,
+                "change refused by the database (logged once a minute per cause; jobwarden_store_refused_total counts them all)");
         }
     }
 }

@@ -219,6 +219,9 @@ pub fn is_conflict(err: &DbErr) -> bool {
 /// Whether an error is the database being away or busy (retry) rather than a refusal (don't).
 pub fn is_transient(err: &DbErr) -> bool {
     use sea_orm::sqlx::Error as Sqlx;
+    if unwritable(err).is_some() {
+        return true;
+    }
     let runtime = match err {
         DbErr::ConnectionAcquire(_) => return true,
         DbErr::Conn(e) | DbErr::Exec(e) | DbErr::Query(e) => e,
@@ -258,6 +261,86 @@ pub fn is_transient(err: &DbErr) -> bool {
             .any(|m| db_err.message().contains(m))
         }
         _ => false,
+    }
+}
+
+/// The database's own error code and message, when it is the database that answered.
+fn database_error(err: &DbErr) -> Option<(String, String)> {
+    use sea_orm::sqlx::Error as Sqlx;
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
+    else {
+        return None;
+    };
+    match e.as_ref() {
+        Sqlx::Database(db_err) => Some((
+            db_err.code().map(|c| c.into_owned()).unwrap_or_default(),
+            db_err.message().to_owned(),
+        )),
+        _ => None,
+    }
+}
+
+/// A database that answers but takes no writes now, and says why: an operator's to fix, and
+/// held through like an outage (nothing accepted is dropped).
+pub fn unwritable(err: &DbErr) -> Option<&'static str> {
+    let (code, message) = database_error(err)?;
+    let read_only = matches!(
+        code.as_str(),
+        // PostgreSQL: read_only_sql_transaction; SQLite: SQLITE_READONLY and its variants.
+        "25006" | "8" | "264" | "520" | "776" | "1032" | "1288" | "1544"
+    ) || message.contains("--read-only")
+        || message.contains("read-only mode")
+        || message.contains("READ ONLY");
+    let full = matches!(
+        code.as_str(),
+        // PostgreSQL: disk_full; SQLite: SQLITE_FULL.
+        "53100" | "13"
+    ) || message.contains("Disk full")
+        || message.contains("is full")
+        || message.contains("No space left on device");
+    if read_only {
+        Some("the database is read-only")
+    } else if full {
+        Some("the database's disk is full")
+    } else {
+        None
+    }
+}
+
+/// Why the database refused a change as such, as a short label for a metric and the logs:
+/// `decode` (a value of a type jobwarden cannot read back), `data` (a value the column does
+/// not take), `constraint`, `schema` (a missing table or column), `permission`, or `other`.
+pub fn refusal_cause(err: &DbErr) -> &'static str {
+    use sea_orm::sqlx::Error as Sqlx;
+    let text = err.to_string();
+    if let DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) = err {
+        if matches!(e.as_ref(), Sqlx::ColumnDecode { .. } | Sqlx::Decode(_)) {
+            return "decode";
+        }
+    }
+    if matches!(err, DbErr::Type(_) | DbErr::TryIntoErr { .. })
+        || text.contains("error occurred while decoding")
+        || text.contains("mismatched types")
+    {
+        return "decode";
+    }
+    let Some((code, message)) = database_error(err) else {
+        return "other";
+    };
+    let lower = message.to_lowercase();
+    match code.as_str() {
+        c if c.starts_with("22") => "data",
+        c if c.starts_with("23") => "constraint",
+        "42501" | "42000" if lower.contains("denied") || lower.contains("permission") => {
+            "permission"
+        }
+        "42501" => "permission",
+        "42703" | "42P01" | "42S02" | "42S22" => "schema",
+        // SQLite: SQLITE_CONSTRAINT and its variants.
+        "19" | "275" | "531" | "787" | "1043" | "1299" | "1555" | "2067" | "2323" => "constraint",
+        _ if lower.contains("no such column") || lower.contains("no such table") => "schema",
+        _ if lower.contains("denied") => "permission",
+        _ => "other",
     }
 }
 
@@ -375,6 +458,51 @@ mod tests {
             DbErr::Exec(RuntimeErr::Internal("bad statement".into())),
         ] {
             assert!(!is_transient(&err), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_read_only_or_full_database_is_held_through_and_says_why() {
+        for (err, why) in [
+            (database("25006", "cannot execute INSERT in a read-only transaction"), "read-only"),
+            (database("HY000", "The MariaDB server is running with the --read-only option so it cannot execute this statement"), "read-only"),
+            (database("8", "attempt to write a readonly database"), "read-only"),
+            (database("53100", "could not extend file: No space left on device"), "full"),
+            (database("13", "database or disk is full"), "full"),
+        ] {
+            let said = unwritable(&err).unwrap_or_else(|| panic!("{err}"));
+            assert!(said.contains(why), "{err}: {said}");
+            assert!(is_transient(&err), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_named_by_its_cause() {
+        for (err, cause) in [
+            (
+                database("23505", "duplicate key value violates unique constraint"),
+                "constraint",
+            ),
+            (database("2067", "UNIQUE constraint failed"), "constraint"),
+            (database("22003", "numeric field overflow"), "data"),
+            (
+                database("42703", "column \"progres\" does not exist"),
+                "schema",
+            ),
+            (database("1", "no such column: progres"), "schema"),
+            (
+                database("42501", "permission denied for table spark_job_executions"),
+                "permission",
+            ),
+            (
+                DbErr::Query(RuntimeErr::Internal(
+                    "error occurred while decoding column 4: mismatched types".into(),
+                )),
+                "decode",
+            ),
+            (database("XX000", "something else"), "other"),
+        ] {
+            assert_eq!(refusal_cause(&err), cause, "{err}");
         }
     }
 }

@@ -129,6 +129,17 @@ impl TestDb {
         })
     }
 
+    /// A connection to the server's administrative database (not this one), for what must
+    /// be done from outside: altering or dropping this database, ending its sessions.
+    pub async fn admin(&self) -> Option<DatabaseConnection> {
+        Database::connect(self.admin_url.as_deref()?).await.ok()
+    }
+
+    /// This database's name on its server.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Settings that point at this database, with short retry delays.
     pub fn settings(&self) -> Settings {
         settings_for(&self.url)

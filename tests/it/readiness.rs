@@ -13,6 +13,8 @@ use jobwarden::metrics::Metrics;
 use jobwarden_testkit::{Answer, SparkServer};
 use serde_json::{json, Value};
 
+use sea_orm::ConnectionTrait;
+
 use crate::helpers::{socket_of, wait_until, Backend, CutProxy, TestDb};
 use crate::kafka::Broker;
 use crate::operating::{instance_settings, start, Running};
@@ -280,4 +282,117 @@ async fn a_notification_channel_failing_longer_than_its_setting_is_named_while_r
         .metrics()
         .await
         .contains("jobwarden_notification_channel_failing{channel=\"ops\"} 1"));
+}
+
+/// Ends every session on `db` but the caller's: the pool's connections come back with the
+/// database's current settings.
+async fn end_sessions(admin: &sea_orm::DatabaseConnection, db: &TestDb) {
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            db.name()
+        ))
+        .await
+        .unwrap();
+}
+
+#[actix_rt::test]
+async fn a_read_only_database_holds_changes_names_the_cause_and_loses_nothing() {
+    let Some(db) = TestDb::fresh(Backend::Postgres).await else {
+        return;
+    };
+    let admin = db.admin().await.unwrap();
+    let spark = SparkServer::start().await;
+    let mut settings = instance_settings(&db.url, &spark);
+    settings.store.retry_max = Duration::from_millis(200);
+    let name = db.name().to_owned();
+    let app = start(settings, db.clone()).await;
+    wait_ready(&app).await;
+
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = on"
+        ))
+        .await
+        .unwrap();
+    end_sessions(&admin, &db).await;
+    let url = format!("http://{}/api/v1/jobs", app.app.http_addr.unwrap());
+    let write = actix_rt::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(&json!({"execution_id": "held-read-only", "submission_id": "driver-held"}))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    let body = wait_not_ready(&app, "job_store").await;
+    let detail = body["checks"]["job_store"].as_str().unwrap();
+    assert!(detail.contains("the database is read-only"), "{body}");
+
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = off"
+        ))
+        .await
+        .unwrap();
+    end_sessions(&admin, &db).await;
+    wait_ready(&app).await;
+    assert_eq!(write.await.unwrap().unwrap(), 201, "held, then written");
+    let (status, job) = app.get("/api/v1/jobs/held-read-only").await;
+    assert_eq!(status, 200, "{job}");
+}
+
+#[actix_rt::test]
+async fn a_store_whose_every_change_is_refused_fails_readiness_naming_the_cause() {
+    let Some(db) = TestDb::fresh(Backend::Postgres).await else {
+        return;
+    };
+    // A rule of the database's own that refuses every write of a job row.
+    for statement in [
+        "CREATE FUNCTION refuse_jobs() RETURNS trigger AS $$ BEGIN \
+         RAISE EXCEPTION 'no job rows today' USING ERRCODE = '23514'; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER refuse_jobs BEFORE INSERT OR UPDATE ON spark_job_executions \
+         FOR EACH ROW EXECUTE FUNCTION refuse_jobs()",
+    ] {
+        db.db.execute_unprepared(statement).await.unwrap();
+    }
+    let spark = SparkServer::start().await;
+    let mut settings = instance_settings(&db.url, &spark);
+    settings.store.refusing_after = Duration::from_secs(1);
+    let handle = db.db.clone();
+    let app = start(settings, db).await;
+    wait_ready(&app).await;
+
+    let (status, _) = app.track("refused", "driver-refused").await;
+    assert_ne!(status, 201, "the database refused the row");
+    let body = wait_until_named(&app).await;
+    let detail = body["checks"]["job_store"].as_str().unwrap();
+    assert!(detail.contains("(constraint)"), "{body}");
+    assert!(detail.contains("no job rows today"), "{body}");
+    assert!(app
+        .metrics()
+        .await
+        .contains("jobwarden_store_refused_total{cause=\"constraint\"}"));
+
+    handle
+        .execute_unprepared("DROP TRIGGER refuse_jobs ON spark_job_executions")
+        .await
+        .unwrap();
+    assert_eq!(app.track("accepted", "driver-accepted").await.0, 201);
+    wait_ready(&app).await;
+}
+
+/// Readiness fails only after `refusing_after`: keeps refusing until it does.
+async fn wait_until_named(app: &Running) -> Value {
+    let last = std::cell::RefCell::new(Value::Null);
+    wait_until(SETTLE, "/readyz to name the refusing store", || async {
+        let _ = app.track("refused-again", "driver-refused-again").await;
+        let (status, body) = app.get("/readyz").await;
+        let named = status == 503 && body["not_ready"] == json!(["job_store"]);
+        *last.borrow_mut() = body;
+        named
+    })
+    .await;
+    last.take()
 }
