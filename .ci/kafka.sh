@@ -32,3 +32,5 @@ if ! listening; then
     listening || { echo "tansu did not start; see $STATE/broker.log" >&2; tail -20 "$STATE/broker.log" >&2; exit 1; }
 fi
 echo "export JOBWARDEN_TEST_KAFKA_BROKERS=$BROKER"
+# The chaos test starts (and kills) a broker of its own from the same binary.
+echo "export JOBWARDEN_TEST_TANSU=$TANSU"

@@ -2,6 +2,7 @@
 
 mod attempts;
 mod binary;
+mod chaos;
 mod clusters;
 mod dashboard;
 mod fuzz;

@@ -18,23 +18,23 @@ const SECRET: &str = "receiver-shared-secret";
 
 /// How the receiver answers.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     Accept,
     Status(u16),
     Hang,
 }
 
 #[derive(Clone, Debug)]
-struct Received {
+pub(crate) struct Received {
     id: String,
-    body: Value,
+    pub(crate) body: Value,
     signature_ok: bool,
 }
 
 /// A webhook receiver that checks each signature the way a receiver's own code would.
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     mode: Arc<Mutex<Mode>>,
     got: Arc<Mutex<Vec<Received>>>,
     requests: Arc<Mutex<usize>>,
@@ -66,7 +66,7 @@ fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
 }
 
 impl Receiver {
-    async fn start(mode: Mode) -> Receiver {
+    pub(crate) async fn start(mode: Mode) -> Receiver {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         Receiver::on(listener, mode).await
     }
@@ -93,11 +93,12 @@ impl Receiver {
         receiver
     }
 
-    fn set(&self, mode: Mode) {
+    /// Answers every request from now on as `mode` says.
+    pub(crate) fn set(&self, mode: Mode) {
         *self.mode.lock().unwrap() = mode;
     }
 
-    fn got(&self) -> Vec<Received> {
+    pub(crate) fn got(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
 

@@ -1,0 +1,644 @@
+//! Chaos with a truth checker. Three `jobwarden` processes share PostgreSQL (and, in a shorter
+//! run, MariaDB) through a TCP proxy; a Spark-protocol server answers for hundreds of drivers;
+//! a Kafka-protocol broker of the test's own (tansu) is fed status events by a producer; a
+//! webhook receiver takes the notifications. While the scenario runs it injects faults, at
+//! random but from a printed seed: kill -9 of an instance (restarted a moment later), a cut of
+//! the database connection, kill -9 of the broker (restarted on its own storage), the receiver
+//! answering 503, Spark answering slower than the request timeout. Every ending is decided by
+//! the scenario and written down as it is told to Spark or sent to Kafka: the truth.
+//!
+//! Afterwards the checker compares the database with that truth: each job's terminal status is
+//! what Spark or the producer said; no history row starts from a terminal status or repeats a
+//! move; each event's change was applied once (a redelivery is a no-op); every success was
+//! delivered to the receiver at least once; exactly the malformed events are dead letters;
+//! no row is left unfinished. One line of figures is printed; any violation fails the test.
+//! `JOBWARDEN_CHAOS_SECONDS` (default 45) sets how long faults go on; `JOBWARDEN_CHAOS_SEED`
+//! replays a run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use entity::{
+    dead_letters, job_status_history as history, spark_job_executions, transformation_job_queue,
+};
+use jobwarden_testkit::fuzz::Rng;
+use jobwarden_testkit::{Answer, SparkServer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryOrder};
+
+use crate::binary::{jobwarden, Running};
+use crate::helpers::{socket_of, Backend, CutProxy, TestDb};
+use crate::notifications::{Mode, Receiver};
+
+const SPARK_JOBS: usize = 240;
+const QUEUE_JOBS: usize = 300;
+const MALFORMED: usize = 6;
+const TOPIC: &str = "chaos-status";
+
+fn chaos_seconds(default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var("JOBWARDEN_CHAOS_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+fn chaos_seed() -> u64 {
+    std::env::var("JOBWARDEN_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tansu broker of this test's own, on its own storage, that can be killed and restarted.
+struct Broker {
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn start(binary: PathBuf) -> Broker {
+        let mut broker = Broker {
+            binary,
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            child: None,
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://{}", self.address());
+        let child = Command::new(&self.binary)
+            .current_dir(self.dir.path())
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .env_remove("STORAGE_ENGINE")
+            .env_remove("CLUSTER_ID")
+            .args([
+                "broker",
+                "--cluster-id",
+                "jobwarden-chaos",
+                "--listener-url",
+                &url,
+            ])
+            .args([
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(self.address()).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {}",
+                self.address()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One of the instances: its config stays, its process comes and goes.
+struct Instance {
+    name: String,
+    dir: tempfile::TempDir,
+    running: Option<Running>,
+}
+
+impl Instance {
+    fn start(name: &str, config: &str) -> Instance {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let mut instance = Instance {
+            name: name.to_owned(),
+            dir,
+            running: None,
+        };
+        instance.spawn();
+        instance
+    }
+
+    /// Starts the process without waiting for it: the proxy, the Spark server and the
+    /// receiver run on this test's own thread, which must not block.
+    fn spawn(&mut self) {
+        self.running = Some(Running::start(jobwarden(self.dir.path())));
+    }
+
+    fn kill(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.signal_quietly("KILL");
+            let _ = running.wait(Duration::from_secs(10));
+        }
+    }
+
+    async fn stop(&mut self) -> String {
+        let Some(running) = self.running.take() else {
+            return String::new();
+        };
+        running.signal("TERM");
+        let (status, log) =
+            tokio::task::spawn_blocking(move || running.wait(Duration::from_secs(60)))
+                .await
+                .unwrap();
+        assert!(
+            status.success(),
+            "{} did not stop cleanly:\n{log}",
+            self.name
+        );
+        log
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(running) = &self.running {
+            running.signal_quietly("KILL");
+        }
+    }
+}
+
+fn config(
+    db_url: &str,
+    spark: &SparkServer,
+    brokers: &str,
+    group: &str,
+    receiver: &str,
+    name: &str,
+) -> String {
+    format!(
+        "[database]\nurl = \"{db_url}\"\nconnect_timeout = \"2s\"\nstartup_wait = \"2m\"\n\
+         [spark]\nrest_url = \"{spark}\"\nmaster_ui_url = \"{spark}\"\nstatus_source = \"rest\"\n\
+         poll_interval = \"1s\"\nmax_concurrent_polls = 16\nrequest_timeout = \"1s\"\n\
+         [store]\nretry_initial = \"50ms\"\nretry_max = \"1s\"\n\
+         [instance]\nid = \"{name}\"\nlease = \"3s\"\n\
+         [kafka]\nbootstrap_servers = \"{brokers}\"\ntopic = \"{TOPIC}\"\ngroup_id = \"{group}\"\n\
+         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
+         [notifications]\ncheck_every = \"200ms\"\ngroup_wait = \"1s\"\n\
+         [notifications.channels.hook]\nkind = \"webhook\"\nurl = \"{receiver}\"\ntimeout = \"1s\"\n\
+         [[notifications.rules]]\non = [\"succeeded\"]\nchannels = [\"hook\"]\n",
+        spark = spark.url()
+    )
+}
+
+/// What the scenario told Spark and Kafka: each job's last word.
+#[derive(Default)]
+struct Truth {
+    spark: BTreeMap<String, &'static str>,
+    queue: BTreeMap<String, &'static str>,
+}
+
+/// Spark's final driver states and the row status each means.
+const ENDINGS: [(&str, &str); 3] = [
+    ("FINISHED", "Succeeded"),
+    ("FAILED", "Failed"),
+    ("KILLED", "Cancelled"),
+];
+
+/// One planned Kafka message: key and payload, sent in order.
+type Event = (String, Vec<u8>);
+
+fn plan_events(rng: &mut Rng, truth: &mut Truth) -> Vec<Event> {
+    let mut firsts = Vec::new();
+    let mut lasts = Vec::new();
+    for i in 0..QUEUE_JOBS {
+        let id = format!("chaos-q-{i}");
+        let ending = if rng.chance(5) { "Failed" } else { "Completed" };
+        truth.queue.insert(id.clone(), ending);
+        firsts.push((id.clone(), format!(r#"{{"jobId":"{id}","status":"Processing","eventId":"{id}-1","timestamp":"2026-12-01T10:00:00Z"}}"#).into_bytes()));
+        let end = format!(r#"{{"jobId":"{id}","status":"{ending}","eventId":"{id}-2","timestamp":"2026-12-01T10:05:00Z"}}"#).into_bytes();
+        lasts.push((id.clone(), end.clone()));
+        // A duplicate, and a late Processing after the end: neither may change the row.
+        if rng.chance(4) {
+            lasts.push((id.clone(), end));
+        }
+        if rng.chance(6) {
+            lasts.push((id.clone(), format!(r#"{{"jobId":"{id}","status":"Processing","eventId":"{id}-late","timestamp":"2026-12-01T10:01:00Z"}}"#).into_bytes()));
+        }
+    }
+    let mut events = firsts;
+    events.extend(lasts);
+    for i in 0..MALFORMED {
+        let at = rng.below(events.len());
+        events.insert(
+            at,
+            (format!("bad-{i}"), format!("not json #{i}").into_bytes()),
+        );
+    }
+    events
+}
+
+/// Sends each event until the broker takes it: a broker killed mid-run delays, never drops.
+async fn produce(brokers: String, events: Vec<Event>, pace: Duration) -> usize {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "5000")
+        .create()
+        .unwrap();
+    for (key, payload) in &events {
+        loop {
+            let sent = producer
+                .send(
+                    FutureRecord::to(TOPIC).key(key).payload(payload),
+                    Duration::from_secs(5),
+                )
+                .await;
+            if sent.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(pace).await;
+    }
+    events.len()
+}
+
+#[derive(Default, Debug)]
+struct Faults {
+    kills: usize,
+    database_cuts: usize,
+    broker_restarts: usize,
+    receiver_outages: usize,
+    spark_stalls: usize,
+}
+
+impl Faults {
+    fn total(&self) -> usize {
+        self.kills
+            + self.database_cuts
+            + self.broker_restarts
+            + self.receiver_outages
+            + self.spark_stalls
+    }
+}
+
+async fn scalar(db: &DatabaseConnection, sql: &str) -> i64 {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+/// Every way the database can disagree with the truth, each as one line.
+async fn violations(db: &DatabaseConnection, truth: &Truth, receiver: &Receiver) -> Vec<String> {
+    let mut found = Vec::new();
+    let rows = spark_job_executions::Entity::find().all(db).await.unwrap();
+    for row in &rows {
+        match truth.spark.get(&row.execution_id) {
+            Some(expected) if *expected != row.status => found.push(format!(
+                "{}: {} in the database, Spark said {expected}",
+                row.execution_id, row.status
+            )),
+            None => found.push(format!("{}: a row nobody wrote", row.execution_id)),
+            _ => {}
+        }
+    }
+    if rows.len() != truth.spark.len() {
+        found.push(format!(
+            "{} Spark rows, {} expected",
+            rows.len(),
+            truth.spark.len()
+        ));
+    }
+    let queue = transformation_job_queue::Entity::find()
+        .all(db)
+        .await
+        .unwrap();
+    for row in &queue {
+        match truth.queue.get(&row.job_id) {
+            Some(expected) if *expected != row.status => found.push(format!(
+                "{}: {} in the database, the producer said {expected}",
+                row.job_id, row.status
+            )),
+            None => found.push(format!("{}: a queue row nobody sent", row.job_id)),
+            _ => {}
+        }
+    }
+    if queue.len() != truth.queue.len() {
+        found.push(format!(
+            "{} queue rows, {} expected",
+            queue.len(),
+            truth.queue.len()
+        ));
+    }
+    let terminal = ["Succeeded", "Failed", "Cancelled", "Completed"];
+    let mut seen = BTreeSet::new();
+    for h in history::Entity::find()
+        .order_by_asc(history::Column::Id)
+        .all(db)
+        .await
+        .unwrap()
+    {
+        if let Some(from) = h.from_status.as_deref().filter(|f| terminal.contains(f)) {
+            found.push(format!(
+                "{}: history moves from {from} to {}",
+                h.job_id, h.to_status
+            ));
+        }
+        if !seen.insert((
+            h.job_kind.clone(),
+            h.job_id.clone(),
+            h.from_status.clone(),
+            h.to_status.clone(),
+        )) {
+            found.push(format!(
+                "{}: {:?} -> {} written twice",
+                h.job_id, h.from_status, h.to_status
+            ));
+        }
+    }
+    let letters = dead_letters::Entity::find().count(db).await.unwrap();
+    if letters != MALFORMED as u64 {
+        found.push(format!(
+            "{letters} dead letters, {MALFORMED} malformed events sent"
+        ));
+    }
+    let told: BTreeSet<String> = receiver
+        .got()
+        .iter()
+        .filter_map(|r| r.body["job"]["id"].as_str().map(str::to_owned))
+        .collect();
+    for (id, status) in &truth.spark {
+        if *status == "Succeeded" && !told.contains(id) {
+            found.push(format!("{id}: succeeded, never announced"));
+        }
+    }
+    for (id, status) in &truth.queue {
+        if *status == "Completed" && !told.contains(id) {
+            found.push(format!("{id}: completed, never announced"));
+        }
+    }
+    found
+}
+
+/// One chaos run at a time: each keeps both cores busy with its own processes.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn chaos(backend: Backend, run_for: Duration) {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let Some(tansu) = std::env::var_os("JOBWARDEN_TEST_TANSU").map(PathBuf::from) else {
+        assert!(
+            !crate::helpers::require_all_backends(),
+            "CI must run the chaos test: .ci/kafka.sh exports JOBWARDEN_TEST_TANSU"
+        );
+        eprintln!(
+            "SKIPPED chaos: JOBWARDEN_TEST_TANSU is not set (run `eval \"$(bash .ci/kafka.sh)\"`)"
+        );
+        return;
+    };
+    let Some(db) = TestDb::fresh(backend).await else {
+        return;
+    };
+    let seed = chaos_seed();
+    let mut rng = Rng::new(seed);
+    eprintln!("chaos on {backend:?}: seed {seed} (JOBWARDEN_CHAOS_SEED={seed} replays it), faults for {run_for:?}");
+
+    let mut truth = Truth::default();
+    let spark = SparkServer::start().await;
+    let ids: Vec<String> = (0..SPARK_JOBS).map(|i| format!("chaos-s-{i}")).collect();
+    for chunk in ids.chunks(500) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|id| format!("('{id}', 'driver-{id}')"))
+            .collect();
+        db.db
+            .execute_unprepared(&format!(
+                "INSERT INTO spark_job_executions (execution_id, submission_id) VALUES {}",
+                values.join(", ")
+            ))
+            .await
+            .unwrap();
+    }
+    for id in &ids {
+        spark.answer(&format!("driver-{id}"), Answer::State("RUNNING"));
+    }
+    // When each driver ends, spread over the run.
+    let mut endings: Vec<(Duration, String, usize)> = ids
+        .iter()
+        .map(|id| {
+            let at = Duration::from_millis(rng.below(run_for.as_millis().max(1) as usize) as u64);
+            (at, id.clone(), rng.below(ENDINGS.len()))
+        })
+        .collect();
+    endings.sort();
+
+    let mut broker = Broker::start(tansu);
+    jobwarden_testkit::kafka::create_topic(&broker.address(), TOPIC)
+        .await
+        .unwrap();
+    let events = plan_events(&mut rng, &mut truth);
+    let receiver = Receiver::start(Mode::Accept).await;
+    let proxy = CutProxy::start(socket_of(&db.url)).await;
+    let through = proxy.url_through(&db.url);
+    let group = format!("chaos-{seed}");
+    let names = ["c1", "c2", "c3"];
+    let mut instances: Vec<Instance> = names
+        .iter()
+        .map(|n| {
+            Instance::start(
+                n,
+                &config(
+                    &through,
+                    &spark,
+                    &broker.address(),
+                    &group,
+                    &receiver.url,
+                    n,
+                ),
+            )
+        })
+        .collect();
+    let pace = run_for / (events.len() as u32 + 1);
+    let producer = actix_rt::spawn(produce(broker.address(), events, pace));
+
+    let mut faults = Faults::default();
+    let started = Instant::now();
+    let mut next_ending = 0;
+    while started.elapsed() < run_for {
+        while next_ending < endings.len() && endings[next_ending].0 <= started.elapsed() {
+            let (_, id, ending) = &endings[next_ending];
+            let (state, status) = ENDINGS[*ending];
+            spark.answer(&format!("driver-{id}"), Answer::State(state));
+            truth.spark.insert(id.clone(), status);
+            next_ending += 1;
+        }
+        let outage = Duration::from_millis(1_000 + rng.below(3_000) as u64);
+        match rng.below(5) {
+            0 => {
+                let victim = rng.below(instances.len());
+                instances[victim].kill();
+                tokio::time::sleep(outage).await;
+                instances[victim].spawn();
+                faults.kills += 1;
+            }
+            1 => {
+                proxy.cut();
+                tokio::time::sleep(outage).await;
+                proxy.restore();
+                faults.database_cuts += 1;
+            }
+            2 => {
+                broker.kill();
+                tokio::time::sleep(outage).await;
+                broker.spawn();
+                faults.broker_restarts += 1;
+            }
+            3 => {
+                receiver.set(Mode::Status(503));
+                tokio::time::sleep(outage).await;
+                receiver.set(Mode::Accept);
+                faults.receiver_outages += 1;
+            }
+            _ => {
+                spark.set_delay(Duration::from_secs(2));
+                tokio::time::sleep(outage).await;
+                spark.set_delay(Duration::ZERO);
+                faults.spark_stalls += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500 + rng.below(1_500) as u64)).await;
+    }
+    for (_, id, ending) in &endings[next_ending..] {
+        let (state, status) = ENDINGS[*ending];
+        spark.answer(&format!("driver-{id}"), Answer::State(state));
+        truth.spark.insert(id.clone(), status);
+    }
+    let sent = producer.await.unwrap();
+
+    // Quiet now: everything must settle to the truth.
+    let settled = std::cell::RefCell::new(Vec::new());
+    let outcome = tokio::time::timeout(Duration::from_secs(180), async {
+        loop {
+            let found = violations(&db.db, &truth, &receiver).await;
+            let done = found.is_empty();
+            *settled.borrow_mut() = found;
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    let found = settled.take();
+    let unfinished = scalar(
+        &db.db,
+        "SELECT COUNT(*) FROM spark_job_executions WHERE status NOT IN ('Succeeded','Failed','Cancelled')",
+    )
+    .await;
+    eprintln!(
+        "chaos {backend:?} seed={seed}: faults={} ({faults:?}) spark_jobs={SPARK_JOBS} queue_jobs={QUEUE_JOBS} events={sent} notifications={} unfinished={unfinished} violations={}",
+        faults.total(),
+        receiver.got().len(),
+        found.len()
+    );
+    let mut logs = Vec::new();
+    for instance in &mut instances {
+        logs.push(instance.stop().await);
+    }
+    if outcome.is_err() || !found.is_empty() {
+        let shown: Vec<&String> = found.iter().take(20).collect();
+        panic!(
+            "{} violations after the faults stopped (seed {seed}), first {}: {shown:#?}\nlast instance log tail:\n{}",
+            found.len(),
+            shown.len(),
+            logs.last().map(|l| tail(l)).unwrap_or_default()
+        );
+    }
+    drop(broker);
+    db.drop_database().await;
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+#[actix_rt::test]
+async fn everything_breaking_at_once_on_postgres_leaves_every_row_true() {
+    chaos(Backend::Postgres, chaos_seconds(45)).await;
+}
+
+#[actix_rt::test]
+async fn everything_breaking_at_once_on_mariadb_leaves_every_row_true() {
+    chaos(Backend::MariaDb, chaos_seconds(25)).await;
+}
+
+#[actix_rt::test]
+async fn the_truth_checker_names_every_kind_of_disagreement() {
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    for statement in [
+        "INSERT INTO spark_job_executions (execution_id, submission_id, status) VALUES ('s-1', 'driver-s-1', 'Running')",
+        "INSERT INTO transformation_job_queue (job_id, status) VALUES ('q-1', 'Failed')",
+        "INSERT INTO job_status_history (job_kind, job_id, from_status, to_status, source, at) \
+         VALUES ('spark', 's-1', 'Succeeded', 'Running', 'spark_poll', '2026-12-01T10:00:00+00:00')",
+    ] {
+        db.db.execute_unprepared(statement).await.unwrap();
+    }
+    let mut truth = Truth::default();
+    truth.spark.insert("s-1".into(), "Succeeded");
+    truth.queue.insert("q-1".into(), "Completed");
+    let receiver = Receiver::start(Mode::Accept).await;
+    let found = violations(&db.db, &truth, &receiver).await.join("\n");
+    for expected in [
+        "s-1: Running in the database, Spark said Succeeded",
+        "q-1: Failed in the database, the producer said Completed",
+        "s-1: history moves from Succeeded to Running",
+        "0 dead letters",
+        "s-1: succeeded, never announced",
+        "q-1: completed, never announced",
+    ] {
+        assert!(
+            found.contains(expected),
+            "{expected:?} missing from:\n{found}"
+        );
+    }
+}
