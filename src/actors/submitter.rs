@@ -322,8 +322,10 @@ async fn run(
                         // The request may still be on its way to the master.
                         return already;
                     }
+                    let waited = (now - requested_at).to_std().unwrap_or_default();
                     let reason = format!(
-                        "no driver on the cluster carries its mark {mark} {} after the request; the request started nothing",
+                        "no driver on the cluster carries its mark {mark} {} after the request (submit.settle = {}); the request started nothing",
+                        humantime::format_duration(std::time::Duration::from_secs(waited.as_secs())),
                         humantime::format_duration(settings.settle)
                     );
                     info!(

@@ -157,13 +157,20 @@ pub(super) async fn post_json(
             }
             let excerpt = excerpt(response).await;
             let message = format!("HTTP {}: {excerpt}", status.as_u16());
-            if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 408 {
+            if refuses_the_message(status.as_u16()) {
                 Delivered::Refused(message)
             } else {
                 Delivered::Later(message)
             }
         }
     }
+}
+
+/// Whether an HTTP answer refuses this message itself (sending it again cannot help), rather
+/// than the channel failing for now: a wrong or just-rotated secret (401, 403, 407), a timeout
+/// (408) or a rate limit (429) is the channel's fault and is retried until `give_up_after`.
+pub fn refuses_the_message(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 401 | 403 | 407 | 408 | 429)
 }
 
 async fn excerpt(response: reqwest::Response) -> String {
@@ -205,5 +212,15 @@ mod tests {
             signed,
             "t=1764000000,v1=e400107e54677b310c6fd8e101689566324146ff5ab3fffb9bad45981c224e38"
         );
+    }
+
+    #[test]
+    fn a_wrong_secret_a_timeout_or_a_rate_limit_is_retried_and_a_bad_message_is_not() {
+        for status in [401, 403, 407, 408, 429, 500, 503] {
+            assert!(!refuses_the_message(status), "{status} is retried");
+        }
+        for status in [400, 404, 410, 413, 422] {
+            assert!(refuses_the_message(status), "{status} refuses the message");
+        }
     }
 }

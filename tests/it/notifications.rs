@@ -337,6 +337,31 @@ async fn a_refusing_receiver_fails_the_message_for_good_with_its_answer() {
 }
 
 #[actix_rt::test]
+async fn a_receiver_refusing_the_secret_gets_the_message_once_the_secret_is_right() {
+    let spark = SparkServer::start().await;
+    spark.answer("driver-k1", Answer::State("FINISHED"));
+    // A secret just rotated on one side only: 401 until the other side follows.
+    let receiver = Receiver::start(Mode::Status(401)).await;
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &spark, &[("ops", "webhook", &receiver.url)]);
+    let service = Service::start(dir.path());
+    service.track("k1", "driver-k1", "hourly").await;
+    wait_until(Duration::from_secs(30), "a few 401 answers", || {
+        let n = receiver.requests();
+        async move { n >= 2 }
+    })
+    .await;
+    let failed = service.outbox("failed").await;
+    assert_eq!(
+        failed["counts"]["failed"].as_u64().unwrap_or(0),
+        0,
+        "a 401 is the channel's fault, not the message's: {failed}"
+    );
+    receiver.set(Mode::Accept);
+    until_received(&receiver, 1).await;
+}
+
+#[actix_rt::test]
 async fn a_hanging_receiver_delays_only_its_own_channel() {
     let spark = SparkServer::start().await;
     spark.answer("driver-h1", Answer::State("FINISHED"));

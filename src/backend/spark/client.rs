@@ -162,6 +162,10 @@ impl SparkClient {
         self.masters_in_turn().map(|(i, master)| (i, &master.rest))
     }
 
+    pub(super) fn request_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub(super) fn http(&self) -> &reqwest::Client {
         &self.http
     }
@@ -445,7 +449,7 @@ impl SparkClient {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -197,16 +197,12 @@ impl SparkClient {
             Err(e) if e.is_connect() => {
                 return Outcome::Elsewhere(self.transport(url, e).to_string())
             }
-            Err(e) => {
-                return Outcome::Final(CreateError::Unknown(self.transport(url, e).to_string()))
-            }
+            Err(e) => return Outcome::Final(CreateError::Unknown(self.lost_answer(url, &e))),
         };
         let status = response.status();
         let text = match response.text().await {
             Ok(text) => text,
-            Err(e) => {
-                return Outcome::Final(CreateError::Unknown(self.transport(url, e).to_string()))
-            }
+            Err(e) => return Outcome::Final(CreateError::Unknown(self.lost_answer(url, &e))),
         };
         let wire = serde_json::from_str::<CreatedWire>(&text).ok();
         let message = wire.as_ref().and_then(|w| w.message.clone());
@@ -237,6 +233,23 @@ impl SparkClient {
             }
             _ if refused => Outcome::Final(CreateError::Rejected(message.unwrap_or_else(answer))),
             _ => Outcome::Final(CreateError::Unknown(answer())),
+        }
+    }
+
+    /// Why a request that went out has no answer: Spark was reached (the request may have
+    /// started a driver), so this is never "cannot reach Spark".
+    fn lost_answer(&self, url: &Url, e: &reqwest::Error) -> String {
+        let at = format!("{}://{}", url.scheme(), url.authority());
+        if e.is_timeout() {
+            format!(
+                "the request reached {at} but no answer came within {}",
+                humantime::format_duration(self.request_timeout())
+            )
+        } else {
+            format!(
+                "the request reached {at} but its answer was lost: {}",
+                super::client::error_chain(e)
+            )
         }
     }
 
