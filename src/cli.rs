@@ -43,12 +43,32 @@ pub enum Command {
     /// Inspect, register, submit, cancel and retry jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Look after the notification outbox.
+    #[command(subcommand)]
+    Notifications(NotificationsCommand),
     /// Delete the records [retention] no longer keeps, now, as the leader does every
     /// retention.every; with --dry-run only say how many would go.
     Prune {
         /// Count what would be deleted, table by table, and delete nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotificationsCommand {
+    /// Put failed messages back in the outbox (after a receiver's secret or address was
+    /// fixed); each gets a fresh give_up_after and keeps its message id.
+    Resend {
+        /// Resend the messages that failed for good (required: the only kind there is to resend).
+        #[arg(long, required = true)]
+        failed: bool,
+        /// Only those that failed since: an RFC 3339 instant, or a duration ago ("2h").
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only those of this channel ([notifications.channels.<name>]).
+        #[arg(long, value_name = "NAME")]
+        channel: Option<String>,
     },
 }
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::actors::JobStore;
 use crate::backend::rest_off::SubmitGate;
-use crate::cli::{JobsCommand, ListArgs, SubmitArgs, TrackArgs};
+use crate::cli::{JobsCommand, ListArgs, NotificationsCommand, SubmitArgs, TrackArgs};
 use crate::config::Settings;
 use crate::domain::SubmitSpec;
 use crate::events::Events;
@@ -13,7 +13,7 @@ use crate::startup::{connect_patiently, shutdown_signal, Application, StartError
 use crate::store::retention::Aged;
 use crate::store::{self, actions_read, read, Rules};
 use crate::store_api::{
-    OpError, Source, StoreError, StoreHandle, TrackRequest, WriteOp, WriteOutcome,
+    OpError, ResendFailed, Source, StoreError, StoreHandle, TrackRequest, WriteOp, WriteOutcome,
 };
 
 /// Runs the service until a signal; `Err` only when it could not start.
@@ -273,6 +273,40 @@ pub async fn prune(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
     if !kept.is_empty() {
         println!("kept forever: {}", kept.join(", "));
     }
+    Ok(())
+}
+
+/// `notifications resend --failed`: failed messages back in the outbox, through a store of
+/// this process's own; a running jobwarden delivers them.
+pub async fn notifications(
+    settings: Settings,
+    command: NotificationsCommand,
+) -> anyhow::Result<()> {
+    let NotificationsCommand::Resend { since, channel, .. } = command;
+    if let Some(channel) = &channel {
+        if !settings.notifications.channels.contains_key(channel) {
+            bail!("no channel named {channel:?} in [notifications.channels]");
+        }
+    }
+    let now = Utc::now();
+    let since = since
+        .map(|s| ResendFailed::since_from(&s, now))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let db = connect(&settings).await?;
+    store::migrate_exclusively(&db, &settings.database)
+        .await
+        .map_err(|e| StartError::from_migration(&settings.database, e))?;
+    let store = local_store(db, &settings).await?;
+    let resent = store
+        .resend_failed(ResendFailed {
+            since,
+            channel,
+            now,
+        })
+        .await
+        .context("the store could not put the messages back")?;
+    println!("{resent} failed message(s) back in the outbox; a running jobwarden delivers them");
     Ok(())
 }
 

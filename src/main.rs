@@ -63,6 +63,7 @@ fn main() -> ExitCode {
             Command::Migrate => commands::migrate(settings).await,
             Command::Jobs(jobs) => commands::jobs(settings, jobs).await,
             Command::Prune { dry_run } => commands::prune(settings, dry_run).await,
+            Command::Notifications(command) => commands::notifications(settings, command).await,
             Command::CheckConfig => Ok(()),
         }
     });

@@ -30,8 +30,8 @@ use crate::store::statistics::{self, Growth};
 use crate::store::{self, Committed, Inserted, Rules, WriteContext};
 use crate::store_api::{
     Drain, DueAction, DueActions, DueJobs, DuePage, Fence, FencedWrite, GetStats, OpError,
-    OutboxRow, PendingNotifications, StoreError, StoreHandle, StoreStats, SweepTimeouts, Write,
-    WriteOp, WriteOutcome,
+    OutboxRow, PendingNotifications, ResendFailed, StoreError, StoreHandle, StoreStats,
+    SweepTimeouts, Write, WriteOp, WriteOutcome,
 };
 
 use super::batching::{Batch, Batches, Scoped};
@@ -442,6 +442,7 @@ impl From<&Addr<JobStore>> for StoreHandle {
             addr.clone().recipient(),
         )
         .with_actions(addr.clone().recipient())
+        .with_resend(addr.clone().recipient())
     }
 }
 
@@ -868,6 +869,19 @@ impl Handler<Prune> for JobStore {
             }
             answer.unwrap_or_else(|panicked| Err(StoreError::Read(panicked.message().to_owned())))
         }))
+    }
+}
+
+impl Handler<ResendFailed> for JobStore {
+    type Result = ResponseFuture<Result<u64, StoreError>>;
+
+    fn handle(&mut self, msg: ResendFailed, _: &mut Self::Context) -> Self::Result {
+        let db = self.db.clone();
+        Box::pin(async move {
+            store::outbox::resend_failed(&db, msg.since, msg.channel.as_deref(), msg.now)
+                .await
+                .map_err(|e| StoreError::Read(e.to_string()))
+        })
     }
 }
 

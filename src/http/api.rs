@@ -117,7 +117,7 @@ pub struct TrackBody {
 
 /// Writes (track, cancel, retry) need `Authorization: Bearer <http.api_token>` when a token
 /// is configured: the 401 to answer when the request lacks it.
-fn token_refusal(state: &HttpState, request: &HttpRequest) -> Option<HttpResponse> {
+pub(super) fn token_refusal(state: &HttpState, request: &HttpRequest) -> Option<HttpResponse> {
     let token = state.api_token.as_ref()?;
     let presented = request
         .headers()

@@ -108,6 +108,10 @@ pub fn start(
             .route("/api/v1/queue/{job_id}", web::get().to(api::show_queue_job))
             .configure(dashboard::routes)
             .route("/api/v1/notifications", web::get().to(notifications::list))
+            .route(
+                "/api/v1/notifications/resend",
+                web::post().to(notifications::resend),
+            )
             .default_service(web::to(|| async {
                 error(
                     actix_web::http::StatusCode::NOT_FOUND,

@@ -2,12 +2,13 @@
 //! delivered, and what could not be (with the receiver's answer).
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{error, HttpState};
 use crate::store::outbox;
+use crate::store_api::ResendFailed;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +65,61 @@ pub async fn list(state: web::Data<HttpState>, query: web::Query<OutboxQuery>) -
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the database did not answer: {e}"),
+        ),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResendBody {
+    /// An RFC 3339 instant or a duration ago ("2h"): only messages that failed since then.
+    since: Option<String>,
+    channel: Option<String>,
+}
+
+/// `POST /api/v1/notifications/resend`: failed messages back in the outbox, each with a
+/// fresh `give_up_after` (after a receiver's secret was fixed, say).
+pub async fn resend(
+    state: web::Data<HttpState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(refused) = super::api::token_refusal(&state, &request) {
+        return refused;
+    }
+    // No body resends every failed message; a body that does not read is refused, never
+    // taken for none.
+    let body: ResendBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ResendBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(body) => body,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
+        }
+    };
+    let now = chrono::Utc::now();
+    let since = match body
+        .since
+        .as_deref()
+        .map(|s| ResendFailed::since_from(s, now))
+    {
+        Some(Err(message)) => return error(StatusCode::BAD_REQUEST, message),
+        Some(Ok(at)) => Some(at),
+        None => None,
+    };
+    let answer = state
+        .store
+        .resend_failed(ResendFailed {
+            since,
+            channel: body.channel,
+            now,
+        })
+        .await;
+    match answer {
+        Ok(resent) => HttpResponse::Ok().json(json!({ "resent": resent })),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store could not put the messages back: {e}"),
         ),
     }
 }

@@ -199,6 +199,34 @@ pub async fn record(txn: &impl ConnectionTrait, attempts: &[Attempt]) -> Result<
     Ok(())
 }
 
+/// Puts failed messages back to pending, due now, with their attempts and give-up clock
+/// started over (the message id stays: receivers still deduplicate on it).
+pub async fn resend_failed(
+    db: &impl ConnectionTrait,
+    since: Option<DateTime<Utc>>,
+    channel: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let mut update = outbox::Entity::update_many()
+        .col_expr(outbox::Column::State, Expr::value(PENDING))
+        .col_expr(outbox::Column::Attempts, Expr::value(0))
+        .col_expr(outbox::Column::NextAttemptAt, Expr::value(now))
+        .col_expr(outbox::Column::CreatedAt, Expr::value(now))
+        .col_expr(
+            outbox::Column::FinishedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(outbox::Column::GroupId, Expr::value(Option::<String>::None))
+        .filter(outbox::Column::State.eq(FAILED));
+    if let Some(since) = since {
+        update = update.filter(outbox::Column::FinishedAt.gte(since));
+    }
+    if let Some(channel) = channel {
+        update = update.filter(outbox::Column::Channel.eq(channel));
+    }
+    Ok(update.exec(db).await?.rows_affected)
+}
+
 /// The oldest pending messages of every channel, in the order they were written, at most
 /// `per_channel` each: a channel whose receiver has been down for a day, with thousands
 /// waiting, does not hide the others' messages.

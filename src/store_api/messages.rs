@@ -162,3 +162,34 @@ pub struct DueActions {
     pub now: DateTime<Utc>,
     pub limit: u64,
 }
+
+/// Puts failed notifications back in the outbox, each with a fresh `give_up_after`: those
+/// that failed at or after `since` (every one when absent), of `channel` (every channel when
+/// absent). Answers how many were put back.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<u64, StoreError>")]
+pub struct ResendFailed {
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub channel: Option<String>,
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+impl ResendFailed {
+    /// `since` as an operator writes it: an RFC 3339 instant, or a duration ago ("2h").
+    pub fn since_from(
+        text: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<chrono::DateTime<chrono::Utc>, String> {
+        let text = text.trim();
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+            return Ok(at.with_timezone(&chrono::Utc));
+        }
+        humantime::parse_duration(text)
+            .ok()
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .and_then(|d| now.checked_sub_signed(d))
+            .ok_or_else(|| {
+                format!("since {text:?} is neither an RFC 3339 instant (2026-12-01T08:00:00Z) nor a duration ago (\"2h\")")
+            })
+    }
+}

@@ -15,7 +15,8 @@ pub use changes::{
 };
 pub use messages::{
     ActionKind, Drain, DueAction, DueActions, DueExecution, DueJobs, DuePage, Fence, FencedWrite,
-    GetStats, OutboxRow, PendingNotifications, StoreError, StoreStats, SweepTimeouts, Write,
+    GetStats, OutboxRow, PendingNotifications, ResendFailed, StoreError, StoreStats, SweepTimeouts,
+    Write,
 };
 
 /// The store, as its callers see it. Cheap to clone. Each request is handed to the store's
@@ -29,6 +30,7 @@ pub struct StoreHandle {
     drain: Recipient<Drain>,
     stats: Recipient<GetStats>,
     actions: Option<Recipient<DueActions>>,
+    resend: Option<Recipient<ResendFailed>>,
 }
 
 impl StoreHandle {
@@ -46,6 +48,29 @@ impl StoreHandle {
             drain,
             stats,
             actions: None,
+            resend: None,
+        }
+    }
+
+    /// Adds putting failed notifications back in the outbox.
+    pub fn with_resend(mut self, resend: Recipient<ResendFailed>) -> Self {
+        self.resend = Some(resend);
+        self
+    }
+
+    /// Puts failed notifications back in the outbox; how many.
+    pub fn resend_failed(
+        &self,
+        request: ResendFailed,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
+        let request = self.resend.as_ref().map(|r| r.send(request));
+        async move {
+            match request {
+                Some(request) => request.await.map_err(StoreError::from)?,
+                None => Err(StoreError::Gone(
+                    "this store does not resend notifications".into(),
+                )),
+            }
         }
     }
 

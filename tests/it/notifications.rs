@@ -361,6 +361,91 @@ async fn a_receiver_refusing_the_secret_gets_the_message_once_the_secret_is_righ
     until_received(&receiver, 1).await;
 }
 
+/// A message failed for good by a receiver answering 400; the receiver then accepts.
+async fn a_failed_message(id: &str) -> (SparkServer, Receiver, tempfile::TempDir, Service) {
+    let spark = SparkServer::start().await;
+    spark.answer(&format!("driver-{id}"), Answer::State("FINISHED"));
+    let receiver = Receiver::start(Mode::Status(400)).await;
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &spark, &[("ops", "webhook", &receiver.url)]);
+    let service = Service::start(dir.path());
+    service.track(id, &format!("driver-{id}"), "hourly").await;
+    wait_until(Duration::from_secs(30), "the message to be failed", || {
+        let service = &service;
+        async move { service.outbox("failed").await["counts"]["failed"] == 1 }
+    })
+    .await;
+    receiver.set(Mode::Accept);
+    (spark, receiver, dir, service)
+}
+
+#[actix_rt::test]
+async fn a_failed_message_resent_from_the_command_line_is_delivered_under_its_id() {
+    let (_spark, receiver, dir, service) = a_failed_message("rs1").await;
+    let failed_id = service.outbox("failed").await["messages"][0]["message_id"].clone();
+    let output = jobwarden(dir.path())
+        .args([
+            "notifications",
+            "resend",
+            "--failed",
+            "--channel",
+            "ops",
+            "--since",
+            "1h",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("1 failed message(s) back in the outbox"),
+        "{stdout}"
+    );
+    until_received(&receiver, 1).await;
+    assert_eq!(
+        receiver.got()[0].id,
+        failed_id.as_str().unwrap(),
+        "the same id as before"
+    );
+}
+
+#[actix_rt::test]
+async fn the_api_resends_failed_messages_and_refuses_a_since_it_cannot_read() {
+    let (_spark, receiver, _dir, service) = a_failed_message("rs2").await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/notifications/resend", service.base);
+    let refused = http
+        .post(&url)
+        .json(&json!({"since": "yesterday-ish"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    let other = http
+        .post(&url)
+        .json(&json!({"channel": "elsewhere"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.json::<Value>().await.unwrap()["resent"],
+        0,
+        "another channel's failures only"
+    );
+    let resent = http
+        .post(&url)
+        .json(&json!({"channel": "ops"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resent.json::<Value>().await.unwrap()["resent"], 1);
+    until_received(&receiver, 1).await;
+}
+
 #[actix_rt::test]
 async fn a_hanging_receiver_delays_only_its_own_channel() {
     let spark = SparkServer::start().await;
