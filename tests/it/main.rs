@@ -13,6 +13,7 @@ mod kafka;
 mod kafka_e2e;
 mod mapped;
 mod mapped_e2e;
+mod mapped_types;
 mod notification_channels;
 mod notifications;
 mod operating;

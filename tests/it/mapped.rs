@@ -299,7 +299,7 @@ fn mapped_settings(db: &TestDb, spark: &SparkServer) -> Settings {
 }
 
 /// Runs one poll cycle now and waits for it (and the writes it caused) to finish.
-async fn poll_cycle(app: &Application) {
+pub(crate) async fn poll_cycle(app: &Application) {
     let scheduler = app.scheduler.clone();
     wait_until(Duration::from_secs(20), "the start-up cycle", || {
         let scheduler = scheduler.clone();

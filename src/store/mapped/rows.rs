@@ -92,8 +92,13 @@ fn get_status(row: &QueryResult, at: &(usize, Column)) -> Result<Option<StatusVa
     })
 }
 
+/// A number as its kind travels (see `read_expr`): an integer column's value comes back as a
+/// 64-bit integer, whatever width the application declared, and is widened here.
 fn get_number(row: &QueryResult, at: &Option<(usize, Column)>) -> Result<Option<f64>, DbErr> {
     match at {
+        Some((i, column)) if column.kind == Kind::Integer => {
+            Ok(row.try_get_by_index::<Option<i64>>(*i)?.map(|n| n as f64))
+        }
         Some((i, _)) => row.try_get_by_index(*i),
         None => Ok(None),
     }
