@@ -167,6 +167,9 @@ impl Application {
                     url: settings.database.url.to_string(),
                     error,
                 })?;
+            if settings.instance.is_made_up() {
+                take_back_from_dead_predecessors(&db, &instance).await;
+            }
             let now = chrono::Utc::now();
             Some(
                 store::leases::renew(&db, &instance, now, now, settings.instance.lease, &[], true)
@@ -500,5 +503,46 @@ fn lock_sqlite_file(url: &str) -> Result<Option<std::fs::File>, StartError> {
             })
         }
         Err(std::fs::TryLockError::Error(_)) => Ok(None),
+    }
+}
+
+/// Whether process `pid` of this host is a running jobwarden (other than this one). Where
+/// `/proc` cannot tell, it is taken to be running: its leases then run out as usual.
+fn is_running_jobwarden(pid: u32) -> bool {
+    if pid == std::process::id() {
+        // A predecessor that had this pid (a restarted container) is gone: this is us.
+        return false;
+    }
+    if !std::path::Path::new("/proc/self").exists() {
+        return true;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).contains("jobwarden"))
+        .unwrap_or(false)
+}
+
+/// A restarted instance with a made-up id (`host-pid-suffix`, new at every start) would see
+/// its crashed predecessor as alive and wait a whole lease for its share. Instances recorded
+/// under this host's name whose process is gone are released now instead.
+async fn take_back_from_dead_predecessors(db: &DatabaseConnection, me: &str) {
+    let host = crate::config::host_name();
+    let recorded = match store::leases::recorded_instances(db).await {
+        Ok(recorded) => recorded,
+        Err(e) => return warn!(error = %e, "cannot read the instances recorded on the database"),
+    };
+    for id in recorded.iter().filter(|id| id.as_str() != me) {
+        let Some(pid) = crate::config::made_up_pid(id, &host) else {
+            continue;
+        };
+        if is_running_jobwarden(pid) {
+            continue;
+        }
+        match store::leases::release_all(db, id).await {
+            Ok(()) => info!(instance = %me, gone = %id,
+                "released the leases of an instance of this host whose process is gone; taking its share now"),
+            Err(e) => {
+                warn!(gone = %id, error = %e, "cannot release the leases of a gone instance; they run out after a lease")
+            }
+        }
     }
 }

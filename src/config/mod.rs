@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use clusters::{Cluster, ClusterSettings, DEFAULT_CLUSTER};
 pub use database::DatabaseSettings;
 pub use http::HttpSettings;
-pub use instance::InstanceSettings;
+pub use instance::{host_name, made_up_pid, InstanceSettings};
 pub use kafka::{KafkaSettings, RESERVED_PROPERTIES};
 pub use notifications::{
     AlertmanagerSettings, ChannelKind, ChannelSettings, EmailSettings, EventKind,

@@ -51,6 +51,20 @@ pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     if state.kafka_topic.is_none() {
         check("kafka_listener", Ok("not configured".into()));
     }
+    // Detail, never a 503: an instance waiting for its share (others hold every bucket
+    // until their leases move) is healthy, and says so.
+    let buckets = state.metrics.buckets_held.get();
+    checks.insert(
+        "share".into(),
+        Value::String(if buckets > 0.0 {
+            format!("{buckets} of 64 buckets")
+        } else {
+            format!(
+                "no share of the work yet ({} instances live)",
+                state.metrics.live_instances.get()
+            )
+        }),
+    );
     // Detail, never a 503: the outbox keeps what a failing channel could not take.
     if let Some(standing) = &state.notifications {
         checks.insert("notifications".into(), Value::String(standing.describe()));

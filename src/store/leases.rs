@@ -268,6 +268,16 @@ pub async fn renew(
     Ok(held)
 }
 
+/// Every instance recorded on this database, alive or lately gone.
+pub async fn recorded_instances(db: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
+    instances::Entity::find()
+        .select_only()
+        .column(instances::Column::InstanceId)
+        .into_tuple()
+        .all(db)
+        .await
+}
+
 /// Gives every lease of this instance back and removes it from the live instances, so the
 /// others take its share at their next renewal instead of after the lease runs out.
 pub async fn release_all(db: &DatabaseConnection, me: &str) -> Result<(), DbErr> {

@@ -773,7 +773,66 @@ async fn a_paused_instance_cannot_overwrite_newer_truth(db: TestDb) {
     stop_all(instances).await;
 }
 
+/// As the README's systemd unit runs it: no `instance.id`, so every start makes one up.
+async fn a_restarted_instance_of_this_host_takes_its_share_back_at_once(db: TestDb) {
+    if db.backend == Backend::Sqlite {
+        return;
+    }
+    const JOBS: usize = 200;
+    let spark = SparkServer::start().await;
+    insert_jobs(&db.db, "restart", JOBS).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A lease far longer than the wait below: only recognising the dead predecessor is fast.
+    write_config(
+        dir.path(),
+        &format!(
+            "[database]\nurl = \"{}\"\n[spark]\nrest_url = \"{spark}\"\nmaster_ui_url = \"{spark}\"\npoll_interval = \"1s\"\n[instance]\nlease = \"60s\"\n",
+            db.url,
+            spark = spark.url()
+        ),
+    );
+    let mut first = Running::start(jobwarden(dir.path()));
+    first.http_address();
+    wait_until(
+        Duration::from_secs(30),
+        "the first start to hold every bucket",
+        || async { bucket_owners(&db.db).await.values().sum::<usize>() == usize::from(BUCKETS) },
+    )
+    .await;
+    let crashed = bucket_owners(&db.db).await.into_keys().next().unwrap();
+    first.signal("KILL");
+    let _ = first.wait(Duration::from_secs(10));
+
+    let restarted_at = Instant::now();
+    let mut second = Running::start(jobwarden(dir.path()));
+    let address = second.http_address();
+    wait_until(
+        Duration::from_secs(20),
+        "the restart to hold every bucket",
+        || async {
+            let owners = bucket_owners(&db.db).await;
+            !owners.contains_key(&crashed) && owners.values().sum::<usize>() == usize::from(BUCKETS)
+        },
+    )
+    .await;
+    let took = restarted_at.elapsed();
+    eprintln!("a restart took its share back {took:?} after it started (lease 60s)");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let ready: serde_json::Value = reqwest::get(format!("http://{address}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["share"], "64 of 64 buckets", "{ready}");
+    second.signal("TERM");
+    let (status, log) = second.wait(Duration::from_secs(60));
+    assert!(status.success(), "{log}");
+    assert!(log.contains("whose process is gone"), "{log}");
+}
+
 crate::on_every_database!(
+    a_restarted_instance_of_this_host_takes_its_share_back_at_once,
     three_instances_poll_every_job_once_per_cycle_and_share_the_work,
     a_killed_instance_share_is_polled_by_the_others_within_a_lease,
     a_paused_instance_cannot_overwrite_newer_truth,
