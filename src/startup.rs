@@ -170,9 +170,8 @@ impl Application {
             if settings.instance.is_made_up() {
                 take_back_from_dead_predecessors(&db, &instance).await;
             }
-            let now = chrono::Utc::now();
             Some(
-                store::leases::renew(&db, &instance, now, now, settings.instance.lease, &[], true)
+                first_claim(&db, &instance, settings.instance.lease)
                     .await
                     .map_err(|e| StartError::Leases {
                         url: settings.database.url.to_string(),
@@ -504,6 +503,31 @@ fn lock_sqlite_file(url: &str) -> Result<Option<std::fs::File>, StartError> {
         }
         Err(std::fs::TryLockError::Error(_)) => Ok(None),
     }
+}
+
+/// The first lease claim. Instances started at the same moment claim the same free rows, and
+/// MySQL/MariaDB may pick one of those transactions as a deadlock victim (seen: one of three
+/// instances started together exited here): such a collision is tried again, not fatal.
+async fn first_claim(
+    db: &DatabaseConnection,
+    instance: &str,
+    lease: Duration,
+) -> Result<store::leases::Held, DbErr> {
+    let mut pause = Duration::from_millis(20);
+    for _ in 0..20 {
+        let now = chrono::Utc::now();
+        match store::leases::renew(db, instance, now, now, lease, &[], true).await {
+            Err(e) if store::is_conflict(&e) => {
+                // Apart, so the same transactions do not collide again.
+                let jitter = u64::from(std::process::id() % 17) * 3;
+                tokio::time::sleep(pause + Duration::from_millis(jitter)).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            answer => return answer,
+        }
+    }
+    let now = chrono::Utc::now();
+    store::leases::renew(db, instance, now, now, lease, &[], true).await
 }
 
 /// Whether process `pid` of this host is a running jobwarden (other than this one). Where

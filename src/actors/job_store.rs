@@ -64,6 +64,18 @@ struct Sharing {
     on_gain: Option<Recipient<crate::actors::scheduler::Tick>>,
     /// False once shutdown began: renewals keep what is held, claim nothing more.
     claiming: bool,
+    /// Until when renewals come quickly while the share is unsettled (this instance holds
+    /// less than its fair share, or is handing buckets over): after a start, and after the
+    /// number of live instances changed. Fencing keeps quick handovers safe.
+    catch_up_until: Instant,
+    last_live: usize,
+}
+
+impl Sharing {
+    /// The pause between renewals while the share settles.
+    fn catch_up(&self) -> Duration {
+        (self.lease / 6).min(Duration::from_secs(1))
+    }
 }
 
 /// Shutdown began: keep renewing what is held until the last write, claim nothing new.
@@ -185,6 +197,7 @@ impl JobStore {
     /// to it (starting with `held`, renewed every third of `lease`), run the once-per-cluster
     /// work only while it leads, and refuse poll results whose lease has passed on.
     pub fn shared_as(mut self, instance: String, lease: Duration, held: Held) -> Self {
+        let live = held.live_instances;
         self.sharing = Some(Sharing {
             instance,
             started_at: Utc::now(),
@@ -193,6 +206,8 @@ impl JobStore {
             renewing: false,
             on_gain: None,
             claiming: true,
+            catch_up_until: Instant::now() + lease * 2,
+            last_live: live,
         });
         self
     }
@@ -220,7 +235,7 @@ impl JobStore {
         let renewal = async move {
             leases::renew(&db, &me, started_at, Utc::now(), lease, &retiring, claim).await
         };
-        ctx.spawn(contained(renewal).into_actor(self).map(|answer, act, _| {
+        ctx.spawn(contained(renewal).into_actor(self).map(|answer, act, ctx| {
             let Some(sharing) = act.sharing.as_mut() else {
                 return;
             };
@@ -252,6 +267,18 @@ impl JobStore {
                         if let Some(tick) = &sharing.on_gain {
                             tick.do_send(crate::actors::scheduler::Tick);
                         }
+                    }
+                    let live = sharing.held.live_instances;
+                    if live != sharing.last_live || !sharing.held.retiring.is_empty() {
+                        sharing.last_live = live;
+                        sharing.catch_up_until =
+                            sharing.catch_up_until.max(Instant::now() + sharing.lease);
+                    }
+                    let fair = usize::from(leases::BUCKETS).div_ceil(live.max(1));
+                    let unsettled = !sharing.held.retiring.is_empty()
+                        || (sharing.claiming && sharing.held.buckets.len() < fair);
+                    if unsettled && Instant::now() < sharing.catch_up_until {
+                        ctx.run_later(sharing.catch_up(), |act, ctx| act.renew(ctx));
                     }
                 }
                 Ok(Err(e)) => act.events.emit(LeaseRenewalFailed { error: &e }),
@@ -466,6 +493,9 @@ impl Actor for JobStore {
         }
         if let Some(sharing) = &self.sharing {
             ctx.run_interval(sharing.lease / 3, |act, ctx| act.renew(ctx));
+            // The first renewal soon: an instance started beside others settles its share
+            // in seconds, not after a renewal period.
+            ctx.run_later(sharing.catch_up(), |act, ctx| act.renew(ctx));
         }
         ctx.run_interval(IDLE_BEAT, |act, _| {
             if act.batches.is_idle() && !act.halted {

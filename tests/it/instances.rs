@@ -773,6 +773,74 @@ async fn a_paused_instance_cannot_overwrite_newer_truth(db: TestDb) {
     stop_all(instances).await;
 }
 
+async fn three_instances_started_at_once_each_poll_a_fair_share_within_two_leases(db: TestDb) {
+    if db.backend == Backend::Sqlite {
+        return;
+    }
+    const JOBS: usize = 2_000;
+    let lease = Duration::from_secs(6);
+    let spark = SparkServer::start().await;
+    insert_jobs(&db.db, "together", JOBS).await;
+    let names = ["t1", "t2", "t3"];
+    let started = Instant::now();
+    // All three processes first, then their addresses: a start at once, as a deploy does.
+    let mut starting: Vec<(String, Running, tempfile::TempDir)> = names
+        .iter()
+        .map(|name| {
+            let dir = tempfile::tempdir().unwrap();
+            write_config(
+                dir.path(),
+                &format!(
+                    "[database]\nurl = \"{}\"\n[spark]\nrest_url = \"{spark}\"\nmaster_ui_url = \"{spark}\"\npoll_interval = \"2s\"\nmax_concurrent_polls = 16\n[instance]\nid = \"{name}\"\nlease = \"6s\"\n",
+                    db.url,
+                    spark = spark.url()
+                ),
+            );
+            (name.to_string(), Running::start(jobwarden(dir.path())), dir)
+        })
+        .collect();
+    let instances: Vec<Instance> = starting
+        .drain(..)
+        .map(|(name, mut running, dir)| {
+            let address = running.http_address();
+            Instance {
+                name,
+                running: Some(running),
+                metrics_url: format!("http://{address}/metrics"),
+                _dir: dir,
+            }
+        })
+        .collect();
+    wait_until(lease * 2, "each instance to hold a fair share", || async {
+        let owners = bucket_owners(&db.db).await;
+        names
+            .iter()
+            .all(|n| owners.get(*n).is_some_and(|c| *c >= 20))
+    })
+    .await;
+    let settled = started.elapsed();
+    let series = "jobwarden_polls_total{outcome=\"observed\"}";
+    let mut before = Vec::new();
+    for instance in &instances {
+        before.push(metric(instance, series).await);
+    }
+    // Two more cycles of 2 s: each polls its own third.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut polled = Vec::new();
+    for (instance, before) in instances.iter().zip(&before) {
+        polled.push(metric(instance, series).await - before);
+    }
+    let total: f64 = polled.iter().sum();
+    eprintln!("three instances started at once: a fair share each {settled:?} after the start; polls since then {polled:?}");
+    for (name, count) in names.iter().zip(&polled) {
+        assert!(
+            *count >= total * 0.2,
+            "{name} polled {count} of {total}: {polled:?}"
+        );
+    }
+    stop_all(instances).await;
+}
+
 /// As the README's systemd unit runs it: no `instance.id`, so every start makes one up.
 async fn a_restarted_instance_of_this_host_takes_its_share_back_at_once(db: TestDb) {
     if db.backend == Backend::Sqlite {
@@ -832,6 +900,7 @@ async fn a_restarted_instance_of_this_host_takes_its_share_back_at_once(db: Test
 }
 
 crate::on_every_database!(
+    three_instances_started_at_once_each_poll_a_fair_share_within_two_leases,
     a_restarted_instance_of_this_host_takes_its_share_back_at_once,
     three_instances_poll_every_job_once_per_cycle_and_share_the_work,
     a_killed_instance_share_is_polled_by_the_others_within_a_lease,
