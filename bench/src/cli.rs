@@ -42,6 +42,16 @@ pub enum Command {
 /// Measurements that run inside one actor system.
 #[derive(Debug, Subcommand)]
 pub enum Measurement {
+    /// Retention deleting a backlog of aged history rows while polls write, beside the same
+    /// polls on an idle store: their write latency in both, side by side.
+    Retention {
+        /// Database to measure (it must hold no history yet); a scratch SQLite file when omitted.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// Aged history rows to delete.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+    },
     /// Status changes per second through the JobStore (registrations, then one change each).
     StoreWrites {
         /// Database to measure; a scratch SQLite file when omitted. Rows it adds are removed.

@@ -8,6 +8,7 @@ pub mod kafka_ingest;
 pub mod mapped_schema;
 pub mod notifications;
 pub mod poll;
+pub mod retention;
 pub mod status_check;
 pub mod store_writes;
 pub mod suite;

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use jobwarden::{config, telemetry};
 use jobwarden_bench::cli::{Cli, Command, Measurement};
-use jobwarden_bench::{dashboard, kafka_ingest, poll, status_check, store_writes, suite};
+use jobwarden_bench::{
+    dashboard, kafka_ingest, poll, retention, status_check, store_writes, suite,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -49,6 +51,9 @@ async fn measure(settings: config::Settings, measurement: Measurement) -> anyhow
             pools,
         } => poll::run(settings, database_url, jobs, pools).await,
         Measurement::Dashboard { jobs } => dashboard::run(settings, jobs).await,
+        Measurement::Retention { database_url, rows } => {
+            retention::run(settings, database_url, rows).await
+        }
         Measurement::Scenario { spec } => {
             let scenario = serde_json::from_str(&spec)
                 .map_err(|e| anyhow::anyhow!("bad scenario {spec:?}: {e}"))?;
