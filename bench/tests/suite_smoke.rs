@@ -43,3 +43,26 @@ fn quick_suite_prints_a_row_per_scenario_with_its_peak_rss() {
     }
     assert!(table.contains(" MB |"), "peak RSS column missing:\n{table}");
 }
+
+#[test]
+fn retention_prints_poll_latency_idle_and_while_pruning_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.toml");
+    std::fs::copy(shipped, dir.path().join("config.toml")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_jobwarden-bench"))
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env_remove("JOBWARDEN_CONFIG")
+        .env_remove("JOBWARDEN__DATABASE__URL")
+        .args(["retention", "--rows", "5000"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("deleted 5000 aged history rows"), "{text}");
+    assert!(text.contains("| p99 |"), "{text}");
+}
