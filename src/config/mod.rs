@@ -2,7 +2,6 @@
 //! `JOBWARDEN__SECTION__KEY` environment variables; refused at start with the key named. Each
 //! section lives in its own file and validates itself.
 
-mod clusters;
 mod database;
 mod http;
 mod instance;
@@ -24,7 +23,6 @@ use figment::providers::{Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-pub use clusters::{Cluster, ClusterSettings, DEFAULT_CLUSTER};
 pub use database::DatabaseSettings;
 pub use http::HttpSettings;
 pub use instance::{host_name, made_up_pid, InstanceSettings};
@@ -35,7 +33,9 @@ pub use notifications::{
 };
 pub use retention::{KeepFor, RetentionSettings};
 pub use secret::{is_secret_property, mask_url_password, DatabaseUrl, Secret, MASK};
-pub use spark::{BasicAuth, SparkSettings, StatusSource, MAX_POOL};
+pub use spark::{
+    BasicAuth, Cluster, ClusterSettings, SparkSettings, StatusSource, DEFAULT_CLUSTER, MAX_POOL,
+};
 pub use store::StoreSettings;
 pub use submit::SubmitSettings;
 pub use tables::{

@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use crate::config::AlertmanagerSettings;
 
-use super::channels::{post_json, Delivered, Outgoing};
+use super::outgoing::{Delivered, Outgoing};
+use super::webhook::post_json;
 use super::Notification;
 
 /// A postable alert, as Alertmanager's API v2 takes it. Its identity is its label set.

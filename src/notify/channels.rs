@@ -1,99 +1,14 @@
-//! How each kind of channel is spoken to: a signed generic webhook and a Slack-compatible
-//! incoming webhook here, email (`email`) and Alertmanager (`alertmanager`) in their own
-//! modules. Each delivery says whether it arrived, should be tried again, or was refused for
-//! good.
-
-use std::time::Duration;
+//! How each kind of channel is spoken to, by its settings: signed webhooks and Slack-compatible
+//! incoming webhooks (`webhook`), email (`email`) and Alertmanager (`alertmanager`). Each
+//! delivery says whether it arrived, should be tried again, or was refused for good.
 
 use chrono::{DateTime, Utc};
-use hmac::{KeyInit, Mac};
 use serde_json::json;
 
 use crate::config::{ChannelKind, ChannelSettings};
 
-use super::Notification;
-
-/// The header carrying `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
-pub const SIGNATURE_HEADER: &str = "Jobwarden-Signature";
-/// The header carrying the message id (the same on every retry).
-pub const ID_HEADER: &str = "Jobwarden-Message-Id";
-
-/// What goes out in one request.
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    One(Box<Notification>),
-    /// Many failures at once (a cluster went down): one message with the count and the first
-    /// few, under an id of its own.
-    Storm {
-        id: String,
-        total: usize,
-        listed: Vec<Notification>,
-    },
-}
-
-impl Outgoing {
-    pub fn id(&self) -> &str {
-        match self {
-            Outgoing::One(n) => &n.id,
-            Outgoing::Storm { id, .. } => id,
-        }
-    }
-
-    /// The generic webhook body.
-    pub fn webhook_body(&self) -> serde_json::Value {
-        match self {
-            Outgoing::One(n) => serde_json::to_value(n.as_ref()).unwrap_or_default(),
-            Outgoing::Storm { id, total, listed } => json!({
-                "id": id,
-                "event": "storm",
-                "count": total,
-                "listed": listed.len(),
-                "jobs": listed,
-            }),
-        }
-    }
-
-    /// What a person reads in chat or a subject line.
-    pub fn text(&self) -> String {
-        match self {
-            Outgoing::One(n) => n.headline(),
-            Outgoing::Storm { total, listed, .. } => {
-                let mut text = format!("{total} jobs failed at about the same time:");
-                for n in listed {
-                    text.push_str("\n• ");
-                    text.push_str(&n.headline());
-                }
-                if *total > listed.len() {
-                    text.push_str(&format!("\n…and {} more", total - listed.len()));
-                }
-                text
-            }
-        }
-    }
-}
-
-/// How one delivery ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivered {
-    Yes,
-    /// Not this time: timeout, refused connection, 5xx, 429.
-    Later(String),
-    /// The receiver refused the message itself (4xx): sending it again would not help.
-    Refused(String),
-}
-
-/// `t=…,v1=…` for a body sent at `at`.
-pub fn sign(secret: &str, at: DateTime<Utc>, body: &[u8]) -> String {
-    let t = at.timestamp();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
-        .expect("HMAC takes a key of any length");
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={t},v1={hex}")
-}
+pub use super::outgoing::{Delivered, Outgoing};
+use super::webhook::{post_json, sign};
 
 /// Sends `outgoing` to `channel`.
 pub async fn deliver(
@@ -123,104 +38,6 @@ pub async fn deliver(
         ChannelKind::Email(email) => super::email::send(email, channel.timeout, outgoing).await,
         ChannelKind::Alertmanager(am) => {
             super::alertmanager::send(client, am, channel.timeout, outgoing, now).await
-        }
-    }
-}
-
-/// POSTs a JSON body; a 4xx (but 408 and 429) is a refusal, any other failure is for later.
-pub(super) async fn post_json(
-    client: &reqwest::Client,
-    url: &str,
-    body: Vec<u8>,
-    timeout: Duration,
-    id: &str,
-    signature: Option<String>,
-) -> Delivered {
-    let mut request = client
-        .post(url)
-        .timeout(timeout)
-        .header("content-type", "application/json")
-        .header(ID_HEADER, id);
-    if let Some(signature) = signature {
-        request = request.header(SIGNATURE_HEADER, signature);
-    }
-    match request.body(body).send().await {
-        Err(e) if e.is_timeout() => Delivered::Later(format!(
-            "no answer within {}",
-            humantime::format_duration(timeout)
-        )),
-        Err(e) => Delivered::Later(format!("could not reach the receiver: {}", chain(&e))),
-        Ok(response) => {
-            let status = response.status();
-            if status.is_success() {
-                return Delivered::Yes;
-            }
-            let excerpt = excerpt(response).await;
-            let message = format!("HTTP {}: {excerpt}", status.as_u16());
-            if refuses_the_message(status.as_u16()) {
-                Delivered::Refused(message)
-            } else {
-                Delivered::Later(message)
-            }
-        }
-    }
-}
-
-/// Whether an HTTP answer refuses this message itself (sending it again cannot help), rather
-/// than the channel failing for now: a wrong or just-rotated secret (401, 403, 407), a timeout
-/// (408) or a rate limit (429) is the channel's fault and is retried until `give_up_after`.
-pub fn refuses_the_message(status: u16) -> bool {
-    (400..500).contains(&status) && !matches!(status, 401 | 403 | 407 | 408 | 429)
-}
-
-async fn excerpt(response: reqwest::Response) -> String {
-    let body = tokio::time::timeout(Duration::from_secs(2), response.bytes())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-    if text.trim().is_empty() {
-        "(empty body)".into()
-    } else {
-        text
-    }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn a_signature_is_hmac_sha256_over_the_timestamp_and_the_body() {
-        let at = Utc.timestamp_opt(1_764_000_000, 0).unwrap();
-        let signed = sign("It's a Secret to Everybody", at, b"Hello, World!");
-        // Computed independently: printf '1764000000.Hello, World!' | openssl dgst -sha256 -hmac "It's a Secret to Everybody"
-        assert_eq!(
-            signed,
-            "t=1764000000,v1=e400107e54677b310c6fd8e101689566324146ff5ab3fffb9bad45981c224e38"
-        );
-    }
-
-    #[test]
-    fn a_wrong_secret_a_timeout_or_a_rate_limit_is_retried_and_a_bad_message_is_not() {
-        for status in [401, 403, 407, 408, 429, 500, 503] {
-            assert!(!refuses_the_message(status), "{status} is retried");
-        }
-        for status in [400, 404, 410, 413, 422] {
-            assert!(refuses_the_message(status), "{status} refuses the message");
         }
     }
 }

@@ -12,7 +12,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{EmailSettings, SmtpTls};
 
-use super::channels::{Delivered, Outgoing, ID_HEADER};
+use super::outgoing::{Delivered, Outgoing, ID_HEADER};
 
 /// The message id, the same on every retry (the header webhooks carry too).
 #[derive(Debug, Clone)]

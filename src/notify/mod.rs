@@ -1,11 +1,14 @@
 //! Notifications: which committed events go to which channels (pure rules), the message every
-//! channel is built from, and how each channel is spoken to (`channels`, `email`,
-//! `alertmanager`), and how each channel has fared lately (`standing`).
+//! channel is built from, what goes out and how a delivery ends (`outgoing`), how each channel
+//! is spoken to (`channels` dispatching to `webhook`, `email`, `alertmanager`), and how each
+//! channel has fared lately (`standing`).
 
 pub mod alertmanager;
 pub mod channels;
 pub mod email;
+pub mod outgoing;
 pub mod standing;
+pub mod webhook;
 
 use std::collections::BTreeSet;
 

@@ -18,39 +18,13 @@ use crate::domain::{
 };
 use crate::store_api::{AttemptChange, OpError, Source, WriteOutcome};
 
-use super::batch::{history_row, Changes, Loaded, Rules, SPARK};
+use super::changes::{history_row, AttemptWrite, Changes, Loaded, Patch, Rules, SPARK};
 use super::rows;
 
 /// Attempt states as stored.
 pub(super) const REQUESTED: &str = "requested";
 pub(super) const SUBMITTED: &str = "submitted";
 pub(super) const ENDED: &str = "ended";
-
-/// A change to the attempts table, written with the batch.
-pub(super) enum AttemptWrite {
-    Insert(attempts::ActiveModel),
-    Update {
-        execution_id: String,
-        attempt: i32,
-        patch: Patch,
-    },
-    Delete {
-        execution_id: String,
-        attempt: i32,
-    },
-}
-
-/// The columns an update sets; `None` leaves a column as it is.
-#[derive(Default)]
-pub(super) struct Patch {
-    state: Option<&'static str>,
-    submission_id: Option<String>,
-    submitted_at: Option<DateTime<Utc>>,
-    started_at: Option<DateTime<Utc>>,
-    ended_at: Option<DateTime<Utc>>,
-    outcome: Option<String>,
-    reason: Option<String>,
-}
 
 fn spec_of(row: &executions::Model) -> Option<SubmitSpec> {
     row.submit_spec

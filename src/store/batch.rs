@@ -17,80 +17,22 @@ use sea_orm::{
 
 use std::time::Duration;
 
-use crate::config::{EventKind, SparkSettings};
+use crate::config::EventKind;
 use crate::domain::{
-    Effect, EventApplied, ExecutionState, HistoryEntry, Lifecycle as _, PollPolicy, Position,
-    QueueState, StatusEvent, TimeoutPolicy,
+    Effect, EventApplied, ExecutionState, HistoryEntry, Lifecycle as _, Position, QueueState,
+    StatusEvent,
 };
 use crate::notify::NotifyRules;
-use crate::store_api::{
-    Attempt, Fence, NewDeadLetter, OpError, Source, TrackRequest, Warning, WriteOp, WriteOutcome,
-};
+use crate::store_api::{Fence, OpError, Source, TrackRequest, Warning, WriteOp, WriteOutcome};
 
 use super::attempts;
 use super::bulk::{self, Conflict};
+pub use super::changes::Rules;
+use super::changes::{history_row, Changes, Loaded, QUEUE, SPARK};
 use super::leases;
 use super::mapped::{self, AppExecution, AppQueueJob, Mapping};
 use super::outbox;
 use super::rows;
-
-pub(super) const SPARK: &str = "spark";
-pub(super) const QUEUE: &str = "queue";
-
-/// The domain policies the store applies changes with, given once at start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rules {
-    pub poll: PollPolicy,
-    pub timeouts: TimeoutPolicy,
-    /// For jobs jobwarden submits: the configured retry policy (a spec may override it).
-    pub retry: crate::domain::RetryPolicy,
-}
-
-impl Rules {
-    /// The policies `[spark]` configures, with `[submit]`'s default retry policy.
-    pub fn from_settings(spark: &SparkSettings) -> Rules {
-        Rules {
-            poll: spark.poll_policy(),
-            timeouts: spark.timeout_policy(),
-            retry: crate::config::SubmitSettings::default().retry_policy(),
-        }
-    }
-
-    pub fn with_retry(mut self, retry: crate::domain::RetryPolicy) -> Rules {
-        self.retry = retry;
-        self
-    }
-}
-
-pub(super) struct Loaded<M> {
-    pub(super) row: M,
-    pub(super) new: bool,
-    pub(super) dirty: bool,
-}
-
-/// Everything one batch changes, gathered in memory before a single write-out.
-#[derive(Default)]
-pub(super) struct Changes {
-    pub(super) executions: HashMap<String, Loaded<executions::Model>>,
-    pub(super) attempt_writes: Vec<attempts::AttemptWrite>,
-    queue: HashMap<String, Loaded<queue::Model>>,
-    pub(super) history: Vec<history::ActiveModel>,
-    dead_letters: Vec<NewDeadLetter>,
-    attempts: Vec<Attempt>,
-    /// Warnings that hold, to be sent once per run.
-    warnings: Vec<outbox::Warned>,
-    /// Executions a warning may no longer hold for: they ended, or Spark confirms them again.
-    pub(super) settled: std::collections::HashSet<String>,
-    /// Mapped application rows as loaded: what their columns hold before this batch.
-    app_executions: HashMap<String, AppExecution>,
-    app_queue: HashMap<String, AppQueueJob>,
-    /// Application rows whose mapped values jobwarden cannot read, with the reason.
-    unreadable: HashMap<String, String>,
-    /// Of the ids a relaunched driver may have become, those another row already tracks.
-    tracked_successors: std::collections::HashSet<String>,
-    /// New queue rows were inserted as placeholders when the batch loaded (MySQL/MariaDB).
-    queue_placeholders: bool,
-}
 
 /// Largest id list in one `IN (…)`, well under every backend's bind-parameter limit.
 const LOAD_CHUNK: usize = 500;
@@ -1152,24 +1094,6 @@ fn queue_event(
         ));
     }
     Ok(WriteOutcome::Queue(applied))
-}
-
-pub(super) fn history_row(
-    kind: &str,
-    job_id: &str,
-    entry: &HistoryEntry,
-    source: Source,
-) -> history::ActiveModel {
-    history::ActiveModel {
-        id: NotSet,
-        job_kind: Set(kind.to_owned()),
-        job_id: Set(job_id.to_owned()),
-        from_status: Set(entry.from.map(|s| s.as_str().to_owned())),
-        to_status: Set(entry.to.as_str().to_owned()),
-        source: Set(source.as_str().to_owned()),
-        detail: Set(entry.detail.clone()),
-        at: Set(entry.at),
-    }
 }
 
 /// Writes everything; returns the indexes (among dead letters) that were already stored, and

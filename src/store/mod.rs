@@ -5,6 +5,7 @@ pub mod actions_read;
 mod attempts;
 pub mod batch;
 mod bulk;
+mod changes;
 pub mod dashboard_read;
 pub mod leases;
 pub mod mapped;

@@ -364,7 +364,7 @@ async fn delete_finished_jobs(
             .await?;
         if !gone.is_empty() {
             history::Entity::delete_many()
-                .filter(history::Column::JobKind.eq(super::batch::SPARK))
+                .filter(history::Column::JobKind.eq(super::changes::SPARK))
                 .filter(history::Column::JobId.is_in(gone.clone()))
                 .exec(&txn)
                 .await?;
@@ -392,7 +392,7 @@ async fn delete_finished_jobs(
             .await?;
         if !gone.is_empty() {
             history::Entity::delete_many()
-                .filter(history::Column::JobKind.eq(super::batch::QUEUE))
+                .filter(history::Column::JobKind.eq(super::changes::QUEUE))
                 .filter(history::Column::JobId.is_in(gone.clone()))
                 .exec(&txn)
                 .await?;
