@@ -42,6 +42,24 @@ pub enum Command {
 /// Measurements that run inside one actor system.
 #[derive(Debug, Subcommand)]
 pub enum Measurement {
+    /// The `jobwarden` binary (built beside this one) over a large fleet with steady churn for
+    /// a long time: memory, open files, database connections, history and outbox sampled.
+    Soak {
+        /// Database to soak (a fresh one is made in it and dropped after); a scratch SQLite
+        /// file when omitted.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+        /// Time between two samples.
+        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+        sample_every: std::time::Duration,
+        /// Jobs that end, and as many new ones tracked, each minute.
+        #[arg(long, default_value_t = 1_000)]
+        churn_per_minute: usize,
+    },
     /// Retention deleting a backlog of aged history rows while polls write, beside the same
     /// polls on an idle store: their write latency in both, side by side.
     Retention {

@@ -18,7 +18,7 @@ pub struct Throughput {
 }
 
 /// The service binary built beside this one (`cargo build --release` builds both).
-fn service_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn service_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let dir = me
         .parent()

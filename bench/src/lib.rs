@@ -9,6 +9,7 @@ pub mod mapped_schema;
 pub mod notifications;
 pub mod poll;
 pub mod retention;
+pub mod soak;
 pub mod status_check;
 pub mod store_writes;
 pub mod suite;

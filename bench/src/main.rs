@@ -6,7 +6,7 @@ use clap::Parser;
 use jobwarden::{config, telemetry};
 use jobwarden_bench::cli::{Cli, Command, Measurement};
 use jobwarden_bench::{
-    dashboard, kafka_ingest, poll, retention, status_check, store_writes, suite,
+    dashboard, kafka_ingest, poll, retention, soak, status_check, store_writes, suite,
 };
 
 fn main() -> ExitCode {
@@ -51,6 +51,13 @@ async fn measure(settings: config::Settings, measurement: Measurement) -> anyhow
             pools,
         } => poll::run(settings, database_url, jobs, pools).await,
         Measurement::Dashboard { jobs } => dashboard::run(settings, jobs).await,
+        Measurement::Soak {
+            database_url,
+            jobs,
+            minutes,
+            sample_every,
+            churn_per_minute,
+        } => soak::run(database_url, jobs, minutes, sample_every, churn_per_minute).await,
         Measurement::Retention { database_url, rows } => {
             retention::run(settings, database_url, rows).await
         }
