@@ -183,3 +183,53 @@ async fn every_numeric_progress_column_is_read_and_written(db: TestDb) {
 }
 
 on_every_database!(every_numeric_progress_column_is_read_and_written);
+
+/// An Entity Framework `Guid` key: PostgreSQL's `uuid`, MariaDB's `UUID`.
+async fn a_table_keyed_by_uuid_is_supervised(db: TestDb) {
+    let b = db.backend;
+    let key_type = match b {
+        Backend::Postgres => "uuid",
+        Backend::MariaDb => "UUID",
+        // SQLite has no such type: an application keeps its Guids as TEXT, read as text.
+        Backend::Sqlite => return,
+    };
+    let (t, id, sj, st, p) = (
+        q(b, "GuidJobs"),
+        q(b, "ExecutionId"),
+        q(b, "SparkJobId"),
+        q(b, "Status"),
+        q(b, "Progress"),
+    );
+    run(
+        &db,
+        &format!(
+            "CREATE TABLE {t} ({id} {key_type} NOT NULL PRIMARY KEY, {sj} varchar(255) NULL, \
+             {st} integer NOT NULL, {p} integer NOT NULL DEFAULT 0)"
+        ),
+    )
+    .await;
+    let guid = "7f1e9a52-3c4b-4d2e-9f60-5a8b2c1d0e4f";
+    run(
+        &db,
+        &format!("INSERT INTO {t} VALUES ('{guid}', 'driver-guid', 2, 10)"),
+    )
+    .await;
+    let spark = SparkServer::start().await;
+    spark.answer("driver-guid", Answer::State("FINISHED"));
+    let mut settings = instance_settings(&db.url, &spark);
+    settings.tables = mapping("GuidJobs");
+    let app = Application::build(settings).await.unwrap();
+    poll_cycle(&app).await;
+    poll_cycle(&app).await;
+    let (_, status) = progress_and_status(&db, "GuidJobs", guid).await;
+    assert_eq!(status, 3, "Succeeded, written under its uuid key");
+    let url = format!("http://{}/api/v1/jobs/{guid}", app.http_addr.unwrap());
+    let job: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        job["job"]["status"], "Succeeded",
+        "jobwarden's own copy: {job}"
+    );
+    app.shutdown().await;
+}
+
+on_every_database!(a_table_keyed_by_uuid_is_supervised);

@@ -322,8 +322,8 @@ impl TableCheck {
         self.one_of(
             field,
             column,
-            &[Kind::Text, Kind::Integer],
-            "a text or integer key",
+            &[Kind::Text, Kind::Integer, Kind::Uuid],
+            "a text, integer or uuid key",
         )
     }
 
@@ -454,7 +454,7 @@ fn integer_range(declared: &str) -> (i64, i64) {
     }
 }
 
-/// What a declared type means to jobwarden; `None` for types it cannot use (uuid, boolean…).
+/// What a declared type means to jobwarden; `None` for types it cannot use (boolean, bytes…).
 fn classify(backend: DatabaseBackend, declared: &str) -> Option<Kind> {
     let t = declared.to_ascii_lowercase();
     match backend {
@@ -466,6 +466,7 @@ fn classify(backend: DatabaseBackend, declared: &str) -> Option<Kind> {
             "timestamp without time zone" => Some(Kind::Timestamp { zoned: false }),
             "json" => Some(Kind::Json { type_name: "json" }),
             "jsonb" => Some(Kind::Json { type_name: "jsonb" }),
+            "uuid" => Some(Kind::Uuid),
             _ => None,
         },
         DatabaseBackend::MySql => match t.as_str() {
@@ -477,6 +478,8 @@ fn classify(backend: DatabaseBackend, declared: &str) -> Option<Kind> {
             "datetime" => Some(Kind::Timestamp { zoned: false }),
             "timestamp" => Some(Kind::Timestamp { zoned: true }),
             "json" => Some(Kind::Json { type_name: "json" }),
+            // MariaDB's own UUID type (10.7 and later).
+            "uuid" => Some(Kind::Uuid),
             _ => None,
         },
         // SQLite's type affinity rules, in its own order.
@@ -567,7 +570,10 @@ mod tests {
             Some(Kind::Integer)
         );
         assert_eq!(classify(DatabaseBackend::Sqlite, "TEXT"), Some(Kind::Text));
-        assert_eq!(classify(DatabaseBackend::Postgres, "uuid"), None);
+        assert_eq!(
+            classify(DatabaseBackend::Postgres, "uuid"),
+            Some(Kind::Uuid)
+        );
         assert_eq!(classify(DatabaseBackend::MySql, "bit"), None);
     }
 

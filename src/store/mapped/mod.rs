@@ -38,6 +38,9 @@ pub enum Kind {
     Json {
         type_name: &'static str,
     },
+    /// A key of PostgreSQL's `uuid` or MariaDB's `UUID` type (an Entity Framework `Guid`): read
+    /// as text, compared against a value cast to the column's type so its index is used.
+    Uuid,
 }
 
 /// One mapped column as the database declares it.
@@ -178,14 +181,29 @@ pub(crate) fn read_expr(column: &Column, qualifier: &str, backend: DatabaseBacke
         (Kind::Json { .. }, DatabaseBackend::Postgres) => cast("TEXT"),
         (Kind::Json { .. }, DatabaseBackend::MySql) => cast("CHAR"),
         (Kind::Json { .. }, _) => col,
+        (Kind::Uuid, DatabaseBackend::MySql) => cast("CHAR"),
+        (Kind::Uuid, _) => cast("TEXT"),
     }
 }
 
-/// An id as bound against the id column: integers for an integer column.
-pub(crate) fn id_value(column: &Column, id: &str) -> Option<Value> {
+/// An id as compared against the id column: an integer for an integer column, a value cast to
+/// `uuid` for a PostgreSQL uuid column; `None` for an id that column cannot hold (no row has it).
+pub(crate) fn id_value(column: &Column, id: &str, backend: DatabaseBackend) -> Option<Expr> {
     match column.kind {
-        Kind::Integer => id.parse::<i64>().ok().map(|n| Value::BigInt(Some(n))),
-        _ => Some(Value::String(Some(id.to_owned()))),
+        Kind::Integer => id
+            .parse::<i64>()
+            .ok()
+            .map(|n| Expr::val(Value::BigInt(Some(n)))),
+        Kind::Uuid => {
+            let id = uuid::Uuid::parse_str(id).ok()?.hyphenated().to_string();
+            let text = Expr::val(Value::String(Some(id)));
+            Some(match backend {
+                DatabaseBackend::Postgres => Func::cast_as(text, Alias::new("uuid")).into(),
+                // MariaDB compares its UUID type with the text form as it is.
+                _ => text,
+            })
+        }
+        _ => Some(Expr::val(Value::String(Some(id.to_owned())))),
     }
 }
 

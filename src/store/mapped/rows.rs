@@ -131,8 +131,11 @@ fn get_json(
     Ok(text.map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t))))
 }
 
-fn in_ids(column: &Column, ids: &[&str]) -> Expr {
-    let values: Vec<Value> = ids.iter().filter_map(|id| id_value(column, id)).collect();
+fn in_ids(column: &Column, ids: &[&str], backend: DatabaseBackend) -> Expr {
+    let values: Vec<Expr> = ids
+        .iter()
+        .filter_map(|id| id_value(column, id, backend))
+        .collect();
     Expr::col((Alias::new(APP), Alias::new(&column.name))).is_in(values)
 }
 
@@ -148,7 +151,7 @@ fn locked_rows(
     query
         .expr(id_text(key, APP, backend))
         .from_as(table.name(), Alias::new(APP))
-        .and_where(in_ids(key, ids));
+        .and_where(in_ids(key, ids, backend));
     if backend != DatabaseBackend::Sqlite {
         query.lock(LockType::Update);
     }
@@ -314,7 +317,7 @@ impl Changes {
         if self.0.is_empty() {
             return Ok(false);
         }
-        let Some(id) = id_value(key, id) else {
+        let Some(id) = id_value(key, id, txn.get_database_backend()) else {
             return Ok(false);
         };
         let mut update = Query::update();
@@ -435,7 +438,7 @@ pub async fn due_executions(
             .expr(id_text(&map.execution_id, APP, backend))
             .expr(read_expr(&map.submission_id, APP, backend))
             .from_as(map.table.name(), Alias::new(APP))
-            .and_where(in_ids(&map.execution_id, chunk))
+            .and_where(in_ids(&map.execution_id, chunk, backend))
             .and_where(app_status(map).is_in(map.vocabulary.unfinished()));
         for row in db.query_all(&query).await? {
             let id: String = row.try_get_by_index(0)?;
