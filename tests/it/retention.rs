@@ -208,6 +208,19 @@ fn thirty_days_of_everything() -> RetentionSettings {
     }
 }
 
+/// A JobStore on `db` as the service builds it, keeping records as `retention` says.
+fn pruning_store(db: &TestDb, retention: RetentionSettings) -> actix::Addr<JobStore> {
+    let settings = db.settings();
+    JobStore::new(
+        db.db.clone(),
+        settings.store.clone(),
+        rules(&settings),
+        Events::default(),
+    )
+    .with_retention(retention)
+    .launch()
+}
+
 fn count_of(counts: &[(&'static str, u64)], name: &str) -> u64 {
     counts
         .iter()
@@ -217,15 +230,7 @@ fn count_of(counts: &[(&'static str, u64)], name: &str) -> u64 {
 
 async fn retention_deletes_what_aged_out_and_keeps_the_rest(db: TestDb) {
     write_old_and_young_records(&db).await;
-    let settings = db.settings();
-    let store = JobStore::new(
-        db.db.clone(),
-        settings.store.clone(),
-        rules(&settings),
-        Events::default(),
-    )
-    .with_retention(thirty_days_of_everything())
-    .launch();
+    let store = pruning_store(&db, thirty_days_of_everything());
 
     let counted = store
         .send(Prune {
@@ -336,15 +341,7 @@ async fn retention_deletes_what_aged_out_and_keeps_the_rest(db: TestDb) {
 
 async fn finished_jobs_are_kept_forever_by_default(db: TestDb) {
     write_old_and_young_records(&db).await;
-    let settings = db.settings();
-    let store = JobStore::new(
-        db.db.clone(),
-        settings.store.clone(),
-        rules(&settings),
-        Events::default(),
-    )
-    .with_retention(RetentionSettings::default())
-    .launch();
+    let store = pruning_store(&db, RetentionSettings::default());
     let deleted = store
         .send(Prune {
             now: Utc::now(),
