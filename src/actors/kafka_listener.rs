@@ -12,6 +12,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -406,14 +407,23 @@ async fn settle(
         }
         Err(e) => return Err(unconfirmed(p, e)),
     }
-    consumer
-        .store_offset(&p.topic, p.partition, p.offset)
-        .map_err(|source| ListenerError::StoreOffset {
+    match consumer.store_offset(&p.topic, p.partition, p.offset) {
+        // A rebalance gave the partition to another member while this event was being written:
+        // that member resumes from the last committed offset and applies it again, a no-op.
+        // Rebuilding this consumer for it would only start another rebalance (and a consumer
+        // closed mid-rebalance can hang, holding its partitions).
+        Err(KafkaError::StoreOffset(RDKafkaErrorCode::State)) => {
+            debug!(topic = %p.topic, partition = p.partition, offset = p.offset,
+                "partition no longer assigned; its new owner applies the event again");
+            Ok(())
+        }
+        stored => stored.map_err(|source| ListenerError::StoreOffset {
             topic: p.topic.clone(),
             partition: p.partition,
             offset: p.offset,
             source,
-        })
+        }),
+    }
 }
 
 fn unconfirmed(p: &Position, source: StoreError) -> ListenerError {

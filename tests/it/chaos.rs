@@ -586,11 +586,28 @@ async fn chaos(backend: Backend, run_for: Duration) {
     }
     if outcome.is_err() || !found.is_empty() {
         let shown: Vec<&String> = found.iter().take(20).collect();
+        // What each instance said about its consumer: a partition nobody consumes shows here.
+        let kafka: Vec<String> = instances
+            .iter()
+            .zip(&logs)
+            .map(|(instance, log)| {
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("kafka") || l.contains("partition"))
+                    .collect();
+                format!(
+                    "--- {} ---\n{}",
+                    instance.name,
+                    lines[lines.len().saturating_sub(15)..].join("\n")
+                )
+            })
+            .collect();
         panic!(
-            "{} violations after the faults stopped (seed {seed}), first {}: {shown:#?}\nlast instance log tail:\n{}",
+            "{} violations after the faults stopped (seed {seed}), first {}: {shown:#?}\nlast instance log tail:\n{}\nthe instances' Kafka lines:\n{}",
             found.len(),
             shown.len(),
-            logs.last().map(|l| tail(l)).unwrap_or_default()
+            logs.last().map(|l| tail(l)).unwrap_or_default(),
+            kafka.join("\n")
         );
     }
     drop(broker);
