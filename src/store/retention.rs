@@ -176,34 +176,15 @@ fn judge_page(
     batch: u64,
     after: i64,
 ) -> (Vec<i64>, Step) {
-    let mut gone = Vec::new();
-    let mut last = after;
-    for &(id, age, deletable) in page {
-        if age >= cutoff {
-            return (
-                gone.clone(),
-                Step {
-                    deleted: gone.len() as u64,
-                    after: last,
-                    done: true,
-                },
-            );
-        }
-        if deletable {
-            gone.push(id);
-        }
-        last = id;
-    }
-    let done = (page.len() as u64) < batch;
-    let deleted = gone.len() as u64;
-    (
-        gone,
-        Step {
-            deleted,
-            after: last,
-            done,
-        },
-    )
+    let young = page.iter().position(|&(_, age, _)| age >= cutoff);
+    let old = &page[..young.unwrap_or(page.len())];
+    let gone: Vec<i64> = old.iter().filter(|r| r.2).map(|r| r.0).collect();
+    let step = Step {
+        deleted: gone.len() as u64,
+        after: old.last().map_or(after, |r| r.0),
+        done: young.is_some() || (page.len() as u64) < batch,
+    };
+    (gone, step)
 }
 
 /// Deletes at most `batch` rows of one kind older than `cutoff`, looking only at keys after
