@@ -13,6 +13,7 @@ use sea_orm::{
     ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
 };
 
+use crate::domain::attempt::{Attempts, Cancel, NotStarted, RetryRefused};
 use crate::domain::{
     Applied, Effect, Ending, ExecutionState, HistoryEntry, JobStatus, Lifecycle as _, SubmitSpec,
 };
@@ -32,25 +33,30 @@ fn spec_of(row: &executions::Model) -> Option<SubmitSpec> {
         .and_then(|text| SubmitSpec::from_json(text).ok())
 }
 
-fn waiting(status: &str) -> bool {
-    status == JobStatus::Queued.as_str() || status == JobStatus::Retrying.as_str()
+/// What the domain's attempt rules read of the row.
+fn view(row: &executions::Model) -> Attempts {
+    Attempts {
+        status: row.status.parse().unwrap_or(JobStatus::Queued),
+        ours: row.submit_spec.is_some(),
+        driver: row.submission_id.clone(),
+        attempt: row.attempt.max(0) as u32,
+        next_attempt_at: row.next_attempt_at,
+        cancel_requested: row.cancel_requested_at.is_some(),
+    }
 }
 
 /// A request for the row's current attempt is out (or about to be) and its driver is not
 /// known yet.
 pub(super) fn in_flight(row: &executions::Model) -> bool {
-    row.submit_spec.is_some()
-        && waiting(&row.status)
-        && row.submission_id.is_none()
-        && row.attempt > 0
-        && row.next_attempt_at.is_none()
+    view(row).in_flight()
 }
 
 /// The job waits for jobwarden to submit it (first attempt or a retry), not for Spark.
 pub(super) fn waits_for_jobwarden(changes: &Changes, execution_id: &str) -> bool {
-    changes.executions.get(execution_id).is_some_and(|l| {
-        l.row.submit_spec.is_some() && waiting(&l.row.status) && l.row.submission_id.is_none()
-    })
+    changes
+        .executions
+        .get(execution_id)
+        .is_some_and(|l| view(&l.row).waits_for_jobwarden())
 }
 
 fn unknown(execution_id: &str) -> OpError {
@@ -78,15 +84,7 @@ pub(super) fn begin(
         .get_mut(execution_id)
         .ok_or_else(|| unknown(execution_id))?;
     let row = &mut loaded.row;
-    let due = row.next_attempt_at.is_none_or(|t| t <= at);
-    if row.submit_spec.is_none()
-        || !waiting(&row.status)
-        || row.submission_id.is_some()
-        || row.cancel_requested_at.is_some()
-        || in_flight(row)
-        || !due
-        || i64::from(row.attempt) + 1 != i64::from(attempt)
-    {
+    if !view(row).wants(attempt, at) {
         return Err(OpError::NotNow(format!(
             "execution {execution_id} does not want attempt {attempt} now (status {}, attempt {}, next attempt {:?})",
             row.status, row.attempt, row.next_attempt_at
@@ -157,17 +155,7 @@ pub(super) fn submitted(
     let loaded = awaiting_driver(&mut changes.executions, execution_id, attempt)?;
     let mut state = rows::execution_state(&loaded.row)?;
     let from = state.status;
-    state.status = JobStatus::Submitting;
-    state.status_changed_at = Some(at);
-    // The row shows the current attempt: its times are this attempt's.
-    state.submitted_at = Some(at);
-    state.started_at = None;
-    state.raw_state = None;
-    state.error_message = None;
-    state.consecutive_poll_failures = 0;
-    state.last_poll_error = None;
-    state.failing_since = None;
-    state.next_poll_at = None;
+    state.driver_accepted(at);
     rows::store_execution_state(&mut loaded.row, &state);
     loaded.row.submission_id = Some(submission_id.to_owned());
     loaded.dirty = true;
@@ -215,44 +203,79 @@ pub(super) fn not_started(
     let loaded = awaiting_driver(&mut changes.executions, execution_id, attempt)?;
     let mut state = rows::execution_state(&loaded.row)?;
     let status = state.status;
-    let cancelled = loaded.row.cancel_requested_at.is_some();
-    if !counts {
-        let same_cause = loaded.row.last_poll_error.as_deref() == Some(reason);
-        loaded.row.attempt -= 1;
-        loaded.row.next_attempt_at = Some(retry_at);
-        loaded.row.last_poll_error = Some(reason.to_owned());
-        loaded.dirty = true;
-        changes.attempt_writes.push(AttemptWrite::Delete {
-            execution_id: execution_id.to_owned(),
-            attempt: attempt as i32,
-        });
-        if cancelled {
-            return cancel(changes, execution_id, at)
-                .map(|_| WriteOutcome::Attempt(AttemptChange::Withdrawn));
-        }
-        // One line per cause: a long outage does not fill the history.
-        if !same_cause {
-            note(
-                changes,
-                execution_id,
-                HistoryEntry {
-                    from: Some(status),
-                    to: status,
-                    detail: Some(format!(
-                        "attempt {attempt} withdrawn, no attempt spent: {reason}"
-                    )),
-                    at,
-                },
-                Source::Submitter,
-            );
-        }
-        return Ok(WriteOutcome::Attempt(AttemptChange::Withdrawn));
-    }
     let policy = policy_for(&loaded.row, rules);
-    let retry = if cancelled {
-        None
-    } else {
-        policy.next_attempt(attempt, Ending::Error, at, jitter())
+    let decision = view(&loaded.row).not_started(
+        reason,
+        counts,
+        loaded.row.last_poll_error.as_deref(),
+        &policy,
+        at,
+        jitter(),
+    );
+    let (entry, retry) = match decision {
+        NotStarted::Withdrawn {
+            note: noted,
+            then_cancel,
+        } => {
+            loaded.row.attempt -= 1;
+            loaded.row.next_attempt_at = Some(retry_at);
+            loaded.row.last_poll_error = Some(reason.to_owned());
+            loaded.dirty = true;
+            changes.attempt_writes.push(AttemptWrite::Delete {
+                execution_id: execution_id.to_owned(),
+                attempt: attempt as i32,
+            });
+            if then_cancel {
+                return cancel(changes, execution_id, at)
+                    .map(|_| WriteOutcome::Attempt(AttemptChange::Withdrawn));
+            }
+            if noted {
+                let detail = format!("attempt {attempt} withdrawn, no attempt spent: {reason}");
+                note(
+                    changes,
+                    execution_id,
+                    HistoryEntry {
+                        from: Some(status),
+                        to: status,
+                        detail: Some(detail),
+                        at,
+                    },
+                    Source::Submitter,
+                );
+            }
+            return Ok(WriteOutcome::Attempt(AttemptChange::Withdrawn));
+        }
+        NotStarted::Retry { at: next, message } => {
+            loaded.row.next_attempt_at = Some(next);
+            loaded.row.error_message = Some(message.clone());
+            loaded.row.status = JobStatus::Retrying.as_str().into();
+            loaded.row.status_changed_at = Some(at);
+            let entry = HistoryEntry {
+                from: Some(status),
+                to: JobStatus::Retrying,
+                detail: Some(format!(
+                    "{message}; attempt {} at {}",
+                    attempt + 1,
+                    stamp(next)
+                )),
+                at,
+            };
+            (entry, Some(next))
+        }
+        NotStarted::Fail { message } => {
+            state
+                .force_finish(JobStatus::Failed, at, &message)
+                .map_err(|e| OpError::NotNow(e.to_string()))?;
+            rows::store_execution_state(&mut loaded.row, &state);
+            let entry = HistoryEntry {
+                from: Some(status),
+                to: JobStatus::Failed,
+                detail: Some(message),
+                at,
+            };
+            changes.settled.insert(execution_id.to_owned());
+            (entry, None)
+        }
     };
     changes.attempt_writes.push(AttemptWrite::Update {
         execution_id: execution_id.to_owned(),
@@ -265,42 +288,6 @@ pub(super) fn not_started(
             ..Patch::default()
         },
     });
-    let message = format!(
-        "attempt {attempt} of {}: Spark refused the submission: {reason}",
-        policy.max_attempts
-    );
-    let entry = match retry {
-        Some(next) => {
-            loaded.row.next_attempt_at = Some(next);
-            loaded.row.error_message = Some(message.clone());
-            loaded.row.status = JobStatus::Retrying.as_str().into();
-            loaded.row.status_changed_at = Some(at);
-            HistoryEntry {
-                from: Some(status),
-                to: JobStatus::Retrying,
-                detail: Some(format!(
-                    "{message}; attempt {} at {}",
-                    attempt + 1,
-                    stamp(next)
-                )),
-                at,
-            }
-        }
-        None => {
-            state
-                .force_finish(JobStatus::Failed, at, &message)
-                .map_err(|e| OpError::NotNow(e.to_string()))?;
-            rows::store_execution_state(&mut loaded.row, &state);
-            changes.settled.insert(execution_id.to_owned());
-            HistoryEntry {
-                from: Some(status),
-                to: JobStatus::Failed,
-                detail: Some(message),
-                at,
-            }
-        }
-    };
-    loaded.dirty = true;
     note(changes, execution_id, entry, Source::Submitter);
     Ok(WriteOutcome::Attempt(AttemptChange::Spent {
         retry_at: retry,
@@ -319,48 +306,41 @@ pub(super) fn cancel(
         .get_mut(execution_id)
         .ok_or_else(|| unknown(execution_id))?;
     let mut state = rows::execution_state(&loaded.row)?;
-    if state.status.is_terminal() {
-        return Err(OpError::NotNow(format!(
-            "execution {execution_id} already finished as {}; nothing to cancel",
-            state.status
-        )));
-    }
-    let no_driver = loaded.row.submission_id.is_none() && !in_flight(&loaded.row);
-    if no_driver {
-        let from = state.status;
-        let message = if loaded.row.submit_spec.is_some() && loaded.row.attempt > 0 {
-            format!(
-                "cancelled by an operator while waiting for attempt {}; not submitted again",
-                loaded.row.attempt + 1
-            )
-        } else {
-            "cancelled by an operator before it was submitted".to_owned()
-        };
-        state
-            .force_finish(JobStatus::Cancelled, at, &message)
-            .map_err(|e| OpError::NotNow(e.to_string()))?;
-        rows::store_execution_state(&mut loaded.row, &state);
-        loaded.row.next_attempt_at = None;
-        loaded.row.cancel_requested_at.get_or_insert(at);
-        loaded.dirty = true;
-        changes.settled.insert(execution_id.to_owned());
-        note(
-            changes,
-            execution_id,
-            HistoryEntry {
-                from: Some(from),
-                to: JobStatus::Cancelled,
-                detail: Some(message),
-                at,
-            },
-            Source::Api,
-        );
-        return Ok(WriteOutcome::CancelTaken {
-            ended: true,
-            submission_id: None,
-        });
-    }
-    let first = loaded.row.cancel_requested_at.is_none();
+    let first = match view(&loaded.row).cancel() {
+        Cancel::Finished => {
+            return Err(OpError::NotNow(format!(
+                "execution {execution_id} already finished as {}; nothing to cancel",
+                state.status
+            )))
+        }
+        Cancel::KillDriver { first } => first,
+        Cancel::EndNow(message) => {
+            let from = state.status;
+            state
+                .force_finish(JobStatus::Cancelled, at, &message)
+                .map_err(|e| OpError::NotNow(e.to_string()))?;
+            rows::store_execution_state(&mut loaded.row, &state);
+            loaded.row.next_attempt_at = None;
+            loaded.row.cancel_requested_at.get_or_insert(at);
+            loaded.dirty = true;
+            changes.settled.insert(execution_id.to_owned());
+            note(
+                changes,
+                execution_id,
+                HistoryEntry {
+                    from: Some(from),
+                    to: JobStatus::Cancelled,
+                    detail: Some(message),
+                    at,
+                },
+                Source::Api,
+            );
+            return Ok(WriteOutcome::CancelTaken {
+                ended: true,
+                submission_id: None,
+            });
+        }
+    };
     loaded.row.cancel_requested_at.get_or_insert(at);
     loaded.dirty = true;
     let submission_id = loaded.row.submission_id.clone();
@@ -398,28 +378,23 @@ pub(super) fn retry(
         .get_mut(execution_id)
         .ok_or_else(|| unknown(execution_id))?;
     let mut state = rows::execution_state(&loaded.row)?;
-    if loaded.row.submit_spec.is_none() {
-        return Err(OpError::NotNow(format!(
+    let attempt = match view(&loaded.row).operator_retry() {
+        Ok(attempt) => attempt,
+        Err(RetryRefused::NotOurs) => return Err(OpError::NotNow(format!(
             "execution {execution_id} was not submitted by jobwarden (it has no submit spec), so jobwarden cannot start it again; submit it anew with a spec"
-        )));
-    }
-    if !state.status.is_terminal() {
-        return Err(OpError::NotNow(format!(
+        ))),
+        Err(RetryRefused::NotFinished) => return Err(OpError::NotNow(format!(
             "execution {execution_id} is {}; only a finished job can be retried (cancel it first)",
             state.status
-        )));
-    }
+        ))),
+    };
     let from = state.status;
-    state.status = JobStatus::Retrying;
-    state.status_changed_at = Some(at);
-    state.completed_at = None;
-    state.next_poll_at = None;
+    state.retry_asked(at);
     rows::store_execution_state(&mut loaded.row, &state);
     loaded.row.submission_id = None;
     loaded.row.cancel_requested_at = None;
     loaded.row.next_attempt_at = Some(at);
     loaded.dirty = true;
-    let attempt = loaded.row.attempt.max(0) as u32 + 1;
     note(
         changes,
         execution_id,
@@ -507,21 +482,13 @@ pub(super) fn after_rule(
             ..Patch::default()
         },
     };
-    if row.cancel_requested_at.is_some() {
-        return Some(update);
-    }
     let policy = policy_for(row, rules);
-    let Some(next) = policy.next_attempt(attempt as u32, ending, at, jitter()) else {
+    let Some(next) = view(row).next_after(&policy, ending, at, jitter()) else {
         return Some(update);
     };
     // Not the end: the job waits for its next attempt, without a driver.
     let ended_as = state.status;
-    state.status = JobStatus::Retrying;
-    state.completed_at = before.completed_at;
-    state.next_poll_at = None;
-    state.consecutive_poll_failures = 0;
-    state.failing_since = None;
-    state.last_poll_error = None;
+    state.between_attempts(before);
     row.submission_id = None;
     row.next_attempt_at = Some(next);
     let detail = format!(

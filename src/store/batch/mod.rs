@@ -1,0 +1,121 @@
+//! One transaction for many changes: load the rows they touch (`load`), apply each change in
+//! order (`apply`, `track`, `queue`, `application`: each runs the domain's rule and records what
+//! it decided), then write the changed rows, their history and their notifications, and commit
+//! (`write`). The rules themselves live in `crate::domain`; nothing here decides a transition.
+
+mod application;
+mod apply;
+mod load;
+mod queue;
+mod track;
+mod write;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+
+use crate::notify::NotifyRules;
+use crate::store_api::{Fence, OpError, WriteOp, WriteOutcome};
+
+use super::changes::Changes;
+pub use super::changes::Rules;
+use super::leases;
+use super::mapped::Mapping;
+
+pub(crate) use write::RACED_FOR_NEW_ROW;
+
+/// What one committed batch did.
+#[derive(Debug)]
+pub struct Committed {
+    /// One result per change, in order.
+    pub outcomes: Vec<Result<WriteOutcome, OpError>>,
+    /// Job rows inserted or updated (changes that changed nothing write none).
+    pub rows_written: usize,
+    /// Rows added to jobwarden's own tables.
+    pub inserted: Inserted,
+}
+
+/// Rows a batch added to jobwarden's own tables, by table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inserted {
+    pub executions: usize,
+    pub queue: usize,
+    pub history: usize,
+}
+
+impl std::ops::AddAssign for Inserted {
+    fn add_assign(&mut self, other: Inserted) {
+        self.executions += other.executions;
+        self.queue += other.queue;
+        self.history += other.history;
+    }
+}
+
+/// What a batch is written with, besides its changes.
+pub struct WriteContext<'a> {
+    pub rules: &'a Rules,
+    pub mapping: &'a Mapping,
+    /// This instance, when several share the database: fenced changes are checked against it.
+    pub instance: Option<&'a str>,
+    /// Which transitions put notifications in the outbox.
+    pub notify: &'a NotifyRules,
+}
+
+/// Applies `ops` in one transaction; `fences[i]` is the lease `ops[i]` was made under, if any.
+/// `Err` means nothing was written.
+pub async fn apply_batch(
+    db: &DatabaseConnection,
+    ops: &[WriteOp],
+    fences: &[Option<Fence>],
+    cx: &WriteContext<'_>,
+    now: DateTime<Utc>,
+) -> Result<Committed, DbErr> {
+    let txn = db.begin().await?;
+    let holders = match cx.instance {
+        Some(_) => {
+            let mut names: Vec<String> = fences
+                .iter()
+                .flatten()
+                .map(|f| leases::bucket_name(f.bucket))
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            leases::current_holders(&txn, names).await?
+        }
+        None => HashMap::new(),
+    };
+    let mut changes = Changes::default();
+    load::load_rows(&txn, ops, &mut changes, cx.mapping).await?;
+    if let Some(map) = &cx.mapping.executions {
+        application::reconcile_executions(&mut changes, map, now);
+    }
+    let outcomes: Vec<_> = ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| {
+            if let (Some(fence), Some(me)) = (fences.get(i).copied().flatten(), cx.instance) {
+                let (holder, token) = holders
+                    .get(&leases::bucket_name(fence.bucket))
+                    .cloned()
+                    .unwrap_or((None, 0));
+                if holder.as_deref() != Some(me) || token != fence.token {
+                    return Err(OpError::Fenced {
+                        bucket: fence.bucket,
+                        holder: holder.unwrap_or_else(|| "nobody".into()),
+                        token,
+                        ours: fence.token,
+                    });
+                }
+            }
+            apply::apply_one(op, &mut changes, cx.rules, cx.mapping, now)
+        })
+        .collect();
+    let (duplicates, rows_written, inserted) = write::write_out(&txn, changes, cx, now).await?;
+    txn.commit().await?;
+    Ok(Committed {
+        outcomes: write::mark_duplicate_letters(outcomes, ops, &duplicates),
+        rows_written,
+        inserted,
+    })
+}
