@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod domain;
+pub mod error_text;
 pub mod events;
 pub mod health;
 pub mod http;

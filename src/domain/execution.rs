@@ -1,7 +1,8 @@
 //! How one observation of an execution (or a failure to observe it) changes that execution's
 //! row: status by the transition table, progress that never falls, timestamps that are set
 //! once, the poll schedule (backoff after failed polls), the relaunch note, and the timeout
-//! verdicts. Each change says which history line, if any, it calls for.
+//! verdicts. Each change says which history line, if any, it calls for. The rules take half the
+//! file; the other half is their table tests, kept beside them.
 
 use chrono::{DateTime, Utc};
 

@@ -44,7 +44,10 @@ pub async fn post_json(
             "no answer within {}",
             humantime::format_duration(timeout)
         )),
-        Err(e) => Delivered::Later(format!("could not reach the receiver: {}", chain(&e))),
+        Err(e) => Delivered::Later(format!(
+            "could not reach the receiver: {}",
+            crate::error_text::with_causes(&e)
+        )),
         Ok(response) => {
             let status = response.status();
             if status.is_success() {
@@ -80,17 +83,6 @@ async fn excerpt(response: reqwest::Response) -> String {
     } else {
         text
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, TransactionTrait,
 };
 
 use entity::{
@@ -104,20 +104,109 @@ pub struct Step {
     pub done: bool,
 }
 
-fn terminal_jobs() -> Vec<&'static str> {
-    JobStatus::ALL
-        .into_iter()
-        .filter(|s| s.is_terminal())
-        .map(JobStatus::as_str)
-        .collect()
+/// One table of jobs, as retention sees it: the key, the columns that say a job has finished
+/// and since when, and the kind its history rows are filed under.
+struct JobTable<E: EntityTrait> {
+    key: E::Column,
+    status: E::Column,
+    completed_at: E::Column,
+    finished: Vec<&'static str>,
+    kind: &'static str,
 }
 
-fn terminal_queue() -> Vec<&'static str> {
-    QueueStatus::ALL
-        .into_iter()
-        .filter(|s| s.is_terminal())
-        .map(QueueStatus::as_str)
-        .collect()
+fn spark_jobs() -> JobTable<executions::Entity> {
+    JobTable {
+        key: executions::Column::ExecutionId,
+        status: executions::Column::Status,
+        completed_at: executions::Column::CompletedAt,
+        finished: JobStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(JobStatus::as_str)
+            .collect(),
+        kind: super::changes::SPARK,
+    }
+}
+
+fn queue_jobs() -> JobTable<queue::Entity> {
+    JobTable {
+        key: queue::Column::JobId,
+        status: queue::Column::Status,
+        completed_at: queue::Column::CompletedAt,
+        finished: QueueStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(QueueStatus::as_str)
+            .collect(),
+        kind: super::changes::QUEUE,
+    }
+}
+
+impl<E: EntityTrait> JobTable<E> {
+    /// The jobs that finished before `cutoff`.
+    fn aged(&self, cutoff: DateTime<Utc>) -> Select<E> {
+        E::find()
+            .filter(self.status.is_in(self.finished.clone()))
+            .filter(self.completed_at.lt(cutoff))
+    }
+
+    /// Up to `batch` keys of jobs that finished before `cutoff`.
+    async fn aged_keys(
+        &self,
+        db: &impl ConnectionTrait,
+        cutoff: DateTime<Utc>,
+        batch: u64,
+    ) -> Result<Vec<String>, DbErr> {
+        self.aged(cutoff)
+            .select_only()
+            .column(self.key)
+            .limit(batch)
+            .into_tuple()
+            .all(db)
+            .await
+    }
+
+    /// Deletes the jobs of `keys` that are still finished and old, with their history; the
+    /// rows are locked first, so a job retried since the read is running again and stays.
+    /// `before` deletes what else belongs to the jobs that go, ahead of their rows.
+    async fn delete_aged<'a, F, Fut>(
+        &self,
+        txn: &'a DatabaseTransaction,
+        keys: Vec<String>,
+        cutoff: DateTime<Utc>,
+        before: F,
+    ) -> Result<u64, DbErr>
+    where
+        F: FnOnce(&'a DatabaseTransaction, Vec<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), DbErr>>,
+    {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let gone: Vec<String> = self
+            .aged(cutoff)
+            .select_only()
+            .column(self.key)
+            .filter(self.key.is_in(keys))
+            .lock_exclusive()
+            .into_tuple()
+            .all(txn)
+            .await?;
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        history::Entity::delete_many()
+            .filter(history::Column::JobKind.eq(self.kind))
+            .filter(history::Column::JobId.is_in(gone.clone()))
+            .exec(txn)
+            .await?;
+        before(txn, gone.clone()).await?;
+        Ok(E::delete_many()
+            .filter(self.key.is_in(gone))
+            .exec(txn)
+            .await?
+            .rows_affected)
+    }
 }
 
 /// How many rows a prune at these cutoffs would delete now (for `prune --dry-run`).
@@ -153,16 +242,8 @@ pub async fn count(
                 .await
         }
         Aged::FinishedJobs => {
-            let spark = executions::Entity::find()
-                .filter(executions::Column::Status.is_in(terminal_jobs()))
-                .filter(executions::Column::CompletedAt.lt(cutoff))
-                .count(db)
-                .await?;
-            let queued = queue::Entity::find()
-                .filter(queue::Column::Status.is_in(terminal_queue()))
-                .filter(queue::Column::CompletedAt.lt(cutoff))
-                .count(db)
-                .await?;
+            let spark = spark_jobs().aged(cutoff).count(db).await?;
+            let queued = queue_jobs().aged(cutoff).count(db).await?;
             Ok(spark + queued)
         }
     }
@@ -187,6 +268,23 @@ fn judge_page(
     (gone, step)
 }
 
+/// The next `batch` rows of a table walked along its generated `key`, after `after`: the key
+/// and `columns`, in key order.
+fn page_after<E: EntityTrait>(
+    key: E::Column,
+    columns: impl IntoIterator<Item = E::Column>,
+    after: i64,
+    batch: u64,
+) -> Select<E> {
+    E::find()
+        .select_only()
+        .column(key)
+        .columns(columns)
+        .filter(key.gt(after))
+        .order_by_asc(key)
+        .limit(batch)
+}
+
 /// Deletes at most `batch` rows of one kind older than `cutoff`, looking only at keys after
 /// `after` (finished jobs ignore it: their rows are found by status, each batch anew).
 pub async fn delete_batch(
@@ -198,46 +296,45 @@ pub async fn delete_batch(
 ) -> Result<Step, DbErr> {
     let (ids, mut step) = match aged {
         Aged::History => {
-            let page: Vec<(i64, DateTime<Utc>)> = history::Entity::find()
-                .select_only()
-                .column(history::Column::Id)
-                .column(history::Column::At)
-                .filter(history::Column::Id.gt(after))
-                .order_by_asc(history::Column::Id)
-                .limit(batch)
-                .into_tuple()
-                .all(db)
-                .await?;
+            let page: Vec<(i64, DateTime<Utc>)> = page_after::<history::Entity>(
+                history::Column::Id,
+                [history::Column::At],
+                after,
+                batch,
+            )
+            .into_tuple()
+            .all(db)
+            .await?;
             let page: Vec<_> = page.into_iter().map(|(id, at)| (id, at, true)).collect();
             judge_page(&page, cutoff, batch, after)
         }
         Aged::DeadLetters => {
-            let page: Vec<(i64, DateTime<Utc>)> = dead_letters::Entity::find()
-                .select_only()
-                .column(dead_letters::Column::Id)
-                .column(dead_letters::Column::ReceivedAt)
-                .filter(dead_letters::Column::Id.gt(after))
-                .order_by_asc(dead_letters::Column::Id)
-                .limit(batch)
-                .into_tuple()
-                .all(db)
-                .await?;
+            let page: Vec<(i64, DateTime<Utc>)> = page_after::<dead_letters::Entity>(
+                dead_letters::Column::Id,
+                [dead_letters::Column::ReceivedAt],
+                after,
+                batch,
+            )
+            .into_tuple()
+            .all(db)
+            .await?;
             let page: Vec<_> = page.into_iter().map(|(id, at)| (id, at, true)).collect();
             judge_page(&page, cutoff, batch, after)
         }
         Aged::DeliveredNotifications => {
-            let page: Vec<OutboxAge> = outbox::Entity::find()
-                .select_only()
-                .column(outbox::Column::Id)
-                .column(outbox::Column::CreatedAt)
-                .column(outbox::Column::State)
-                .column(outbox::Column::FinishedAt)
-                .filter(outbox::Column::Id.gt(after))
-                .order_by_asc(outbox::Column::Id)
-                .limit(batch)
-                .into_tuple()
-                .all(db)
-                .await?;
+            let page: Vec<OutboxAge> = page_after::<outbox::Entity>(
+                outbox::Column::Id,
+                [
+                    outbox::Column::CreatedAt,
+                    outbox::Column::State,
+                    outbox::Column::FinishedAt,
+                ],
+                after,
+                batch,
+            )
+            .into_tuple()
+            .all(db)
+            .await?;
             let page: Vec<_> = page
                 .into_iter()
                 .map(|(id, created, state, finished)| {
@@ -248,14 +345,13 @@ pub async fn delete_batch(
             judge_page(&page, cutoff, batch, after)
         }
         Aged::FinishedAttempts => {
-            let page: Vec<(i64, DateTime<Utc>, Option<DateTime<Utc>>)> = attempts::Entity::find()
-                .select_only()
-                .column(attempts::Column::Id)
-                .column(attempts::Column::RequestedAt)
-                .column(attempts::Column::EndedAt)
-                .filter(attempts::Column::Id.gt(after))
-                .order_by_asc(attempts::Column::Id)
-                .limit(batch)
+            let page: Vec<(i64, DateTime<Utc>, Option<DateTime<Utc>>)> =
+                page_after::<attempts::Entity>(
+                    attempts::Column::Id,
+                    [attempts::Column::RequestedAt, attempts::Column::EndedAt],
+                    after,
+                    batch,
+                )
                 .into_tuple()
                 .all(db)
                 .await?;
@@ -310,80 +406,23 @@ async fn delete_finished_jobs(
     cutoff: DateTime<Utc>,
     batch: u64,
 ) -> Result<Step, DbErr> {
-    let spark: Vec<String> = executions::Entity::find()
-        .select_only()
-        .column(executions::Column::ExecutionId)
-        .filter(executions::Column::Status.is_in(terminal_jobs()))
-        .filter(executions::Column::CompletedAt.lt(cutoff))
-        .limit(batch)
-        .into_tuple()
-        .all(db)
-        .await?;
-    let queued: Vec<String> = queue::Entity::find()
-        .select_only()
-        .column(queue::Column::JobId)
-        .filter(queue::Column::Status.is_in(terminal_queue()))
-        .filter(queue::Column::CompletedAt.lt(cutoff))
-        .limit(batch)
-        .into_tuple()
-        .all(db)
-        .await?;
-    let done = (spark.len() as u64) < batch && (queued.len() as u64) < batch;
+    let (spark, queue) = (spark_jobs(), queue_jobs());
+    let spark_keys = spark.aged_keys(db, cutoff, batch).await?;
+    let queue_keys = queue.aged_keys(db, cutoff, batch).await?;
+    let done = (spark_keys.len() as u64) < batch && (queue_keys.len() as u64) < batch;
     let txn = db.begin().await?;
-    let mut deleted = 0;
-    if !spark.is_empty() {
-        // Re-checked here: a job retried since the read is running again and stays.
-        let gone: Vec<String> = executions::Entity::find()
-            .select_only()
-            .column(executions::Column::ExecutionId)
-            .filter(executions::Column::ExecutionId.is_in(spark))
-            .filter(executions::Column::Status.is_in(terminal_jobs()))
-            .filter(executions::Column::CompletedAt.lt(cutoff))
-            .lock_exclusive()
-            .into_tuple()
-            .all(&txn)
-            .await?;
-        if !gone.is_empty() {
-            history::Entity::delete_many()
-                .filter(history::Column::JobKind.eq(super::changes::SPARK))
-                .filter(history::Column::JobId.is_in(gone.clone()))
-                .exec(&txn)
-                .await?;
+    let mut deleted = spark
+        .delete_aged(&txn, spark_keys, cutoff, |txn, gone| async move {
             attempts::Entity::delete_many()
-                .filter(attempts::Column::ExecutionId.is_in(gone.clone()))
-                .exec(&txn)
-                .await?;
-            deleted += executions::Entity::delete_many()
-                .filter(executions::Column::ExecutionId.is_in(gone))
-                .exec(&txn)
-                .await?
-                .rows_affected;
-        }
-    }
-    if !queued.is_empty() {
-        let gone: Vec<String> = queue::Entity::find()
-            .select_only()
-            .column(queue::Column::JobId)
-            .filter(queue::Column::JobId.is_in(queued))
-            .filter(queue::Column::Status.is_in(terminal_queue()))
-            .filter(queue::Column::CompletedAt.lt(cutoff))
-            .lock_exclusive()
-            .into_tuple()
-            .all(&txn)
-            .await?;
-        if !gone.is_empty() {
-            history::Entity::delete_many()
-                .filter(history::Column::JobKind.eq(super::changes::QUEUE))
-                .filter(history::Column::JobId.is_in(gone.clone()))
-                .exec(&txn)
-                .await?;
-            deleted += queue::Entity::delete_many()
-                .filter(queue::Column::JobId.is_in(gone))
-                .exec(&txn)
-                .await?
-                .rows_affected;
-        }
-    }
+                .filter(attempts::Column::ExecutionId.is_in(gone))
+                .exec(txn)
+                .await
+                .map(drop)
+        })
+        .await?;
+    deleted += queue
+        .delete_aged(&txn, queue_keys, cutoff, |_, _| async { Ok(()) })
+        .await?;
     txn.commit().await?;
     Ok(Step {
         deleted,

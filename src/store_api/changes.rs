@@ -267,6 +267,15 @@ impl WriteOp {
             | WriteOp::NotificationAttempt(_) => None,
         }
     }
+
+    /// The queue job this change is about, if it is about one.
+    pub fn queue_job_id(&self) -> Option<&str> {
+        match self {
+            WriteOp::QueueEvent { event, .. } => Some(&event.job_id),
+            WriteOp::SyncQueue { job_id } => Some(job_id),
+            _ => None,
+        }
+    }
 }
 
 /// What a change did, known once it is durable.

@@ -443,21 +443,10 @@ impl SparkClient {
         } else {
             SparkError::Unreachable {
                 url: format!("{}://{}", url.scheme(), url.authority()),
-                detail: error_chain(&e),
+                detail: crate::error_text::with_causes(&e),
             }
         }
     }
-}
-
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 pub(super) fn rest_url(base: &Url, segments: &[&str]) -> Url {

@@ -1,5 +1,6 @@
 //! Submitting a driver through a master's REST server, and finding an attempt's driver again by
-//! its mark when the answer to a submission was lost.
+//! its mark when the answer to a submission was lost. Over half of the file is its tests: every
+//! answer a master gives to a submission, and every listing a mark search meets, one case each.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -248,7 +249,7 @@ impl SparkClient {
         } else {
             format!(
                 "the request reached {at} but its answer was lost: {}",
-                super::client::error_chain(e)
+                crate::error_text::with_causes(e)
             )
         }
     }

@@ -22,27 +22,8 @@ pub(super) async fn load_rows(
     changes: &mut Changes,
     mapping: &Mapping,
 ) -> Result<(), DbErr> {
-    let mut execution_ids: Vec<&str> = Vec::new();
-    let mut queue_ids: Vec<&str> = Vec::new();
-    for op in ops {
-        match op {
-            WriteOp::Track(r) => execution_ids.push(&r.execution_id),
-            WriteOp::Adopt { execution_id }
-            | WriteOp::Observe { execution_id, .. }
-            | WriteOp::PollFailed { execution_id, .. }
-            | WriteOp::TimeOut { execution_id, .. }
-            | WriteOp::Warn { execution_id, .. }
-            | WriteOp::BeginAttempt { execution_id, .. }
-            | WriteOp::AttemptSubmitted { execution_id, .. }
-            | WriteOp::AttemptNotStarted { execution_id, .. }
-            | WriteOp::Cancel { execution_id, .. }
-            | WriteOp::Retry { execution_id, .. }
-            | WriteOp::SpecUnusable { execution_id, .. } => execution_ids.push(execution_id),
-            WriteOp::QueueEvent { event, .. } => queue_ids.push(&event.job_id),
-            WriteOp::SyncQueue { job_id } => queue_ids.push(job_id),
-            WriteOp::DeadLetter(_) | WriteOp::NotificationAttempt(_) => {}
-        }
-    }
+    let mut execution_ids: Vec<&str> = ops.iter().filter_map(WriteOp::execution_id).collect();
+    let mut queue_ids: Vec<&str> = ops.iter().filter_map(WriteOp::queue_job_id).collect();
     execution_ids.sort_unstable();
     execution_ids.dedup();
     queue_ids.sort_unstable();
