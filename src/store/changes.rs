@@ -119,3 +119,24 @@ pub(super) fn history_row(
         at: Set(entry.at),
     }
 }
+
+/// The history row of a queue job's transition.
+pub(super) fn queue_history(
+    job_id: &str,
+    from: crate::domain::QueueStatus,
+    to: crate::domain::QueueStatus,
+    source: Source,
+    detail: Option<String>,
+    at: DateTime<Utc>,
+) -> history::ActiveModel {
+    history::ActiveModel {
+        id: NotSet,
+        job_kind: Set(QUEUE.to_owned()),
+        job_id: Set(job_id.to_owned()),
+        from_status: Set(Some(from.as_str().to_owned())),
+        to_status: Set(to.as_str().to_owned()),
+        source: Set(source.as_str().to_owned()),
+        detail: Set(detail),
+        at: Set(at),
+    }
+}

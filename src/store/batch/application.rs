@@ -9,10 +9,9 @@ use crate::domain::application::{standing, Standing};
 use crate::domain::{EventApplied, HistoryEntry, QueueState};
 use crate::store_api::{OpError, Source, WriteOutcome};
 
-use super::super::changes::{history_row, Changes, SPARK};
+use super::super::changes::{history_row, queue_history, Changes, SPARK};
 use super::super::mapped::{self, AppExecution, AppQueueJob};
 use super::super::rows;
-use super::queue::queue_history;
 
 /// Brings jobwarden's copy of each mapped row up to what the application's row holds now: the
 /// application's columns are the truth for the fields they map (it may have cancelled a job,

@@ -2,37 +2,16 @@
 //! queue table is mapped) has had its say.
 
 use chrono::{DateTime, Utc};
-use entity::{job_status_history as history, transformation_job_queue as queue};
-use sea_orm::ActiveValue::{NotSet, Set};
+use entity::transformation_job_queue as queue;
 
 use crate::domain::application::{standing, Standing};
 use crate::domain::{Position, QueueState, StatusEvent};
 use crate::store_api::{OpError, Source, WriteOutcome};
 
-use super::super::changes::{Changes, Loaded, QUEUE};
+use super::super::changes::{queue_history, Changes, Loaded};
 use super::super::mapped;
 use super::super::rows;
 use super::application::{app_queue_status, take_app_queue};
-
-pub(super) fn queue_history(
-    job_id: &str,
-    from: crate::domain::QueueStatus,
-    to: crate::domain::QueueStatus,
-    source: Source,
-    detail: Option<String>,
-    at: DateTime<Utc>,
-) -> history::ActiveModel {
-    history::ActiveModel {
-        id: NotSet,
-        job_kind: Set(QUEUE.to_owned()),
-        job_id: Set(job_id.to_owned()),
-        from_status: Set(Some(from.as_str().to_owned())),
-        to_status: Set(to.as_str().to_owned()),
-        source: Set(source.as_str().to_owned()),
-        detail: Set(detail),
-        at: Set(at),
-    }
-}
 
 pub(super) fn queue_event(
     event: &StatusEvent,
