@@ -89,6 +89,10 @@ pub struct JobStore {
     drain_waiters: Vec<oneshot::Sender<()>>,
     health: Arc<StoreHealth>,
     events: Events,
+    /// SQLite only: whose turn it is to write, between the batches and retention's deletes. A
+    /// batch that met a delete inside SQLite's busy handler would sleep up to 100 ms a retry;
+    /// waiting for its turn here, it starts the moment the delete commits.
+    turn: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// The store's mailbox is deep on purpose: bursts of changes are what batching feeds on, and
@@ -109,9 +113,11 @@ impl JobStore {
     ) -> Self {
         let stale_after = (settings.retry_max * 5).max(IDLE_BEAT * 3);
         let refusing_after = settings.refusing_after;
-        let concurrency = match db.get_database_backend() {
-            DatabaseBackend::Sqlite => 1,
-            _ => settings.concurrent_batches,
+        let sqlite = db.get_database_backend() == DatabaseBackend::Sqlite;
+        let concurrency = if sqlite {
+            1
+        } else {
+            settings.concurrent_batches
         };
         JobStore {
             db,
@@ -135,6 +141,7 @@ impl JobStore {
                 refusing_after,
             )),
             events,
+            turn: sqlite.then(|| Arc::new(tokio::sync::Mutex::new(()))),
         }
     }
 
@@ -268,6 +275,7 @@ impl JobStore {
             instance: self.sharing.as_ref().map(|s| s.instance.clone()),
             health: self.health.clone(),
             events: self.events.clone(),
+            turn: self.turn.clone(),
         };
         let write = async move { writer.write_durably(ops, fences).await }.instrument(span);
         ctx.spawn(

@@ -112,6 +112,7 @@ impl Handler<Prune> for JobStore {
         let cutoffs = Cutoffs::at(&settings, msg.now, own_jobs);
         let db = self.db.clone();
         let events = self.events.clone();
+        let turn = self.turn.clone();
         let dry_run = msg.dry_run;
         self.pruning |= !dry_run;
         let run = async move {
@@ -130,9 +131,15 @@ impl Handler<Prune> for JobStore {
                 let started = Instant::now();
                 let (mut rows, mut after) = (0, 0);
                 let stopped = loop {
-                    match retention::delete_batch(&db, aged, cutoff, after, settings.batch as u64)
-                        .await
-                    {
+                    let mine = match &turn {
+                        Some(turn) => Some(turn.lock().await),
+                        None => None,
+                    };
+                    let step =
+                        retention::delete_batch(&db, aged, cutoff, after, settings.batch as u64)
+                            .await;
+                    drop(mine);
+                    match step {
                         Ok(step) => {
                             rows += step.deleted;
                             if step.done {

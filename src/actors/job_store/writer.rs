@@ -29,6 +29,7 @@ pub(super) struct Writer {
     pub(super) instance: Option<String>,
     pub(super) health: Arc<StoreHealth>,
     pub(super) events: Events,
+    pub(super) turn: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Writer {
@@ -120,7 +121,13 @@ impl Writer {
         };
         loop {
             let started = Instant::now();
-            match store::apply_batch(&self.db, ops, fences, &cx, Utc::now()).await {
+            let turn = match &self.turn {
+                Some(turn) => Some(turn.lock().await),
+                None => None,
+            };
+            let applied = store::apply_batch(&self.db, ops, fences, &cx, Utc::now()).await;
+            drop(turn);
+            match applied {
                 Ok(Committed {
                     outcomes,
                     rows_written,
