@@ -3,10 +3,9 @@
 //! file descriptors, database connections, and how the history and outbox grow. Memory should
 //! stay flat once warm; the closing line compares the last sample with the first warm one.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use jobwarden_testkit::{Answer, SparkServer};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 
@@ -48,44 +47,19 @@ async fn scalar(db: &DatabaseConnection, sql: &str) -> anyhow::Result<i64> {
     Ok(row.try_get_by_index::<i64>(0)?)
 }
 
-fn start(binary: &PathBuf, url: &str, spark: &str) -> anyhow::Result<Child> {
-    Ok(Command::new(binary)
-        .arg("run")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("JOBWARDEN__DATABASE__URL", url)
-        .env("JOBWARDEN__SPARK__REST_URL", spark)
-        .env("JOBWARDEN__SPARK__MASTER_UI_URL", spark)
-        .env("JOBWARDEN__SPARK__STATUS_SOURCE", "rest")
-        .env("JOBWARDEN__SPARK__MAX_CONCURRENT_POLLS", "64")
-        .env("JOBWARDEN__INSTANCE__ID", "soak")
-        .env("JOBWARDEN__HTTP__BIND", "")
-        .env("JOBWARDEN__TELEMETRY__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?)
-}
+/// How long the stopped service may take to exit before the run fails.
+const STOP: Duration = Duration::from_secs(60);
 
+/// Inserts jobs `from..to` and has Spark answer that they run.
 async fn insert_running(
     db: &DatabaseConnection,
     server: &SparkServer,
     from: usize,
     to: usize,
 ) -> anyhow::Result<()> {
-    let ids: Vec<usize> = (from..to).collect();
-    for chunk in ids.chunks(1000) {
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|i| format!("('soak-{i}', 'driver-soak-{i}')"))
-            .collect();
-        db.execute_unprepared(&format!(
-            "INSERT INTO spark_job_executions (execution_id, submission_id) VALUES {}",
-            values.join(", ")
-        ))
-        .await?;
-        for i in chunk {
-            server.answer(&format!("driver-soak-{i}"), Answer::State("RUNNING"));
-        }
+    super::instances::insert_executions(db, "soak", from..to).await?;
+    for i in from..to {
+        server.answer(&format!("driver-soak-{i}"), Answer::State("RUNNING"));
     }
     Ok(())
 }
@@ -102,16 +76,14 @@ pub async fn run(
     let name = format!("jw_bench_soak_{}", chrono::Utc::now().timestamp_millis());
     let url = super::mapped_schema::fresh_database(database_url.as_deref(), scratch.path(), &name)
         .await?;
-    let settings = jobwarden::config::DatabaseSettings {
-        url: jobwarden::config::DatabaseUrl::new(url.clone()),
-        ..jobwarden::config::load(None)?.settings.database
-    };
-    let db = jobwarden::store::connect(&settings).await?;
-    jobwarden::store::migrate(&db).await?;
+    let db = super::instances::migrated(&url).await?;
     let server = SparkServer::start().await.without_request_counts();
     insert_running(&db, &server, 0, jobs).await?;
-    let mut child = start(&binary, &url, &server.url())?;
-    let pid = child.id();
+    let mut service = super::instances::bench_service(&binary, &url, &server.url(), "soak")
+        .env("JOBWARDEN__SPARK__STATUS_SOURCE", "rest")
+        .try_start()
+        .context("cannot start the service")?;
+    let pid = service.pid();
     let connections = if url.starts_with("postgres") {
         Some(format!(
             "SELECT CAST(COUNT(*) AS BIGINT) FROM pg_stat_activity WHERE datname = '{name}'"
@@ -134,8 +106,11 @@ pub async fn run(
     let churn_step = Duration::from_secs(1);
     let per_step = churn_per_minute.div_ceil(60).max(1);
     while Instant::now() < until {
-        if let Some(status) = child.try_wait()? {
-            anyhow::bail!("the service exited during the soak: {status}");
+        if let Some(status) = service.exit_status() {
+            anyhow::bail!(
+                "the service exited during the soak: {status}\n{}",
+                service.log_so_far()
+            );
         }
         if Instant::now() >= next_churn {
             for i in ended..(ended + per_step).min(added) {
@@ -178,10 +153,7 @@ pub async fn run(
         }
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = child.wait();
+    service.stop(STOP);
     db.close().await?;
     super::mapped_schema::drop_database(database_url.as_deref(), &name).await?;
     // The first samples include the first cycle over the whole fleet: compare from the third.

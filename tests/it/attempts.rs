@@ -5,23 +5,20 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::{DateTime, TimeZone, Utc};
-use entity::{spark_job_attempts, spark_job_executions};
+use chrono::Utc;
+use entity::spark_job_attempts;
 use jobwarden::actors::JobStore;
 use jobwarden::domain::{Ending, JobStatus, Observation, RetryPolicy, SubmitSpec};
 use jobwarden::events::Events;
 use jobwarden::store_api::{
-    ActionKind, AttemptChange, DueActions, OpError, Source, StoreError, TrackRequest, Write,
-    WriteOp, WriteOutcome,
+    ActionKind, AttemptChange, DueAction, DueActions, OpError, Source, StoreError, TrackRequest,
+    Write, WriteOp, WriteOutcome,
 };
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use crate::helpers::{rules, TestDb};
 use crate::on_every_database;
-
-fn t(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
-}
+use crate::worlds::{execution, t};
 
 fn start_store(db: &TestDb) -> Addr<JobStore> {
     let settings = db.settings();
@@ -99,12 +96,38 @@ fn observe(id: &str, status: JobStatus, raw: &str, message: Option<&str>, at: i6
     }
 }
 
-async fn row(db: &TestDb, id: &str) -> spark_job_executions::Model {
-    spark_job_executions::Entity::find_by_id(id.to_owned())
-        .one(&db.db)
+/// What the store says is due for jobwarden to do now.
+async fn due_actions(store: &Addr<JobStore>) -> Vec<DueAction> {
+    store
+        .send(DueActions {
+            now: Utc::now(),
+            limit: 10,
+        })
         .await
         .unwrap()
         .unwrap()
+}
+
+fn cancel(id: &str, at: i64) -> WriteOp {
+    WriteOp::Cancel {
+        execution_id: id.into(),
+        at: t(at),
+    }
+}
+
+fn retry(id: &str, at: i64) -> WriteOp {
+    WriteOp::Retry {
+        execution_id: id.into(),
+        at: t(at),
+    }
+}
+
+/// Attempt `attempt` of `id` begun at `at` and accepted by Spark as `driver` a second later.
+async fn submit_attempt(store: &Addr<JobStore>, id: &str, attempt: u32, driver: &str, at: i64) {
+    write(store, begin(id, attempt, at)).await.unwrap();
+    write(store, submitted(id, attempt, driver, at + 1))
+        .await
+        .unwrap();
 }
 
 async fn attempts(db: &TestDb, id: &str) -> Vec<spark_job_attempts::Model> {
@@ -136,14 +159,7 @@ on_every_database!(
 async fn a_submitted_job_is_due_for_its_first_attempt_at_once(db: TestDb) {
     let store = start_store(&db);
     write(&store, submit("s1")).await.unwrap();
-    let due = store
-        .send(DueActions {
-            now: Utc::now(),
-            limit: 10,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let due = due_actions(&store).await;
     assert_eq!(due.len(), 1);
     match &due[0].kind {
         ActionKind::Submit {
@@ -154,7 +170,7 @@ async fn a_submitted_job_is_due_for_its_first_attempt_at_once(db: TestDb) {
         }
         other => panic!("{other:?}"),
     }
-    let job = row(&db, "s1").await;
+    let job = execution(&db, "s1").await;
     assert_eq!(job.status, "Queued");
     assert!(job.submit_spec.is_some() && job.submission_id.is_none());
 }
@@ -176,7 +192,7 @@ async fn an_attempt_is_recorded_once_and_a_second_request_for_it_is_refused(db: 
     write(&store, submitted("s2", 1, "driver-1", now + 1))
         .await
         .unwrap();
-    let job = row(&db, "s2").await;
+    let job = execution(&db, "s2").await;
     assert_eq!(job.status, "Submitting");
     assert_eq!(job.submission_id.as_deref(), Some("driver-1"));
     assert_eq!(job.attempt, 1);
@@ -208,7 +224,7 @@ async fn a_failed_attempt_waits_for_its_retry_then_the_last_failure_ends_the_job
         )
         .await
         .unwrap();
-        let job = row(&db, "s3").await;
+        let job = execution(&db, "s3").await;
         if attempt < 3 {
             assert_eq!(job.status, "Retrying", "after attempt {attempt}");
             assert!(job.submission_id.is_none());
@@ -263,7 +279,7 @@ async fn a_withdrawn_attempt_spends_nothing_and_is_due_again(db: TestDb) {
     .await
     .unwrap();
     assert_eq!(outcome, WriteOutcome::Attempt(AttemptChange::Withdrawn));
-    let job = row(&db, "s4").await;
+    let job = execution(&db, "s4").await;
     assert_eq!(job.attempt, 0);
     assert_eq!(job.status, "Queued");
     assert!(attempts(&db, "s4").await.is_empty());
@@ -276,14 +292,7 @@ async fn an_attempt_in_flight_is_due_for_reconciliation_not_resubmission(db: Tes
     write(&store, submit("s5")).await.unwrap();
     let now = Utc::now().timestamp() - 1_800_000_000 + 1;
     write(&store, begin("s5", 1, now)).await.unwrap();
-    let due = store
-        .send(DueActions {
-            now: Utc::now(),
-            limit: 10,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let due = due_actions(&store).await;
     assert_eq!(due.len(), 1);
     match &due[0].kind {
         ActionKind::Reconcile { attempt, mark, .. } => {
@@ -297,15 +306,7 @@ async fn an_attempt_in_flight_is_due_for_reconciliation_not_resubmission(db: Tes
 async fn a_cancel_of_a_waiting_job_ends_it_and_of_a_running_one_asks_for_a_kill(db: TestDb) {
     let store = start_store(&db);
     write(&store, submit("waiting")).await.unwrap();
-    let ended = write(
-        &store,
-        WriteOp::Cancel {
-            execution_id: "waiting".into(),
-            at: t(5),
-        },
-    )
-    .await
-    .unwrap();
+    let ended = write(&store, cancel("waiting", 5)).await.unwrap();
     assert_eq!(
         ended,
         WriteOutcome::CancelTaken {
@@ -313,31 +314,11 @@ async fn a_cancel_of_a_waiting_job_ends_it_and_of_a_running_one_asks_for_a_kill(
             submission_id: None
         }
     );
-    assert_eq!(row(&db, "waiting").await.status, "Cancelled");
-    assert!(not_now(
-        write(
-            &store,
-            WriteOp::Cancel {
-                execution_id: "waiting".into(),
-                at: t(6),
-            },
-        )
-        .await
-    ));
+    assert_eq!(execution(&db, "waiting").await.status, "Cancelled");
+    assert!(not_now(write(&store, cancel("waiting", 6)).await));
     write(&store, submit("running")).await.unwrap();
-    write(&store, begin("running", 1, 10)).await.unwrap();
-    write(&store, submitted("running", 1, "driver-9", 11))
-        .await
-        .unwrap();
-    let asked = write(
-        &store,
-        WriteOp::Cancel {
-            execution_id: "running".into(),
-            at: t(12),
-        },
-    )
-    .await
-    .unwrap();
+    submit_attempt(&store, "running", 1, "driver-9", 10).await;
+    let asked = write(&store, cancel("running", 12)).await.unwrap();
     assert_eq!(
         asked,
         WriteOutcome::CancelTaken {
@@ -345,17 +326,10 @@ async fn a_cancel_of_a_waiting_job_ends_it_and_of_a_running_one_asks_for_a_kill(
             submission_id: Some("driver-9".into())
         }
     );
-    let job = row(&db, "running").await;
+    let job = execution(&db, "running").await;
     assert_eq!(job.status, "Submitting", "ends only when Spark says KILLED");
     assert!(job.cancel_requested_at.is_some());
-    let due = store
-        .send(DueActions {
-            now: Utc::now(),
-            limit: 10,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let due = due_actions(&store).await;
     assert!(due.iter().any(|a| a.execution_id == "running"
         && a.kind
             == ActionKind::Kill {
@@ -367,7 +341,7 @@ async fn a_cancel_of_a_waiting_job_ends_it_and_of_a_running_one_asks_for_a_kill(
     )
     .await
     .unwrap();
-    assert_eq!(row(&db, "running").await.status, "Cancelled");
+    assert_eq!(execution(&db, "running").await.status, "Cancelled");
     assert_eq!(
         attempts(&db, "running").await[0].outcome.as_deref(),
         Some("cancelled")
@@ -377,19 +351,8 @@ async fn a_cancel_of_a_waiting_job_ends_it_and_of_a_running_one_asks_for_a_kill(
 async fn a_cancelled_jobs_failing_driver_is_not_retried(db: TestDb) {
     let store = start_store(&db);
     write(&store, submit("c2")).await.unwrap();
-    write(&store, begin("c2", 1, 10)).await.unwrap();
-    write(&store, submitted("c2", 1, "driver-c2", 11))
-        .await
-        .unwrap();
-    write(
-        &store,
-        WriteOp::Cancel {
-            execution_id: "c2".into(),
-            at: t(12),
-        },
-    )
-    .await
-    .unwrap();
+    submit_attempt(&store, "c2", 1, "driver-c2", 10).await;
+    write(&store, cancel("c2", 12)).await.unwrap();
     write(
         &store,
         observe(
@@ -402,7 +365,7 @@ async fn a_cancelled_jobs_failing_driver_is_not_retried(db: TestDb) {
     )
     .await
     .unwrap();
-    let job = row(&db, "c2").await;
+    let job = execution(&db, "c2").await;
     assert_eq!(job.status, "Failed", "a cancel asked for is never retried");
     assert!(job.next_attempt_at.is_none());
 }
@@ -410,26 +373,10 @@ async fn a_cancelled_jobs_failing_driver_is_not_retried(db: TestDb) {
 async fn an_operator_retry_reopens_a_finished_job_for_one_more_attempt(db: TestDb) {
     let store = start_store(&db);
     write(&store, submit("r1")).await.unwrap();
-    write(
-        &store,
-        WriteOp::Cancel {
-            execution_id: "r1".into(),
-            at: t(1),
-        },
-    )
-    .await
-    .unwrap();
-    let taken = write(
-        &store,
-        WriteOp::Retry {
-            execution_id: "r1".into(),
-            at: t(2),
-        },
-    )
-    .await
-    .unwrap();
+    write(&store, cancel("r1", 1)).await.unwrap();
+    let taken = write(&store, retry("r1", 2)).await.unwrap();
     assert_eq!(taken, WriteOutcome::RetryTaken { attempt: 1 });
-    let job = row(&db, "r1").await;
+    let job = execution(&db, "r1").await;
     assert_eq!(job.status, "Retrying");
     assert!(job.cancel_requested_at.is_none() && job.completed_at.is_none());
     // A job someone else submitted cannot be started again by jobwarden.
@@ -446,16 +393,7 @@ async fn an_operator_retry_reopens_a_finished_job_for_one_more_attempt(db: TestD
     )
     .await
     .unwrap();
-    assert!(not_now(
-        write(
-            &store,
-            WriteOp::Retry {
-                execution_id: "theirs".into(),
-                at: t(3),
-            },
-        )
-        .await
-    ));
+    assert!(not_now(write(&store, retry("theirs", 3)).await));
 }
 
 async fn a_job_waiting_for_jobwarden_is_never_timed_out_as_queued(db: TestDb) {
@@ -472,33 +410,27 @@ async fn a_job_waiting_for_jobwarden_is_never_timed_out_as_queued(db: TestDb) {
     .await
     .unwrap();
     assert!(!outcome.transitioned(), "{outcome:?}");
-    assert_eq!(row(&db, "q1").await.status, "Queued");
+    assert_eq!(execution(&db, "q1").await.status, "Queued");
 }
 
 async fn a_late_answer_about_an_earlier_attempts_driver_changes_nothing(db: TestDb) {
     let store = start_store(&db);
     write(&store, submit("late")).await.unwrap();
-    write(&store, begin("late", 1, 10)).await.unwrap();
-    write(&store, submitted("late", 1, "driver-old", 11))
-        .await
-        .unwrap();
+    submit_attempt(&store, "late", 1, "driver-old", 10).await;
     write(
         &store,
         observe("late", JobStatus::Failed, "FAILED", Some("boom"), 12),
     )
     .await
     .unwrap();
-    write(&store, begin("late", 2, 100)).await.unwrap();
-    write(&store, submitted("late", 2, "driver-new", 101))
-        .await
-        .unwrap();
+    submit_attempt(&store, "late", 2, "driver-new", 100).await;
     // A poll of the first driver, sent before it failed, answers now.
     let mut late = observe("late", JobStatus::Running, "RUNNING", None, 102);
     if let WriteOp::Observe { asked, .. } = &mut late {
         *asked = Some("driver-old".into());
     }
     write(&store, late).await.unwrap();
-    let job = row(&db, "late").await;
+    let job = execution(&db, "late").await;
     assert_eq!(job.status, "Submitting");
     assert_eq!(job.submission_id.as_deref(), Some("driver-new"));
     assert!(job.spark_state.is_none(), "{job:?}");

@@ -1,10 +1,12 @@
 //! The real `jobwarden` executable: start-up on the shipped config, signals, the CLI, secrets.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::Duration;
+
+use jobwarden_testkit::process::{workdir_with, Jobwarden};
+
+pub(crate) use jobwarden_testkit::process::Running;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobwarden");
 
@@ -14,154 +16,17 @@ fn shipped_config() -> PathBuf {
 
 /// A working directory holding a copy of the shipped config.toml.
 pub(crate) fn workdir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(shipped_config(), dir.path().join("config.toml")).unwrap();
-    dir
+    workdir_with(shipped_config())
 }
 
+/// This crate's `jobwarden` in `dir`, configured by nothing but `dir` and what the test adds.
+pub(crate) fn jobwarden_in(dir: &Path) -> Jobwarden {
+    Jobwarden::new(BIN).current_dir(dir)
+}
+
+/// [`jobwarden_in`] as a command, for any subcommand or for [`Running::start`].
 pub(crate) fn jobwarden(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env_remove("JOBWARDEN_CONFIG")
-        .env("NO_COLOR", "1");
-    for (key, _) in std::env::vars() {
-        if key.starts_with("JOBWARDEN__") {
-            cmd.env_remove(key);
-        }
-    }
-    // Tests run side by side: each service takes a free port.
-    cmd.env("JOBWARDEN__HTTP__BIND", "127.0.0.1:0");
-    cmd
-}
-
-/// A running service whose log lines arrive on a channel.
-pub(crate) struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    pub(crate) fn start(mut cmd: Command) -> Running {
-        let mut child = cmd
-            .arg("run")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a log line containing `needle`.
-    pub(crate) fn wait_for_line(&mut self, needle: &str, limit: Duration) {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if self.seen.iter().any(|l| l.contains(needle)) {
-                return;
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!(
-                    "no log line with {needle:?} within {limit:?}; got:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Every line logged so far, for a failure message.
-    pub(crate) fn log_so_far(&mut self) -> String {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-        self.seen.join("\n")
-    }
-
-    /// Waits for a log line containing `needle` and returns it.
-    pub(crate) fn line_with(&mut self, needle: &str, limit: Duration) -> String {
-        self.wait_for_line(needle, limit);
-        self.seen
-            .iter()
-            .find(|l| l.contains(needle))
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// The address the HTTP server took (tests bind port 0).
-    pub(crate) fn http_address(&mut self) -> String {
-        let line = self.line_with("HTTP endpoints listening", Duration::from_secs(60));
-        line.split("address=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned()
-    }
-
-    /// Sends a signal, not minding a process that is already gone.
-    pub(crate) fn signal_quietly(&self, name: &str) {
-        let _ = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
-
-    pub(crate) fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for exit and returns the status with every log line.
-    pub(crate) fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.seen.push(line);
-                }
-                return (status, self.seen.join("\n"));
-            }
-            if std::time::Instant::now() > deadline {
-                self.child.kill().ok();
-                panic!("did not exit within {limit:?}:\n{}", self.seen.join("\n"));
-            }
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
-                self.seen.push(line);
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    /// A test that fails half-way must not leave its service running behind it.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+    jobwarden_in(dir).command()
 }
 
 pub(crate) fn run_to_end(cmd: &mut Command) -> Output {
@@ -179,7 +44,7 @@ pub(crate) fn text(output: &Output) -> String {
 #[test]
 fn run_with_shipped_config_creates_the_sqlite_file_and_exits_0_on_sigterm() {
     let dir = workdir();
-    let mut service = Running::start(jobwarden(dir.path()));
+    let mut service = jobwarden_in(dir.path()).start();
     service.wait_for_line("jobwarden running", Duration::from_secs(30));
     assert!(dir.path().join("jobwarden.db").exists());
     service.signal("TERM");
@@ -191,7 +56,7 @@ fn run_with_shipped_config_creates_the_sqlite_file_and_exits_0_on_sigterm() {
 #[test]
 fn sigint_also_stops_the_service_cleanly() {
     let dir = workdir();
-    let mut service = Running::start(jobwarden(dir.path()));
+    let mut service = jobwarden_in(dir.path()).start();
     service.wait_for_line("jobwarden running", Duration::from_secs(30));
     service.signal("INT");
     let (status, log) = service.wait(Duration::from_secs(30));
@@ -201,7 +66,7 @@ fn sigint_also_stops_the_service_cleanly() {
 #[test]
 fn runs_on_embedded_defaults_without_any_config_file() {
     let dir = tempfile::tempdir().unwrap();
-    let mut service = Running::start(jobwarden(dir.path()));
+    let mut service = jobwarden_in(dir.path()).start();
     service.wait_for_line("jobwarden running", Duration::from_secs(30));
     assert!(dir.path().join("jobwarden.db").exists());
     service.signal("TERM");
@@ -259,14 +124,14 @@ fn check_config_masks_the_database_password() {
 fn database_password_never_reaches_the_logs() {
     // Nothing listens on port 9: the service logs its wait for the database, with the URL.
     let dir = workdir();
-    let mut cmd = jobwarden(dir.path());
-    cmd.env(
-        "JOBWARDEN__DATABASE__URL",
-        "postgres://app:hunter2@127.0.0.1:9/jobs",
-    )
-    .env("JOBWARDEN__DATABASE__CONNECT_TIMEOUT", "300ms")
-    .env("RUST_LOG", "debug");
-    let mut service = Running::start(cmd);
+    let mut service = jobwarden_in(dir.path())
+        .env(
+            "JOBWARDEN__DATABASE__URL",
+            "postgres://app:hunter2@127.0.0.1:9/jobs",
+        )
+        .env("JOBWARDEN__DATABASE__CONNECT_TIMEOUT", "300ms")
+        .env("RUST_LOG", "debug")
+        .start();
     service.wait_for_line("database unreachable", Duration::from_secs(30));
     service.signal("TERM");
     let (status, log) = service.wait(Duration::from_secs(30));

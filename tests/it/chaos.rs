@@ -3,9 +3,12 @@
 //! a Kafka-protocol broker of the test's own (tansu) is fed status events by a producer; a
 //! webhook receiver takes the notifications. While the scenario runs it injects faults, at
 //! random but from a printed seed: kill -9 of an instance (restarted a moment later), a cut of
-//! the database connection, kill -9 of the broker (restarted on its own storage), the receiver
-//! answering 503, Spark answering slower than the request timeout. Every ending is decided by
-//! the scenario and written down as it is told to Spark or sent to Kafka: the truth.
+//! the database connection, a crash of the database server itself (PostgreSQL, on a server of
+//! the test's own: immediate shutdown, then crash recovery at restart), kill -9 of the broker
+//! (restarted on its own storage), the receiver answering 503, Spark answering slower than the
+//! request timeout, and the Spark master restarting (answering as a master not yet alive).
+//! Every ending is decided by the scenario and written down as it is told to Spark or sent to
+//! Kafka: the truth.
 //!
 //! Afterwards the checker compares the database with that truth: each job's terminal status is
 //! what Spark or the producer said; no history row starts from a terminal status or repeats a
@@ -27,7 +30,9 @@ use jobwarden_testkit::fuzz::Rng;
 use jobwarden_testkit::{Answer, SparkServer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryOrder};
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait, QueryOrder,
+};
 
 use crate::binary::{jobwarden, Running};
 use crate::helpers::{socket_of, Backend, CutProxy, TestDb};
@@ -139,6 +144,185 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A PostgreSQL server of this test's own, so that crashing and restarting it disturbs no other
+/// test. As root (CI) it runs as the `postgres` user, which PostgreSQL insists on.
+struct OwnPostgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    as_root: bool,
+    child: Option<Child>,
+}
+
+impl OwnPostgres {
+    /// A new cluster, started, or `None` when this machine has no PostgreSQL server binaries.
+    fn start() -> Option<OwnPostgres> {
+        let bindir = Command::new("pg_config").arg("--bindir").output().ok()?;
+        let bin = PathBuf::from(String::from_utf8_lossy(&bindir.stdout).trim());
+        if !bin.join("postgres").exists() {
+            return None;
+        }
+        let uid = Command::new("id").arg("-u").output().ok()?;
+        let as_root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = OwnPostgres {
+            bin,
+            dir,
+            port: free_port(),
+            as_root,
+            child: None,
+        };
+        if as_root {
+            let chowned = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(server.dir.path())
+                .status()
+                .unwrap();
+            assert!(chowned.success(), "cannot hand the data folder to postgres");
+        }
+        let initdb = server
+            .command("initdb")
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(server.data())
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            initdb.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        server.spawn();
+        Some(server)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        if self.as_root {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(program);
+            cmd
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(self.dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", "max_connections=200"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let address = format!("127.0.0.1:{}", self.port);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not listen on {address}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// An immediate shutdown: every session is cut without a checkpoint, as in a crash, and
+    /// the next start runs crash recovery.
+    fn crash(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // runuser passes the signal on to the postmaster it runs.
+        let _ = Command::new("kill")
+            .args(["-QUIT", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.data().join("postmaster.pid").exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+/// The database the instances share: on PostgreSQL a server of the test's own (so it can be
+/// crashed), on MariaDB a fresh database on the shared server.
+struct ChaosDb {
+    url: String,
+    db: DatabaseConnection,
+    server: Option<OwnPostgres>,
+    shared: Option<TestDb>,
+}
+
+impl ChaosDb {
+    async fn fresh(backend: Backend) -> Option<ChaosDb> {
+        if backend == Backend::Postgres {
+            match OwnPostgres::start() {
+                Some(server) => {
+                    let admin = Database::connect(server.admin_url()).await.unwrap();
+                    admin.execute_unprepared("CREATE DATABASE chaos").await.unwrap();
+                    admin.close().await.ok();
+                    let url = server.url("chaos");
+                    let db = Database::connect(&url).await.unwrap();
+                    jobwarden::store::migrate(&db).await.unwrap();
+                    return Some(ChaosDb {
+                        url,
+                        db,
+                        server: Some(server),
+                        shared: None,
+                    });
+                }
+                None => assert!(
+                    !crate::helpers::require_all_backends(),
+                    "CI must crash a PostgreSQL server of the chaos test's own: pg_config --bindir has no postgres"
+                ),
+            }
+        }
+        let shared = TestDb::fresh(backend).await?;
+        Some(ChaosDb {
+            url: shared.url.clone(),
+            db: shared.db.clone(),
+            server: None,
+            shared: Some(shared),
+        })
+    }
+
+    /// A new connection for the checker: the old one's sessions died with the server.
+    async fn reconnect(&mut self) {
+        self.db = Database::connect(&self.url).await.unwrap();
+    }
+
+    async fn drop_database(self) {
+        self.db.close().await.ok();
+        if let Some(shared) = self.shared {
+            shared.drop_database().await;
+        }
     }
 }
 
@@ -301,18 +485,22 @@ async fn produce(brokers: String, events: Vec<Event>, pace: Duration) -> usize {
 struct Faults {
     kills: usize,
     database_cuts: usize,
+    database_crashes: usize,
     broker_restarts: usize,
     receiver_outages: usize,
     spark_stalls: usize,
+    master_restarts: usize,
 }
 
 impl Faults {
     fn total(&self) -> usize {
         self.kills
             + self.database_cuts
+            + self.database_crashes
             + self.broker_restarts
             + self.receiver_outages
             + self.spark_stalls
+            + self.master_restarts
     }
 }
 
@@ -435,7 +623,7 @@ async fn chaos(backend: Backend, run_for: Duration) {
         );
         return;
     };
-    let Some(db) = TestDb::fresh(backend).await else {
+    let Some(mut db) = ChaosDb::fresh(backend).await else {
         return;
     };
     let seed = chaos_seed();
@@ -512,7 +700,9 @@ async fn chaos(backend: Backend, run_for: Duration) {
             next_ending += 1;
         }
         let outage = Duration::from_millis(1_000 + rng.below(3_000) as u64);
-        match rng.below(5) {
+        // A crash of the database server only where the server is the test's own.
+        let kinds = if db.server.is_some() { 7 } else { 6 };
+        match rng.below(kinds) {
             0 => {
                 let victim = rng.below(instances.len());
                 instances[victim].kill();
@@ -538,11 +728,25 @@ async fn chaos(backend: Backend, run_for: Duration) {
                 receiver.set(Mode::Accept);
                 faults.receiver_outages += 1;
             }
-            _ => {
+            4 => {
                 spark.set_delay(Duration::from_secs(2));
                 tokio::time::sleep(outage).await;
                 spark.set_delay(Duration::ZERO);
                 faults.spark_stalls += 1;
+            }
+            5 => {
+                // A restarted master answers as one not yet alive until it has recovered.
+                spark.set_standby(true);
+                tokio::time::sleep(outage).await;
+                spark.set_standby(false);
+                faults.master_restarts += 1;
+            }
+            _ => {
+                let server = db.server.as_mut().expect("only with a server of our own");
+                server.crash();
+                tokio::time::sleep(outage).await;
+                server.spawn();
+                faults.database_crashes += 1;
             }
         }
         tokio::time::sleep(Duration::from_millis(500 + rng.below(1_500) as u64)).await;
@@ -555,6 +759,7 @@ async fn chaos(backend: Backend, run_for: Duration) {
     let sent = producer.await.unwrap();
 
     // Quiet now: everything must settle to the truth.
+    db.reconnect().await;
     let settled = std::cell::RefCell::new(Vec::new());
     let outcome = tokio::time::timeout(Duration::from_secs(180), async {
         loop {

@@ -16,7 +16,7 @@ use jobwarden_testkit::{Answer, SparkServer};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{json, Value};
 
-use crate::binary::{jobwarden, workdir, Running};
+use crate::binary::{jobwarden_in, workdir, Running};
 use crate::helpers::{require_all_backends, wait_until};
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -198,17 +198,14 @@ struct Service {
 impl Service {
     fn start(spark: &SparkServer, env: &[(&str, &str)]) -> Service {
         let dir = workdir();
-        let mut cmd = jobwarden(dir.path());
-        cmd.env("JOBWARDEN__SPARK__REST_URL", spark.url())
+        let mut running = jobwarden_in(dir.path())
+            .env("JOBWARDEN__SPARK__REST_URL", spark.url())
             .env("JOBWARDEN__SPARK__MASTER_UI_URL", spark.url())
-            .env("JOBWARDEN__SPARK__POLL_INTERVAL", "1s");
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        let mut running = Running::start(cmd);
-        let base = format!("http://{}", running.http_address());
+            .env("JOBWARDEN__SPARK__POLL_INTERVAL", "1s")
+            .envs(env.iter().copied())
+            .start();
         Service {
-            base,
+            base: running.http_url(),
             http: reqwest::Client::new(),
             dir,
             _running: running,

@@ -30,3 +30,4 @@ mod store;
 mod submit;
 mod upgrades;
 mod warnings;
+mod worlds;

@@ -292,6 +292,61 @@ async fn table_definitions(db: &TestDb) -> Vec<String> {
     out
 }
 
+/// The application's queue row `job`, its `columns` as text (JSON read as text on
+/// PostgreSQL), or `None` while there is none.
+async fn queue_row(db: &TestDb, job: &str, columns: &[&str]) -> Option<Vec<Option<String>>> {
+    let b = db.backend;
+    let select: Vec<String> = columns
+        .iter()
+        .map(|c| match (b, *c) {
+            (Backend::Postgres, "GeneratedFields") => format!("CAST({} AS TEXT)", q(b, c)),
+            _ => q(b, c),
+        })
+        .collect();
+    let statement = format!(
+        "SELECT {} FROM {} WHERE {} = '{job}'",
+        select.join(", "),
+        queue_table(b),
+        q(b, "JobId")
+    );
+    let row = db
+        .db
+        .query_one_raw(Statement::from_string(
+            db.db.get_database_backend(),
+            statement,
+        ))
+        .await
+        .unwrap()?;
+    Some(
+        (0..columns.len())
+            .map(|i| row.try_get_by_index::<Option<String>>(i).unwrap())
+            .collect(),
+    )
+}
+
+/// The application queues job `job` as it would: Pending, created by its ingest service.
+async fn insert_queue_row(db: &TestDb, job: &str) {
+    let b = db.backend;
+    sql(
+        &db.db,
+        &format!(
+            "INSERT INTO {} ({}, {}, {}) VALUES ('{job}', 'Pending', 'ingest-service')",
+            queue_table(b),
+            q(b, "JobId"),
+            q(b, "Status"),
+            q(b, "CreatedBy")
+        ),
+    )
+    .await;
+}
+
+/// jobwarden started on the application's tables of `db`, asking `spark`.
+async fn start_mapped(db: &TestDb, spark: &SparkServer) -> Application {
+    Application::build(mapped_settings(db, spark))
+        .await
+        .unwrap()
+}
+
 fn mapped_settings(db: &TestDb, spark: &SparkServer) -> Settings {
     let mut settings = instance_settings(&db.url, spark);
     settings.tables = orm_mapping(db.backend);
@@ -329,9 +384,7 @@ async fn spark_rows_end_true_in_the_application_columns(db: TestDb) {
     spark.answer("driver-err", Answer::State("ERROR"));
     spark.answer("driver-run", Answer::State("RUNNING"));
     insert_execution(&db, "nightly-ok", Some("driver-ok"), 0).await;
-    let app = Application::build(mapped_settings(&db, &spark))
-        .await
-        .unwrap();
+    let app = start_mapped(&db, &spark).await;
     // Rows the application inserts while jobwarden runs are picked up too.
     insert_execution(&db, "nightly-err", Some("driver-err"), 1).await;
     insert_execution(&db, "nightly-run", Some("driver-run"), 0).await;
@@ -410,9 +463,7 @@ async fn a_status_the_application_set_itself_is_never_overwritten(db: TestDb) {
     let spark = SparkServer::start().await;
     spark.answer("driver-c", Answer::State("RUNNING"));
     insert_execution(&db, "to-cancel", Some("driver-c"), 0).await;
-    let app = Application::build(mapped_settings(&db, &spark))
-        .await
-        .unwrap();
+    let app = start_mapped(&db, &spark).await;
     poll_cycle(&app).await;
     assert_eq!(status_of(&db, "to-cancel").await.as_deref(), Some("2"));
     let b = db.backend;
@@ -465,17 +516,7 @@ async fn queue_events_end_true_in_the_application_columns(db: TestDb) {
     create_orm_schema(&db).await;
     let b = db.backend;
     for job in ["q-done", "q-failed", "q-cancelled"] {
-        sql(
-            &db.db,
-            &format!(
-                "INSERT INTO {} ({}, {}, {}) VALUES ('{job}', 'Pending', 'ingest-service')",
-                queue_table(b),
-                q(b, "JobId"),
-                q(b, "Status"),
-                q(b, "CreatedBy")
-            ),
-        )
-        .await;
+        insert_queue_row(&db, job).await;
     }
     // The application cancels one itself before any event arrives.
     sql(
@@ -497,32 +538,15 @@ async fn queue_events_end_true_in_the_application_columns(db: TestDb) {
         .send("q-done", br#"{"jobId":"q-done","status":"Processing"}"#)
         .await;
     let row = |job: &'static str| {
-        let db = db.clone();
+        let db = &db;
         async move {
-            let statement = format!(
-                "SELECT {}, {}, {}, {} FROM {} WHERE {} = '{job}'",
-                q(b, "Status"),
-                q(b, "ErrorMessage"),
-                match b {
-                    Backend::Postgres => format!("CAST({} AS TEXT)", q(b, "GeneratedFields")),
-                    _ => q(b, "GeneratedFields"),
-                },
-                q(b, "CreatedBy"),
-                queue_table(b),
-                q(b, "JobId")
-            );
-            let r = db
-                .db
-                .query_one_raw(Statement::from_string(
-                    db.db.get_database_backend(),
-                    statement,
-                ))
-                .await
-                .unwrap()
-                .unwrap();
-            (0..4)
-                .map(|i| r.try_get_by_index::<Option<String>>(i).unwrap())
-                .collect::<Vec<_>>()
+            queue_row(
+                db,
+                job,
+                &["Status", "ErrorMessage", "GeneratedFields", "CreatedBy"],
+            )
+            .await
+            .unwrap()
         }
     };
     wait_until(Duration::from_secs(20), "q-done in progress", || async {
@@ -572,9 +596,7 @@ async fn the_timeout_rules_end_a_mapped_job_in_its_columns(db: TestDb) {
     let spark = SparkServer::start().await;
     spark.answer("driver-lost", Answer::UnknownId);
     insert_execution(&db, "lost", Some("driver-lost"), 2).await;
-    let app = Application::build(mapped_settings(&db, &spark))
-        .await
-        .unwrap();
+    let app = start_mapped(&db, &spark).await;
     poll_cycle(&app).await;
     assert_eq!(status_of(&db, "lost").await.as_deref(), Some("2"));
     let later = Utc::now() + ChronoDuration::minutes(6);
@@ -596,9 +618,7 @@ async fn the_timeout_rules_end_a_mapped_job_in_its_columns(db: TestDb) {
 async fn the_api_refuses_to_register_rows_of_a_mapped_table(db: TestDb) {
     create_orm_schema(&db).await;
     let spark = SparkServer::start().await;
-    let app = Application::build(mapped_settings(&db, &spark))
-        .await
-        .unwrap();
+    let app = start_mapped(&db, &spark).await;
     let answer = reqwest::Client::new()
         .post(format!("http://{}/api/v1/jobs", app.http_addr.unwrap()))
         .json(&serde_json::json!({"execution_id": "77", "submission_id": "driver-77"}))
@@ -628,9 +648,7 @@ async fn a_steady_cycle_on_a_mapped_table_writes_nothing(db: TestDb) {
         )
         .await;
     }
-    let app = Application::build(mapped_settings(&db, &spark))
-        .await
-        .unwrap();
+    let app = start_mapped(&db, &spark).await;
     poll_cycle(&app).await;
     assert_eq!(status_of(&db, "steady-7").await.as_deref(), Some("2"));
     let written = app.metrics.store_rows_written.get();
@@ -698,7 +716,6 @@ async fn a_mapped_cluster_column_routes_each_job_to_its_cluster(db: TestDb) {
 /// jobwarden, and reaches the application's row once there is one.
 async fn an_event_before_the_application_row_reaches_it_later(db: TestDb) {
     create_orm_schema(&db).await;
-    let b = db.backend;
     let broker = Broker::start();
     let spark = SparkServer::start().await;
     let mut settings = mapped_settings(&db, &spark);
@@ -722,41 +739,13 @@ async fn an_event_before_the_application_row_reaches_it_later(db: TestDb) {
         },
     )
     .await;
-    sql(
-        &db.db,
-        &format!(
-            "INSERT INTO {} ({}, {}, {}) VALUES ('q-early', 'Pending', 'ingest-service')",
-            queue_table(b),
-            q(b, "JobId"),
-            q(b, "Status"),
-            q(b, "CreatedBy")
-        ),
-    )
-    .await;
+    insert_queue_row(&db, "q-early").await;
     poll_cycle(&app).await;
-    let statement = format!(
-        "SELECT {}, {} FROM {} WHERE {} = 'q-early'",
-        q(b, "Status"),
-        match b {
-            Backend::Postgres => format!("CAST({} AS TEXT)", q(b, "GeneratedFields")),
-            _ => q(b, "GeneratedFields"),
-        },
-        queue_table(b),
-        q(b, "JobId")
-    );
-    let row = db
-        .db
-        .query_one_raw(Statement::from_string(
-            db.db.get_database_backend(),
-            statement,
-        ))
+    let row = queue_row(&db, "q-early", &["Status", "GeneratedFields"])
         .await
-        .unwrap()
         .unwrap();
-    let status: String = row.try_get_by_index(0).unwrap();
-    let fields: Option<String> = row.try_get_by_index(1).unwrap();
-    assert_eq!(status, "Completed");
-    let fields: serde_json::Value = serde_json::from_str(&fields.unwrap()).unwrap();
+    assert_eq!(row[0].as_deref(), Some("Completed"));
+    let fields: serde_json::Value = serde_json::from_str(row[1].as_deref().unwrap()).unwrap();
     assert_eq!(fields, serde_json::json!({"rows": 7}));
     app.shutdown().await;
 }

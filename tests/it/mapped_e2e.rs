@@ -7,7 +7,7 @@ use jobwarden::config::TablesSettings;
 use jobwarden_testkit::{Answer, SparkServer};
 use sea_orm::{ConnectionTrait, Statement};
 
-use crate::binary::{jobwarden, run_to_end, Running};
+use crate::binary::{jobwarden, jobwarden_in, run_to_end, Running};
 use crate::helpers::{wait_until, Backend, TestDb};
 use crate::mapped::{create_orm_schema, executions_table, orm_mapping, q};
 
@@ -90,38 +90,16 @@ async fn status_and_error(db: &TestDb, job_name: &str) -> (Option<String>, Optio
     )
 }
 
-/// The running binary, killed (its log printed) if the test fails first: no jobwarden may
-/// outlive its test and keep polling.
-struct Service(Option<Running>);
-
-impl Service {
-    fn start(dir: &Path) -> Service {
-        let mut service = Service(Some(Running::start(jobwarden(dir))));
-        service
-            .0
-            .as_mut()
-            .unwrap()
-            .wait_for_line("jobwarden running", Duration::from_secs(60));
-        service
-    }
-
-    /// SIGTERM, then the exit status and the whole log.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
-        let running = self.0.take().unwrap();
-        running.signal("TERM");
-        running.wait(Duration::from_secs(60))
-    }
+/// The binary running on `dir`'s config, once it says so. A test that fails first kills it
+/// (with its log printed): no jobwarden may outlive its test and keep polling.
+fn start(dir: &Path) -> Running {
+    let mut running = jobwarden_in(dir).start();
+    running.wait_for_line("jobwarden running", Duration::from_secs(60));
+    running
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(running) = self.0.take() {
-            running.signal("KILL");
-            let (_, log) = running.wait(Duration::from_secs(10));
-            eprintln!("jobwarden's log:\n{log}");
-        }
-    }
-}
+/// How long a stopped service may take to exit.
+const STOP: Duration = Duration::from_secs(60);
 
 async fn check_config_prints_the_checked_mapping(db: TestDb) {
     create_orm_schema(&db).await;
@@ -207,7 +185,7 @@ async fn the_binary_keeps_mapped_rows_true(db: TestDb) {
         &orm_mapping(db.backend),
     );
 
-    let service = Service::start(dir.path());
+    let service = start(dir.path());
     // Rows the application inserts while jobwarden runs are kept true too, not just those
     // found at start.
     for (job, driver, _, status, _) in &jobs[1..] {
@@ -233,7 +211,7 @@ async fn the_binary_keeps_mapped_rows_true(db: TestDb) {
         "the failed driver's reason is in the application's ErrorMessage"
     );
 
-    let (status, log) = service.stop();
+    let (status, log) = service.stop(STOP);
     assert!(status.success(), "exit {status:?}:\n{log}");
 }
 
@@ -270,7 +248,7 @@ async fn real_spark_drivers_end_true_in_a_mapped_table() {
         &orm_mapping(Backend::Sqlite),
     );
 
-    let service = Service::start(dir.path());
+    let service = start(dir.path());
     let started = Instant::now();
     // Spark on two cores takes a while to launch and reap even trivial drivers.
     wait_until(
@@ -293,7 +271,7 @@ async fn real_spark_drivers_end_true_in_a_mapped_table() {
     );
     assert_eq!(status_and_error(&db, "e2e-sleep").await.1, None);
 
-    let (status, log) = service.stop();
+    let (status, log) = service.stop(STOP);
     assert!(status.success(), "exit {status:?}:\n{log}");
     db.drop_database().await;
 }

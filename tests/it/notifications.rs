@@ -11,7 +11,7 @@ use hmac::{KeyInit, Mac};
 use jobwarden_testkit::{Answer, SparkServer};
 use serde_json::{json, Value};
 
-use crate::binary::{jobwarden, Running};
+use crate::binary::{jobwarden, jobwarden_in, text, Running};
 use crate::helpers::wait_until;
 
 const SECRET: &str = "receiver-shared-secret";
@@ -180,11 +180,10 @@ pub(crate) struct Service {
 
 impl Service {
     pub(crate) fn start(dir: &std::path::Path) -> Service {
-        let mut running = Running::start(jobwarden(dir));
-        let base = format!("http://{}", running.http_address());
+        let mut running = jobwarden_in(dir).start();
         Service {
+            base: running.http_url(),
             running,
-            base,
             http: reqwest::Client::new(),
         }
     }
@@ -395,12 +394,8 @@ async fn a_failed_message_resent_from_the_command_line_is_delivered_under_its_id
         ])
         .output()
         .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert!(
         stdout.contains("1 failed message(s) back in the outbox"),
         "{stdout}"

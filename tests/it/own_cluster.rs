@@ -478,18 +478,31 @@ pub(crate) fn write_config(dir: &Path, spark: &str, store: &str) -> PathBuf {
     db
 }
 
-/// `jobwarden jobs track` of one driver.
+/// `jobwarden jobs track` of one driver, named as its execution.
 pub(crate) fn track(dir: &Path, execution: &str, submission: &str) {
-    let out = run_to_end(jobwarden(dir).args([
-        "jobs",
-        "track",
-        "--execution-id",
-        execution,
-        "--submission-id",
-        submission,
-        "--name",
-        execution,
-    ]));
+    jobs_track(
+        dir,
+        &[
+            execution,
+            "--submission-id",
+            submission,
+            "--name",
+            execution,
+        ],
+    );
+}
+
+/// Like [`track`], giving the job no name.
+pub(crate) fn track_unnamed(dir: &Path, execution: &str, submission: &str) {
+    jobs_track(dir, &[execution, "--submission-id", submission]);
+}
+
+fn jobs_track(dir: &Path, args: &[&str]) {
+    let out = run_to_end(
+        jobwarden(dir)
+            .args(["jobs", "track", "--execution-id"])
+            .args(args),
+    );
     assert!(out.status.success(), "{}", text(&out));
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use jobwarden::actors::scheduler::GetSchedulerStats;
 use jobwarden::actors::{Crash, Stall};
-use jobwarden::config::{ChannelKind, ChannelSettings, EventKind, KafkaSettings, RuleSettings};
+use jobwarden::config::{
+    ChannelKind, ChannelSettings, EventKind, KafkaSettings, RuleSettings, Settings,
+};
 use jobwarden::metrics::Metrics;
 use jobwarden_testkit::{Answer, SparkServer};
 use serde_json::{json, Value};
@@ -22,6 +24,41 @@ use crate::operating::{instance_settings, start, Running};
 /// How long readiness may take to change. The limits under test are a few seconds; the rest
 /// is room for a loaded machine.
 const SETTLE: Duration = Duration::from_secs(30);
+
+/// An instance's settings on a fresh SQLite database, asking a Spark server of its own.
+async fn on_sqlite() -> (SparkServer, TestDb, Settings) {
+    let spark = SparkServer::start().await;
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let settings = instance_settings(&db.url, &spark);
+    (spark, db, settings)
+}
+
+/// An address nothing listens on.
+fn closed_addr() -> std::net::SocketAddr {
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = nobody.local_addr().unwrap();
+    drop(nobody);
+    closed
+}
+
+/// Registers a job through the API without waiting: a write the store may have to hold. The
+/// answer's HTTP status once it comes.
+fn track_in_background(
+    app: &Running,
+    execution: &str,
+    submission: &str,
+) -> actix_rt::task::JoinHandle<reqwest::Result<u16>> {
+    let url = format!("http://{}/api/v1/jobs", app.app.http_addr.unwrap());
+    let body = json!({"execution_id": execution, "submission_id": submission});
+    actix_rt::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    })
+}
 
 async fn wait_ready(app: &Running) {
     wait_until(SETTLE, "/readyz to answer 200", || async {
@@ -67,15 +104,7 @@ async fn readiness_fails_while_the_store_cannot_commit_and_recovers_once_it_can(
 
     proxy.cut();
     // A write the store has to hold: an idle store has nothing to commit and stays fresh.
-    let url = format!("http://{}/api/v1/jobs", app.app.http_addr.unwrap());
-    let write = actix_rt::spawn(async move {
-        reqwest::Client::new()
-            .post(url)
-            .json(&json!({"execution_id": "held", "submission_id": "driver-held"}))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-    });
+    let write = track_in_background(&app, "held", "driver-held");
     let body = wait_not_ready(&app, "job_store").await;
     assert_ne!(body["checks"]["job_store"], "ok", "{body}");
 
@@ -87,9 +116,7 @@ async fn readiness_fails_while_the_store_cannot_commit_and_recovers_once_it_can(
 
 #[actix_rt::test]
 async fn readiness_names_a_store_stuck_in_a_transaction_until_a_restart_frees_it() {
-    let spark = SparkServer::start().await;
-    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
-    let mut settings = instance_settings(&db.url, &spark);
+    let (_spark, db, mut settings) = on_sqlite().await;
     // Stale after max(5 × 200ms, 3s) = 3s without a commit or an idle beat.
     settings.store.retry_max = Duration::from_millis(200);
     let app = start(settings, db).await;
@@ -117,9 +144,7 @@ async fn readiness_names_a_store_stuck_in_a_transaction_until_a_restart_frees_it
 
 #[actix_rt::test]
 async fn readiness_names_a_scheduler_whose_ticks_stopped_until_a_restart_restores_them() {
-    let spark = SparkServer::start().await;
-    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
-    let mut settings = instance_settings(&db.url, &spark);
+    let (_spark, db, mut settings) = on_sqlite().await;
     // Stale after 2 × 200ms + 2 × 200ms + 1s = 1.8s without a tick.
     settings.spark.poll_interval = Duration::from_millis(200);
     settings.spark.request_timeout = Duration::from_millis(200);
@@ -151,9 +176,7 @@ async fn readiness_names_a_scheduler_whose_ticks_stopped_until_a_restart_restore
 #[actix_rt::test]
 async fn readiness_names_a_hung_kafka_listener_until_a_crash_rebuilds_its_consumer() {
     let broker = Broker::start();
-    let spark = SparkServer::start().await;
-    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
-    let mut settings = instance_settings(&db.url, &spark);
+    let (_spark, db, mut settings) = on_sqlite().await;
     settings.kafka = Some(broker.settings(&format!("jw-readiness-{}", std::process::id())));
     let app = start(settings, db).await;
     let listener = app.app.listener.clone().unwrap();
@@ -175,12 +198,8 @@ async fn readiness_names_a_hung_kafka_listener_until_a_crash_rebuilds_its_consum
 
 #[actix_rt::test]
 async fn readiness_names_the_kafka_listener_when_its_brokers_are_unreachable_from_the_start() {
-    let spark = SparkServer::start().await;
-    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
-    let mut settings = instance_settings(&db.url, &spark);
-    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed = nobody.local_addr().unwrap();
-    drop(nobody);
+    let (_spark, db, mut settings) = on_sqlite().await;
+    let closed = closed_addr();
     settings.kafka = Some(KafkaSettings {
         bootstrap_servers: closed.to_string(),
         topic: "job-status".into(),
@@ -206,9 +225,7 @@ async fn readiness_names_the_kafka_listener_when_its_brokers_are_unreachable_fro
 async fn readiness_names_the_kafka_listener_while_its_broker_is_down_and_recovers_when_it_is_back()
 {
     let broker = Broker::start();
-    let spark = SparkServer::start().await;
-    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
-    let mut settings = instance_settings(&db.url, &spark);
+    let (_spark, db, mut settings) = on_sqlite().await;
     settings.kafka = Some(broker.settings(&format!("jw-broker-down-{}", std::process::id())));
     let app = start(settings, db).await;
     wait_ready(&app).await;
@@ -228,12 +245,8 @@ async fn readiness_names_the_kafka_listener_while_its_broker_is_down_and_recover
 #[actix_rt::test]
 async fn a_notification_channel_failing_longer_than_its_setting_is_named_while_readiness_stays_200()
 {
-    let spark = SparkServer::start().await;
-    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
-    let mut settings = instance_settings(&db.url, &spark);
-    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed = nobody.local_addr().unwrap();
-    drop(nobody);
+    let (spark, db, mut settings) = on_sqlite().await;
+    let closed = closed_addr();
     let notifications = &mut settings.notifications;
     notifications.check_every = Duration::from_millis(100);
     notifications.failing_after = Duration::from_secs(1);
@@ -317,15 +330,7 @@ async fn a_read_only_database_holds_changes_names_the_cause_and_loses_nothing() 
         .await
         .unwrap();
     end_sessions(&admin, &db).await;
-    let url = format!("http://{}/api/v1/jobs", app.app.http_addr.unwrap());
-    let write = actix_rt::spawn(async move {
-        reqwest::Client::new()
-            .post(url)
-            .json(&json!({"execution_id": "held-read-only", "submission_id": "driver-held"}))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-    });
+    let write = track_in_background(&app, "held-read-only", "driver-held");
     let body = wait_not_ready(&app, "job_store").await;
     let detail = body["checks"]["job_store"].as_str().unwrap();
     assert!(detail.contains("the database is read-only"), "{body}");

@@ -8,11 +8,15 @@ use std::time::{Duration, Instant};
 
 use entity::prelude::*;
 use entity::spark_job_executions;
-use sea_orm::{Database, DatabaseConnection, EntityTrait};
+use sea_orm::{DatabaseConnection, EntityTrait};
 use serde_json::json;
 
-use crate::binary::{jobwarden, run_to_end, text, Running};
 use crate::helpers::wait_until;
+use crate::own_cluster::{read_only, track, track_unnamed, write_config};
+use crate::worlds::{
+    assert_polled_to, history, started, started_logging_debug, stopped, wait_all_final,
+    wait_for_row,
+};
 
 pub(crate) struct Cluster {
     pub(crate) rest: String,
@@ -159,17 +163,32 @@ pub(crate) async fn submit(
             "spark.driver.supervise": "false",
         },
     });
-    let answer: serde_json::Value = http
-        .post(format!("{}/v1/submissions/create", cluster.rest))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(answer["success"], true, "{answer}");
+    let answer = post_ok(
+        http.post(format!("{}/v1/submissions/create", cluster.rest))
+            .json(&body),
+    )
+    .await;
     answer["submissionId"].as_str().unwrap().to_owned()
+}
+
+/// Sends a request to the master's REST server; its answer, which must say it succeeded.
+async fn post_ok(request: reqwest::RequestBuilder) -> serde_json::Value {
+    let answer: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+    assert_eq!(answer["success"], true, "{answer}");
+    answer
+}
+
+/// A config for the binary supervising the shared cluster, polling every second; `more` ends
+/// its `[spark]` lines. Returns the database file.
+fn config(dir: &Path, cluster: &Cluster, more: &str) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "rest_url = \"{}\"\nmaster_ui_url = \"{}\"\npoll_interval = \"1s\"\nrequest_timeout = \"5s\"{more}",
+            cluster.rest, cluster.ui
+        ),
+        "",
+    )
 }
 
 pub(crate) async fn row(db: &DatabaseConnection, id: &str) -> Option<spark_job_executions::Model> {
@@ -209,17 +228,7 @@ async fn real_spark_drivers_end_as_spark_says_with_reasons_and_history() {
     )
     .await;
 
-    let db_path = dir.path().join("jw.db");
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!(
-            "[database]\nurl = \"sqlite://{}?mode=rwc\"\n[spark]\nrest_url = \"{}\"\nmaster_ui_url = \"{}\"\npoll_interval = \"1s\"\nrequest_timeout = \"5s\"\nstuck_timeout = \"3m\"\n",
-            db_path.display(),
-            cluster.rest,
-            cluster.ui
-        ),
-    )
-    .unwrap();
+    let db_path = config(dir.path(), &cluster, "\nstuck_timeout = \"3m\"");
     for (execution, submission) in [
         ("e2e-sleep", &sleeper),
         ("e2e-fail", &failer),
@@ -227,94 +236,46 @@ async fn real_spark_drivers_end_as_spark_says_with_reasons_and_history() {
         ("e2e-missing", &missing),
         ("e2e-stages", &stages),
     ] {
-        let out = run_to_end(jobwarden(dir.path()).args([
-            "jobs",
-            "track",
-            "--execution-id",
-            execution,
-            "--submission-id",
-            submission,
-            "--name",
-            execution,
-        ]));
-        assert!(out.status.success(), "{}", text(&out));
+        track(dir.path(), execution, submission);
     }
 
-    let mut service = Running::start({
-        let mut cmd = jobwarden(dir.path());
-        cmd.env("RUST_LOG", "jobwarden=debug");
-        cmd
-    });
-    service.wait_for_line("jobwarden running", Duration::from_secs(30));
-    let db = Database::connect(format!("sqlite://{}?mode=ro", db_path.display()))
-        .await
-        .unwrap();
+    let service = started_logging_debug(dir.path());
+    let db = read_only(&db_path).await;
 
     // Kill the endless driver once jobwarden has seen it running.
-    wait_until(
-        Duration::from_secs(120),
+    wait_for_row(
+        &db,
+        "e2e-forever",
         "the endless driver to show Running",
-        || {
-            let db = db.clone();
-            async move {
-                row(&db, "e2e-forever")
-                    .await
-                    .is_some_and(|r| r.status == "Running")
-            }
-        },
+        Duration::from_secs(120),
+        |r| r.status == "Running",
     )
     .await;
-    let killed: serde_json::Value = http
-        .post(format!("{}/v1/submissions/kill/{forever}", cluster.rest))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(killed["success"], true, "{killed}");
+    post_ok(http.post(format!("{}/v1/submissions/kill/{forever}", cluster.rest))).await;
 
     // Real progress from the running application's UI: past the state-based estimate (10%),
     // below done.
-    wait_until(
-        Duration::from_secs(120),
+    wait_for_row(
+        &db,
+        "e2e-stages",
         "real progress from the Stages driver's UI",
-        || {
-            let db = db.clone();
-            async move {
-                row(&db, "e2e-stages")
-                    .await
-                    .is_some_and(|r| r.status == "Running" && r.progress > 10 && r.progress < 100)
-            }
-        },
+        Duration::from_secs(120),
+        |r| r.status == "Running" && r.progress > 10 && r.progress < 100,
     )
     .await;
     std::fs::write(&stages_gate, b"").unwrap();
 
     let started = Instant::now();
-    wait_until(
+    wait_all_final(
+        &db,
+        &[
+            "e2e-sleep",
+            "e2e-fail",
+            "e2e-forever",
+            "e2e-missing",
+            "e2e-stages",
+        ],
         Duration::from_secs(180),
-        "every row to reach a final status",
-        || {
-            let db = db.clone();
-            async move {
-                let mut done = 0;
-                for id in [
-                    "e2e-sleep",
-                    "e2e-fail",
-                    "e2e-forever",
-                    "e2e-missing",
-                    "e2e-stages",
-                ] {
-                    if row(&db, id).await.is_some_and(|r| {
-                        ["Succeeded", "Failed", "Cancelled"].contains(&r.status.as_str())
-                    }) {
-                        done += 1;
-                    }
-                }
-                done == 5
-            }
-        },
     )
     .await;
     eprintln!(
@@ -361,25 +322,13 @@ async fn real_spark_drivers_end_as_spark_says_with_reasons_and_history() {
         ("e2e-forever", "Cancelled"),
         ("e2e-missing", "Failed"),
     ] {
-        let (_, history) = jobwarden::store::read::execution_with_history(&db, id)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(history.first().unwrap().to_status, "Queued", "{id}");
+        let history = assert_polled_to(&db, id, last_state).await;
         assert_eq!(history.first().unwrap().source, "api", "{id}");
-        let last = history.last().unwrap();
-        assert_eq!(last.to_status, last_state, "{id}");
-        assert_eq!(last.source, "spark_poll", "{id}");
     }
-    let (_, history) = jobwarden::store::read::execution_with_history(&db, "e2e-forever")
-        .await
-        .unwrap()
-        .unwrap();
+    let history = history(&db, "e2e-forever").await;
     assert!(history.iter().any(|h| h.to_status == "Running"));
 
-    service.signal("TERM");
-    let (status, log) = service.wait(Duration::from_secs(30));
-    assert!(status.success(), "{log}");
+    let log = stopped(service);
     assert!(
         log.contains("execution_id"),
         "per-job spans must name the execution"
@@ -422,48 +371,19 @@ async fn a_finished_driver_the_master_forgot_ends_as_its_worker_says() {
         },
     )
     .await;
-    let cleared: serde_json::Value = http
-        .post(format!("{}/v1/submissions/clear", cluster.rest))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(cleared["success"], true, "{cleared}");
+    post_ok(http.post(format!("{}/v1/submissions/clear", cluster.rest))).await;
     let forgotten = master_status(&http, &cluster, &sleeper).await;
     assert_eq!(
         forgotten["success"], false,
         "the master forgot it: {forgotten}"
     );
 
-    let db_path = dir.path().join("jw.db");
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!(
-            "[database]\nurl = \"sqlite://{}?mode=rwc\"\n[spark]\nrest_url = \"{}\"\nmaster_ui_url = \"{}\"\npoll_interval = \"1s\"\nrequest_timeout = \"5s\"\n",
-            db_path.display(),
-            cluster.rest,
-            cluster.ui
-        ),
-    )
-    .unwrap();
+    let db_path = config(dir.path(), &cluster, "");
     for (execution, submission) in [("forgot-sleep", &sleeper), ("forgot-fail", &failer)] {
-        let out = run_to_end(jobwarden(dir.path()).args([
-            "jobs",
-            "track",
-            "--execution-id",
-            execution,
-            "--submission-id",
-            submission,
-        ]));
-        assert!(out.status.success(), "{}", text(&out));
+        track_unnamed(dir.path(), execution, submission);
     }
-    let mut service = Running::start(jobwarden(dir.path()));
-    service.wait_for_line("jobwarden running", Duration::from_secs(30));
-    let db = Database::connect(format!("sqlite://{}?mode=ro", db_path.display()))
-        .await
-        .unwrap();
+    let service = started(dir.path());
+    let db = read_only(&db_path).await;
     wait_until(Duration::from_secs(60), "both rows to end", || {
         let db = db.clone();
         async move {
@@ -483,7 +403,5 @@ async fn a_finished_driver_the_master_forgot_ends_as_its_worker_says() {
         "the reason comes from the worker's log: {reason}"
     );
     assert!(failed.spark_state.unwrap().contains("worker page"));
-    service.signal("TERM");
-    let (status, log) = service.wait(Duration::from_secs(30));
-    assert!(status.success(), "{log}");
+    stopped(service);
 }

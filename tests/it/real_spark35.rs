@@ -6,12 +6,13 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::binary::{jobwarden, text, Running};
+use crate::binary::text;
 use crate::helpers::wait_until;
 use crate::own_cluster::{
     read_only, spark_home, track, write_config, Layout, OwnCluster, OWN_CLUSTER,
 };
 use crate::real_spark::{build_jar, row};
+use crate::worlds::{assert_polled_to, started, stopped, wait_all_final};
 
 /// A 3.5 master and one worker on ports of their own. REST is off as by default; its port is
 /// still set, away from the shared 4.x cluster's 6066, so that nothing answers where
@@ -141,8 +142,7 @@ async fn spark_3_5_with_rest_off_is_read_from_its_master_ui_and_drivers_end_as_l
     ] {
         track(dir.path(), execution, submission);
     }
-    let mut service = Running::start(jobwarden(dir.path()));
-    service.wait_for_line("jobwarden running", Duration::from_secs(30));
+    let service = started(dir.path());
     let db = read_only(&db_path).await;
 
     wait_until(
@@ -176,23 +176,10 @@ async fn spark_3_5_with_rest_off_is_read_from_its_master_ui_and_drivers_end_as_l
     assert!(kill.status.success(), "{}", text(&kill));
     std::fs::write(&gate, "").unwrap();
 
-    wait_until(
+    wait_all_final(
+        &db,
+        &["e35-succeeds", "e35-fails", "e35-killed"],
         Duration::from_secs(90),
-        "every row to reach a final status",
-        || {
-            let db = db.clone();
-            async move {
-                let mut done = 0;
-                for id in ["e35-succeeds", "e35-fails", "e35-killed"] {
-                    if row(&db, id).await.is_some_and(|r| {
-                        ["Succeeded", "Failed", "Cancelled"].contains(&r.status.as_str())
-                    }) {
-                        done += 1;
-                    }
-                }
-                done == 3
-            }
-        },
     )
     .await;
 
@@ -224,19 +211,10 @@ async fn spark_3_5_with_rest_off_is_read_from_its_master_ui_and_drivers_end_as_l
         ("e35-fails", "Failed"),
         ("e35-killed", "Cancelled"),
     ] {
-        let (_, history) = jobwarden::store::read::execution_with_history(&db, id)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(history.first().unwrap().to_status, "Queued", "{id}");
-        let last = history.last().unwrap();
-        assert_eq!(last.to_status, last_status, "{id}: {history:?}");
-        assert_eq!(last.source, "spark_poll", "{id}");
+        assert_polled_to(&db, id, last_status).await;
     }
 
-    service.signal("TERM");
-    let (status, log) = service.wait(Duration::from_secs(30));
-    assert!(status.success(), "{log}");
+    let log = stopped(service);
     eprintln!("3.5 REST-off test took {:?}", began.elapsed());
     // `auto` on a master without REST: said once, with the reason, so an operator reading the
     // log knows REST is not in use and why.

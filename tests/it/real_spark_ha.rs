@@ -14,6 +14,7 @@ use crate::binary::{jobwarden, Running};
 use crate::helpers::require_all_backends;
 use crate::own_cluster::{read_only, spark_home, track, write_config, Daemon, OWN_CLUSTER};
 use crate::real_spark::{build_jar, row};
+use crate::worlds::history;
 
 /// One master of the pair: RPC, REST and web UI ports, none of them a default, so the shared
 /// cluster of `.ci/spark.sh` (7077/6066/8080) runs beside it.
@@ -520,10 +521,7 @@ async fn a_failover_to_the_standby_keeps_the_row_running_and_costs_no_failed_pol
     assert_eq!(last.spark_state.as_deref(), Some("FINISHED"));
     assert_eq!(last.progress, 100);
     assert!(last.completed_at.is_some());
-    let (_, history) = jobwarden::store::read::execution_with_history(&db, "ha-gate")
-        .await
-        .unwrap()
-        .unwrap();
+    let history = history(&db, "ha-gate").await;
     let path: Vec<&str> = history.iter().map(|h| h.to_status.as_str()).collect();
     assert_eq!(path.first(), Some(&"Queued"), "{path:?}");
     assert!(path.ends_with(&["Running", "Succeeded"]), "{path:?}");

@@ -5,15 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use sea_orm::DatabaseConnection;
-
-use crate::binary::{jobwarden, Running};
 use crate::helpers::wait_until;
 use crate::own_cluster::{
     listed_drivers, read_only, spark_home, state_on_worker_page, track, write_config, Layout,
     OwnCluster, OWN_CLUSTER,
 };
 use crate::real_spark::{build_jar, row};
+pub(crate) use crate::worlds::{history, wait_for_status};
+use crate::worlds::{started, stopped, wait_for_row, wait_until_ended};
 
 /// A master with REST on (4.x's default, set explicitly) and `workers` workers of one core
 /// each: one driver per worker.
@@ -47,34 +46,11 @@ fn config(dir: &std::path::Path, cluster: &OwnCluster, stuck_timeout: &str) -> s
     )
 }
 
-async fn started(dir: &std::path::Path) -> Running {
-    let mut service = Running::start(jobwarden(dir));
-    service.wait_for_line("jobwarden running", Duration::from_secs(30));
-    service
-}
-
-pub(crate) async fn wait_for_status(
-    db: &DatabaseConnection,
-    id: &str,
-    status: &str,
-    limit: Duration,
-) {
-    wait_until(limit, &format!("{id} to show {status}"), || {
-        let db = db.clone();
-        async move { row(&db, id).await.is_some_and(|r| r.status == status) }
-    })
-    .await;
-}
-
-pub(crate) async fn history(
-    db: &DatabaseConnection,
-    id: &str,
-) -> Vec<entity::job_status_history::Model> {
-    jobwarden::store::read::execution_with_history(db, id)
-        .await
-        .unwrap()
-        .unwrap()
-        .1
+/// A fresh directory holding the drivers' jar, built against `home`'s Spark.
+fn dir_with_jar(home: &std::path::Path) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let jar = build_jar(dir.path(), &home.join("jars"));
+    (dir, jar)
 }
 
 /// A master restarted without a recovery mode forgets the driver running on its worker, and
@@ -89,8 +65,7 @@ async fn a_running_driver_through_a_master_restart_ends_as_its_worker_says_not_t
     };
     let _turn = OWN_CLUSTER.lock().await;
     let began = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let jar = build_jar(dir.path(), &home.join("jars"));
+    let (dir, jar) = dir_with_jar(&home);
     let mut layout = layout(1);
     // A worker whose master is gone retries every 5-15 s, but only 6 times by default, then
     // every 30-90 s: a master that knows no worker yet makes jobwarden's polls answers without
@@ -106,23 +81,18 @@ async fn a_running_driver_through_a_master_restart_ends_as_its_worker_says_not_t
     let stuck_timeout = Duration::from_secs(25);
     let db_path = config(dir.path(), &cluster, "25s");
     track(dir.path(), "restart-running", &driver);
-    let service = started(dir.path()).await;
+    let service = started(dir.path());
     let db = read_only(&db_path).await;
     wait_for_status(&db, "restart-running", "Running", Duration::from_secs(60)).await;
 
     cluster.kill_master();
     let killed_at = Instant::now();
-    wait_until(
-        Duration::from_secs(30),
+    wait_for_row(
+        &db,
+        "restart-running",
         "jobwarden to find the master away",
-        || {
-            let db = db.clone();
-            async move {
-                row(&db, "restart-running")
-                    .await
-                    .is_some_and(|r| r.consecutive_poll_failures > 0)
-            }
-        },
+        Duration::from_secs(30),
+        |r| r.consecutive_poll_failures > 0,
     )
     .await;
     // The outage itself is the scenario: it lasts past stuck_timeout (and a sweep), which must
@@ -157,15 +127,7 @@ async fn a_running_driver_through_a_master_restart_ends_as_its_worker_says_not_t
     )
     .await;
     let killed_on_worker_at = killed_at.elapsed();
-    wait_until(Duration::from_secs(60), "the row to end", || {
-        let db = db.clone();
-        async move {
-            row(&db, "restart-running")
-                .await
-                .is_some_and(|r| !["Queued", "Submitting", "Running"].contains(&r.status.as_str()))
-        }
-    })
-    .await;
+    wait_until_ended(&db, "restart-running", Duration::from_secs(60)).await;
     eprintln!(
         "master killed; ALIVE again after {alive_at:?} (down for the test's {stuck_timeout:?} + 2 s), \
          worker registered after {registered_at:?}, driver KILLED on the worker page after \
@@ -202,9 +164,7 @@ async fn a_running_driver_through_a_master_restart_ends_as_its_worker_says_not_t
         "{history:?}"
     );
 
-    service.signal("TERM");
-    let (status, log) = service.wait(Duration::from_secs(30));
-    assert!(status.success(), "{log}");
+    stopped(service);
     eprintln!("master-restart test took {:?}", began.elapsed());
 }
 
@@ -218,8 +178,7 @@ async fn a_driver_that_finished_before_a_master_restart_ends_succeeded_from_its_
     };
     let _turn = OWN_CLUSTER.lock().await;
     let began = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let jar = build_jar(dir.path(), &home.join("jars"));
+    let (dir, jar) = dir_with_jar(&home);
     let mut cluster = OwnCluster::start(&home, layout(1)).await;
     let gate = dir.path().join("gate-open");
     let driver = cluster
@@ -233,7 +192,7 @@ async fn a_driver_that_finished_before_a_master_restart_ends_succeeded_from_its_
 
     let db_path = config(dir.path(), &cluster, "5m");
     track(dir.path(), "finished-then-restart", &driver);
-    let service = started(dir.path()).await;
+    let service = started(dir.path());
     let db = read_only(&db_path).await;
     wait_for_status(
         &db,
@@ -244,9 +203,7 @@ async fn a_driver_that_finished_before_a_master_restart_ends_succeeded_from_its_
     .await;
     // Stopped, so that no poll sees the end before the master forgets it: the next poll is
     // the one after the restart, as with a long poll interval or a jobwarden restart.
-    service.signal("TERM");
-    let (status, log) = service.wait(Duration::from_secs(30));
-    assert!(status.success(), "{log}");
+    stopped(service);
 
     std::fs::write(&gate, "").unwrap();
     cluster
@@ -275,16 +232,8 @@ async fn a_driver_that_finished_before_a_master_restart_ends_succeeded_from_its_
         "Running"
     );
 
-    let service = started(dir.path()).await;
-    wait_until(Duration::from_secs(60), "the row to end", || {
-        let db = db.clone();
-        async move {
-            row(&db, "finished-then-restart")
-                .await
-                .is_some_and(|r| !["Queued", "Submitting", "Running"].contains(&r.status.as_str()))
-        }
-    })
-    .await;
+    let service = started(dir.path());
+    wait_until_ended(&db, "finished-then-restart", Duration::from_secs(60)).await;
     let ended = row(&db, "finished-then-restart").await.unwrap();
     assert_eq!(ended.status, "Succeeded", "{ended:?}");
     assert_eq!(
@@ -303,9 +252,7 @@ async fn a_driver_that_finished_before_a_master_restart_ends_succeeded_from_its_
         (Some("Running"), "Succeeded", "spark_poll")
     );
 
-    service.signal("TERM");
-    let (status, log) = service.wait(Duration::from_secs(30));
-    assert!(status.success(), "{log}");
+    stopped(service);
     eprintln!("finished-then-restart test took {:?}", began.elapsed());
 }
 
@@ -319,14 +266,13 @@ async fn a_supervised_driver_relaunched_after_its_worker_died_is_followed_under_
     };
     let _turn = OWN_CLUSTER.lock().await;
     let began = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let jar = build_jar(dir.path(), &home.join("jars"));
+    let (dir, jar) = dir_with_jar(&home);
     let mut cluster = OwnCluster::start(&home, layout(2)).await;
     let first = cluster.submit_rest(&jar, "Forever", &[], true).await;
 
     let db_path = config(dir.path(), &cluster, "5m");
     track(dir.path(), "relaunched", &first);
-    let service = started(dir.path()).await;
+    let service = started(dir.path());
     let db = read_only(&db_path).await;
     wait_for_status(&db, "relaunched", "Running", Duration::from_secs(60)).await;
 
@@ -360,18 +306,12 @@ async fn a_supervised_driver_relaunched_after_its_worker_died_is_followed_under_
         .to_owned();
     assert_eq!(cluster.worker_running(&relaunched).await, Some(1 - lost));
 
-    wait_until(
-        Duration::from_secs(30),
+    wait_for_row(
+        &db,
+        "relaunched",
         "the row to follow the new id",
-        || {
-            let db = db.clone();
-            let relaunched = relaunched.clone();
-            async move {
-                row(&db, "relaunched")
-                    .await
-                    .is_some_and(|r| r.submission_id.as_deref() == Some(relaunched.as_str()))
-            }
-        },
+        Duration::from_secs(30),
+        |r| r.submission_id.as_deref() == Some(relaunched.as_str()),
     )
     .await;
     let followed_at = killed_at.elapsed();
@@ -400,8 +340,6 @@ async fn a_supervised_driver_relaunched_after_its_worker_died_is_followed_under_
          row followed after {followed_at:?}"
     );
 
-    service.signal("TERM");
-    let (status, log) = service.wait(Duration::from_secs(30));
-    assert!(status.success(), "{log}");
+    stopped(service);
     eprintln!("relaunch test took {:?}", began.elapsed());
 }

@@ -16,7 +16,9 @@ use jobwarden::actors::JobStore;
 use jobwarden::config::{KeepFor, RetentionSettings};
 use jobwarden::events::Events;
 use jobwarden_testkit::SparkServer;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+};
 
 use crate::helpers::{rules, wait_until, Backend, TestDb};
 use crate::on_every_database;
@@ -221,6 +223,49 @@ fn pruning_store(db: &TestDb, retention: RetentionSettings) -> actix::Addr<JobSt
     .launch()
 }
 
+/// What a prune as of now deletes (or, on a dry run, would), table by table.
+async fn prune(store: &actix::Addr<JobStore>, dry_run: bool) -> Vec<(&'static str, u64)> {
+    store
+        .send(Prune {
+            now: Utc::now(),
+            dry_run,
+        })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn count<E: EntityTrait>(db: &TestDb) -> u64
+where
+    E::Model: Sync,
+{
+    E::find().count(&db.db).await.unwrap()
+}
+
+/// One key of every row of `E`, sorted, to compare what is left regardless of order.
+async fn sorted_keys<E: EntityTrait>(db: &TestDb, key: fn(E::Model) -> String) -> Vec<String> {
+    let mut keys: Vec<String> = E::find()
+        .all(&db.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(key)
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// A 200-day-old history row and a day-old one.
+async fn one_old_and_one_young_history_row(db: &DatabaseConnection) {
+    history::Entity::insert_many(vec![
+        history_row("old", days_ago(200)),
+        history_row("young", days_ago(1)),
+    ])
+    .exec(db)
+    .await
+    .unwrap();
+}
+
 fn count_of(counts: &[(&'static str, u64)], name: &str) -> u64 {
     counts
         .iter()
@@ -232,14 +277,7 @@ async fn retention_deletes_what_aged_out_and_keeps_the_rest(db: TestDb) {
     write_old_and_young_records(&db).await;
     let store = pruning_store(&db, thirty_days_of_everything());
 
-    let counted = store
-        .send(Prune {
-            now: Utc::now(),
-            dry_run: true,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let counted = prune(&store, true).await;
     // 2,500 old rows of history, and the three rows of the two finished old jobs' history.
     assert_eq!(
         count_of(&counted, "history"),
@@ -255,19 +293,12 @@ async fn retention_deletes_what_aged_out_and_keeps_the_rest(db: TestDb) {
     assert_eq!(count_of(&counted, "finished_attempts"), 1, "{counted:?}");
     assert_eq!(count_of(&counted, "finished_jobs"), 3, "{counted:?}");
     assert_eq!(
-        history::Entity::find().count(&db.db).await.unwrap(),
+        count::<history::Entity>(&db).await,
         OLD_HISTORY as u64 + 2,
         "a dry run deletes nothing"
     );
 
-    let deleted = store
-        .send(Prune {
-            now: Utc::now(),
-            dry_run: false,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let deleted = prune(&store, false).await;
     assert_eq!(
         count_of(&deleted, "history"),
         OLD_HISTORY as u64,
@@ -275,64 +306,30 @@ async fn retention_deletes_what_aged_out_and_keeps_the_rest(db: TestDb) {
     );
     assert_eq!(count_of(&deleted, "finished_jobs"), 3, "{deleted:?}");
 
-    let history_left: Vec<String> = history::Entity::find()
-        .all(&db.db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|h| h.job_id)
-        .collect();
+    let history_left = sorted_keys::<history::Entity>(&db, |h| h.job_id).await;
     assert_eq!(history_left, vec!["young", "young"]);
-    assert_eq!(dead_letters::Entity::find().count(&db.db).await.unwrap(), 1);
-    let mut messages: Vec<String> = outbox::Entity::find()
-        .all(&db.db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.message_id)
-        .collect();
-    messages.sort();
+    assert_eq!(count::<dead_letters::Entity>(&db).await, 1);
+    let messages = sorted_keys::<outbox::Entity>(&db, |m| m.message_id).await;
     assert_eq!(
         messages,
         vec!["delivered-young", "failed-old", "pending-old"],
         "failed and pending messages stay"
     );
-    let mut attempts_left: Vec<String> = attempts::Entity::find()
-        .all(&db.db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.execution_id)
-        .collect();
-    attempts_left.sort();
+    let attempts_left = sorted_keys::<attempts::Entity>(&db, |a| a.execution_id).await;
     assert_eq!(
         attempts_left,
         vec!["awaiting-old", "ended-young"],
         "an attempt awaiting its driver stays"
     );
-    let mut jobs: Vec<String> = executions::Entity::find()
-        .all(&db.db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.execution_id)
-        .collect();
-    jobs.sort();
+    let jobs = sorted_keys::<executions::Entity>(&db, |e| e.execution_id).await;
     assert_eq!(
         jobs,
         vec!["done-young", "running-old"],
         "unfinished and young jobs stay"
     );
-    assert_eq!(queue::Entity::find().count(&db.db).await.unwrap(), 0);
+    assert_eq!(count::<queue::Entity>(&db).await, 0);
 
-    let again = store
-        .send(Prune {
-            now: Utc::now(),
-            dry_run: false,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let again = prune(&store, false).await;
     assert!(
         again.iter().all(|(_, rows)| *rows == 0),
         "nothing more to delete: {again:?}"
@@ -342,19 +339,12 @@ async fn retention_deletes_what_aged_out_and_keeps_the_rest(db: TestDb) {
 async fn finished_jobs_are_kept_forever_by_default(db: TestDb) {
     write_old_and_young_records(&db).await;
     let store = pruning_store(&db, RetentionSettings::default());
-    let deleted = store
-        .send(Prune {
-            now: Utc::now(),
-            dry_run: false,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let deleted = prune(&store, false).await;
     assert!(
         !deleted.iter().any(|(name, _)| *name == "finished_jobs"),
         "{deleted:?}"
     );
-    assert_eq!(executions::Entity::find().count(&db.db).await.unwrap(), 4);
+    assert_eq!(count::<executions::Entity>(&db).await, 4);
     assert_eq!(
         history::Entity::find()
             .filter(history::Column::JobId.eq("young"))
@@ -375,13 +365,7 @@ async fn a_running_service_prunes_on_its_own_every_retention_every() {
     let spark = SparkServer::start().await;
     let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
     let handle = db.db.clone();
-    history::Entity::insert_many(vec![
-        history_row("old", days_ago(200)),
-        history_row("young", days_ago(1)),
-    ])
-    .exec(&handle)
-    .await
-    .unwrap();
+    one_old_and_one_young_history_row(&handle).await;
     let mut settings = instance_settings(&db.url, &spark);
     settings.retention.every = Duration::from_millis(100);
     let app = start(settings, db).await;
@@ -397,6 +381,22 @@ async fn a_running_service_prunes_on_its_own_every_retention_every() {
         .contains("jobwarden_pruned_rows_total{table=\"history\"} 1"));
 }
 
+/// `jobwarden prune` with `args` on the database at `url`: its output, and its stdout as text.
+fn prune_command(
+    dir: &std::path::Path,
+    url: &str,
+    args: &[&str],
+) -> (std::process::Output, String) {
+    let output = crate::binary::jobwarden(dir)
+        .env("JOBWARDEN__DATABASE__URL", url)
+        .arg("prune")
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output, stdout)
+}
+
 #[actix_rt::test]
 async fn prune_dry_run_says_what_would_go_and_deletes_nothing() {
     let dir = crate::binary::workdir();
@@ -405,20 +405,9 @@ async fn prune_dry_run_says_what_would_go_and_deletes_nothing() {
         .await
         .unwrap();
     jobwarden::store::migrate(&db).await.unwrap();
-    history::Entity::insert_many(vec![
-        history_row("old", days_ago(200)),
-        history_row("young", days_ago(1)),
-    ])
-    .exec(&db)
-    .await
-    .unwrap();
+    one_old_and_one_young_history_row(&db).await;
 
-    let output = crate::binary::jobwarden(dir.path())
-        .env("JOBWARDEN__DATABASE__URL", &url)
-        .args(["prune", "--dry-run"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let (output, stdout) = prune_command(dir.path(), &url, &["--dry-run"]);
     assert!(
         output.status.success(),
         "{stdout}{}",
@@ -431,12 +420,7 @@ async fn prune_dry_run_says_what_would_go_and_deletes_nothing() {
     assert!(stdout.contains("kept forever: finished_jobs"), "{stdout}");
     assert_eq!(history::Entity::find().count(&db).await.unwrap(), 2);
 
-    let output = crate::binary::jobwarden(dir.path())
-        .env("JOBWARDEN__DATABASE__URL", &url)
-        .arg("prune")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let (_, stdout) = prune_command(dir.path(), &url, &[]);
     assert!(stdout.contains("history: deleted 1 row(s)"), "{stdout}");
     assert_eq!(history::Entity::find().count(&db).await.unwrap(), 1);
 }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::{Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use entity::prelude::*;
-use entity::spark_job_executions;
+use entity::{job_status_history, spark_job_executions};
 use jobwarden::actors::polling;
-use jobwarden::actors::scheduler::{GetSchedulerStats, Scheduler, Tick, Ticking};
+use jobwarden::actors::scheduler::{GetSchedulerStats, Scheduler, SchedulerStats, Tick, Ticking};
 use jobwarden::actors::JobStore;
 use jobwarden::backend::spark::{DriverState, SparkClient, SparkError};
 use jobwarden::config::{Settings, SparkSettings};
@@ -17,7 +17,7 @@ use jobwarden::events::Events;
 use jobwarden::metrics::Metrics;
 use jobwarden::store::read;
 use jobwarden::store_api::{
-    DueJobs, Source, StoreHandle, SweepTimeouts, TrackRequest, Write, WriteOp,
+    DueJobs, Source, StoreError, StoreHandle, SweepTimeouts, TrackRequest, Write, WriteOp,
 };
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 
@@ -36,6 +36,38 @@ fn spark_settings(url: &str, pool: usize) -> SparkSettings {
 
 async fn client_for(spark: &FakeSpark) -> SparkClient {
     SparkClient::new(&spark_settings(&spark.url(), 5)).unwrap()
+}
+
+/// The client's error when a server answers `id`'s status with `answer`.
+async fn status_error(id: &str, answer: Answer) -> SparkError {
+    let spark = FakeSpark::start().await;
+    spark.answer(id, answer);
+    client_for(&spark).await.status(id).await.unwrap_err()
+}
+
+/// An address nothing listens on: connections to it are refused.
+fn closed_url() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    url
+}
+
+/// Gives driver-0… driver-(n-1) the same answer.
+fn answer_each(spark: &FakeSpark, n: usize, answer: Answer) {
+    for i in 0..n {
+        spark.answer(&format!("driver-{i}"), answer.clone());
+    }
+}
+
+fn assert_each_asked_once(spark: &FakeSpark, n: usize) {
+    for i in 0..n {
+        assert_eq!(
+            spark.status_requests(&format!("driver-{i}")),
+            1,
+            "driver-{i}"
+        );
+    }
 }
 
 /// A store, a poller pool and a scheduler over a fresh SQLite database, driven by hand.
@@ -73,6 +105,21 @@ impl World {
     async fn new(spark_url: &str, pool: usize, jobs: usize) -> World {
         let world = World::idle(spark_url, pool, jobs).await;
         assert!(world.scheduler.send(Tick).await.unwrap().started);
+        world
+    }
+
+    /// Like [`World::new`], once that first cycle has ended.
+    async fn polled(spark_url: &str, pool: usize, jobs: usize) -> World {
+        let world = World::new(spark_url, pool, jobs).await;
+        world.wait_idle().await;
+        world
+    }
+
+    /// [`World::configured`] with the default page, once its first cycle has ended.
+    async fn polled_with(spark: SparkSettings, jobs: usize) -> World {
+        let world = World::configured(spark, jobs, 2_000).await;
+        assert!(world.scheduler.send(Tick).await.unwrap().started);
+        world.wait_idle().await;
         world
     }
 
@@ -116,6 +163,36 @@ impl World {
             .unwrap()
     }
 
+    async fn status(&self, id: &str) -> String {
+        self.row(id).await.status
+    }
+
+    async fn submission(&self, id: &str) -> Option<String> {
+        self.row(id).await.submission_id
+    }
+
+    async fn history(&self, id: &str) -> Vec<job_status_history::Model> {
+        read::execution_with_history(&self.db.db, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+    }
+
+    async fn stats(&self) -> SchedulerStats {
+        self.scheduler.send(GetSchedulerStats).await.unwrap()
+    }
+
+    /// The timeout rules applied as of `now`: how many jobs they failed.
+    async fn sweep_at(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.store.send(SweepTimeouts { now }).await.unwrap()
+    }
+
+    /// The timeout rules two hours on, far past every timeout.
+    async fn sweep_much_later(&self) -> Result<usize, StoreError> {
+        self.sweep_at(Utc::now() + ChronoDuration::hours(2)).await
+    }
+
     async fn count_status(&self, status: &str) -> u64 {
         SparkJobExecutions::find()
             .filter(spark_job_executions::Column::Status.eq(status))
@@ -129,6 +206,29 @@ impl World {
         self.wait_idle().await;
         self.scheduler.send(Tick).await.unwrap();
         self.wait_idle().await;
+    }
+
+    async fn cycles(&self, n: usize) {
+        for _ in 0..n {
+            self.cycle().await;
+        }
+    }
+
+    /// Runs cycles until `check` holds: a listing is reused for up to a second, so a change
+    /// on the master shows after a few.
+    async fn cycle_until<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        wait_until(Duration::from_secs(30), what, || {
+            let checked = check();
+            async move {
+                self.cycle().await;
+                checked.await
+            }
+        })
+        .await;
     }
 
     async fn wait_idle(&self) {
@@ -156,13 +256,7 @@ async fn client_reads_every_driver_state_spark_reports() {
 
 #[actix_rt::test]
 async fn unknown_submission_id_is_its_own_answer_not_a_failure() {
-    let spark = FakeSpark::start().await;
-    spark.answer("driver-nope", Answer::UnknownId);
-    let err = client_for(&spark)
-        .await
-        .status("driver-nope")
-        .await
-        .unwrap_err();
+    let err = status_error("driver-nope", Answer::UnknownId).await;
     assert_eq!(err, SparkError::UnknownSubmission("driver-nope".into()));
     assert!(!err.is_outage());
 }
@@ -180,13 +274,7 @@ async fn error_state_carries_sparks_message() {
 
 #[actix_rt::test]
 async fn http_500_is_an_outage() {
-    let spark = FakeSpark::start().await;
-    spark.answer("driver-1", Answer::Http500);
-    let err = client_for(&spark)
-        .await
-        .status("driver-1")
-        .await
-        .unwrap_err();
+    let err = status_error("driver-1", Answer::Http500).await;
     assert!(
         matches!(err, SparkError::Http { status: 500, .. }),
         "{err:?}"
@@ -196,25 +284,13 @@ async fn http_500_is_an_outage() {
 
 #[actix_rt::test]
 async fn answer_slower_than_the_timeout_is_a_timeout() {
-    let spark = FakeSpark::start().await;
-    spark.answer("driver-1", Answer::Hang);
-    let err = client_for(&spark)
-        .await
-        .status("driver-1")
-        .await
-        .unwrap_err();
+    let err = status_error("driver-1", Answer::Hang).await;
     assert!(matches!(err, SparkError::Timeout(_)), "{err:?}");
 }
 
 #[actix_rt::test]
 async fn garbage_body_is_refused_with_what_it_was() {
-    let spark = FakeSpark::start().await;
-    spark.answer("driver-1", Answer::Garbage);
-    let err = client_for(&spark)
-        .await
-        .status("driver-1")
-        .await
-        .unwrap_err();
+    let err = status_error("driver-1", Answer::Garbage).await;
     assert!(
         matches!(&err, SparkError::Garbage(text) if text.contains("<html>")),
         "{err:?}"
@@ -223,10 +299,7 @@ async fn garbage_body_is_refused_with_what_it_was() {
 
 #[actix_rt::test]
 async fn connection_refused_is_an_outage() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let client = SparkClient::new(&spark_settings(&url, 1)).unwrap();
+    let client = SparkClient::new(&spark_settings(&closed_url(), 1)).unwrap();
     let err = client.status("driver-1").await.unwrap_err();
     assert!(matches!(err, SparkError::Unreachable { .. }), "{err:?}");
 }
@@ -248,8 +321,7 @@ async fn failed_driver_reason_comes_from_the_workers_stderr() {
 async fn pool_of_5_never_has_more_than_5_requests_in_flight() {
     let spark = FakeSpark::start().await;
     spark.set_delay(Duration::from_millis(15));
-    let world = World::new(&spark.url(), 5, 200).await;
-    world.wait_idle().await;
+    let world = World::polled(&spark.url(), 5, 200).await;
     assert_eq!(world.count_status("Running").await, 200);
     assert_eq!(spark.total_status_requests(), 200);
     assert!(
@@ -264,8 +336,7 @@ async fn pool_of_5_never_has_more_than_5_requests_in_flight() {
 async fn pool_of_64_polls_more_than_5_at_once() {
     let spark = FakeSpark::start().await;
     spark.set_delay(Duration::from_millis(15));
-    let world = World::new(&spark.url(), 64, 200).await;
-    world.wait_idle().await;
+    let world = World::polled(&spark.url(), 64, 200).await;
     assert_eq!(world.count_status("Running").await, 200);
     assert!(spark.max_concurrent() > 5, "saw {}", spark.max_concurrent());
     assert!(
@@ -281,11 +352,11 @@ async fn slow_poll_is_never_duplicated_by_later_ticks() {
     spark.set_delay(Duration::from_millis(300));
     // The first cycle takes about 600 ms.
     let world = World::new(&spark.url(), 2, 4).await;
-    let scheduler = world.scheduler.clone();
-    wait_until(Duration::from_secs(10), "the first cycle to start", || {
-        let scheduler = scheduler.clone();
-        async move { scheduler.send(GetSchedulerStats).await.unwrap().in_flight > 0 }
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the first cycle to start",
+        || async { world.stats().await.in_flight > 0 },
+    )
     .await;
     for _ in 0..5 {
         let summary = world.scheduler.send(Tick).await.unwrap();
@@ -295,14 +366,8 @@ async fn slow_poll_is_never_duplicated_by_later_ticks() {
         );
     }
     world.wait_idle().await;
-    for i in 0..4 {
-        assert_eq!(
-            spark.status_requests(&format!("driver-{i}")),
-            1,
-            "driver-{i}"
-        );
-    }
-    let stats = world.scheduler.send(GetSchedulerStats).await.unwrap();
+    assert_each_asked_once(&spark, 4);
+    let stats = world.stats().await;
     assert_eq!(stats.skipped_ticks, 5);
 }
 
@@ -329,12 +394,12 @@ async fn restarted_scheduler_never_polls_a_job_that_is_still_in_flight() {
     wait_until(
         Duration::from_secs(10),
         "the first poll to be written",
-        || async { world.row("e0").await.status == "Running" },
+        || async { world.status("e0").await == "Running" },
     )
     .await;
     assert_eq!(spark.status_requests("driver-0"), 1);
     assert_eq!(spark.max_concurrent(), 1);
-    let stats = world.scheduler.send(GetSchedulerStats).await.unwrap();
+    let stats = world.stats().await;
     assert_eq!(
         stats.in_flight, 0,
         "the settled poll left the in-flight set"
@@ -349,14 +414,8 @@ async fn a_cycle_reads_due_jobs_page_by_page_and_polls_each_once() {
     world.wait_idle().await;
     assert_eq!(world.count_status("Running").await, 25);
     assert_eq!(spark.total_status_requests(), 25);
-    for i in 0..25 {
-        assert_eq!(
-            spark.status_requests(&format!("driver-{i}")),
-            1,
-            "driver-{i}"
-        );
-    }
-    let stats = world.scheduler.send(GetSchedulerStats).await.unwrap();
+    assert_each_asked_once(&spark, 25);
+    let stats = world.stats().await;
     // 10 + 10 + 5: the short page says the cycle has read everything.
     assert_eq!(stats.pages, 3);
     assert_eq!((stats.dispatched, stats.completed), (25, 25));
@@ -367,8 +426,7 @@ async fn the_largest_pool_over_a_big_fleet_on_sqlite_polls_every_job_once() {
     // The due query's size must not grow with the pool or the polls in flight: 4,096 pollers
     // and 50,000 due jobs stay within SQLite's 32,766 bind parameters.
     let spark = FakeSpark::start().await;
-    let world = World::new(&spark.url(), jobwarden::config::MAX_POOL, 50_000).await;
-    world.wait_idle().await;
+    let world = World::polled(&spark.url(), jobwarden::config::MAX_POOL, 50_000).await;
     // Each job polled once, and each poll recorded: as Running, or as a failed poll when a
     // loaded machine made the request miss the 500 ms timeout (then it may never have reached
     // the server). No job reached the server twice.
@@ -384,21 +442,18 @@ async fn the_largest_pool_over_a_big_fleet_on_sqlite_polls_every_job_once() {
         .await
         .unwrap();
     assert_eq!(recorded, 50_000);
-    let stats = world.scheduler.send(GetSchedulerStats).await.unwrap();
+    let stats = world.stats().await;
     assert_eq!(stats.completed, 50_000);
 }
 
 #[actix_rt::test]
 async fn polls_that_bring_no_news_write_no_row() {
     let spark = FakeSpark::start().await;
-    let world = World::new(&spark.url(), 4, 20).await;
-    world.wait_idle().await;
+    let world = World::polled(&spark.url(), 4, 20).await;
     assert_eq!(world.count_status("Running").await, 20);
     let before = world.row("e7").await;
     let written = world.metrics.store_rows_written.get();
-    for _ in 0..3 {
-        world.cycle().await;
-    }
+    world.cycles(3).await;
     assert_eq!(spark.status_requests("driver-7"), 4, "asked at every cycle");
     assert_eq!(
         world.metrics.store_rows_written.get(),
@@ -410,7 +465,7 @@ async fn polls_that_bring_no_news_write_no_row() {
     // News is written at once.
     spark.answer("driver-7", Answer::State("FINISHED"));
     world.cycle().await;
-    assert_eq!(world.row("e7").await.status, "Succeeded");
+    assert_eq!(world.status("e7").await, "Succeeded");
     assert_eq!(world.metrics.store_rows_written.get(), written + 1);
 }
 
@@ -430,8 +485,7 @@ async fn every_state_lands_on_the_row_as_mapped() {
     for (i, (state, _)) in cases.iter().enumerate() {
         spark.answer(&format!("driver-{i}"), Answer::State(state));
     }
-    let world = World::new(&spark.url(), 4, cases.len()).await;
-    world.wait_idle().await;
+    let world = World::polled(&spark.url(), 4, cases.len()).await;
     for (i, (state, status)) in cases.iter().enumerate() {
         let row = world.row(&format!("e{i}")).await;
         assert_eq!(row.status, *status, "{state}");
@@ -458,15 +512,11 @@ async fn every_state_lands_on_the_row_as_mapped() {
 #[actix_rt::test]
 async fn relaunch_is_noted_in_history_while_the_job_stays_running() {
     let spark = FakeSpark::start().await;
-    let world = World::new(&spark.url(), 1, 1).await;
-    world.wait_idle().await;
+    let world = World::polled(&spark.url(), 1, 1).await;
     spark.answer("driver-0", Answer::State("RELAUNCHING"));
     world.cycle().await;
-    let (row, history) = read::execution_with_history(&world.db.db, "e0")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(row.status, "Running");
+    assert_eq!(world.status("e0").await, "Running");
+    let history = world.history("e0").await;
     let last = history.last().unwrap();
     assert_eq!(last.to_status, "Running");
     assert!(last.detail.as_deref().unwrap().contains("RELAUNCHING"));
@@ -475,11 +525,8 @@ async fn relaunch_is_noted_in_history_while_the_job_stays_running() {
 #[actix_rt::test]
 async fn spark_outage_never_fails_a_job_and_backs_off() {
     let spark = FakeSpark::start().await;
-    let world = World::new(&spark.url(), 2, 3).await;
-    world.wait_idle().await;
-    for i in 0..3 {
-        spark.answer(&format!("driver-{i}"), Answer::Http500);
-    }
+    let world = World::polled(&spark.url(), 2, 3).await;
+    answer_each(&spark, 3, Answer::Http500);
     world.cycle().await;
     assert_eq!(
         world.metrics.spark_up.with_label_values(&["default"]).get(),
@@ -501,9 +548,7 @@ async fn spark_outage_never_fails_a_job_and_backs_off() {
     world.cycle().await;
     assert_eq!(spark.total_status_requests(), asked);
 
-    for i in 0..3 {
-        spark.answer(&format!("driver-{i}"), Answer::State("FINISHED"));
-    }
+    answer_each(&spark, 3, Answer::State("FINISHED"));
     let due_later = read::due_executions(
         &world.db.db,
         &DueJobs {
@@ -522,8 +567,7 @@ async fn spark_outage_never_fails_a_job_and_backs_off() {
 async fn unknown_id_is_recorded_and_left_to_the_timeout_policy() {
     let spark = FakeSpark::start().await;
     spark.answer("driver-0", Answer::UnknownId);
-    let world = World::new(&spark.url(), 1, 1).await;
-    world.wait_idle().await;
+    let world = World::polled(&spark.url(), 1, 1).await;
     let row = world.row("e0").await;
     assert_eq!(row.status, "Queued");
     assert_eq!(row.consecutive_poll_failures, 1);
@@ -532,31 +576,18 @@ async fn unknown_id_is_recorded_and_left_to_the_timeout_policy() {
         .unwrap()
         .contains("does not know submission driver-0"));
 
-    let early = world
-        .store
-        .send(SweepTimeouts { now: Utc::now() })
-        .await
-        .unwrap();
-    assert_eq!(early, Ok(0));
+    assert_eq!(world.sweep_at(Utc::now()).await, Ok(0));
     let later = Utc::now() + ChronoDuration::minutes(6);
-    assert_eq!(
-        world
-            .store
-            .send(SweepTimeouts { now: later })
-            .await
-            .unwrap(),
-        Ok(1)
-    );
+    assert_eq!(world.sweep_at(later).await, Ok(1));
     let row = world.row("e0").await;
     assert_eq!(row.status, "Failed");
     let reason = row.error_message.unwrap();
     assert!(reason.contains("has not confirmed this job"), "{reason}");
     assert!(reason.contains("stuck_timeout 5m"), "{reason}");
-    let (_, history) = read::execution_with_history(&world.db.db, "e0")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(history.last().unwrap().source, "timeout_sweep");
+    assert_eq!(
+        world.history("e0").await.last().unwrap().source,
+        "timeout_sweep"
+    );
 }
 
 /// One listing per cycle answers every listed driver: at 1,000 jobs a cycle costs the master
@@ -569,8 +600,7 @@ async fn a_cycle_asks_the_master_once_for_the_listing() {
         spark.list_on_master(&format!("driver-{i}"), "RUNNING");
     }
     let started = std::time::Instant::now();
-    let world = World::new(&spark.url(), 16, JOBS).await;
-    world.wait_idle().await;
+    let world = World::polled(&spark.url(), 16, JOBS).await;
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(world.count_status("Running").await, JOBS as u64);
     let listings = spark.listing_requests();
@@ -588,15 +618,11 @@ async fn a_cycle_asks_the_master_once_for_the_listing() {
         spark.list_on_master(&format!("driver-{i}"), "FINISHED");
     }
     // A listing is reused for at most a second: the next cycles see the change.
-    wait_until(
-        Duration::from_secs(30),
-        "the finished drivers' rows",
-        || async {
-            world.cycle().await;
+    world
+        .cycle_until("the finished drivers' rows", || async {
             world.count_status("Succeeded").await == 10
-        },
-    )
-    .await;
+        })
+        .await;
     assert_eq!(spark.total_status_requests(), 0, "still no REST request");
 }
 
@@ -611,9 +637,7 @@ async fn the_rest_source_asks_per_driver() {
     }
     let mut settings = spark_settings(&spark.url(), 16);
     settings.status_source = jobwarden::config::StatusSource::Rest;
-    let world = World::configured(settings, JOBS, 2_000).await;
-    assert!(world.scheduler.send(Tick).await.unwrap().started);
-    world.wait_idle().await;
+    let _world = World::polled_with(settings, JOBS).await;
     assert_eq!(spark.total_status_requests(), JOBS);
 }
 
@@ -625,16 +649,11 @@ async fn a_master_with_rest_off_is_read_from_its_listing() {
     spark.list_on_master("driver-1", "FINISHED");
     spark.list_on_master("driver-2", "FAILED");
     // Nothing listens on the REST port, as with REST off.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let rest = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let mut settings = spark_settings(&rest, 4);
+    let mut settings = spark_settings(&closed_url(), 4);
     settings.master_ui_url = Some(spark.url());
-    let world = World::configured(settings, 3, 2_000).await;
-    assert!(world.scheduler.send(Tick).await.unwrap().started);
-    world.wait_idle().await;
-    assert_eq!(world.row("e0").await.status, "Running");
-    assert_eq!(world.row("e1").await.status, "Succeeded");
+    let world = World::polled_with(settings, 3).await;
+    assert_eq!(world.status("e0").await, "Running");
+    assert_eq!(world.status("e1").await, "Succeeded");
     let failed = world.row("e2").await;
     assert_eq!(failed.status, "Failed");
     assert!(failed.error_message.unwrap().starts_with("Caused by:"));
@@ -651,9 +670,7 @@ async fn the_alive_master_of_a_pair_answers_and_a_failover_fails_no_poll() {
     let rest = format!("spark://{},{}", first.addr, second.addr);
     let mut settings = spark_settings(&rest, 2);
     settings.master_ui_url = Some(format!("{},{}", first.url(), second.url()));
-    let world = World::configured(settings, 1, 2_000).await;
-    assert!(world.scheduler.send(Tick).await.unwrap().started);
-    world.wait_idle().await;
+    let world = World::polled_with(settings, 1).await;
     let row = world.row("e0").await;
     assert_eq!(row.status, "Running");
     assert_eq!(
@@ -680,44 +697,37 @@ async fn the_alive_master_of_a_pair_answers_and_a_failover_fails_no_poll() {
 /// never count toward the stuck rule.
 #[actix_rt::test]
 async fn a_recovering_masters_submitted_never_moves_a_running_row_back() {
-    let spark = FakeSpark::start().await;
-    let world = World::new(&spark.url(), 1, 1).await;
-    world.wait_idle().await;
-    assert_eq!(world.row("e0").await.status, "Running");
+    let (spark, world) = one_running_job().await;
     spark.answer("driver-0", Answer::State("SUBMITTED"));
-    world.cycle().await;
-    world.cycle().await;
+    world.cycles(2).await;
     let row = world.row("e0").await;
     assert_eq!(row.status, "Running");
     assert_eq!(row.consecutive_poll_failures, 0);
     assert_eq!(row.failing_since, None);
-    let much_later = Utc::now() + ChronoDuration::hours(2);
-    assert_eq!(
-        world
-            .store
-            .send(SweepTimeouts { now: much_later })
-            .await
-            .unwrap(),
-        Ok(0)
-    );
+    assert_eq!(world.sweep_much_later().await, Ok(0));
+}
+
+/// One job (e0, driver-0) that the first cycle saw Running.
+async fn one_running_job() -> (FakeSpark, World) {
+    let spark = FakeSpark::start().await;
+    let world = World::polled(&spark.url(), 1, 1).await;
+    assert_eq!(world.status("e0").await, "Running");
+    (spark, world)
 }
 
 /// Lists driver-0 running (class Sleep, started at 1000 ms) and its job e0 as Running.
 async fn running_and_listed(jobs: usize) -> (FakeSpark, World) {
     let spark = FakeSpark::start().await;
     spark.list_on_master_as("driver-0", "RUNNING", "Sleep", 1_000);
-    let world = World::new(&spark.url(), 1, jobs).await;
-    world.wait_idle().await;
-    assert_eq!(world.row("e0").await.status, "Running");
+    let world = World::polled(&spark.url(), 1, jobs).await;
+    assert_eq!(world.status("e0").await, "Running");
     (spark, world)
 }
 
 async fn history_details(world: &World, id: &str) -> Vec<String> {
-    read::execution_with_history(&world.db.db, id)
+    world
+        .history(id)
         .await
-        .unwrap()
-        .unwrap()
-        .1
         .into_iter()
         .filter_map(|h| h.detail)
         .collect()
@@ -732,11 +742,11 @@ async fn a_relaunched_driver_is_followed_to_its_new_id() {
     spark.list_on_master_as("driver-9", "RUNNING", "Sleep", 2_000);
     spark.list_on_master_as("driver-8", "RUNNING", "OtherJob", 3_000);
     // A listing is reused for up to a second: the cycles after that see the relaunch.
-    wait_until(Duration::from_secs(30), "the row to follow", || async {
-        world.cycle().await;
-        world.row("e0").await.submission_id.as_deref() != Some("driver-0")
-    })
-    .await;
+    world
+        .cycle_until("the row to follow", || async {
+            world.submission("e0").await.as_deref() != Some("driver-0")
+        })
+        .await;
     let row = world.row("e0").await;
     assert_eq!(row.submission_id.as_deref(), Some("driver-9"));
     assert_eq!(row.status, "Running");
@@ -748,11 +758,11 @@ async fn a_relaunched_driver_is_followed_to_its_new_id() {
         "{details:?}"
     );
     spark.list_on_master_as("driver-9", "FINISHED", "Sleep", 2_000);
-    wait_until(Duration::from_secs(30), "the new driver's end", || async {
-        world.cycle().await;
-        world.row("e0").await.status == "Succeeded"
-    })
-    .await;
+    world
+        .cycle_until("the new driver's end", || async {
+            world.status("e0").await == "Succeeded"
+        })
+        .await;
 }
 
 /// Two drivers could be the relaunched one: the row keeps watching the old id rather than
@@ -763,15 +773,11 @@ async fn an_ambiguous_relaunch_keeps_the_old_id_and_says_why() {
     spark.list_on_master_as("driver-0", "RELAUNCHING", "Sleep", 1_000);
     spark.list_on_master_as("driver-8", "RUNNING", "Sleep", 2_000);
     spark.list_on_master_as("driver-9", "RUNNING", "Sleep", 3_000);
-    wait_until(
-        Duration::from_secs(30),
-        "the relaunch to be seen",
-        || async {
-            world.cycle().await;
+    world
+        .cycle_until("the relaunch to be seen", || async {
             world.row("e0").await.spark_state.as_deref() == Some("RELAUNCHING")
-        },
-    )
-    .await;
+        })
+        .await;
     world.cycle().await;
     let row = world.row("e0").await;
     assert_eq!(row.submission_id.as_deref(), Some("driver-0"));
@@ -791,28 +797,19 @@ async fn a_relaunch_never_takes_a_driver_another_row_tracks() {
     spark.list_on_master_as("driver-1", "RUNNING", "Sleep", 2_000);
     spark.list_on_master_as("driver-0", "RELAUNCHING", "Sleep", 1_000);
     spark.list_on_master_as("driver-7", "RUNNING", "Sleep", 3_000);
-    wait_until(Duration::from_secs(30), "the row to follow", || async {
-        world.cycle().await;
-        world.row("e0").await.submission_id.as_deref() != Some("driver-0")
-    })
-    .await;
-    assert_eq!(
-        world.row("e0").await.submission_id.as_deref(),
-        Some("driver-7")
-    );
-    assert_eq!(
-        world.row("e1").await.submission_id.as_deref(),
-        Some("driver-1")
-    );
+    world
+        .cycle_until("the row to follow", || async {
+            world.submission("e0").await.as_deref() != Some("driver-0")
+        })
+        .await;
+    assert_eq!(world.submission("e0").await.as_deref(), Some("driver-7"));
+    assert_eq!(world.submission("e1").await.as_deref(), Some("driver-1"));
 }
 
 /// Starts one running job (e0, driver-0) and lets the master forget it while its worker's page
 /// still lists it in `state`; one more cycle.
 async fn forgotten_by_the_master(worker_state: &str) -> (FakeSpark, World) {
-    let spark = FakeSpark::start().await;
-    let world = World::new(&spark.url(), 1, 1).await;
-    world.wait_idle().await;
-    assert_eq!(world.row("e0").await.status, "Running");
+    let (spark, world) = one_running_job().await;
     spark.forget_on_master("driver-0", worker_state);
     world.cycle().await;
     (spark, world)
@@ -857,8 +854,7 @@ async fn a_driver_still_running_on_its_worker_stays_running_and_confirmed() {
 async fn a_driver_nobody_knows_is_left_to_the_stuck_rule_saying_who_was_asked() {
     let spark = FakeSpark::start().await;
     spark.answer("driver-0", Answer::UnknownId);
-    let world = World::new(&spark.url(), 1, 1).await;
-    world.wait_idle().await;
+    let world = World::polled(&spark.url(), 1, 1).await;
     let row = world.row("e0").await;
     assert_eq!(row.status, "Queued");
     let error = row.last_poll_error.unwrap();
@@ -874,14 +870,9 @@ async fn a_driver_nobody_knows_is_left_to_the_stuck_rule_saying_who_was_asked() 
 /// job closer to the stuck rule.
 #[actix_rt::test]
 async fn a_standby_masters_answers_are_no_failed_poll_and_never_time_a_job_out() {
-    let spark = FakeSpark::start().await;
-    let world = World::new(&spark.url(), 1, 1).await;
-    world.wait_idle().await;
-    assert_eq!(world.row("e0").await.status, "Running");
+    let (spark, world) = one_running_job().await;
     spark.answer("driver-0", Answer::Standby);
-    for _ in 0..3 {
-        world.cycle().await;
-    }
+    world.cycles(3).await;
     let row = world.row("e0").await;
     assert_eq!(row.status, "Running");
     assert_eq!(
@@ -897,16 +888,8 @@ async fn a_standby_masters_answers_are_no_failed_poll_and_never_time_a_job_out()
         world.metrics.polls.with_label_values(&["waited"]).get() >= 3,
         "polled at every cycle, without backoff, and counted as waiting for a master"
     );
-    let much_later = Utc::now() + ChronoDuration::hours(2);
-    assert_eq!(
-        world
-            .store
-            .send(SweepTimeouts { now: much_later })
-            .await
-            .unwrap(),
-        Ok(0)
-    );
-    assert_eq!(world.row("e0").await.status, "Running");
+    assert_eq!(world.sweep_much_later().await, Ok(0));
+    assert_eq!(world.status("e0").await, "Running");
 }
 
 /// Spark out of reach for longer than the stuck timeout fails nothing: jobwarden not reaching
@@ -914,49 +897,30 @@ async fn a_standby_masters_answers_are_no_failed_poll_and_never_time_a_job_out()
 #[actix_rt::test]
 async fn spark_out_of_reach_past_the_stuck_timeout_fails_nothing() {
     let spark = FakeSpark::start().await;
-    let world = World::new(&spark.url(), 1, 1).await;
-    world.wait_idle().await;
+    let world = World::polled(&spark.url(), 1, 1).await;
     spark.answer("driver-0", Answer::Http500);
     world.cycle().await;
     let row = world.row("e0").await;
     assert!(row.consecutive_poll_failures > 0);
-    let much_later = Utc::now() + ChronoDuration::hours(2);
-    assert_eq!(
-        world
-            .store
-            .send(SweepTimeouts { now: much_later })
-            .await
-            .unwrap(),
-        Ok(0)
-    );
-    assert_eq!(world.row("e0").await.status, "Running");
+    assert_eq!(world.sweep_much_later().await, Ok(0));
+    assert_eq!(world.status("e0").await, "Running");
 }
 
 #[actix_rt::test]
 async fn job_spark_keeps_confirming_is_not_swept() {
     let spark = FakeSpark::start().await;
-    let world = World::new(&spark.url(), 1, 1).await;
-    world.wait_idle().await;
+    let world = World::polled(&spark.url(), 1, 1).await;
     let much_later = Utc::now() + ChronoDuration::days(3);
-    assert_eq!(
-        world
-            .store
-            .send(SweepTimeouts { now: much_later })
-            .await
-            .unwrap(),
-        Ok(0)
-    );
-    assert_eq!(world.row("e0").await.status, "Running");
+    assert_eq!(world.sweep_at(much_later).await, Ok(0));
+    assert_eq!(world.status("e0").await, "Running");
 }
 
 #[actix_rt::test]
 async fn finished_jobs_are_not_polled_again() {
     let spark = FakeSpark::start().await;
     spark.answer("driver-0", Answer::State("FINISHED"));
-    let world = World::new(&spark.url(), 1, 1).await;
-    world.wait_idle().await;
-    world.cycle().await;
-    world.cycle().await;
+    let world = World::polled(&spark.url(), 1, 1).await;
+    world.cycles(2).await;
     assert_eq!(spark.status_requests("driver-0"), 1);
 }
 
@@ -964,8 +928,7 @@ async fn finished_jobs_are_not_polled_again() {
 async fn running_driver_shows_real_progress_from_its_ui() {
     let spark = FakeSpark::start().await;
     spark.serve_driver_ui("driver-0", "app-20261128210243-0000");
-    let world = World::new(&spark.url(), 1, 2).await;
-    world.wait_idle().await;
+    let world = World::polled(&spark.url(), 1, 2).await;
     // 11 of 20 tasks done in tests/fixtures/driver-ui-api-v1-jobs.json.
     assert_eq!(world.row("e0").await.progress, 55);
     // A driver without a UI gets the state-based estimate.
@@ -981,11 +944,8 @@ async fn running_driver_shows_real_progress_from_its_ui() {
 #[actix_rt::test]
 async fn driver_without_a_ui_is_not_searched_forever() {
     let spark = FakeSpark::start().await;
-    let world = World::new(&spark.url(), 1, 1).await;
-    world.wait_idle().await;
-    for _ in 0..8 {
-        world.cycle().await;
-    }
+    let world = World::polled(&spark.url(), 1, 1).await;
+    world.cycles(8).await;
     // Nine polls: looked at polls 1, 2, 4 and 8 only.
     assert_eq!(spark.head_requests("driver-0"), 4);
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use entity::prelude::*;
 use entity::{dead_letters, job_status_history, spark_job_executions};
 use futures::future::join_all;
@@ -26,10 +26,7 @@ use crate::helpers::{
     launch_store, rules, settings_for, socket_of, wait_until, Backend, CutProxy, TestDb,
 };
 use crate::on_every_database;
-
-fn t(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
-}
+use crate::worlds::{execution, observed, t};
 
 fn start_store(db: &TestDb) -> Addr<JobStore> {
     launch_store(db.db.clone(), &db.settings())
@@ -58,30 +55,6 @@ fn track(id: &str, submission: &str) -> WriteOp {
         cluster: None,
         source: Source::Api,
     })
-}
-
-fn observe(id: &str, status: JobStatus, at: i64) -> WriteOp {
-    WriteOp::Observe {
-        asked: None,
-        execution_id: id.into(),
-        observation: Observation {
-            status: Some(status),
-            raw_state: Some(status.as_str().to_uppercase()),
-            progress: None,
-            message: None,
-            relaunching: false,
-            successors: Vec::new(),
-            at: t(at),
-        },
-    }
-}
-
-async fn execution(db: &TestDb, id: &str) -> spark_job_executions::Model {
-    SparkJobExecutions::find_by_id(id.to_owned())
-        .one(&db.db)
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("no row {id}"))
 }
 
 async fn history(db: &TestDb, kind: &str, id: &str) -> Vec<job_status_history::Model> {
@@ -161,26 +134,26 @@ async fn tracked_executions_are_due_page_by_page_in_id_order(db: TestDb) {
 async fn finished_job_ignores_late_and_duplicate_observations(db: TestDb) {
     let store = start_store(&db);
     write(&store, track("e1", "driver-1")).await.unwrap();
-    write(&store, observe("e1", JobStatus::Running, 1))
+    write(&store, observed("e1", JobStatus::Running, 1))
         .await
         .unwrap();
-    write(&store, observe("e1", JobStatus::Succeeded, 2))
+    write(&store, observed("e1", JobStatus::Succeeded, 2))
         .await
         .unwrap();
     let finished = execution(&db, "e1").await;
 
-    let late = write(&store, observe("e1", JobStatus::Running, 3))
+    let late = write(&store, observed("e1", JobStatus::Running, 3))
         .await
         .unwrap();
     assert!(matches!(
         late,
         WriteOutcome::Execution(Applied::Refused(Refusal::AlreadyFinished { .. }))
     ));
-    let duplicate = write(&store, observe("e1", JobStatus::Succeeded, 4))
+    let duplicate = write(&store, observed("e1", JobStatus::Succeeded, 4))
         .await
         .unwrap();
     assert_eq!(duplicate, WriteOutcome::Execution(Applied::Refreshed));
-    let failed = write(&store, observe("e1", JobStatus::Failed, 5))
+    let failed = write(&store, observed("e1", JobStatus::Failed, 5))
         .await
         .unwrap();
     assert!(matches!(
@@ -204,13 +177,13 @@ async fn finished_job_ignores_late_and_duplicate_observations(db: TestDb) {
 async fn transitions_set_timestamps_once_and_write_history(db: TestDb) {
     let store = start_store(&db);
     write(&store, track("e1", "driver-1")).await.unwrap();
-    write(&store, observe("e1", JobStatus::Submitting, 1))
+    write(&store, observed("e1", JobStatus::Submitting, 1))
         .await
         .unwrap();
-    write(&store, observe("e1", JobStatus::Running, 2))
+    write(&store, observed("e1", JobStatus::Running, 2))
         .await
         .unwrap();
-    write(&store, observe("e1", JobStatus::Running, 3))
+    write(&store, observed("e1", JobStatus::Running, 3))
         .await
         .unwrap();
     write(
@@ -275,7 +248,7 @@ async fn thousand_changes_sent_at_once_share_few_transactions(db: TestDb) {
     let before = store.send(GetStats).await.unwrap();
 
     let observations =
-        (0..1000).map(|i| store.send(Write(observe(&format!("e{i}"), JobStatus::Running, 1))));
+        (0..1000).map(|i| store.send(Write(observed(&format!("e{i}"), JobStatus::Running, 1))));
     let results = join_all(observations).await;
     let after = store.send(GetStats).await.unwrap();
 
@@ -315,7 +288,7 @@ async fn each_jobs_changes_commit_in_the_order_sent_with_batches_side_by_side(db
         .into_iter()
         .enumerate()
         .flat_map(|(n, status)| ids.iter().map(move |id| (id, status, n as i64 + 1)));
-    let written = join_all(reports.map(|(id, status, at)| write(&store, observe(id, status, at))));
+    let written = join_all(reports.map(|(id, status, at)| write(&store, observed(id, status, at))));
     for result in written.await {
         assert!(matches!(
             result,
@@ -357,7 +330,7 @@ async fn refused_change_does_not_sink_its_batch(db: TestDb) {
     let (dup, fresh, unknown) = futures::join!(
         write(&store, track("e1", "driver-9")),
         write(&store, track("e2", "driver-2")),
-        write(&store, observe("nope", JobStatus::Running, 1)),
+        write(&store, observed("nope", JobStatus::Running, 1)),
     );
     assert_eq!(
         dup,
@@ -379,7 +352,7 @@ async fn refused_change_does_not_sink_its_batch(db: TestDb) {
 async fn poll_failure_never_changes_status(db: TestDb) {
     let store = start_store(&db);
     write(&store, track("e1", "driver-1")).await.unwrap();
-    write(&store, observe("e1", JobStatus::Running, 1))
+    write(&store, observed("e1", JobStatus::Running, 1))
         .await
         .unwrap();
     for i in 0..3 {
@@ -404,7 +377,7 @@ async fn poll_failure_never_changes_status(db: TestDb) {
     assert_eq!(row.next_poll_at, Some(t(72)));
     assert_eq!(row.last_confirmed_at, Some(t(1)));
 
-    write(&store, observe("e1", JobStatus::Running, 20))
+    write(&store, observed("e1", JobStatus::Running, 20))
         .await
         .unwrap();
     let row = execution(&db, "e1").await;
@@ -428,7 +401,7 @@ async fn row_inserted_by_a_submitter_is_supervised(db: TestDb) {
     let due = read::due_executions(&db.db, &due_now()).await.unwrap();
     assert_eq!(due.len(), 1);
     let store = start_store(&db);
-    write(&store, observe("ext-1", JobStatus::Running, 1))
+    write(&store, observed("ext-1", JobStatus::Running, 1))
         .await
         .unwrap();
     assert_eq!(execution(&db, "ext-1").await.status, "Running");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{json, Value};
 
-use crate::binary::{jobwarden, Running};
+use crate::binary::{jobwarden_in, Running};
 use crate::helpers::wait_until;
 use crate::own_cluster::{read_only, spark_home, Layout, OwnCluster, OWN_CLUSTER};
 use crate::real_spark::{build_jar, cluster, row, Cluster, CLUSTER};
@@ -41,15 +41,12 @@ struct Service {
 
 impl Service {
     fn start(dir: &Path, crash_at: Option<&str>) -> Service {
-        let mut cmd = jobwarden(dir);
-        if let Some(point) = crash_at {
-            cmd.env("JOBWARDEN_CRASH_AT", point);
-        }
-        let mut running = Running::start(cmd);
-        let base = format!("http://{}", running.http_address());
+        let mut running = jobwarden_in(dir)
+            .envs(crash_at.map(|point| ("JOBWARDEN_CRASH_AT", point)))
+            .start();
         Service {
+            base: running.http_url(),
             running,
-            base,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()

@@ -3,14 +3,13 @@
 //! once per run, and a resolved message when the warning no longer holds.
 
 use actix::prelude::*;
-use chrono::{DateTime, TimeZone, Utc};
 use entity::jobwarden_outbox;
 use entity::prelude::*;
 use jobwarden::actors::JobStore;
 use jobwarden::config::{
     ChannelKind, ChannelSettings, EventKind, NotificationSettings, RuleSettings,
 };
-use jobwarden::domain::{JobStatus, Observation};
+use jobwarden::domain::JobStatus;
 use jobwarden::events::Events;
 use jobwarden::store::warnings;
 use jobwarden::store_api::{Source, TrackRequest, Warning, Write, WriteOp, WriteOutcome};
@@ -18,10 +17,7 @@ use sea_orm::{EntityTrait, QueryOrder};
 
 use crate::helpers::{rules, TestDb};
 use crate::on_every_database;
-
-fn t(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
-}
+use crate::worlds::{observed, t};
 
 /// A store sending both warnings, and their resolution, to one channel.
 fn start_store(db: &TestDb) -> Addr<JobStore> {
@@ -72,22 +68,6 @@ fn track(id: &str, name: &str) -> WriteOp {
     })
 }
 
-fn observe(id: &str, status: JobStatus, at: i64) -> WriteOp {
-    WriteOp::Observe {
-        asked: None,
-        execution_id: id.into(),
-        observation: Observation {
-            status: Some(status),
-            raw_state: Some(status.as_str().to_uppercase()),
-            progress: None,
-            message: None,
-            relaunching: false,
-            successors: Vec::new(),
-            at: t(at),
-        },
-    }
-}
-
 fn stuck_soon(id: &str, at: i64) -> WriteOp {
     WriteOp::Warn {
         execution_id: id.into(),
@@ -113,7 +93,7 @@ async fn stuck_soon_is_sent_once_at_half_the_stuck_timeout_and_resolved_by_a_con
 ) {
     let store = start_store(&db);
     write(&store, track("e1", "nightly-load")).await;
-    write(&store, observe("e1", JobStatus::Running, 0)).await;
+    write(&store, observed("e1", JobStatus::Running, 0)).await;
     let unknown = WriteOp::PollFailed {
         asked: None,
         execution_id: "e1".into(),
@@ -138,7 +118,7 @@ async fn stuck_soon_is_sent_once_at_half_the_stuck_timeout_and_resolved_by_a_con
         "once per run"
     );
 
-    write(&store, observe("e1", JobStatus::Running, 240)).await;
+    write(&store, observed("e1", JobStatus::Running, 240)).await;
     assert_eq!(
         outbox(&db).await,
         [
@@ -163,11 +143,11 @@ async fn running_long_is_judged_against_the_names_past_successful_runs(db: TestD
     for i in 0..5 {
         let id = format!("past-{i}");
         write(&store, track(&id, "nightly-load")).await;
-        write(&store, observe(&id, JobStatus::Running, i * 1_000)).await;
-        write(&store, observe(&id, JobStatus::Succeeded, i * 1_000 + 600)).await;
+        write(&store, observed(&id, JobStatus::Running, i * 1_000)).await;
+        write(&store, observed(&id, JobStatus::Succeeded, i * 1_000 + 600)).await;
     }
     write(&store, track("now", "nightly-load")).await;
-    write(&store, observe("now", JobStatus::Running, 10_000)).await;
+    write(&store, observed("now", JobStatus::Running, 10_000)).await;
     let at = |secs: i64| warnings::running_long(&db.db, t(secs), 2.0, 5);
     assert!(
         at(10_000 + 1_199).await.unwrap().is_empty(),
@@ -196,7 +176,7 @@ async fn running_long_is_judged_against_the_names_past_successful_runs(db: TestD
         "{payload}"
     );
 
-    write(&store, observe("now", JobStatus::Succeeded, 12_000)).await;
+    write(&store, observed("now", JobStatus::Succeeded, 12_000)).await;
     assert_eq!(
         outbox(&db).await,
         [
@@ -209,10 +189,10 @@ async fn running_long_is_judged_against_the_names_past_successful_runs(db: TestD
 async fn a_name_with_too_few_past_runs_is_never_called_long(db: TestDb) {
     let store = start_store(&db);
     write(&store, track("past", "nightly-new")).await;
-    write(&store, observe("past", JobStatus::Running, 0)).await;
-    write(&store, observe("past", JobStatus::Succeeded, 60)).await;
+    write(&store, observed("past", JobStatus::Running, 0)).await;
+    write(&store, observed("past", JobStatus::Succeeded, 60)).await;
     write(&store, track("now", "nightly-new")).await;
-    write(&store, observe("now", JobStatus::Running, 1_000)).await;
+    write(&store, observed("now", JobStatus::Running, 1_000)).await;
     let found = warnings::running_long(&db.db, t(100_000), 2.0, 5)
         .await
         .unwrap();
