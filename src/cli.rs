@@ -1,8 +1,10 @@
-//! The command line: `run` (the default), `migrate`, `check-config`, and `jobs …`.
+//! The command line: `run` (the default), `migrate`, `check-config`, `jobs …`, and the shell
+//! completions and man pages generated from these same definitions.
 
-use std::path::PathBuf;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::domain::JobStatus;
 
@@ -53,6 +55,83 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print a completion script for bash, zsh or fish to stdout.
+    ///
+    /// For example `jobwarden completions bash >
+    /// /usr/share/bash-completion/completions/jobwarden`; for zsh, write `_jobwarden` into a
+    /// directory of $fpath; for fish, write ~/.config/fish/completions/jobwarden.fish. No
+    /// configuration is read.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page (roff) to stdout, or write every page into a directory.
+    ///
+    /// `jobwarden man | man -l -` reads it at once; `jobwarden man --out-dir
+    /// /usr/local/share/man/man1` installs jobwarden(1) and a page per subcommand
+    /// (jobwarden-jobs-track(1) and so on), printing each path. No configuration is read.
+    Man {
+        /// A directory to write jobwarden.1 and every subcommand's page into (e.g.
+        /// /usr/local/share/man/man1); it must exist.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// The shells `jobwarden completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Cli {
+    /// The completion script for `shell`, completing what [`Cli`] parses.
+    pub fn write_completions(shell: CompletionShell, out: &mut dyn Write) {
+        let shell = match shell {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+        };
+        let mut command = Cli::command();
+        let name = command.get_name().to_owned();
+        clap_complete::generate(shell, &mut command, name, out);
+    }
+
+    /// The man page of `jobwarden` itself, in roff; its SUBCOMMANDS section names each one.
+    pub fn write_man_page(out: &mut dyn Write) -> io::Result<()> {
+        man(man_command()).render(out)
+    }
+
+    /// `jobwarden.1` and a page per subcommand (`jobwarden-jobs-track.1`, …) in `dir`; the
+    /// paths written, the top page first.
+    pub fn write_man_pages(dir: &Path) -> io::Result<Vec<PathBuf>> {
+        fn write(command: clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -> io::Result<()> {
+            written.push(man(command.clone()).generate_to(dir)?);
+            for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+                write(sub.clone(), dir, written)?;
+            }
+            Ok(())
+        }
+        let mut written = Vec::new();
+        write(man_command(), dir, &mut written)?;
+        Ok(written)
+    }
+}
+
+/// The page of `command`, its footer naming jobwarden's version (a subcommand has none).
+fn man(command: clap::Command) -> clap_mangen::Man {
+    clap_mangen::Man::new(command).source(format!("jobwarden {}", env!("CARGO_PKG_VERSION")))
+}
+
+/// The command as the man pages describe it: built, so that each subcommand knows its full
+/// name (`jobwarden-jobs-track`), and without clap's `help` subcommand, which `--help` covers.
+fn man_command() -> clap::Command {
+    let mut command = Cli::command().disable_help_subcommand(true);
+    command.build();
+    command
 }
 
 #[derive(Debug, Subcommand)]

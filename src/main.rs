@@ -1,5 +1,7 @@
 //! The `jobwarden` binary: parse the command line, load settings, run the chosen command.
 
+use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -9,6 +11,18 @@ use jobwarden::{commands, config, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Generated from the command line's own definitions: no settings are read, so a broken
+    // config.toml cannot keep an operator from installing completions or the manual.
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            // Into memory first: the generator panics on a failed write (`| head`).
+            let mut script = Vec::new();
+            Cli::write_completions(*shell, &mut script);
+            return print(&script);
+        }
+        Some(Command::Man { out_dir }) => return man(out_dir.as_deref()),
+        _ => {}
+    }
     let loaded = match config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -64,7 +78,7 @@ fn main() -> ExitCode {
             Command::Jobs(jobs) => commands::jobs(settings, jobs).await,
             Command::Prune { dry_run } => commands::prune(settings, dry_run).await,
             Command::Notifications(command) => commands::notifications(settings, command).await,
-            Command::CheckConfig => Ok(()),
+            Command::CheckConfig | Command::Completions { .. } | Command::Man { .. } => Ok(()),
         }
     });
     match result {
@@ -82,5 +96,45 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// `jobwarden man`: the page on stdout, or every page into `out_dir` (each path printed).
+fn man(out_dir: Option<&Path>) -> ExitCode {
+    let Some(dir) = out_dir else {
+        let mut page = Vec::new();
+        return match Cli::write_man_page(&mut page) {
+            Ok(()) => print(&page),
+            Err(e) => {
+                eprintln!("jobwarden: cannot render the man page: {e}");
+                ExitCode::from(1)
+            }
+        };
+    };
+    match Cli::write_man_pages(dir) {
+        Ok(paths) => {
+            let listed: String = paths.iter().map(|p| format!("{}\n", p.display())).collect();
+            print(listed.as_bytes())
+        }
+        Err(e) => {
+            eprintln!(
+                "jobwarden: cannot write the man pages into {}: {e}",
+                dir.display()
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `bytes` on stdout; a reader that stopped early (`| head`) is no failure.
+fn print(bytes: &[u8]) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jobwarden: cannot write to stdout: {e}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -253,14 +253,24 @@ impl OwnPostgres {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        // runuser passes the signal on to the postmaster it runs.
-        let _ = Command::new("kill")
-            .args(["-QUIT", &child.id().to_string()])
-            .status();
-        let _ = child.wait();
+        // The postmaster itself, by its pid file: runuser does not pass signals on.
+        let postmaster = std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next().map(str::to_owned));
+        if let Some(pid) = postmaster {
+            let _ = Command::new("kill").args(["-QUIT", &pid]).status();
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         while self.data().join("postmaster.pid").exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

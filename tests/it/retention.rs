@@ -424,3 +424,57 @@ async fn prune_dry_run_says_what_would_go_and_deletes_nothing() {
     assert!(stdout.contains("history: deleted 1 row(s)"), "{stdout}");
     assert_eq!(history::Entity::find().count(&db).await.unwrap(), 1);
 }
+
+/// On SQLite, one writer at a time: the store's batches and retention's deletes take turns, so
+/// no change written while a prune runs meets a locked database and is held as an outage.
+#[actix_rt::test]
+async fn on_sqlite_writes_during_a_prune_wait_their_turn_instead_of_meeting_a_locked_database() {
+    use jobwarden::store_api::{GetStats, Source, TrackRequest, Write, WriteOp};
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let old: Vec<_> = (0..50_000)
+        .map(|i| history_row(&format!("old-{i}"), days_ago(200)))
+        .collect();
+    for chunk in old.chunks(2_000) {
+        history::Entity::insert_many(chunk.to_vec())
+            .exec(&db.db)
+            .await
+            .unwrap();
+    }
+    let store = pruning_store(
+        &db,
+        RetentionSettings {
+            batch: 200,
+            ..thirty_days_of_everything()
+        },
+    );
+    let pruning = actix_rt::spawn(store.send(Prune {
+        now: Utc::now(),
+        dry_run: false,
+    }));
+    // Writes keep coming, a few at a time, for as long as the prune runs.
+    let mut written = 0;
+    while !pruning.is_finished() {
+        let writes = (written..written + 10).map(|i| {
+            store.send(Write(WriteOp::Track(TrackRequest {
+                execution_id: format!("new-{i}"),
+                submission_id: Some(format!("driver-new-{i}")),
+                job_name: None,
+                cluster: None,
+                source: Source::Api,
+                spec: None,
+            })))
+        });
+        for answer in futures::future::join_all(writes).await {
+            assert!(answer.unwrap().is_ok());
+        }
+        written += 10;
+    }
+    let pruned = pruning.await.unwrap().unwrap().unwrap();
+    assert_eq!(count_of(&pruned, "history"), 50_000);
+    assert!(written > 0, "no write met the prune");
+    let stats = store.send(GetStats).await.unwrap();
+    assert_eq!(
+        stats.retries, 0,
+        "a change written during the prune was held back as if the database were away"
+    );
+}
