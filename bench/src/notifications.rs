@@ -2,12 +2,9 @@
 //! written with and without a rule that notifies), and how fast the Notifier delivers to a
 //! local receiver beside plain sequential POSTs to the same receiver.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
-use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
 use chrono::Utc;
 use futures::future::join_all;
@@ -21,6 +18,7 @@ use jobwarden::domain::{JobStatus, Observation};
 use jobwarden::events::Events;
 use jobwarden::store::{self, Rules};
 use jobwarden::store_api::{StoreHandle, WriteOp};
+use jobwarden_testkit::receiver::{Mode, Receiver};
 
 pub struct NotifyFigures {
     pub endings: usize,
@@ -35,32 +33,6 @@ impl NotifyFigures {
     pub fn added_micros(&self) -> f64 {
         (1.0 / self.notifying_per_second - 1.0 / self.plain_per_second) * 1e6
     }
-}
-
-/// A receiver that accepts everything and counts.
-async fn receiver() -> anyhow::Result<(String, Arc<AtomicUsize>)> {
-    let received = Arc::new(AtomicUsize::new(0));
-    let counter = received.clone();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let url = format!("http://{}/hook", listener.local_addr()?);
-    let server = HttpServer::new(move || {
-        let counter = counter.clone();
-        App::new().route(
-            "/hook",
-            web::post().to(move |_: web::Bytes| {
-                let counter = counter.clone();
-                async move {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    HttpResponse::Ok().body("ok")
-                }
-            }),
-        )
-    })
-    .workers(1)
-    .listen(listener)?
-    .run();
-    actix_rt::spawn(server);
-    Ok((url, received))
 }
 
 fn notifications(url: &str) -> NotificationSettings {
@@ -139,7 +111,9 @@ async fn endings_per_second(
 
 pub async fn measure(settings: Settings, endings: usize) -> anyhow::Result<NotifyFigures> {
     let scratch = tempfile::tempdir().context("failed to create a scratch directory")?;
-    let (url, received) = receiver().await?;
+    // Counting only: the receiver's work per request stays what a bare 200 costs.
+    let receiver = Receiver::start(Mode::Count).await;
+    let url = receiver.url.clone();
     let notify = notifications(&url);
 
     let (plain, _) = endings_per_second(&settings, scratch.path(), "plain", None, endings).await?;
@@ -161,7 +135,7 @@ pub async fn measure(settings: Settings, endings: usize) -> anyhow::Result<Notif
     )
     .start();
     let deadline = Instant::now() + Duration::from_secs(600);
-    while received.load(Ordering::Relaxed) < endings {
+    while receiver.requests() < endings {
         anyhow::ensure!(
             Instant::now() < deadline,
             "the notifications were not all delivered"

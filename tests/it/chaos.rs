@@ -27,7 +27,9 @@ use entity::{
     dead_letters, job_status_history as history, spark_job_executions, transformation_job_queue,
 };
 use jobwarden_testkit::fuzz::Rng;
-use jobwarden_testkit::{Answer, SparkServer};
+use jobwarden_testkit::receiver::{Mode, Receiver};
+use jobwarden_testkit::tansu::{self, Broker};
+use jobwarden_testkit::{free_port, Answer, SparkServer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use sea_orm::{
@@ -36,7 +38,6 @@ use sea_orm::{
 
 use crate::binary::{jobwarden, Running};
 use crate::helpers::{socket_of, Backend, CutProxy, TestDb};
-use crate::notifications::{Mode, Receiver};
 
 const SPARK_JOBS: usize = 240;
 const QUEUE_JOBS: usize = 300;
@@ -62,89 +63,6 @@ fn chaos_seed() -> u64 {
                 .unwrap()
                 .as_nanos() as u64
         })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A tansu broker of this test's own, on its own storage, that can be killed and restarted.
-struct Broker {
-    binary: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Broker {
-    fn start(binary: PathBuf) -> Broker {
-        let mut broker = Broker {
-            binary,
-            dir: tempfile::tempdir().unwrap(),
-            port: free_port(),
-            child: None,
-        };
-        broker.spawn();
-        broker
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let url = format!("tcp://{}", self.address());
-        let child = Command::new(&self.binary)
-            .current_dir(self.dir.path())
-            .env_remove("LISTENER_URL")
-            .env_remove("ADVERTISED_LISTENER_URL")
-            .env_remove("STORAGE_ENGINE")
-            .env_remove("CLUSTER_ID")
-            .args([
-                "broker",
-                "--cluster-id",
-                "jobwarden-chaos",
-                "--listener-url",
-                &url,
-            ])
-            .args([
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(self.address()).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {}",
-                self.address()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// A PostgreSQL server of this test's own, so that crashing and restarting it disturbs no other
@@ -623,7 +541,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 async fn chaos(backend: Backend, run_for: Duration) {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let Some(tansu) = std::env::var_os("JOBWARDEN_TEST_TANSU").map(PathBuf::from) else {
+    let Some(binary) = tansu::binary_from_env() else {
         assert!(
             !crate::helpers::require_all_backends(),
             "CI must run the chaos test: .ci/kafka.sh exports JOBWARDEN_TEST_TANSU"
@@ -669,7 +587,7 @@ async fn chaos(backend: Backend, run_for: Duration) {
         .collect();
     endings.sort();
 
-    let mut broker = Broker::start(tansu);
+    let mut broker = Broker::start(binary, "jobwarden-chaos");
     jobwarden_testkit::kafka::create_topic(&broker.address(), TOPIC)
         .await
         .unwrap();
@@ -729,7 +647,7 @@ async fn chaos(backend: Backend, run_for: Duration) {
             2 => {
                 broker.kill();
                 tokio::time::sleep(outage).await;
-                broker.spawn();
+                broker.restart();
                 faults.broker_restarts += 1;
             }
             3 => {

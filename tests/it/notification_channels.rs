@@ -7,21 +7,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jobwarden_testkit::{Answer, SparkServer};
+use jobwarden_testkit::{free_port, Answer, SparkServer};
 use serde_json::{json, Value};
 
 use crate::helpers::{require_all_backends, wait_until};
 use crate::notifications::{base_config, Service};
 
 const SINK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smtp_sink.py");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `None` (with the reason printed) where the server is not installed, except under CI, where
 /// its absence is a failure.

@@ -3,141 +3,14 @@
 //! loses nothing, a kill -9 between commit and delivery loses nothing, and a storm of failures
 //! is one message per channel.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use hmac::{KeyInit, Mac};
+use jobwarden_testkit::receiver::{Mode, Receiver, SECRET};
 use jobwarden_testkit::{Answer, SparkServer};
 use serde_json::{json, Value};
 
 use crate::binary::{jobwarden, jobwarden_in, text, Running};
 use crate::helpers::wait_until;
-
-const SECRET: &str = "receiver-shared-secret";
-
-/// How the receiver answers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    Accept,
-    Status(u16),
-    Hang,
-}
-
-#[derive(Clone, Debug)]
-pub(crate) struct Received {
-    id: String,
-    pub(crate) body: Value,
-    signature_ok: bool,
-}
-
-/// A webhook receiver that checks each signature the way a receiver's own code would.
-#[derive(Clone)]
-pub(crate) struct Receiver {
-    pub(crate) url: String,
-    mode: Arc<Mutex<Mode>>,
-    got: Arc<Mutex<Vec<Received>>>,
-    requests: Arc<Mutex<usize>>,
-}
-
-fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
-    let mut t = None;
-    let mut v1 = None;
-    for part in header.split(',') {
-        match part.split_once('=') {
-            Some(("t", value)) => t = Some(value.to_owned()),
-            Some(("v1", value)) => v1 = Some(value.to_owned()),
-            _ => {}
-        }
-    }
-    let (Some(t), Some(v1)) = (t, v1) else {
-        return false;
-    };
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    let expected: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    expected == v1
-}
-
-impl Receiver {
-    pub(crate) async fn start(mode: Mode) -> Receiver {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        Receiver::on(listener, mode).await
-    }
-
-    async fn on(listener: std::net::TcpListener, mode: Mode) -> Receiver {
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let receiver = Receiver {
-            url,
-            mode: Arc::new(Mutex::new(mode)),
-            got: Arc::default(),
-            requests: Arc::default(),
-        };
-        let state = receiver.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(state.clone()))
-                .route("/hook", web::post().to(hook))
-        })
-        .workers(1)
-        .listen(listener)
-        .unwrap()
-        .run();
-        actix_rt::spawn(server);
-        receiver
-    }
-
-    /// Answers every request from now on as `mode` says.
-    pub(crate) fn set(&self, mode: Mode) {
-        *self.mode.lock().unwrap() = mode;
-    }
-
-    pub(crate) fn got(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-
-    fn requests(&self) -> usize {
-        *self.requests.lock().unwrap()
-    }
-}
-
-async fn hook(state: web::Data<Receiver>, request: HttpRequest, body: web::Bytes) -> HttpResponse {
-    *state.requests.lock().unwrap() += 1;
-    let mode = *state.mode.lock().unwrap();
-    match mode {
-        Mode::Hang => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            HttpResponse::Ok().finish()
-        }
-        Mode::Status(code) => {
-            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap())
-                .body("bad payload: missing field text")
-        }
-        Mode::Accept => {
-            let header = |name: &str| {
-                request
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let signature_ok = verify(SECRET, &header("jobwarden-signature"), &body);
-            state.got.lock().unwrap().push(Received {
-                id: header("jobwarden-message-id"),
-                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                signature_ok,
-            });
-            HttpResponse::Ok().body("ok")
-        }
-    }
-}
 
 /// The database, the Spark server and `[notifications]` with short timings (storms from 5
 /// failures, 3 listed), before any channel or rule.
