@@ -71,6 +71,24 @@ fn note(changes: &mut Changes, execution_id: &str, entry: HistoryEntry, source: 
         .push(history_row(SPARK, execution_id, &entry, source));
 }
 
+/// A history line that records something about the job without moving its status.
+fn remark(
+    changes: &mut Changes,
+    execution_id: &str,
+    status: JobStatus,
+    detail: String,
+    at: DateTime<Utc>,
+    source: Source,
+) {
+    let entry = HistoryEntry {
+        from: Some(status),
+        to: status,
+        detail: Some(detail),
+        at,
+    };
+    note(changes, execution_id, entry, source);
+}
+
 /// Records attempt `attempt` as requested, if the job wants exactly that attempt now.
 pub(super) fn begin(
     changes: &mut Changes,
@@ -112,15 +130,12 @@ pub(super) fn begin(
             outcome: Set(None),
             reason: Set(None),
         }));
-    note(
+    remark(
         changes,
         execution_id,
-        HistoryEntry {
-            from: Some(status),
-            to: status,
-            detail: Some(format!("attempt {attempt}: submitting (mark {mark})")),
-            at,
-        },
+        status,
+        format!("attempt {attempt}: submitting (mark {mark})"),
+        at,
         Source::Submitter,
     );
     Ok(WriteOutcome::Attempt(AttemptChange::Begun))
@@ -231,17 +246,7 @@ pub(super) fn not_started(
             }
             if noted {
                 let detail = format!("attempt {attempt} withdrawn, no attempt spent: {reason}");
-                note(
-                    changes,
-                    execution_id,
-                    HistoryEntry {
-                        from: Some(status),
-                        to: status,
-                        detail: Some(detail),
-                        at,
-                    },
-                    Source::Submitter,
-                );
+                remark(changes, execution_id, status, detail, at, Source::Submitter);
             }
             return Ok(WriteOutcome::Attempt(AttemptChange::Withdrawn));
         }
@@ -345,21 +350,13 @@ pub(super) fn cancel(
     loaded.dirty = true;
     let submission_id = loaded.row.submission_id.clone();
     if first {
-        let status = state.status;
-        note(
-            changes,
-            execution_id,
-            HistoryEntry {
-                from: Some(status),
-                to: status,
-                detail: Some(match &submission_id {
-                    Some(id) => format!("cancel requested: killing {id}; the job ends once Spark reports it KILLED"),
-                    None => "cancel requested while a submission is in flight: its driver, if any, is killed once found".into(),
-                }),
-                at,
-            },
-            Source::Api,
-        );
+        let detail = match &submission_id {
+            Some(id) => format!(
+                "cancel requested: killing {id}; the job ends once Spark reports it KILLED"
+            ),
+            None => "cancel requested while a submission is in flight: its driver, if any, is killed once found".into(),
+        };
+        remark(changes, execution_id, state.status, detail, at, Source::Api);
     }
     Ok(WriteOutcome::CancelTaken {
         ended: false,
