@@ -218,14 +218,8 @@ async fn execution_row(db: &TestDb, job_name: &str, columns: &[&str]) -> Vec<Opt
         executions_table(b),
         q(b, "JobName")
     );
-    let row = db
-        .db
-        .query_one_raw(Statement::from_string(
-            db.db.get_database_backend(),
-            statement,
-        ))
+    let row = first_row(db, statement)
         .await
-        .unwrap()
         .unwrap_or_else(|| panic!("no application row {job_name}"));
     (0..columns.len())
         .map(|i| row.try_get_by_index::<Option<String>>(i).unwrap())
@@ -309,14 +303,7 @@ async fn queue_row(db: &TestDb, job: &str, columns: &[&str]) -> Option<Vec<Optio
         queue_table(b),
         q(b, "JobId")
     );
-    let row = db
-        .db
-        .query_one_raw(Statement::from_string(
-            db.db.get_database_backend(),
-            statement,
-        ))
-        .await
-        .unwrap()?;
+    let row = first_row(db, statement).await?;
     Some(
         (0..columns.len())
             .map(|i| row.try_get_by_index::<Option<String>>(i).unwrap())
@@ -837,3 +824,14 @@ async fn each_mapping_mistake_is_named_at_start(db: TestDb) {
 }
 
 crate::on_every_database!(each_mapping_mistake_is_named_at_start);
+
+/// The first row `statement` reads, if any.
+async fn first_row(db: &TestDb, statement: String) -> Option<sea_orm::QueryResult> {
+    db.db
+        .query_one_raw(Statement::from_string(
+            db.db.get_database_backend(),
+            statement,
+        ))
+        .await
+        .unwrap()
+}
