@@ -77,6 +77,11 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// Print the HTTP API's OpenAPI 3.1 document (JSON) to stdout.
+    ///
+    /// The same document the server answers at /api/v1/openapi.json, for generating a client
+    /// or importing into a gateway without a running instance. No configuration is read.
+    Openapi,
 }
 
 /// The shells `jobwarden completions` writes a script for.

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             return print(&script);
         }
         Some(Command::Man { out_dir }) => return man(out_dir.as_deref()),
+        Some(Command::Openapi) => return print(jobwarden::http::openapi_json().as_bytes()),
         _ => {}
     }
     let loaded = match config::load(cli.config.as_deref()) {
@@ -78,7 +79,10 @@ fn main() -> ExitCode {
             Command::Jobs(jobs) => commands::jobs(settings, jobs).await,
             Command::Prune { dry_run } => commands::prune(settings, dry_run).await,
             Command::Notifications(command) => commands::notifications(settings, command).await,
-            Command::CheckConfig | Command::Completions { .. } | Command::Man { .. } => Ok(()),
+            Command::CheckConfig
+            | Command::Completions { .. }
+            | Command::Man { .. }
+            | Command::Openapi => Ok(()),
         }
     });
     match result {

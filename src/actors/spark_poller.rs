@@ -99,7 +99,8 @@ impl Handler<Poll> for SparkPoller {
             actor = "spark_poller",
             poller = self.id,
             execution_id = %msg.job.execution_id,
-            submission_id = %msg.job.submission_id
+            submission_id = %msg.job.submission_id,
+            cluster = msg.job.cluster.as_deref().unwrap_or("default")
         );
         let execution_id = msg.job.execution_id.clone();
         let report_to = msg.report_to.clone();

@@ -186,7 +186,12 @@ impl Submitter {
         let id = action.execution_id.clone();
         let cluster = action.cluster.clone();
         self.busy.insert(id.clone());
-        let span = info_span!("submitter", execution_id = %id, cluster = ?action.cluster);
+        let span = info_span!(
+            "submit",
+            actor = "submitter",
+            execution_id = %id,
+            cluster = action.cluster.as_deref().unwrap_or("default")
+        );
         let work = run(
             action,
             target,

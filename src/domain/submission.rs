@@ -15,7 +15,7 @@ pub const MARK_PROPERTY: &str = "spark.jobwarden.attempt";
 
 /// One Spark application to submit, as given through the API, a spec file or the row's
 /// `submit_spec` column (JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitSpec {
     /// The jar (or file) Spark runs, as the workers can reach it: `file:/…`, `hdfs://…`, `s3a://…`.
@@ -36,7 +36,7 @@ pub struct SubmitSpec {
 }
 
 /// Per-job changes to the configured retry policy.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,12 +46,14 @@ pub struct RetryOverrides {
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<String>, example = "30s")]
     pub initial_backoff: Option<Duration>,
     #[serde(
         default,
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<String>, example = "10m")]
     pub max_backoff: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_on: Option<Vec<Ending>>,
@@ -114,7 +116,7 @@ impl SubmitSpec {
 }
 
 /// How one attempt ended, as far as retrying is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Ending {
     /// The driver exited with an error (Spark's FAILED).

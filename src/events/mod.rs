@@ -21,8 +21,8 @@ pub use poll::{
 };
 pub use scheduler::{PollCycleFinished, TickSkipped};
 pub use store::{
-    BatchCommitted, ChangeRefused, DatabaseBack, DatabaseUnreachable, LeaseRenewalFailed,
-    LeasesRenewed, RowsPruned, TimeoutsSwept, WriteFenced,
+    BatchCommitted, ChangeRefused, DatabaseBack, DatabaseUnreachable, HistoryWritten,
+    LeaseRenewalFailed, LeasesRenewed, RowsPruned, TimeoutsSwept, WriteFenced,
 };
 pub use supervision::ActorCrashed;
 

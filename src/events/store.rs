@@ -6,6 +6,7 @@ use tracing::{debug, error, info, warn};
 
 use super::InternalEvent;
 use crate::metrics::Metrics;
+use crate::store::HistoryLine;
 use crate::store_api::Source;
 
 /// A batch of changes is durable.
@@ -28,6 +29,33 @@ impl InternalEvent for BatchCommitted<'_> {
             if *source == Source::TimeoutSweep {
                 m.timeouts.inc();
             }
+        }
+    }
+}
+
+/// A line of a job's history is durable: the log's account of the job's life, one line per
+/// change of status (and per remark), so that one filter on the job's id follows it.
+pub struct HistoryWritten<'a> {
+    pub line: &'a HistoryLine,
+}
+
+impl InternalEvent for HistoryWritten<'_> {
+    fn emit(self, _: &Metrics) {
+        let line = self.line;
+        let from = line.from.as_deref().unwrap_or("-");
+        let detail = line.detail.as_deref().unwrap_or("");
+        let message = if line.from.as_deref() == Some(line.to.as_str()) {
+            "job history noted"
+        } else {
+            "job status changed"
+        };
+        if line.kind == crate::store::SPARK_KIND {
+            info!(actor = "job_store", execution_id = %line.job_id,
+                cluster = line.cluster.as_deref().unwrap_or("default"), from, to = %line.to,
+                source = %line.source, detail, "{message}");
+        } else {
+            info!(actor = "job_store", job_id = %line.job_id, job_kind = %line.kind, from,
+                to = %line.to, source = %line.source, detail, "{message}");
         }
     }
 }

@@ -5,23 +5,30 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::domain::{JobStatus, SubmitSpec};
 use crate::store::{actions_read, read};
 use crate::store_api::{OpError, Source, StoreError, TrackRequest, WriteOp, WriteOutcome};
 
-use super::views::{ExecutionDetail, ExecutionPage, ExecutionView, QueueJobView, WithHistory};
+use super::views::{
+    AfterAction, CancelTaken, ErrorBody, ExecutionDetail, ExecutionPage, ExecutionView,
+    QueueJobView, RetryTaken, Tracked, WithHistory,
+};
 use super::{error, HttpState};
 
 const MAX_ID: usize = 191;
 const MAX_LIMIT: u64 = 1_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only executions in this status (Queued, Submitted, Running, …).
     status: Option<String>,
+    /// At most this many executions (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
+    /// The `next_cursor` of the page before.
     cursor: Option<String>,
 }
 
@@ -42,6 +49,19 @@ fn database_error(e: sea_orm::DbErr) -> HttpResponse {
 
 /// `GET /api/v1/jobs?status=&limit=&cursor=`: pages ordered by execution id; pass
 /// `next_cursor` back as `cursor` for the next page.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of executions, ordered by execution id", body = ExecutionPage),
+        (status = 400, description = "An unknown status, a limit out of range or an unusable cursor", body = ErrorBody),
+        (status = 401, description = "The read token is needed (`http.read_token`)", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn list_jobs(state: web::Data<HttpState>, query: web::Query<ListQuery>) -> HttpResponse {
     let status = match query.status.as_deref().map(str::parse::<JobStatus>) {
         None => None,
@@ -75,6 +95,20 @@ pub async fn list_jobs(state: web::Data<HttpState>, query: web::Query<ListQuery>
 }
 
 /// `GET /api/v1/jobs/{execution_id}`: the row and its history.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{execution_id}",
+    tag = "jobs",
+    params(("execution_id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "The execution, its history and its attempts", body = ExecutionDetail),
+        (status = 400, description = "An unusable id", body = ErrorBody),
+        (status = 401, description = "The read token is needed (`http.read_token`)", body = ErrorBody),
+        (status = 404, description = "No such execution", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn show_job(state: web::Data<HttpState>, path: web::Path<String>) -> HttpResponse {
     let id = path.into_inner();
     if let Err(message) = check_id("execution_id", &id) {
@@ -88,6 +122,20 @@ pub async fn show_job(state: web::Data<HttpState>, path: web::Path<String>) -> H
 }
 
 /// `GET /api/v1/queue/{job_id}`: a transformation queue row and its history.
+#[utoipa::path(
+    get,
+    path = "/api/v1/queue/{job_id}",
+    tag = "queue",
+    params(("job_id" = String, Path, description = "The queue job's id")),
+    responses(
+        (status = 200, description = "The queue job and its history", body = WithHistory<QueueJobView>),
+        (status = 400, description = "An unusable id", body = ErrorBody),
+        (status = 401, description = "The read token is needed (`http.read_token`)", body = ErrorBody),
+        (status = 404, description = "No such queue job", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn show_queue_job(state: web::Data<HttpState>, path: web::Path<String>) -> HttpResponse {
     let id = path.into_inner();
     if let Err(message) = check_id("job_id", &id) {
@@ -102,9 +150,10 @@ pub async fn show_queue_job(state: web::Data<HttpState>, path: web::Path<String>
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrackBody {
+    /// The execution's id (1 to 191 printable characters).
     execution_id: String,
     /// A driver already submitted (by spark-submit or anyone else), for jobwarden to follow.
     submission_id: Option<String>,
@@ -146,6 +195,21 @@ async fn detail(
 
 /// `POST /api/v1/jobs`: register a Spark submission (`submission_id`), or a job for jobwarden
 /// to submit (`submit`), through the JobStore like every write.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    request_body = TrackBody,
+    responses(
+        (status = 201, description = "Tracked from now on", body = Tracked),
+        (status = 200, description = "Known already without a driver (from an event, say): it follows this submission now", body = Tracked),
+        (status = 400, description = "The body is not usable; the message names the field", body = ErrorBody),
+        (status = 401, description = "The API token is needed (`http.api_token`)", body = ErrorBody),
+        (status = 409, description = "Tracked already with another submission, or the cluster takes no submissions", body = ErrorBody),
+        (status = 503, description = "The store could not take the change", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn track_job(
     state: web::Data<HttpState>,
     request: HttpRequest,
@@ -229,10 +293,11 @@ pub async fn track_job(
             } else {
                 StatusCode::OK
             };
-            match detail(&state, &execution_id).await {
-                Ok(Some(detail)) => HttpResponse::build(status).json(detail),
-                _ => HttpResponse::build(status).json(json!({ "execution_id": execution_id })),
-            }
+            let after = detail(&state, &execution_id).await.ok().flatten().into();
+            HttpResponse::build(status).json(Tracked {
+                execution_id,
+                after,
+            })
         }
         Ok(other) => unexpected(other),
         Err(StoreError::Refused(OpError::Duplicate { execution_id })) => error(
@@ -261,6 +326,21 @@ fn action_target(
 /// `POST /api/v1/jobs/{execution_id}/cancel`: a job no driver runs for ends at once
 /// (`ended: true`); otherwise its driver is killed and the job ends Cancelled once Spark
 /// reports it KILLED (`ended: false`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{execution_id}/cancel",
+    tag = "jobs",
+    params(("execution_id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "Cancelled, or its driver is being killed", body = CancelTaken),
+        (status = 400, description = "An unusable id", body = ErrorBody),
+        (status = 401, description = "The API token is needed (`http.api_token`)", body = ErrorBody),
+        (status = 404, description = "No such execution", body = ErrorBody),
+        (status = 409, description = "Its state forbids it (it has ended, say)", body = ErrorBody),
+        (status = 503, description = "The store could not take the change", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn cancel_job(
     state: web::Data<HttpState>,
     request: HttpRequest,
@@ -278,15 +358,11 @@ pub async fn cancel_job(
         Ok(WriteOutcome::CancelTaken {
             ended,
             submission_id,
-        }) => {
-            with_detail(
-                &state,
-                &id,
-                StatusCode::OK,
-                json!({ "ended": ended, "submission_id": submission_id }),
-            )
-            .await
-        }
+        }) => HttpResponse::Ok().json(CancelTaken {
+            ended,
+            submission_id,
+            after: after_action(&state, &id).await,
+        }),
         Ok(other) => unexpected(other),
         Err(e) => refused(e, "not cancelled"),
     }
@@ -294,6 +370,21 @@ pub async fn cancel_job(
 
 /// `POST /api/v1/jobs/{execution_id}/retry`: one more attempt of a finished job jobwarden
 /// submitted, due now.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{execution_id}/retry",
+    tag = "jobs",
+    params(("execution_id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 202, description = "One more attempt, due now", body = RetryTaken),
+        (status = 400, description = "An unusable id", body = ErrorBody),
+        (status = 401, description = "The API token is needed (`http.api_token`)", body = ErrorBody),
+        (status = 404, description = "No such execution", body = ErrorBody),
+        (status = 409, description = "Its state forbids it (it has not ended, or jobwarden did not submit it)", body = ErrorBody),
+        (status = 503, description = "The store could not take the change", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn retry_job(
     state: web::Data<HttpState>,
     request: HttpRequest,
@@ -308,37 +399,19 @@ pub async fn retry_job(
         at: Utc::now(),
     };
     match state.store.write(op).await {
-        Ok(WriteOutcome::RetryTaken { attempt }) => {
-            with_detail(
-                &state,
-                &id,
-                StatusCode::ACCEPTED,
-                json!({ "attempt": attempt }),
-            )
-            .await
-        }
+        Ok(WriteOutcome::RetryTaken { attempt }) => HttpResponse::Accepted().json(RetryTaken {
+            attempt,
+            after: after_action(&state, &id).await,
+        }),
         Ok(other) => unexpected(other),
         Err(e) => refused(e, "not retried"),
     }
 }
 
-/// `head` (an object) with the job, its history and attempts beside it: the answer of
-/// `GET /api/v1/jobs/{id}` plus what the action did. The action is durable by now, so a failed
-/// read leaves the job out rather than turning the answer into an error.
-async fn with_detail(
-    state: &HttpState,
-    execution_id: &str,
-    status: StatusCode,
-    mut head: serde_json::Value,
-) -> HttpResponse {
-    if let Ok(Some(detail)) = detail(state, execution_id).await {
-        if let (Some(head), Ok(serde_json::Value::Object(rest))) =
-            (head.as_object_mut(), serde_json::to_value(detail))
-        {
-            head.extend(rest);
-        }
-    }
-    HttpResponse::build(status).json(head)
+/// The job, its history and attempts after an action. The action is durable by now, so a
+/// failed read leaves the job out rather than turning the answer into an error.
+async fn after_action(state: &HttpState, execution_id: &str) -> AfterAction {
+    detail(state, execution_id).await.ok().flatten().into()
 }
 
 fn unexpected(outcome: WriteOutcome) -> HttpResponse {

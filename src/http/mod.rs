@@ -3,8 +3,11 @@
 mod api;
 mod dashboard;
 mod notifications;
+mod openapi;
 mod probes;
 mod views;
+
+pub use openapi::document_json as openapi_json;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,6 +97,7 @@ pub fn start(
             .route("/healthz", web::get().to(probes::healthz))
             .route("/readyz", web::get().to(probes::readyz))
             .route("/metrics", web::get().to(probes::metrics))
+            .route("/api/v1/openapi.json", web::get().to(openapi::spec))
             .route("/api/v1/jobs", web::get().to(api::list_jobs))
             .route("/api/v1/jobs", web::post().to(api::track_job))
             .route("/api/v1/jobs/{execution_id}", web::get().to(api::show_job))

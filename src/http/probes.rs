@@ -4,21 +4,39 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::store::read;
 
+use super::views::{Alive, Readiness, Share};
 use super::HttpState;
 
 /// The process answers: nothing more.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "probes",
+    responses((status = 200, description = "The process serves", body = Alive))
+)]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Alive {
+        status: "ok".into(),
+    })
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// 200 only when the database answers and every part has shown progress recently (its
 /// heartbeat); otherwise 503 naming what is not.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Every part is ready", body = Readiness),
+        (status = 503, description = "Some part is not: `not_ready` names it, `checks` says why", body = Readiness),
+    )
+)]
 pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     let mut checks = Map::new();
     let mut not_ready = Vec::new();
@@ -70,18 +88,17 @@ pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
         checks.insert("notifications".into(), Value::String(standing.describe()));
     }
     let ready = not_ready.is_empty();
-    let share = json!({
-        "buckets": state.metrics.buckets_held.get(),
-        "leader": state.metrics.leader.get() > 0.0,
-        "live_instances": state.metrics.live_instances.get(),
-    });
-    let body = json!({
-        "ready": ready,
-        "instance": state.instance,
-        "share": share,
-        "checks": checks,
-        "not_ready": not_ready,
-    });
+    let body = Readiness {
+        ready,
+        instance: state.instance.clone(),
+        share: Share {
+            buckets: state.metrics.buckets_held.get(),
+            leader: state.metrics.leader.get() > 0.0,
+            live_instances: state.metrics.live_instances.get(),
+        },
+        checks,
+        not_ready,
+    };
     if ready {
         HttpResponse::Ok().json(body)
     } else {
@@ -90,6 +107,12 @@ pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
 }
 
 /// Prometheus text format; the per-status job gauge is read from the database at scrape time.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "probes",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"))
+)]
 pub async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
     if let Ok(Ok(counts)) =
         tokio::time::timeout(PROBE_TIMEOUT, read::count_by_status(&state.db)).await

@@ -282,6 +282,7 @@ pub(super) fn not_started(
             (entry, None)
         }
     };
+    loaded.dirty = true;
     changes.attempt_writes.push(AttemptWrite::Update {
         execution_id: execution_id.to_owned(),
         attempt: attempt as i32,

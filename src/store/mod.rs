@@ -26,7 +26,9 @@ use sea_orm::{
 
 use crate::config::DatabaseSettings;
 
-pub use batch::{apply_batch, Committed, Inserted, Rules, WriteContext};
+pub use batch::{apply_batch, Committed, HistoryLine, Inserted, Rules, WriteContext};
+/// The `job_kind` of a Spark execution's history lines.
+pub const SPARK_KIND: &str = changes::SPARK;
 
 const STATEMENT_CACHE: usize = 16;
 

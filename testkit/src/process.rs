@@ -207,14 +207,23 @@ impl Running {
         self.seen.join("\n")
     }
 
-    /// The address the HTTP server took, once it says so (within a minute).
+    /// The address the HTTP server took, once it says so (within a minute), from a text or a
+    /// JSON log line.
     pub fn http_address(&mut self) -> String {
         let line = self.line_with("HTTP endpoints listening", Duration::from_secs(60));
-        line.split("address=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
+        let from_json = || {
+            let event: serde_json::Value = serde_json::from_str(&line).ok()?;
+            event["fields"]["address"].as_str().map(str::to_owned)
+        };
+        let from_text = || {
+            line.split("address=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned)
+        };
+        from_json()
+            .or_else(from_text)
             .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned()
     }
 
     /// `http://` and [`Running::http_address`], the base of every URL it serves.

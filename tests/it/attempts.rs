@@ -148,6 +148,7 @@ on_every_database!(
     an_attempt_is_recorded_once_and_a_second_request_for_it_is_refused,
     a_failed_attempt_waits_for_its_retry_then_the_last_failure_ends_the_job,
     a_withdrawn_attempt_spends_nothing_and_is_due_again,
+    a_refused_submission_puts_the_row_in_retrying_then_failed_not_only_its_history,
     an_attempt_in_flight_is_due_for_reconciliation_not_resubmission,
     a_cancel_of_a_waiting_job_ends_it_and_of_a_running_one_asks_for_a_kill,
     a_cancelled_jobs_failing_driver_is_not_retried,
@@ -285,6 +286,44 @@ async fn a_withdrawn_attempt_spends_nothing_and_is_due_again(db: TestDb) {
     assert!(attempts(&db, "s4").await.is_empty());
     // The same number is asked for again.
     write(&store, begin("s4", 1, now + 1)).await.unwrap();
+}
+
+fn refused(id: &str, attempt: u32, at: i64) -> WriteOp {
+    WriteOp::AttemptNotStarted {
+        execution_id: id.into(),
+        attempt,
+        at: t(at),
+        reason: "HTTP 400 Bad Request: Malformed request".into(),
+        counts: true,
+        retry_at: t(at),
+    }
+}
+
+async fn a_refused_submission_puts_the_row_in_retrying_then_failed_not_only_its_history(
+    db: TestDb,
+) {
+    let store = start_store(&db);
+    write(&store, submit("s7")).await.unwrap();
+    let now = Utc::now().timestamp() - 1_800_000_000 + 1;
+    for attempt in 1..=3 {
+        let at = now + 100 * i64::from(attempt);
+        write(&store, begin("s7", attempt, at)).await.unwrap();
+        let outcome = write(&store, refused("s7", attempt, at)).await.unwrap();
+        assert!(
+            matches!(outcome, WriteOutcome::Attempt(AttemptChange::Spent { .. })),
+            "{outcome:?}"
+        );
+        let job = execution(&db, "s7").await;
+        if attempt < 3 {
+            assert_eq!(job.status, "Retrying", "after refusal {attempt}");
+            assert!(job.next_attempt_at.is_some(), "the next attempt is due");
+            let message = job.error_message.unwrap_or_default();
+            assert!(message.contains("refused the submission"), "{message}");
+        } else {
+            assert_eq!(job.status, "Failed", "after the last refusal");
+            assert!(job.completed_at.is_some() && job.next_attempt_at.is_none());
+        }
+    }
 }
 
 async fn an_attempt_in_flight_is_due_for_reconciliation_not_resubmission(db: TestDb) {

@@ -10,7 +10,8 @@ use tracing::{debug, warn};
 
 use crate::config::StoreSettings;
 use crate::events::{
-    BatchCommitted, ChangeRefused, DatabaseBack, DatabaseUnreachable, Events, WriteFenced,
+    BatchCommitted, ChangeRefused, DatabaseBack, DatabaseUnreachable, Events, HistoryWritten,
+    WriteFenced,
 };
 use crate::notify::NotifyRules;
 use crate::store::mapped::Mapping;
@@ -132,6 +133,7 @@ impl Writer {
                     outcomes,
                     rows_written,
                     inserted,
+                    history,
                 }) => {
                     let transitions: Vec<_> = ops
                         .iter()
@@ -147,6 +149,9 @@ impl Writer {
                         elapsed: started.elapsed(),
                         transitions: &transitions,
                     });
+                    for line in &history {
+                        self.events.emit(HistoryWritten { line });
+                    }
                     self.health.heartbeat.beat();
                     if outcomes.iter().any(Result::is_ok) {
                         self.health.accepted();

@@ -18,10 +18,14 @@ use super::assets;
 pub const COOKIE: &str = "jobwarden_read";
 const QUERY: &str = "token";
 
-/// Paths open without a token: probes and scrapes (orchestrators, Prometheus) and the static
-/// files every page, including the one asking for the token, links to.
+/// Paths open without a token: probes and scrapes (orchestrators, Prometheus), the API's
+/// description (it holds no data), and the static files every page, including the one asking
+/// for the token, links to.
 fn is_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/assets/")
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/api/v1/openapi.json"
+    ) || path.starts_with("/assets/")
 }
 
 /// Lets a request through, or answers it when the read token is needed and missing.

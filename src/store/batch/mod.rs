@@ -34,6 +34,43 @@ pub struct Committed {
     pub rows_written: usize,
     /// Rows added to jobwarden's own tables.
     pub inserted: Inserted,
+    /// Each history line the batch wrote, for the log once it is durable.
+    pub history: Vec<HistoryLine>,
+}
+
+/// One line of a job's history as the log tells it: whose, from what to what, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryLine {
+    /// `spark` (an execution) or `queue` (a transformation queue job).
+    pub kind: String,
+    pub job_id: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub source: String,
+    pub detail: Option<String>,
+    /// The execution's Spark cluster, when it names one.
+    pub cluster: Option<String>,
+}
+
+impl HistoryLine {
+    fn of(row: &entity::job_status_history::ActiveModel, changes: &Changes) -> Self {
+        let text = |v: &sea_orm::ActiveValue<String>| v.clone().unwrap();
+        let kind = text(&row.job_kind);
+        let job_id = text(&row.job_id);
+        let cluster = (kind == super::changes::SPARK)
+            .then(|| changes.executions.get(&job_id))
+            .flatten()
+            .and_then(|loaded| loaded.row.cluster.clone());
+        HistoryLine {
+            from: row.from_status.clone().unwrap(),
+            to: text(&row.to_status),
+            source: text(&row.source),
+            detail: row.detail.clone().unwrap(),
+            kind,
+            job_id,
+            cluster,
+        }
+    }
 }
 
 /// Rows a batch added to jobwarden's own tables, by table.
@@ -111,11 +148,17 @@ pub async fn apply_batch(
             apply::apply_one(op, &mut changes, cx.rules, cx.mapping, now)
         })
         .collect();
+    let history = changes
+        .history
+        .iter()
+        .map(|row| HistoryLine::of(row, &changes))
+        .collect();
     let (duplicates, rows_written, inserted) = write::write_out(&txn, changes, cx, now).await?;
     txn.commit().await?;
     Ok(Committed {
         outcomes: write::mark_duplicate_letters(outcomes, ops, &duplicates),
         rows_written,
         inserted,
+        history,
     })
 }

@@ -1,0 +1,441 @@
+//! The OpenAPI 3.1 document of the HTTP API: served by the real binary, valid by a real
+//! validator (openapi-spec-validator), the same as `jobwarden openapi` prints, and true: every
+//! documented operation answers with a status it documents and a body its schema allows.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::Utc;
+use entity::transformation_job_queue as queue;
+use jobwarden_testkit::{Answer, SparkServer};
+use sea_orm::{ActiveModelTrait, IntoActiveModel};
+use serde_json::{json, Value};
+
+use crate::binary::{jobwarden_in, Running};
+use crate::helpers::{require_all_backends, wait_until, Backend, TestDb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jobwarden");
+const API_TOKEN: &str = "write-token";
+const READ_TOKEN: &str = "read-token";
+
+/// A Python that imports the validators: `$JOBWARDEN_TEST_OPENAPI_PYTHON`, the venv
+/// `.ci/openapi.sh` makes, or none (then the test is skipped, except in CI where it fails).
+fn validator_python() -> Option<PathBuf> {
+    let cache =
+        std::env::var("JOBWARDEN_CI_CACHE").unwrap_or_else(|_| "/var/cache/jobwarden-ci".into());
+    let found = [
+        std::env::var_os("JOBWARDEN_TEST_OPENAPI_PYTHON").map(PathBuf::from),
+        Some(Path::new(&cache).join("openapi/bin/python3")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|python| {
+        Command::new(python)
+            .args([
+                "-c",
+                "import openapi_spec_validator, openapi_schema_validator",
+            ])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    });
+    if found.is_none() {
+        assert!(
+            !require_all_backends(),
+            "CI must run the OpenAPI tests: install the validator with .ci/openapi.sh"
+        );
+        eprintln!("SKIPPED OpenAPI validation: run `bash .ci/openapi.sh`");
+    }
+    found
+}
+
+/// The binary on `db`, with both tokens set, its Spark the protocol server.
+fn start(db: &TestDb, spark: &SparkServer) -> (Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut running = jobwarden_in(dir.path())
+        .env("JOBWARDEN__DATABASE__URL", &db.url)
+        .env("JOBWARDEN__SPARK__REST_URL", spark.url())
+        .env("JOBWARDEN__SPARK__POLL_INTERVAL", "300ms")
+        .env("JOBWARDEN__SUBMIT__MAX_ATTEMPTS", "1")
+        .env("JOBWARDEN__HTTP__BIND", "127.0.0.1:0")
+        .env("JOBWARDEN__HTTP__API_TOKEN", API_TOKEN)
+        .env("JOBWARDEN__HTTP__READ_TOKEN", READ_TOKEN)
+        .start();
+    running.wait_for_line("jobwarden running", Duration::from_secs(60));
+    (running, dir)
+}
+
+fn served_document(base: &str) -> Value {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{base}/api/v1/openapi.json")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).expect("the document is JSON")
+}
+
+/// One answer as the checker reads it.
+struct Recorder {
+    base: String,
+    http: reqwest::Client,
+    answers: Vec<Value>,
+}
+
+impl Recorder {
+    /// Sends `method path` (`template` is the path as the document names it), with the token
+    /// when given, and records the answer; returns its status and body.
+    async fn call(
+        &mut self,
+        method: &str,
+        template: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut request = match method {
+            "get" => self.http.get(url),
+            _ => self.http.post(url),
+        };
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = response.text().await.unwrap();
+        let body = if content_type.starts_with("application/json") {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+        } else {
+            Value::String(text)
+        };
+        self.answers.push(json!({
+            "method": method, "path": template, "status": status,
+            "content_type": content_type, "body": body,
+        }));
+        (status, body)
+    }
+
+    async fn read(&mut self, template: &str, path: &str) -> (u16, Value) {
+        self.call("get", template, path, None, Some(READ_TOKEN))
+            .await
+    }
+
+    async fn write(&mut self, template: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        self.call("post", template, path, body, Some(API_TOKEN))
+            .await
+    }
+}
+
+/// A queue job as the application would have it, for the queue route to show.
+async fn insert_queue_job(db: &TestDb, id: &str) {
+    let now = Utc::now();
+    queue::Model {
+        job_id: id.into(),
+        status: "Completed".into(),
+        error_message: None,
+        generated_fields: Some(json!({"rows": 12})),
+        completed_at: Some(now),
+        last_event_at: Some(now),
+        last_event_id: Some("event-1".into()),
+        last_topic: None,
+        last_partition: None,
+        last_offset: None,
+        created_at: now,
+        updated_at: now,
+    }
+    .into_active_model()
+    .insert(&db.db)
+    .await
+    .unwrap();
+}
+
+/// Exercises every operation the document lists, successes and refusals, and returns the
+/// recorded answers.
+async fn exercise_every_operation(db: &TestDb, base: &str) -> Vec<Value> {
+    let mut r = Recorder {
+        base: base.to_owned(),
+        http: reqwest::Client::new(),
+        answers: Vec::new(),
+    };
+    let jobs = "/api/v1/jobs";
+    let job = "/api/v1/jobs/{execution_id}";
+    let cancel = "/api/v1/jobs/{execution_id}/cancel";
+    let retry = "/api/v1/jobs/{execution_id}/retry";
+    let queue_job = "/api/v1/queue/{job_id}";
+    let outbox = "/api/v1/notifications";
+    let resend = "/api/v1/notifications/resend";
+
+    assert_eq!(
+        r.call("get", "/healthz", "/healthz", None, None).await.0,
+        200
+    );
+    assert_eq!(
+        r.call("get", "/metrics", "/metrics", None, None).await.0,
+        200
+    );
+    let spec = "/api/v1/openapi.json";
+    assert_eq!(r.call("get", spec, spec, None, None).await.0, 200);
+    let http = reqwest::Client::new();
+    wait_until(Duration::from_secs(60), "/readyz to say ready", || async {
+        let answer = http.get(format!("{base}/readyz")).send().await;
+        answer.is_ok_and(|a| a.status() == 200)
+    })
+    .await;
+    assert_eq!(r.call("get", "/readyz", "/readyz", None, None).await.0, 200);
+
+    let followed =
+        r#"{"execution_id":"followed","submission_id":"driver-followed","job_name":"nightly"}"#;
+    assert_eq!(r.write(jobs, jobs, Some(followed)).await.0, 201);
+    assert_eq!(r.write(jobs, jobs, Some(followed)).await.0, 409);
+    let submitted = r#"{"execution_id":"submitted","submit":{"app_resource":"file:/x.jar","main_class":"Main","retry":{"initial_backoff":"1s"}}}"#;
+    assert_eq!(r.write(jobs, jobs, Some(submitted)).await.0, 201);
+    assert_eq!(
+        r.write(jobs, jobs, Some(r#"{"execution_id":""}"#)).await.0,
+        400
+    );
+    assert_eq!(r.write(jobs, jobs, Some("not json")).await.0, 400);
+    assert_eq!(
+        r.call("post", jobs, jobs, Some(followed), None).await.0,
+        401
+    );
+
+    assert_eq!(r.read(jobs, jobs).await.0, 200);
+    assert_eq!(
+        r.read(jobs, "/api/v1/jobs?status=Queued&limit=1").await.0,
+        200
+    );
+    assert_eq!(r.read(jobs, "/api/v1/jobs?limit=0").await.0, 400);
+    assert_eq!(r.read(jobs, "/api/v1/jobs?status=Sleeping").await.0, 400);
+    assert_eq!(r.call("get", jobs, jobs, None, None).await.0, 401);
+
+    assert_eq!(r.read(job, "/api/v1/jobs/followed").await.0, 200);
+    assert_eq!(r.read(job, "/api/v1/jobs/nope").await.0, 404);
+
+    // The spec jobwarden submits is refused by the protocol server (it takes no submissions):
+    // with one attempt, the job fails, and can be retried.
+    wait_until(
+        Duration::from_secs(60),
+        "the submitted job to fail",
+        || async {
+            let answer = http
+                .get(format!("{base}/api/v1/jobs/submitted"))
+                .bearer_auth(READ_TOKEN)
+                .send()
+                .await;
+            match answer {
+                Ok(a) => a
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|b| b["job"]["status"] == "Failed"),
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        r.write(retry, "/api/v1/jobs/submitted/retry", None).await.0,
+        202
+    );
+    assert_eq!(
+        r.write(retry, "/api/v1/jobs/followed/retry", None).await.0,
+        409
+    );
+    assert_eq!(r.write(retry, "/api/v1/jobs/nope/retry", None).await.0, 404);
+    assert_eq!(
+        r.call("post", retry, "/api/v1/jobs/followed/retry", None, None)
+            .await
+            .0,
+        401
+    );
+
+    let (status, body) = r.write(cancel, "/api/v1/jobs/followed/cancel", None).await;
+    assert_eq!((status, &body["ended"]), (200, &json!(false)), "{body}");
+    assert_eq!(
+        r.write(cancel, "/api/v1/jobs/nope/cancel", None).await.0,
+        404
+    );
+
+    insert_queue_job(db, "enrich-1").await;
+    assert_eq!(r.read(queue_job, "/api/v1/queue/enrich-1").await.0, 200);
+    assert_eq!(r.read(queue_job, "/api/v1/queue/nope").await.0, 404);
+
+    assert_eq!(r.read(outbox, outbox).await.0, 200);
+    assert_eq!(
+        r.read(outbox, "/api/v1/notifications?state=failed&limit=5")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        r.read(outbox, "/api/v1/notifications?state=lost").await.0,
+        400
+    );
+    assert_eq!(r.write(resend, resend, None).await.0, 200);
+    assert_eq!(
+        r.write(resend, resend, Some(r#"{"since":"2h"}"#)).await.0,
+        200
+    );
+    assert_eq!(
+        r.write(resend, resend, Some(r#"{"since":"yesterday"}"#))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(r.call("post", resend, resend, None, None).await.0, 401);
+    r.answers
+}
+
+/// `python -m openapi_spec_validator` over `document`.
+fn validate(python: &Path, document: &Value) -> std::process::Output {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), document.to_string()).unwrap();
+    Command::new(python)
+        .args(["-m", "openapi_spec_validator"])
+        .arg(file.path())
+        .output()
+        .unwrap()
+}
+
+#[actix_rt::test]
+async fn the_served_document_is_valid_openapi_3_1() {
+    let Some(python) = validator_python() else {
+        return;
+    };
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let spark = SparkServer::start().await;
+    let (mut service, _dir) = start(&db, &spark);
+    let document = served_document(&service.http_url());
+    assert_eq!(document["openapi"], "3.1.0", "{document:#}");
+    assert_eq!(document["info"]["version"], env!("CARGO_PKG_VERSION"));
+    let out = validate(&python, &document);
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, log) = service.stop(Duration::from_secs(60));
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn the_validator_refuses_a_broken_document() {
+    let Some(python) = validator_python() else {
+        return;
+    };
+    let broken = json!({"openapi": "3.1.0", "info": {"title": "x"}, "paths": {"/a": {"get": {"responses": {"200": {"description": 5}}}}}});
+    assert!(!validate(&python, &broken).status.success());
+}
+
+#[actix_rt::test]
+async fn the_openapi_command_prints_the_served_document() {
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let spark = SparkServer::start().await;
+    let (mut service, _dir) = start(&db, &spark);
+    let served = served_document(&service.http_url());
+    let printed = Command::new(BIN).arg("openapi").output().unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(printed, served);
+    service.stop(Duration::from_secs(60));
+}
+
+#[actix_rt::test]
+async fn every_documented_operation_answers_as_the_document_says() {
+    let Some(python) = validator_python() else {
+        return;
+    };
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let spark = SparkServer::start().await;
+    spark.answer("driver-followed", Answer::State("RUNNING"));
+    let (mut service, dir) = start(&db, &spark);
+    let base = service.http_url();
+    let document = served_document(&base);
+    let answers = exercise_every_operation(&db, &base).await;
+
+    let documented: BTreeSet<(String, String)> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| (method.clone(), path.clone()))
+        })
+        .collect();
+    let exercised: BTreeSet<(String, String)> = answers
+        .iter()
+        .map(|a| {
+            (
+                a["method"].as_str().unwrap().into(),
+                a["path"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        documented, exercised,
+        "every documented operation is exercised"
+    );
+
+    let spec_file = dir.path().join("openapi.json");
+    let answers_file = dir.path().join("answers.json");
+    std::fs::write(&spec_file, document.to_string()).unwrap();
+    std::fs::write(&answers_file, Value::from(answers).to_string()).unwrap();
+    let checker = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openapi_answers.py");
+    let out = Command::new(&python)
+        .arg(checker)
+        .args([&spec_file, &answers_file])
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    eprintln!("{report}");
+    let (status, log) = service.stop(Duration::from_secs(60));
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn the_checker_refuses_an_answer_the_document_does_not_describe() {
+    let Some(python) = validator_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let document = Command::new(BIN).arg("openapi").output().unwrap().stdout;
+    let spec_file = dir.path().join("openapi.json");
+    std::fs::write(&spec_file, document).unwrap();
+    let wrong = json!([
+        {"method": "get", "path": "/healthz", "status": 418, "content_type": "application/json", "body": {}},
+        {"method": "get", "path": "/api/v1/jobs", "status": 200, "content_type": "application/json",
+         "body": {"jobs": [{"execution_id": 7}], "next_cursor": null}},
+    ]);
+    let answers_file = dir.path().join("answers.json");
+    std::fs::write(&answers_file, wrong.to_string()).unwrap();
+    let checker = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openapi_answers.py");
+    let out = Command::new(&python)
+        .arg(checker)
+        .args([&spec_file, &answers_file])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    assert!(report.contains("418"), "{report}");
+    assert!(report.contains("jobs/0"), "{report}");
+}
