@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 const WORKER_ID: &str = "worker-20261128210217-127.0.0.1-37125";
@@ -56,6 +56,17 @@ struct Shared {
     head_requests: Mutex<HashMap<String, usize>>,
     /// Drivers that run a SparkContext: submission id to application id.
     uis: Mutex<HashMap<String, String>>,
+    /// Every driver `POST /v1/submissions/create` made, in order.
+    created: Mutex<Vec<Created>>,
+}
+
+/// A driver the server made for a create request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub submission_id: String,
+    pub main_class: String,
+    /// The `spark.jobwarden.attempt` property the request carried, if any.
+    pub mark: Option<String>,
 }
 
 #[derive(Clone)]
@@ -223,7 +234,8 @@ impl SparkServer {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
-            // Headers until the blank line; these requests carry no body.
+            // Headers until the blank line; only a create request carries a body.
+            let mut length = 0;
             loop {
                 let mut header = String::new();
                 match reader.read_line(&mut header).await {
@@ -231,6 +243,9 @@ impl SparkServer {
                     Ok(_) if header == "\r\n" || header == "\n" => break,
                     Ok(_) => {
                         if let Some((name, value)) = header.split_once(':') {
+                            if name.eq_ignore_ascii_case("content-length") {
+                                length = value.trim().parse().unwrap_or(0);
+                            }
                             if name.eq_ignore_ascii_case("authorization") {
                                 *self.shared.last_authorization.lock().unwrap() =
                                     Some(value.trim().to_owned());
@@ -242,7 +257,13 @@ impl SparkServer {
             let mut parts = request_line.split_whitespace();
             let method = parts.next().unwrap_or_default().to_owned();
             let target = parts.next().unwrap_or_default().to_owned();
-            let Some((status, content_type, body)) = self.respond(&method, &target).await else {
+            let mut request_body = vec![0; length];
+            if reader.read_exact(&mut request_body).await.is_err() {
+                return;
+            }
+            let Some((status, content_type, body)) =
+                self.respond(&method, &target, &request_body).await
+            else {
                 return;
             };
             // One write per response: a head and a body sent apart would meet the client's
@@ -261,8 +282,12 @@ impl SparkServer {
         &self,
         method: &str,
         target: &str,
+        body: &[u8],
     ) -> Option<(&'static str, &'static str, String)> {
         let path = target.split('?').next().unwrap_or_default();
+        if (path, method) == ("/v1/submissions/create", "POST") {
+            return Some(self.create(body).await);
+        }
         if let Some(id) = path.strip_prefix("/v1/submissions/status/") {
             return self.status(id).await;
         }
@@ -374,10 +399,81 @@ impl SparkServer {
         )
     }
 
+    /// What a master's REST server does with a create request: a new driver, running, listed
+    /// by the master, its launch command carrying the request's Spark properties as `-D`
+    /// options (so a lost answer can be matched by its mark); a standby refuses, as a real
+    /// one does. A delay set for status answers holds this answer back too, after the driver
+    /// is made: the answer a client gave up on is lost, the driver is not.
+    async fn create(&self, body: &[u8]) -> (&'static str, &'static str, String) {
+        if self.shared.standby.load(Ordering::SeqCst) {
+            let refusal = serde_json::json!({
+                "action": "CreateSubmissionResponse",
+                "message": "Exception from the cluster:\njava.lang.Exception: Current state is not alive: STANDBY. Can only accept driver submissions in ALIVE state.",
+                "serverSparkVersion": "4.3.0",
+                "success": false,
+            });
+            return ("200 OK", "application/json", refusal.to_string());
+        }
+        let Ok(request) = serde_json::from_slice::<serde_json::Value>(body) else {
+            let error = serde_json::json!({
+                "action": "ErrorResponse",
+                "message": "Malformed request: the body is not JSON",
+                "serverSparkVersion": "4.3.0",
+            });
+            return ("400 Bad Request", "application/json", error.to_string());
+        };
+        let main_class = request["mainClass"].as_str().unwrap_or_default().to_owned();
+        let mark = request["sparkProperties"]["spark.jobwarden.attempt"]
+            .as_str()
+            .map(str::to_owned);
+        let submission_id = {
+            let mut created = self.shared.created.lock().unwrap();
+            let submission_id = format!("driver-20261204000000-{:04}", created.len());
+            let started = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            self.list_on_master_as(&submission_id, "RUNNING", &main_class, started);
+            self.answer(&submission_id, Answer::State("RUNNING"));
+            created.push(Created {
+                submission_id: submission_id.clone(),
+                main_class,
+                mark,
+            });
+            submission_id
+        };
+        let delay = *self.shared.delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let answer = serde_json::json!({
+            "action": "CreateSubmissionResponse",
+            "message": format!("Driver successfully submitted as {submission_id}"),
+            "serverSparkVersion": "4.3.0",
+            "submissionId": submission_id,
+            "success": true,
+        });
+        ("200 OK", "application/json", answer.to_string())
+    }
+
+    /// Every driver made by a create request so far, oldest first.
+    pub fn created(&self) -> Vec<Created> {
+        self.shared.created.lock().unwrap().clone()
+    }
+
     /// The first lines a real driver logs; UI lines only for drivers with a SparkContext.
     fn log_head(&self, driver: &str) -> String {
+        let mark = self
+            .shared
+            .created
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|c| c.submission_id == driver)
+            .and_then(|c| c.mark.clone())
+            .map(|mark| format!(" \"-Dspark.jobwarden.attempt={mark}\""))
+            .unwrap_or_default();
         let mut head = format!(
-            "==== Bytes 0-32768 of 9730 of /work/{driver}/stderr ====\nLaunch Command: \"java\" \"-cp\" \"/opt/spark/jars/*\"\n"
+            "==== Bytes 0-32768 of 9730 of /work/{driver}/stderr ====\nLaunch Command: \"java\" \"-cp\" \"/opt/spark/jars/*\"{mark}\n"
         );
         if let Some(app) = self.shared.uis.lock().unwrap().get(driver) {
             head.push_str(&format!(

@@ -1,5 +1,6 @@
 //! Chaos with a truth checker. Three `jobwarden` processes share PostgreSQL (and, in a shorter
-//! run, MariaDB) through a TCP proxy; a Spark-protocol server answers for hundreds of drivers;
+//! run, MariaDB) through a TCP proxy; a Spark-protocol server answers for hundreds of drivers
+//! and takes the submissions of a few dozen jobs jobwarden submits itself;
 //! a Kafka-protocol broker of the test's own (tansu) is fed status events by a producer; a
 //! webhook receiver takes the notifications. While the scenario runs it injects faults, at
 //! random but from a printed seed: kill -9 of an instance (restarted a moment later), a cut of
@@ -12,7 +13,8 @@
 //!
 //! Afterwards the checker compares the database with that truth: each job's terminal status is
 //! what Spark or the producer said; no history row starts from a terminal status or repeats a
-//! move; each event's change was applied once (a redelivery is a no-op); every success was
+//! move; each job jobwarden submits got exactly one driver (never a second after a crash or a
+//! lost answer); each event's change was applied once (a redelivery is a no-op); every success was
 //! delivered to the receiver at least once; exactly the malformed events are dead letters;
 //! no row is left unfinished. One line of figures is printed; any violation fails the test.
 //! `JOBWARDEN_CHAOS_SECONDS` (default 45) sets how long faults go on; `JOBWARDEN_CHAOS_SEED`
@@ -28,6 +30,7 @@ use entity::{
 };
 use jobwarden_testkit::fuzz::Rng;
 use jobwarden_testkit::receiver::{Mode, Receiver};
+use jobwarden_testkit::spark_server::Created;
 use jobwarden_testkit::tansu::{self, Broker};
 use jobwarden_testkit::{free_port, Answer, SparkServer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -40,6 +43,10 @@ use crate::binary::{jobwarden, Running};
 use crate::helpers::{socket_of, Backend, CutProxy, TestDb};
 
 const SPARK_JOBS: usize = 240;
+/// Jobs jobwarden submits itself (one attempt each), to the same protocol server.
+const SUBMITTED_JOBS: usize = 24;
+/// What those jobs ask for: one attempt, so a second driver can only be a double submission.
+const SUBMIT_SPEC: &str = r#"{"app_resource":"file:/chaos.jar","main_class":"org.example.Chaos","retry":{"max_attempts":1}}"#;
 const QUEUE_JOBS: usize = 300;
 const MALFORMED: usize = 6;
 const TOPIC: &str = "chaos-status";
@@ -341,6 +348,14 @@ fn config(
 struct Truth {
     spark: BTreeMap<String, &'static str>,
     queue: BTreeMap<String, &'static str>,
+    /// The jobs jobwarden was to submit: exactly one driver each.
+    submitted: BTreeSet<String>,
+}
+
+/// The execution a driver was submitted for, from the mark its request carried
+/// (`<execution id>:<attempt>:<nonce>`).
+fn submitted_for(created: &Created) -> Option<&str> {
+    created.mark.as_deref()?.split(':').next()
 }
 
 /// Spark's final driver states and the row status each means.
@@ -445,8 +460,35 @@ async fn scalar(db: &DatabaseConnection, sql: &str) -> i64 {
 }
 
 /// Every way the database can disagree with the truth, each as one line.
-async fn violations(db: &DatabaseConnection, truth: &Truth, receiver: &Receiver) -> Vec<String> {
+async fn violations(
+    db: &DatabaseConnection,
+    truth: &Truth,
+    receiver: &Receiver,
+    created: &[Created],
+) -> Vec<String> {
     let mut found = Vec::new();
+    let mut drivers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for driver in created {
+        match submitted_for(driver) {
+            Some(id) if truth.submitted.contains(id) => {
+                drivers.entry(id).or_default().push(&driver.submission_id)
+            }
+            _ => found.push(format!(
+                "{}: a driver submitted for no job jobwarden was to submit ({:?})",
+                driver.submission_id, driver.mark
+            )),
+        }
+    }
+    for id in &truth.submitted {
+        match drivers.get(id.as_str()).map(Vec::len).unwrap_or(0) {
+            1 => {}
+            0 => found.push(format!("{id}: never submitted")),
+            n => found.push(format!(
+                "{id}: submitted {n} times ({:?})",
+                drivers[id.as_str()]
+            )),
+        }
+    }
     let rows = spark_job_executions::Entity::find().all(db).await.unwrap();
     for row in &rows {
         match truth.spark.get(&row.execution_id) {
@@ -500,12 +542,15 @@ async fn violations(db: &DatabaseConnection, truth: &Truth, receiver: &Receiver)
                 h.job_id, h.to_status
             ));
         }
-        if !seen.insert((
-            h.job_kind.clone(),
-            h.job_id.clone(),
-            h.from_status.clone(),
-            h.to_status.clone(),
-        )) {
+        // A remark (the status kept) may repeat: an attempt withdrawn and begun again.
+        if h.from_status.as_deref() != Some(h.to_status.as_str())
+            && !seen.insert((
+                h.job_kind.clone(),
+                h.job_id.clone(),
+                h.from_status.clone(),
+                h.to_status.clone(),
+            ))
+        {
             found.push(format!(
                 "{}: {:?} -> {} written twice",
                 h.job_id, h.from_status, h.to_status
@@ -534,6 +579,60 @@ async fn violations(db: &DatabaseConnection, truth: &Truth, receiver: &Receiver)
         }
     }
     found
+}
+
+/// Rows for jobs jobwarden is to submit, as an application writes them: an id and a spec.
+async fn hand_over(db: &DatabaseConnection, ids: &[String]) -> Result<(), sea_orm::DbErr> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<String> = ids
+        .iter()
+        .map(|id| format!("('{id}', '{SUBMIT_SPEC}')"))
+        .collect();
+    db.execute_unprepared(&format!(
+        "INSERT INTO spark_job_executions (execution_id, submit_spec) VALUES {}",
+        values.join(", ")
+    ))
+    .await
+    .map(|_| ())
+}
+
+/// Ends up to `at_most` drivers jobwarden submitted that are still running, each as the seed
+/// picks, and writes their endings down.
+fn end_submitted(
+    spark: &SparkServer,
+    truth: &mut Truth,
+    rng: &mut Rng,
+    ended: &mut BTreeSet<String>,
+    at_most: usize,
+) {
+    let running: Vec<Created> = spark
+        .created()
+        .into_iter()
+        .filter(|c| !ended.contains(&c.submission_id))
+        .take(at_most)
+        .collect();
+    for driver in running {
+        let (state, status) = ENDINGS[rng.below(ENDINGS.len())];
+        spark.answer(&driver.submission_id, Answer::State(state));
+        if let Some(id) = submitted_for(&driver) {
+            truth.spark.insert(id.to_owned(), status);
+        }
+        ended.insert(driver.submission_id);
+    }
+}
+
+/// While faults go on: now and then, one running submitted driver ends.
+fn end_some_submitted(
+    spark: &SparkServer,
+    truth: &mut Truth,
+    rng: &mut Rng,
+    ended: &mut BTreeSet<String>,
+) {
+    if rng.below(3) == 0 {
+        end_submitted(spark, truth, rng, ended, 1);
+    }
 }
 
 /// One chaos run at a time: each keeps both cores busy with its own processes.
@@ -577,6 +676,12 @@ async fn chaos(backend: Backend, run_for: Duration) {
     for id in &ids {
         spark.answer(&format!("driver-{id}"), Answer::State("RUNNING"));
     }
+    truth.submitted = (0..SUBMITTED_JOBS)
+        .map(|i| format!("chaos-sub-{i}"))
+        .collect();
+    // Handed to jobwarden a few at a time while the faults go on, so that submissions meet
+    // kills, stalls and failovers.
+    let mut to_submit: Vec<String> = truth.submitted.iter().rev().cloned().collect();
     // When each driver ends, spread over the run.
     let mut endings: Vec<(Duration, String, usize)> = ids
         .iter()
@@ -617,6 +722,8 @@ async fn chaos(backend: Backend, run_for: Duration) {
     let producer = actix_rt::spawn(produce(broker.address(), events, pace));
 
     let mut faults = Faults::default();
+    // Drivers of submitted jobs the scenario has ended.
+    let mut ended = BTreeSet::new();
     let started = Instant::now();
     let mut next_ending = 0;
     while started.elapsed() < run_for {
@@ -626,6 +733,12 @@ async fn chaos(backend: Backend, run_for: Duration) {
             spark.answer(&format!("driver-{id}"), Answer::State(state));
             truth.spark.insert(id.clone(), status);
             next_ending += 1;
+        }
+        end_some_submitted(&spark, &mut truth, &mut rng, &mut ended);
+        let batch: Vec<String> = (0..2).filter_map(|_| to_submit.pop()).collect();
+        if hand_over(&db.db, &batch).await.is_err() {
+            // The database is down for the scenario too: hand them over later.
+            to_submit.extend(batch.into_iter().rev());
         }
         let outage = Duration::from_millis(1_000 + rng.below(3_000) as u64);
         // A crash of the database server only where the server is the test's own.
@@ -688,10 +801,14 @@ async fn chaos(backend: Backend, run_for: Duration) {
 
     // Quiet now: everything must settle to the truth.
     db.reconnect().await;
+    to_submit.reverse();
+    hand_over(&db.db, &to_submit).await.unwrap();
     let settled = std::cell::RefCell::new(Vec::new());
     let outcome = tokio::time::timeout(Duration::from_secs(180), async {
         loop {
-            let found = violations(&db.db, &truth, &receiver).await;
+            // Drivers submitted late (after a fault held them back) end now.
+            end_submitted(&spark, &mut truth, &mut rng, &mut ended, usize::MAX);
+            let found = violations(&db.db, &truth, &receiver, &spark.created()).await;
             let done = found.is_empty();
             *settled.borrow_mut() = found;
             if done {
@@ -708,8 +825,9 @@ async fn chaos(backend: Backend, run_for: Duration) {
     )
     .await;
     eprintln!(
-        "chaos {backend:?} seed={seed}: faults={} ({faults:?}) spark_jobs={SPARK_JOBS} queue_jobs={QUEUE_JOBS} events={sent} notifications={} unfinished={unfinished} violations={}",
+        "chaos {backend:?} seed={seed}: faults={} ({faults:?}) spark_jobs={SPARK_JOBS} submitted_jobs={SUBMITTED_JOBS} drivers_submitted={} queue_jobs={QUEUE_JOBS} events={sent} notifications={} unfinished={unfinished} violations={}",
         faults.total(),
+        spark.created().len(),
         receiver.got().len(),
         found.len()
     );
@@ -717,6 +835,14 @@ async fn chaos(backend: Backend, run_for: Duration) {
     for instance in &mut instances {
         logs.push(instance.stop().await);
     }
+    let recovered: usize = logs
+        .iter()
+        .map(|log| {
+            log.matches("found the driver of an attempt whose answer was lost")
+                .count()
+        })
+        .sum();
+    eprintln!("chaos {backend:?}: {recovered} submissions whose answer was lost found by their mark, not sent again (at least: a killed instance's log is gone)");
     if outcome.is_err() || !found.is_empty() {
         let shown: Vec<&String> = found.iter().take(20).collect();
         // What each instance said about its consumer: a partition nobody consumes shows here.
@@ -776,8 +902,22 @@ async fn the_truth_checker_names_every_kind_of_disagreement() {
     let mut truth = Truth::default();
     truth.spark.insert("s-1".into(), "Succeeded");
     truth.queue.insert("q-1".into(), "Completed");
+    truth.submitted.insert("sub-1".into());
+    truth.submitted.insert("sub-2".into());
+    let driver = |n: u32, mark: Option<&str>| Created {
+        submission_id: format!("driver-{n}"),
+        main_class: "org.example.Chaos".into(),
+        mark: mark.map(str::to_owned),
+    };
+    let created = [
+        driver(1, Some("sub-1:1:aa")),
+        driver(2, Some("sub-1:1:bb")),
+        driver(3, None),
+    ];
     let receiver = Receiver::start(Mode::Accept).await;
-    let found = violations(&db.db, &truth, &receiver).await.join("\n");
+    let found = violations(&db.db, &truth, &receiver, &created)
+        .await
+        .join("\n");
     for expected in [
         "s-1: Running in the database, Spark said Succeeded",
         "q-1: Failed in the database, the producer said Completed",
@@ -785,6 +925,9 @@ async fn the_truth_checker_names_every_kind_of_disagreement() {
         "0 dead letters",
         "s-1: succeeded, never announced",
         "q-1: completed, never announced",
+        "sub-1: submitted 2 times",
+        "sub-2: never submitted",
+        "driver-3: a driver submitted for no job jobwarden was to submit",
     ] {
         assert!(
             found.contains(expected),

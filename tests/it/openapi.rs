@@ -57,7 +57,6 @@ fn start(db: &TestDb, spark: &SparkServer) -> (Running, tempfile::TempDir) {
         .env("JOBWARDEN__DATABASE__URL", &db.url)
         .env("JOBWARDEN__SPARK__REST_URL", spark.url())
         .env("JOBWARDEN__SPARK__POLL_INTERVAL", "300ms")
-        .env("JOBWARDEN__SUBMIT__MAX_ATTEMPTS", "1")
         .env("JOBWARDEN__HTTP__BIND", "127.0.0.1:0")
         .env("JOBWARDEN__HTTP__API_TOKEN", API_TOKEN)
         .env("JOBWARDEN__HTTP__READ_TOKEN", READ_TOKEN)
@@ -164,7 +163,7 @@ async fn insert_queue_job(db: &TestDb, id: &str) {
 
 /// Exercises every operation the document lists, successes and refusals, and returns the
 /// recorded answers.
-async fn exercise_every_operation(db: &TestDb, base: &str) -> Vec<Value> {
+async fn exercise_every_operation(db: &TestDb, spark: &SparkServer, base: &str) -> Vec<Value> {
     let mut r = Recorder {
         base: base.to_owned(),
         http: reqwest::Client::new(),
@@ -200,7 +199,7 @@ async fn exercise_every_operation(db: &TestDb, base: &str) -> Vec<Value> {
         r#"{"execution_id":"followed","submission_id":"driver-followed","job_name":"nightly"}"#;
     assert_eq!(r.write(jobs, jobs, Some(followed)).await.0, 201);
     assert_eq!(r.write(jobs, jobs, Some(followed)).await.0, 409);
-    let submitted = r#"{"execution_id":"submitted","submit":{"app_resource":"file:/x.jar","main_class":"Main","retry":{"initial_backoff":"1s"}}}"#;
+    let submitted = r#"{"execution_id":"submitted","submit":{"app_resource":"file:/x.jar","main_class":"Main","retry":{"max_attempts":1}}}"#;
     assert_eq!(r.write(jobs, jobs, Some(submitted)).await.0, 201);
     assert_eq!(
         r.write(jobs, jobs, Some(r#"{"execution_id":""}"#)).await.0,
@@ -224,11 +223,19 @@ async fn exercise_every_operation(db: &TestDb, base: &str) -> Vec<Value> {
     assert_eq!(r.read(job, "/api/v1/jobs/followed").await.0, 200);
     assert_eq!(r.read(job, "/api/v1/jobs/nope").await.0, 404);
 
-    // The spec jobwarden submits is refused by the protocol server (it takes no submissions):
-    // with one attempt, the job fails, and can be retried.
+    // jobwarden submits the spec to the protocol server; once its driver has finished, the
+    // job can be retried.
     wait_until(
         Duration::from_secs(60),
-        "the submitted job to fail",
+        "jobwarden to submit the spec",
+        || async { !spark.created().is_empty() },
+    )
+    .await;
+    let driver = spark.created()[0].submission_id.clone();
+    spark.answer(&driver, Answer::State("FINISHED"));
+    wait_until(
+        Duration::from_secs(60),
+        "the submitted job to succeed",
         || async {
             let answer = http
                 .get(format!("{base}/api/v1/jobs/submitted"))
@@ -239,7 +246,7 @@ async fn exercise_every_operation(db: &TestDb, base: &str) -> Vec<Value> {
                 Ok(a) => a
                     .json::<Value>()
                     .await
-                    .is_ok_and(|b| b["job"]["status"] == "Failed"),
+                    .is_ok_and(|b| b["job"]["status"] == "Succeeded"),
                 Err(_) => false,
             }
         },
@@ -364,7 +371,7 @@ async fn every_documented_operation_answers_as_the_document_says() {
     let (mut service, dir) = start(&db, &spark);
     let base = service.http_url();
     let document = served_document(&base);
-    let answers = exercise_every_operation(&db, &base).await;
+    let answers = exercise_every_operation(&db, &spark, &base).await;
 
     let documented: BTreeSet<(String, String)> = document["paths"]
         .as_object()
