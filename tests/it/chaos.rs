@@ -38,13 +38,17 @@ use rdkafka::ClientConfig;
 use sea_orm::{
     ConnectionTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait, QueryOrder,
 };
+use serde_json::json;
 
 use crate::binary::{jobwarden, Running};
 use crate::helpers::{socket_of, Backend, CutProxy, TestDb};
+use crate::real_spark::Cluster;
 
 const SPARK_JOBS: usize = 240;
 /// Jobs jobwarden submits itself (one attempt each), to the same protocol server.
 const SUBMITTED_JOBS: usize = 24;
+/// Jobs jobwarden submits to the real Spark cluster in PostgreSQL's run.
+const REAL_JOBS: usize = 3;
 /// What those jobs ask for: one attempt, so a second driver can only be a double submission.
 const SUBMIT_SPEC: &str = r#"{"app_resource":"file:/chaos.jar","main_class":"org.example.Chaos","retry":{"max_attempts":1}}"#;
 const QUEUE_JOBS: usize = 300;
@@ -327,7 +331,14 @@ fn config(
     group: &str,
     receiver: &str,
     name: &str,
+    real: Option<&Cluster>,
 ) -> String {
+    let real = real.map_or(String::new(), |c| {
+        format!(
+            "[spark.clusters.real]\nrest_url = \"{}\"\nmaster_ui_url = \"{}\"\nrequest_timeout = \"5s\"\n",
+            c.rest, c.ui
+        )
+    });
     format!(
         "[database]\nurl = \"{db_url}\"\nconnect_timeout = \"2s\"\nstartup_wait = \"2m\"\n\
          [spark]\nrest_url = \"{spark}\"\nmaster_ui_url = \"{spark}\"\nstatus_source = \"rest\"\n\
@@ -338,7 +349,7 @@ fn config(
          [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
          [notifications]\ncheck_every = \"200ms\"\ngroup_wait = \"1s\"\n\
          [notifications.channels.hook]\nkind = \"webhook\"\nurl = \"{receiver}\"\ntimeout = \"1s\"\n\
-         [[notifications.rules]]\non = [\"succeeded\"]\nchannels = [\"hook\"]\n",
+         [[notifications.rules]]\non = [\"succeeded\"]\nchannels = [\"hook\"]\n{real}",
         spark = spark.url()
     )
 }
@@ -350,6 +361,51 @@ struct Truth {
     queue: BTreeMap<String, &'static str>,
     /// The jobs jobwarden was to submit: exactly one driver each.
     submitted: BTreeSet<String>,
+    /// Those of them it submits to the real Spark cluster.
+    on_real: BTreeSet<String>,
+}
+
+/// The real Spark cluster of `.ci/spark.sh`, held for the run, and the jar of tiny drivers.
+struct RealSpark {
+    cluster: Cluster,
+    jar: String,
+    _jar_dir: tempfile::TempDir,
+    _alone: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl RealSpark {
+    /// On PostgreSQL's run only: the real cluster's drivers take the time of real JVMs.
+    async fn for_run(backend: Backend) -> Option<RealSpark> {
+        if backend != Backend::Postgres {
+            return None;
+        }
+        let cluster = crate::real_spark::cluster()?;
+        let alone = crate::real_spark::CLUSTER.lock().await;
+        let jar_dir = tempfile::tempdir().unwrap();
+        let jar = crate::real_spark::build_jar(jar_dir.path(), &cluster.jars);
+        Some(RealSpark {
+            cluster,
+            jar,
+            _jar_dir: jar_dir,
+            _alone: alone,
+        })
+    }
+
+    /// A driver that sleeps a few seconds and ends well, with one attempt.
+    fn spec(&self) -> String {
+        json!({
+            "app_resource": self.jar,
+            "main_class": "Sleep",
+            "args": ["3000"],
+            "spark_properties": {
+                "spark.driver.memory": "512m",
+                "spark.executor.memory": "512m",
+                "spark.cores.max": "1",
+            },
+            "retry": {"max_attempts": 1},
+        })
+        .to_string()
+    }
 }
 
 /// The execution a driver was submitted for, from the mark its request carried
@@ -581,17 +637,24 @@ async fn violations(
     found
 }
 
-/// Rows for jobs jobwarden is to submit, as an application writes them: an id and a spec.
-async fn hand_over(db: &DatabaseConnection, ids: &[String]) -> Result<(), sea_orm::DbErr> {
-    if ids.is_empty() {
+/// A job to hand over to jobwarden: its id, its spec and the cluster it names, if any.
+type Handed = (String, String, Option<&'static str>);
+
+/// Rows for jobs jobwarden is to submit, as an application writes them: an id, a spec and
+/// maybe a cluster.
+async fn hand_over(db: &DatabaseConnection, jobs: &[Handed]) -> Result<(), sea_orm::DbErr> {
+    if jobs.is_empty() {
         return Ok(());
     }
-    let values: Vec<String> = ids
+    let values: Vec<String> = jobs
         .iter()
-        .map(|id| format!("('{id}', '{SUBMIT_SPEC}')"))
+        .map(|(id, spec, cluster)| {
+            let cluster = cluster.map_or("NULL".to_owned(), |c| format!("'{c}'"));
+            format!("('{id}', '{spec}', {cluster})")
+        })
         .collect();
     db.execute_unprepared(&format!(
-        "INSERT INTO spark_job_executions (execution_id, submit_spec) VALUES {}",
+        "INSERT INTO spark_job_executions (execution_id, submit_spec, cluster) VALUES {}",
         values.join(", ")
     ))
     .await
@@ -658,6 +721,7 @@ async fn chaos(backend: Backend, run_for: Duration) {
     eprintln!("chaos on {backend:?}: seed {seed} (JOBWARDEN_CHAOS_SEED={seed} replays it), faults for {run_for:?}");
 
     let mut truth = Truth::default();
+    let real = RealSpark::for_run(backend).await;
     let spark = SparkServer::start().await;
     let ids: Vec<String> = (0..SPARK_JOBS).map(|i| format!("chaos-s-{i}")).collect();
     for chunk in ids.chunks(500) {
@@ -681,7 +745,21 @@ async fn chaos(backend: Backend, run_for: Duration) {
         .collect();
     // Handed to jobwarden a few at a time while the faults go on, so that submissions meet
     // kills, stalls and failovers.
-    let mut to_submit: Vec<String> = truth.submitted.iter().rev().cloned().collect();
+    let mut to_submit: Vec<Handed> = truth
+        .submitted
+        .iter()
+        .map(|id| (id.clone(), SUBMIT_SPEC.to_owned(), None))
+        .collect();
+    if let Some(real) = &real {
+        // Ids of their own: the real master keeps the drivers of earlier runs.
+        for i in 0..REAL_JOBS {
+            let id = format!("chaos-real-{i}-{seed}");
+            truth.on_real.insert(id.clone());
+            truth.spark.insert(id.clone(), "Succeeded");
+            to_submit.insert(2 * i + 1, (id, real.spec(), Some("real")));
+        }
+    }
+    to_submit.reverse();
     // When each driver ends, spread over the run.
     let mut endings: Vec<(Duration, String, usize)> = ids
         .iter()
@@ -714,6 +792,7 @@ async fn chaos(backend: Backend, run_for: Duration) {
                     &group,
                     &receiver.url,
                     n,
+                    real.as_ref().map(|r| &r.cluster),
                 ),
             )
         })
@@ -735,7 +814,7 @@ async fn chaos(backend: Backend, run_for: Duration) {
             next_ending += 1;
         }
         end_some_submitted(&spark, &mut truth, &mut rng, &mut ended);
-        let batch: Vec<String> = (0..2).filter_map(|_| to_submit.pop()).collect();
+        let batch: Vec<Handed> = (0..2).filter_map(|_| to_submit.pop()).collect();
         if hand_over(&db.db, &batch).await.is_err() {
             // The database is down for the scenario too: hand them over later.
             to_submit.extend(batch.into_iter().rev());
@@ -818,16 +897,28 @@ async fn chaos(backend: Backend, run_for: Duration) {
         }
     })
     .await;
-    let found = settled.take();
+    let mut found = settled.take();
+    if let Some(real) = &real {
+        for id in &truth.on_real {
+            let drivers = crate::submit::drivers_marked(&real.cluster.ui, &format!("{id}:")).await;
+            if drivers.len() != 1 {
+                found.push(format!(
+                    "{id}: {} drivers on the real Spark cluster ({drivers:?}), one expected",
+                    drivers.len()
+                ));
+            }
+        }
+    }
     let unfinished = scalar(
         &db.db,
         "SELECT COUNT(*) FROM spark_job_executions WHERE status NOT IN ('Succeeded','Failed','Cancelled')",
     )
     .await;
     eprintln!(
-        "chaos {backend:?} seed={seed}: faults={} ({faults:?}) spark_jobs={SPARK_JOBS} submitted_jobs={SUBMITTED_JOBS} drivers_submitted={} queue_jobs={QUEUE_JOBS} events={sent} notifications={} unfinished={unfinished} violations={}",
+        "chaos {backend:?} seed={seed}: faults={} ({faults:?}) spark_jobs={SPARK_JOBS} submitted_jobs={SUBMITTED_JOBS} drivers_submitted={} real_spark_jobs={} queue_jobs={QUEUE_JOBS} events={sent} notifications={} unfinished={unfinished} violations={}",
         faults.total(),
         spark.created().len(),
+        truth.on_real.len(),
         receiver.got().len(),
         found.len()
     );

@@ -103,7 +103,7 @@ async fn attempts(db: &DatabaseConnection, id: &str) -> Vec<entity::spark_job_at
 
 /// Every driver the master at `ui` lists whose launch command carries a mark starting with
 /// `prefix`, read from each driver's stderr on its worker.
-async fn drivers_marked(ui: &str, prefix: &str) -> Vec<String> {
+pub(crate) async fn drivers_marked(ui: &str, prefix: &str) -> Vec<String> {
     let http = reqwest::Client::new();
     let json: Value = http
         .get(format!("{ui}/json/"))
