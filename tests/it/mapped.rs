@@ -445,6 +445,42 @@ async fn spark_rows_end_true_in_the_application_columns(db: TestDb) {
     );
 }
 
+/// Rows that change the same columns in one batch are written by one statement per group:
+/// each still ends with its own status and times, and no other row's.
+async fn rows_moving_alike_in_one_cycle_each_end_true(db: TestDb) {
+    create_orm_schema(&db).await;
+    let spark = SparkServer::start().await;
+    let jobs: Vec<(String, &str, &str)> = (0..40)
+        .map(|i| {
+            let (state, status) = match i % 3 {
+                0 => ("FINISHED", "3"),
+                1 => ("RUNNING", "2"),
+                _ => ("KILLED", "5"),
+            };
+            (format!("alike-{i:02}"), state, status)
+        })
+        .collect();
+    for (job, state, _) in &jobs {
+        let driver = format!("driver-{job}");
+        spark.answer(&driver, Answer::State(state));
+        insert_execution(&db, job, Some(&driver), 0).await;
+    }
+    let app = start_mapped(&db, &spark).await;
+    poll_cycle(&app).await;
+    poll_cycle(&app).await;
+    for (job, state, status) in &jobs {
+        let row = execution_row(&db, job, &["Status", "StartedAt", "CompletedAt"]).await;
+        assert_eq!(row[0].as_deref(), Some(*status), "{job} ({state}): {row:?}");
+        let ended = *state != "RUNNING";
+        assert_eq!(
+            row[2].is_some(),
+            ended,
+            "{job} ({state}) completion time: {row:?}"
+        );
+    }
+    app.shutdown().await;
+}
+
 async fn a_status_the_application_set_itself_is_never_overwritten(db: TestDb) {
     create_orm_schema(&db).await;
     let spark = SparkServer::start().await;
@@ -747,6 +783,7 @@ crate::on_every_database!(
 
 crate::on_every_database!(
     spark_rows_end_true_in_the_application_columns,
+    rows_moving_alike_in_one_cycle_each_end_true,
     a_status_the_application_set_itself_is_never_overwritten,
     queue_events_end_true_in_the_application_columns,
 );

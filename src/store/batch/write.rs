@@ -81,33 +81,38 @@ pub(super) async fn write_out(
         once.extend(outbox::resolved_rows(txn, cx.notify, &settled, now).await?);
     }
     outbox::insert_once(txn, once).await?;
+    let backend = txn.get_database_backend();
     let mut app_rows_written = 0;
     if let Some(map) = &mapping.executions {
-        for (id, loaded) in &changes.executions {
-            if let Some(before) = changes.app_executions.get(id) {
+        let rows = changes
+            .executions
+            .iter()
+            .filter_map(|(id, loaded)| {
+                let before = changes.app_executions.get(id)?;
                 let after = app_view(&loaded.row, before, map);
-                if mapped::write_execution(txn, map, id, before, &after).await? {
-                    app_rows_written += 1;
-                }
-            }
-        }
+                mapped::execution_changes(backend, map, id, before, &after)
+            })
+            .collect();
+        app_rows_written +=
+            mapped::write_rows(txn, &map.table.name(), &map.execution_id, rows).await?;
     }
     if let Some(map) = &mapping.queue {
-        for (id, loaded) in &changes.queue {
-            if let (Some(before), Ok(state)) =
-                (changes.app_queue.get(id), rows::queue_state(&loaded.row))
-            {
+        let rows = changes
+            .queue
+            .iter()
+            .filter_map(|(id, loaded)| {
+                let before = changes.app_queue.get(id)?;
+                let state = rows::queue_state(&loaded.row).ok()?;
                 let after = AppQueueJob {
                     status: Some(map.vocabulary.encode(state.status).clone()),
                     error_message: map.error_message.as_ref().and(state.error_message),
                     generated_fields: map.generated_fields.as_ref().and(state.generated_fields),
                     completed_at: map.completed_at.as_ref().and(state.completed_at),
                 };
-                if mapped::write_queue(txn, map, id, before, &after).await? {
-                    app_rows_written += 1;
-                }
-            }
-        }
+                mapped::queue_changes(backend, map, id, before, &after)
+            })
+            .collect();
+        app_rows_written += mapped::write_rows(txn, &map.table.name(), &map.job_id, rows).await?;
     }
     // Every changed row goes out in multi-row statements (new rows on PostgreSQL inserted only
     // if still absent, the rest upserted) instead of one UPDATE per row. The rows were read

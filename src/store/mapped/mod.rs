@@ -4,6 +4,7 @@
 
 mod catalogue;
 mod rows;
+mod writes;
 
 use sea_orm::sea_query::{Alias, Expr, Func, TableName};
 use sea_orm::{DatabaseBackend, Value};
@@ -13,9 +14,10 @@ use crate::domain::{JobStatus, Lifecycle, QueueStatus};
 
 pub use catalogue::{check, describe, MappingError, MappingProblem};
 pub use rows::{
-    adoptable_executions, due_executions, load_executions, load_queue, queue_drift,
-    write_execution, write_queue, AppExecution, AppQueueJob,
+    adoptable_executions, due_executions, load_executions, load_queue, queue_drift, AppExecution,
+    AppQueueJob,
 };
+pub use writes::{execution_changes, queue_changes, write_rows};
 
 /// Which tables are the application's. The default is jobwarden's own tables for both.
 #[derive(Debug, Default)]
