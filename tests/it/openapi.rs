@@ -316,6 +316,28 @@ fn validate(python: &Path, document: &Value) -> std::process::Output {
         .unwrap()
 }
 
+/// `tests/fixtures/openapi_answers.py` over `answers` (as `Recorder` records them) against
+/// `document`: whether every answer is as described, and the checker's report.
+fn check_answers(python: &Path, document: &Value, answers: &Value) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_file = dir.path().join("openapi.json");
+    let answers_file = dir.path().join("answers.json");
+    std::fs::write(&spec_file, document.to_string()).unwrap();
+    std::fs::write(&answers_file, answers.to_string()).unwrap();
+    let checker = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openapi_answers.py");
+    let out = Command::new(python)
+        .arg(checker)
+        .args([&spec_file, &answers_file])
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), report)
+}
+
 #[actix_rt::test]
 async fn the_served_document_is_valid_openapi_3_1() {
     let Some(python) = validator_python() else {
@@ -368,7 +390,7 @@ async fn every_documented_operation_answers_as_the_document_says() {
     let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
     let spark = SparkServer::start().await;
     spark.answer("driver-followed", Answer::State("RUNNING"));
-    let (mut service, dir) = start(&db, &spark);
+    let (mut service, _dir) = start(&db, &spark);
     let base = service.http_url();
     let document = served_document(&base);
     let answers = exercise_every_operation(&db, &spark, &base).await;
@@ -398,22 +420,8 @@ async fn every_documented_operation_answers_as_the_document_says() {
         "every documented operation is exercised"
     );
 
-    let spec_file = dir.path().join("openapi.json");
-    let answers_file = dir.path().join("answers.json");
-    std::fs::write(&spec_file, document.to_string()).unwrap();
-    std::fs::write(&answers_file, Value::from(answers).to_string()).unwrap();
-    let checker = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openapi_answers.py");
-    let out = Command::new(&python)
-        .arg(checker)
-        .args([&spec_file, &answers_file])
-        .output()
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{report}");
+    let (passed, report) = check_answers(&python, &document, &Value::from(answers));
+    assert!(passed, "{report}");
     eprintln!("{report}");
     let (status, log) = service.stop(Duration::from_secs(60));
     assert!(status.success(), "{log}");
@@ -424,25 +432,15 @@ fn the_checker_refuses_an_answer_the_document_does_not_describe() {
     let Some(python) = validator_python() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let document = Command::new(BIN).arg("openapi").output().unwrap().stdout;
-    let spec_file = dir.path().join("openapi.json");
-    std::fs::write(&spec_file, document).unwrap();
+    let printed = Command::new(BIN).arg("openapi").output().unwrap().stdout;
+    let document: Value = serde_json::from_slice(&printed).unwrap();
     let wrong = json!([
         {"method": "get", "path": "/healthz", "status": 418, "content_type": "application/json", "body": {}},
         {"method": "get", "path": "/api/v1/jobs", "status": 200, "content_type": "application/json",
          "body": {"jobs": [{"execution_id": 7}], "next_cursor": null}},
     ]);
-    let answers_file = dir.path().join("answers.json");
-    std::fs::write(&answers_file, wrong.to_string()).unwrap();
-    let checker = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openapi_answers.py");
-    let out = Command::new(&python)
-        .arg(checker)
-        .args([&spec_file, &answers_file])
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{report}");
+    let (passed, report) = check_answers(&python, &document, &wrong);
+    assert!(!passed, "{report}");
     assert!(report.contains("418"), "{report}");
     assert!(report.contains("jobs/0"), "{report}");
 }
