@@ -1,13 +1,14 @@
 //! `GET /api/v1/notifications`: the outbox as operators need it — what is waiting, what was
 //! delivered, and what could not be (with the receiver's answer).
 
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
 use super::views::{ErrorBody, OutboxMessageView, OutboxPage, Resent};
 use super::{error, HttpState};
 use crate::store::outbox;
 use crate::store_api::ResendFailed;
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -47,6 +47,13 @@ pub(crate) fn require_all_backends() -> bool {
         || std::env::var("JOBWARDEN_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1")
 }
 
+/// Something `what` needs is missing, for the reason `why` (saying how to get it): a failure
+/// where every backend is required, a printed skip elsewhere.
+pub(crate) fn skip_unless_ci(what: &str, why: &str) {
+    assert!(!require_all_backends(), "CI must run {what}: {why}");
+    eprintln!("SKIPPED {what}: {why}");
+}
+
 /// A database created for one test.
 #[derive(Clone)]
 pub struct TestDb {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use jobwarden_testkit::process::{Jobwarden, Running};
 
-use crate::helpers::require_all_backends;
+use crate::helpers::skip_unless_ci;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobwarden");
 const INSTALLED_BIN: &str = "/usr/bin/jobwarden";
@@ -29,11 +29,6 @@ fn repo(path: &str) -> PathBuf {
 }
 
 /// Prints why a test does not run here, or fails it under CI, where everything must run.
-fn skip_unless_ci(what: &str, why: &str) {
-    assert!(!require_all_backends(), "CI must run {what}: {why}");
-    eprintln!("SKIPPED {what}: {why}");
-}
-
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
