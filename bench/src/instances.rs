@@ -67,7 +67,7 @@ pub(crate) async fn insert_executions(
 }
 
 /// How long a stopped instance may take to exit before the run fails.
-const STOP: Duration = Duration::from_secs(60);
+pub(crate) const STOP: Duration = Duration::from_secs(60);
 
 /// An instance the benchmarks start, configured by nothing but these variables: `binary`
 /// polling `spark` for `db_url`'s jobs as `id`, no HTTP, warnings only.

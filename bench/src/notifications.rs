@@ -12,7 +12,7 @@ use futures::future::join_all;
 use jobwarden::actors::notifier::Notifier;
 use jobwarden::actors::JobStore;
 use jobwarden::config::{
-    ChannelKind, ChannelSettings, EventKind, NotificationSettings, RuleSettings, Secret, Settings,
+    ChannelKind, ChannelSettings, EventKind, DEFAULT_IN_FLIGHT, NotificationSettings, RuleSettings, Secret, Settings,
 };
 use jobwarden::domain::{JobStatus, Observation};
 use jobwarden::events::Events;
@@ -24,7 +24,10 @@ pub struct NotifyFigures {
     pub endings: usize,
     pub plain_per_second: f64,
     pub notifying_per_second: f64,
+    /// Delivered per second with one delivery under way, then with the default `in_flight`.
+    pub delivered_one_at_a_time: f64,
     pub delivered_per_second: f64,
+    pub in_flight: usize,
     pub posts_per_second: f64,
 }
 
@@ -35,7 +38,7 @@ impl NotifyFigures {
     }
 }
 
-fn notifications(url: &str) -> NotificationSettings {
+fn notifications(url: &str, in_flight: usize) -> NotificationSettings {
     NotificationSettings {
         check_every: Duration::from_millis(50),
         channels: [(
@@ -47,7 +50,8 @@ fn notifications(url: &str) -> NotificationSettings {
                 },
                 min_interval: Duration::ZERO,
                 timeout: Duration::from_secs(10),
-            },
+                        in_flight,
+},
         )]
         .into(),
         rules: vec![RuleSettings {
@@ -114,35 +118,23 @@ pub async fn measure(settings: Settings, endings: usize) -> anyhow::Result<Notif
     // Counting only: the receiver's work per request stays what a bare 200 costs.
     let receiver = Receiver::start(Mode::Count).await;
     let url = receiver.url.clone();
-    let notify = notifications(&url);
 
     let (plain, _) = endings_per_second(&settings, scratch.path(), "plain", None, endings).await?;
-    let (notifying, store) = endings_per_second(
+    let one = notifications(&url, 1);
+    let (notifying, store) =
+        endings_per_second(&settings, scratch.path(), "notifying", Some(&one), endings).await?;
+    let delivered_one_at_a_time = deliver_all(&receiver, one, store, endings).await?;
+
+    let several = notifications(&url, DEFAULT_IN_FLIGHT);
+    let (_, store) = endings_per_second(
         &settings,
         scratch.path(),
-        "notifying",
-        Some(&notify),
+        "several",
+        Some(&several),
         endings,
     )
     .await?;
-
-    let started = Instant::now();
-    let _notifier = Notifier::new(
-        notify.clone(),
-        store.clone().recipient(),
-        StoreHandle::from(&store),
-        Events::default(),
-    )
-    .start();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while receiver.requests() < endings {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the notifications were not all delivered"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let delivered = endings as f64 / started.elapsed().as_secs_f64();
+    let delivered = deliver_all(&receiver, several, store, endings).await?;
 
     // The same kind of request, one after the other, as plainly as a client can send it.
     let client = reqwest::Client::new();
@@ -163,7 +155,39 @@ pub async fn measure(settings: Settings, endings: usize) -> anyhow::Result<Notif
         endings,
         plain_per_second: plain,
         notifying_per_second: notifying,
+        delivered_one_at_a_time,
         delivered_per_second: delivered,
+        in_flight: DEFAULT_IN_FLIGHT,
         posts_per_second,
     })
+}
+
+/// Starts a Notifier over a store whose outbox holds `endings` messages; the rate at which the
+/// receiver got them.
+async fn deliver_all(
+    receiver: &Receiver,
+    notify: NotificationSettings,
+    store: actix::Addr<JobStore>,
+    endings: usize,
+) -> anyhow::Result<f64> {
+    let before = receiver.requests();
+    let started = Instant::now();
+    let notifier = Notifier::new(
+        notify,
+        store.clone().recipient(),
+        StoreHandle::from(&store),
+        Events::default(),
+    )
+    .start();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while receiver.requests() - before < endings {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the notifications were not all delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The notifier stays, looking at an empty outbox now: one small read per look.
+    drop(notifier);
+    Ok(endings as f64 / started.elapsed().as_secs_f64())
 }

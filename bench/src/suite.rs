@@ -42,6 +42,15 @@ pub enum Scenario {
     Fleet {
         jobs: usize,
     },
+    /// Refresh cycles answered by the master's listing alone, beside one bare listing read.
+    Listing {
+        jobs: usize,
+    },
+    /// The `jobwarden` binary in its own process over a fleet, as configured and with glibc's
+    /// malloc held to two arenas: its own peak RSS and CPU per check.
+    ServiceMemory {
+        jobs: usize,
+    },
     /// One `jobwarden` process beside three sharing a database, over a saturated fleet.
     Instances {
         jobs: usize,
@@ -180,6 +189,12 @@ fn plan(options: &SuiteOptions) -> Vec<Scenario> {
         cycles: 3,
     });
     plan.push(Scenario::Fleet {
+        jobs: if options.full { 100_000 } else { 2_000 },
+    });
+    plan.push(Scenario::Listing {
+        jobs: if options.full { 100_000 } else { 2_000 },
+    });
+    plan.push(Scenario::ServiceMemory {
         jobs: if options.full { 100_000 } else { 2_000 },
     });
     for db in &databases {
@@ -343,6 +358,48 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                 peak_rss_kb: None,
             }])
         }
+        Scenario::Listing { jobs } => {
+            let f = super::listing::measure(settings, jobs).await?;
+            let row = |what: &str, seconds: f64, listings: usize| Row {
+                scenario: format!(
+                    "full refresh cycle, {} jobs, master listing, {what}",
+                    thousands(jobs)
+                ),
+                ours: format!("{seconds:.2} s, {listings} listing reads"),
+                ceiling: format!("{:.3} s (one bare listing read and parse)", f.bare),
+                ratio: Some(f.bare / seconds),
+                peak_rss_kb: None,
+            };
+            Ok(vec![
+                row("first cycle (every job changes)", f.first, f.listings_first),
+                row("steady cycle (no change)", f.steady, f.listings_steady),
+            ])
+        }
+        Scenario::ServiceMemory { jobs } => {
+            let mut rows = Vec::new();
+            for env in [&[][..], &[("MALLOC_ARENA_MAX", "2")][..]] {
+                let f = super::memory::measure(jobs, env).await?;
+                rows.push(Row {
+                    scenario: format!(
+                        "service process over {} jobs, two cycles, {}",
+                        thousands(jobs),
+                        if env.is_empty() {
+                            "as built"
+                        } else {
+                            f.setting.as_str()
+                        }
+                    ),
+                    ours: format!(
+                        "first cycle {:.2} s, {:.0} µs CPU per check",
+                        f.first_cycle, f.cpu_micros_per_check
+                    ),
+                    ceiling: "-".into(),
+                    ratio: None,
+                    peak_rss_kb: Some(f.peak_rss_kb),
+                });
+            }
+            Ok(rows)
+        }
         Scenario::MappedSchema { jobs, database_url } => {
             let label = label_db(&database_url);
             let own =
@@ -421,9 +478,22 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                         "notifications delivered to a local webhook, {}",
                         thousands(endings)
                     ),
-                    ours: format!("{:.0} messages/s", f.delivered_per_second),
+                    ours: format!(
+                        "{:.0} messages/s ({} in flight)",
+                        f.delivered_per_second, f.in_flight
+                    ),
                     ceiling: format!("{:.0} POST/s (one client, in turn)", f.posts_per_second),
                     ratio: Some(f.delivered_per_second / f.posts_per_second),
+                    peak_rss_kb: None,
+                },
+                Row {
+                    scenario: format!(
+                        "notifications delivered to a local webhook, {}, one in flight",
+                        thousands(endings)
+                    ),
+                    ours: format!("{:.0} messages/s", f.delivered_one_at_a_time),
+                    ceiling: format!("{:.0} POST/s (one client, in turn)", f.posts_per_second),
+                    ratio: Some(f.delivered_one_at_a_time / f.posts_per_second),
                     peak_rss_kb: None,
                 },
             ])
@@ -497,7 +567,8 @@ fn run_child(scenario: &Scenario, config: Option<&std::path::Path>) -> anyhow::R
     let mut rows: Vec<Row> = serde_json::from_str(out.lines().last().unwrap_or("[]"))
         .with_context(|| format!("scenario printed {out:?}"))?;
     for row in &mut rows {
-        row.peak_rss_kb = Some(peak_kb);
+        // A row that measured another process keeps that process's figure.
+        row.peak_rss_kb = row.peak_rss_kb.or(Some(peak_kb));
     }
     Ok(rows)
 }

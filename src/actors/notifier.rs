@@ -1,7 +1,9 @@
-//! Notifier: delivers what the outbox holds, channel by channel. Each channel has at most one
-//! delivery in flight (so its messages keep their order, and a receiver that hangs delays only
-//! its own channel); a failure is retried with backoff until `give_up_after`; a burst of
-//! failures goes out as one grouped message. Every result is written through the JobStore.
+//! Notifier: delivers what the outbox holds, channel by channel. A channel has up to its
+//! `in_flight` deliveries under way, never two about the same job, so each job's messages keep
+//! their order (and a receiver that hangs delays only its own channel); a failure is retried
+//! with backoff until `give_up_after`, and the channel waits for that retry before it sends
+//! anything newer; a burst of failures goes out as one grouped message. Every result is
+//! written through the JobStore.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use futures::future::join_all;
 use tracing::warn;
 
 use crate::config::{EventKind, NotificationSettings};
@@ -57,6 +60,10 @@ pub struct Planned {
     /// The oldest message in it, for giving up.
     pub created_at: DateTime<Utc>,
     pub attempts: i32,
+    /// Messages with the same key go out one after the other, in outbox order: the job a
+    /// message is about (`""` for messages about no job). `None` for a grouped message, which
+    /// is about many jobs and so goes out with nothing else under way.
+    pub order_key: Option<String>,
 }
 
 impl Notifier {
@@ -132,6 +139,7 @@ impl Notifier {
                         },
                         created_at: now,
                         attempts: 0,
+                        order_key: None,
                     };
                     let error = format!("channel {channel:?} is no longer configured");
                     let write = act.record(&channel, &planned, AttemptResult::GaveUp { error }, "gave_up");
@@ -157,8 +165,10 @@ impl Notifier {
         }));
     }
 
-    /// Sends a run of messages to one channel, one after the other, each attempt recorded as
-    /// it ends; stops at the first that must be tried again, so the channel keeps its order.
+    /// Sends a run of messages to one channel, up to its `in_flight` at a time, each attempt
+    /// recorded as it ends. A job's messages go out one after the other, and its lane stops at
+    /// the first that must be tried again, so the job keeps its order; the run stops after the
+    /// wave in which any lane stopped, so nothing overtakes a message waiting for its retry.
     fn send(
         &mut self,
         channel: String,
@@ -168,56 +178,36 @@ impl Notifier {
     ) {
         self.busy.insert(channel.clone());
         self.last_sent.insert(channel.clone(), Instant::now());
-        let client = self.client.clone();
-        let give_up_after = chrono::Duration::from_std(self.settings.give_up_after)
-            .unwrap_or(chrono::Duration::MAX);
-        let human_give_up = humantime::format_duration(self.settings.give_up_after).to_string();
-        let store = self.store.clone();
-        let events = self.events.clone();
-        let standing = self.standing.clone();
-        let name = channel.clone();
+        let width = settings.in_flight.max(1);
+        let courier = Courier {
+            client: self.client.clone(),
+            give_up_after: chrono::Duration::from_std(self.settings.give_up_after)
+                .unwrap_or(chrono::Duration::MAX),
+            human_give_up: humantime::format_duration(self.settings.give_up_after).to_string(),
+            store: self.store.clone(),
+            events: self.events.clone(),
+            standing: self.standing.clone(),
+            channel: channel.clone(),
+            settings,
+        };
         let delivery = async move {
             let mut writes = Vec::with_capacity(run.len());
-            for planned in run {
-                let result = deliver(&client, &settings, &planned.outgoing, Utc::now()).await;
-                match &result {
-                    Delivered::Yes => standing.delivered(&name),
-                    Delivered::Refused(error) | Delivered::Later(error) => {
-                        standing.failed(&name, error)
-                    }
+            for wave in waves(run, width) {
+                let lanes = join_all(wave.into_iter().map(|lane| courier.lane(lane))).await;
+                let mut stopped = false;
+                for (lane_writes, lane_stopped) in lanes {
+                    writes.extend(lane_writes);
+                    stopped |= lane_stopped;
                 }
-                let now = Utc::now();
-                let expired = now - planned.created_at >= give_up_after;
-                let (result, outcome) = match result {
-                    Delivered::Yes => (AttemptResult::Delivered, "delivered"),
-                    Delivered::Refused(error) => (AttemptResult::Refused { error }, "refused"),
-                    Delivered::Later(error) if expired => (
-                        AttemptResult::GaveUp {
-                            error: format!(
-                                "undelivered after {human_give_up}; last error: {error}"
-                            ),
-                        },
-                        "gave_up",
-                    ),
-                    Delivered::Later(error) => (
-                        AttemptResult::Retry {
-                            next_at: now + backoff(planned.attempts),
-                            error,
-                        },
-                        "retrying",
-                    ),
-                };
-                let again = outcome == "retrying";
-                writes.push(record(&store, &events, &name, &planned, result, outcome));
-                if again {
+                if stopped {
                     break;
                 }
             }
             // The channel is free once every attempt is durable, so the next look sees them.
-            for write in writes {
-                if let Err(e) = write.await {
+            for write in join_all(writes).await {
+                if let Err(e) = write {
                     // Still pending, so sent again: at least once.
-                    warn!(actor = "notifier", channel = %name, error = %e, "could not record a delivery attempt");
+                    warn!(actor = "notifier", channel = %courier.channel, error = %e, "could not record a delivery attempt");
                 }
             }
         };
@@ -268,6 +258,108 @@ fn record(
         result,
         at: Utc::now(),
     }))
+}
+
+/// What one run's deliveries share.
+struct Courier {
+    client: reqwest::Client,
+    give_up_after: chrono::Duration,
+    human_give_up: String,
+    store: StoreHandle,
+    events: Events,
+    standing: Arc<ChannelStanding>,
+    channel: String,
+    settings: crate::config::ChannelSettings,
+}
+
+impl Courier {
+    /// Delivers one lane's messages one after the other; the writes recording them, and
+    /// whether it stopped at one that must be tried again.
+    async fn lane(
+        &self,
+        lane: Vec<Planned>,
+    ) -> (
+        Vec<impl std::future::Future<Output = Result<WriteOutcome, StoreError>>>,
+        bool,
+    ) {
+        let mut writes = Vec::with_capacity(lane.len());
+        for planned in lane {
+            let result = deliver(&self.client, &self.settings, &planned.outgoing, Utc::now()).await;
+            match &result {
+                Delivered::Yes => self.standing.delivered(&self.channel),
+                Delivered::Refused(error) | Delivered::Later(error) => {
+                    self.standing.failed(&self.channel, error)
+                }
+            }
+            let now = Utc::now();
+            let expired = now - planned.created_at >= self.give_up_after;
+            let (result, outcome) = match result {
+                Delivered::Yes => (AttemptResult::Delivered, "delivered"),
+                Delivered::Refused(error) => (AttemptResult::Refused { error }, "refused"),
+                Delivered::Later(error) if expired => (
+                    AttemptResult::GaveUp {
+                        error: format!(
+                            "undelivered after {}; last error: {error}",
+                            self.human_give_up
+                        ),
+                    },
+                    "gave_up",
+                ),
+                Delivered::Later(error) => (
+                    AttemptResult::Retry {
+                        next_at: now + backoff(planned.attempts),
+                        error,
+                    },
+                    "retrying",
+                ),
+            };
+            let again = outcome == "retrying";
+            writes.push(record(
+                &self.store,
+                &self.events,
+                &self.channel,
+                &planned,
+                result,
+                outcome,
+            ));
+            if again {
+                return (writes, true);
+            }
+        }
+        (writes, false)
+    }
+}
+
+/// A run cut into waves of lanes: the lanes of a wave go out side by side, at most `width` of
+/// them, each holding every message of its jobs in run order; a grouped message is a wave of
+/// its own, after everything before it and before everything after it.
+fn waves(run: Vec<Planned>, width: usize) -> Vec<Vec<Vec<Planned>>> {
+    let mut waves = Vec::new();
+    let mut lanes: Vec<Vec<Planned>> = Vec::new();
+    let mut lane_of: HashMap<String, usize> = HashMap::new();
+    for planned in run {
+        match planned.order_key.clone() {
+            None => {
+                if !lanes.is_empty() {
+                    waves.push(std::mem::take(&mut lanes));
+                    lane_of.clear();
+                }
+                waves.push(vec![vec![planned]]);
+            }
+            Some(key) => {
+                let next = lane_of.len() % width;
+                let lane = *lane_of.entry(key).or_insert(next);
+                if lane == lanes.len() {
+                    lanes.push(Vec::new());
+                }
+                lanes[lane].push(planned);
+            }
+        }
+    }
+    if !lanes.is_empty() {
+        waves.push(lanes);
+    }
+    waves
 }
 
 /// Most messages one channel is sent in a row before the outbox is read again.
@@ -337,6 +429,11 @@ pub fn plan(rows: &[OutboxRow], now: DateTime<Utc>, s: &NotificationSettings) ->
         outgoing: Outgoing::One(Box::new(parse(first)?)),
         created_at: first.created_at,
         attempts: first.attempts,
+        order_key: Some(match (&first.job_kind, &first.job_id) {
+            (Some(kind), Some(id)) => format!("{kind}/{id}"),
+            (None, Some(id)) => id.clone(),
+            (_, None) => String::new(),
+        }),
     })
 }
 
@@ -360,6 +457,7 @@ fn storm(
             .min()
             .unwrap_or_else(Utc::now),
         attempts: members.iter().map(|r| r.attempts).max().unwrap_or(0),
+        order_key: None,
     }
 }
 
@@ -493,6 +591,7 @@ mod tests {
     }
 
     fn channel(min_interval: Duration) -> crate::config::ChannelSettings {
+        use crate::config::DEFAULT_IN_FLIGHT;
         crate::config::ChannelSettings {
             kind: crate::config::ChannelKind::Webhook {
                 url: "http://127.0.0.1:9/hook".into(),
@@ -500,7 +599,8 @@ mod tests {
             },
             min_interval,
             timeout: Duration::from_secs(1),
-        }
+                in_flight: DEFAULT_IN_FLIGHT,
+}
     }
 
     #[test]
@@ -519,6 +619,69 @@ mod tests {
         let run = plan_run(&rows, now, &settings(), &channel(Duration::from_secs(1)));
         assert_eq!(run.len(), 1);
         assert_eq!(run[0].ids, [1]);
+    }
+
+    fn keyed(id: i64, key: Option<&str>) -> Planned {
+        let now = Utc::now();
+        let mut planned = plan(&[row(id, "succeeded", 0, now)], now, &settings()).unwrap();
+        planned.order_key = key.map(str::to_owned);
+        planned
+    }
+
+    fn shape(waves: &[Vec<Vec<Planned>>]) -> Vec<Vec<Vec<i64>>> {
+        waves
+            .iter()
+            .map(|wave| {
+                wave.iter()
+                    .map(|lane| lane.iter().flat_map(|p| p.ids.clone()).collect())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_message_is_keyed_by_its_job_so_two_jobs_never_share_a_key() {
+        let now = Utc::now();
+        let planned = plan(&[row(1, "succeeded", 0, now)], now, &settings()).unwrap();
+        assert_eq!(planned.order_key.as_deref(), Some("spark/e1"));
+    }
+
+    #[test]
+    fn a_jobs_messages_share_a_lane_in_run_order_and_jobs_spread_over_the_lanes() {
+        let run = [
+            (1, "a"),
+            (2, "b"),
+            (3, "a"),
+            (4, "c"),
+            (5, "d"),
+            (6, "b"),
+        ]
+        .map(|(id, key)| keyed(id, Some(key)));
+        assert_eq!(
+            shape(&waves(run.into(), 3)),
+            [vec![vec![1, 3, 5], vec![2, 6], vec![4]]],
+            "a, b, c take a lane each; d comes round to the first"
+        );
+    }
+
+    #[test]
+    fn one_in_flight_is_the_whole_run_in_order() {
+        let run = [(1, "a"), (2, "b"), (3, "a")].map(|(id, key)| keyed(id, Some(key)));
+        assert_eq!(shape(&waves(run.into(), 1)), [vec![vec![1, 2, 3]]]);
+    }
+
+    #[test]
+    fn a_grouped_message_goes_out_alone_between_what_came_before_and_after() {
+        let run = vec![
+            keyed(1, Some("a")),
+            keyed(2, Some("b")),
+            keyed(3, None),
+            keyed(4, Some("a")),
+        ];
+        assert_eq!(
+            shape(&waves(run, 4)),
+            [vec![vec![1], vec![2]], vec![vec![3]], vec![vec![4]]]
+        );
     }
 
     #[test]

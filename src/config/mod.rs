@@ -29,7 +29,7 @@ pub use instance::{host_name, made_up_pid, InstanceSettings};
 pub use kafka::{KafkaSettings, RESERVED_PROPERTIES};
 pub use notifications::{
     AlertmanagerSettings, ChannelKind, ChannelSettings, EmailSettings, EventKind,
-    NotificationSettings, RuleSettings, SmtpTls, ALERT_LABELS,
+    NotificationSettings, RuleSettings, SmtpTls, ALERT_LABELS, DEFAULT_IN_FLIGHT,
 };
 pub use retention::{KeepFor, RetentionSettings};
 pub use secret::{is_secret_property, mask_url_password, DatabaseUrl, Secret, MASK};

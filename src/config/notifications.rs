@@ -71,10 +71,24 @@ pub struct ChannelSettings {
     /// The longest one delivery may take.
     #[serde(with = "humantime_serde", default = "default_timeout")]
     pub timeout: Duration,
+    /// How many deliveries may be under way at once; never two about the same job, so each
+    /// job's messages arrive in the order they were written. A channel with a
+    /// `min_interval` gets one at a time whatever this says.
+    #[serde(default = "default_in_flight")]
+    pub in_flight: usize,
 }
 
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+/// Enough requests under way to hide a receiver's round trip, few enough for any receiver.
+pub const DEFAULT_IN_FLIGHT: usize = 8;
+/// More would only queue at the receiver.
+const MAX_IN_FLIGHT: usize = 64;
+
+fn default_in_flight() -> usize {
+    DEFAULT_IN_FLIGHT
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -278,6 +292,13 @@ impl Validate for NotificationSettings {
                 );
             }
             p.positive(&key("timeout"), channel.timeout);
+            if !(1..=MAX_IN_FLIGHT).contains(&channel.in_flight) {
+                p.refuse(
+                    &key("in_flight"),
+                    channel.in_flight.to_string(),
+                    &format!("1 to {MAX_IN_FLIGHT} deliveries under way at once"),
+                );
+            }
             match &channel.kind {
                 ChannelKind::Webhook { url, .. } => http_url(p, &key("url"), url, false),
                 ChannelKind::Slack { url } => http_url(p, &key("url"), url.expose(), true),

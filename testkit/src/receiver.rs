@@ -25,6 +25,10 @@ pub enum Mode {
     /// 200 and nothing kept but the request count: a benchmark's receiver, whose memory and
     /// time per request must not grow with what it has been sent.
     Count,
+    /// As `Accept`, after this long: a receiver far enough away for requests to overlap.
+    AcceptAfter(Duration),
+    /// 503 for messages about this job id, `Accept` for the others.
+    UnavailableFor(&'static str),
 }
 
 /// One accepted message.
@@ -46,6 +50,8 @@ pub struct Receiver {
     mode: Arc<Mutex<Mode>>,
     got: Arc<Mutex<Vec<Received>>>,
     requests: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+    most_in_flight: Arc<AtomicUsize>,
 }
 
 impl Receiver {
@@ -67,6 +73,8 @@ impl Receiver {
             mode: Arc::new(Mutex::new(mode)),
             got: Arc::default(),
             requests: Arc::default(),
+            in_flight: Arc::default(),
+            most_in_flight: Arc::default(),
         };
         let state = receiver.clone();
         let server = HttpServer::new(move || {
@@ -95,6 +103,28 @@ impl Receiver {
     /// Requests that reached the receiver, whatever it answered them.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The most requests it was answering at one moment.
+    pub fn most_in_flight(&self) -> usize {
+        self.most_in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a request as under way until it is dropped.
+struct Underway(Arc<AtomicUsize>);
+
+impl Underway {
+    fn begin(state: &Receiver) -> Underway {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        Underway(state.in_flight.clone())
+    }
+}
+
+impl Drop for Underway {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -126,33 +156,50 @@ fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
 
 async fn hook(state: web::Data<Receiver>, request: HttpRequest, body: web::Bytes) -> HttpResponse {
     state.requests.fetch_add(1, Ordering::Relaxed);
+    let _underway = Underway::begin(&state);
     let mode = *state.mode.lock().unwrap();
     match mode {
         Mode::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             HttpResponse::Ok().finish()
         }
-        Mode::Status(code) => {
-            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap())
-                .body("bad payload: missing field text")
-        }
+        Mode::Status(code) => refuse(code),
         Mode::Count => HttpResponse::Ok().body("ok"),
-        Mode::Accept => {
-            let header = |name: &str| {
-                request
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let signature_ok = verify(SECRET, &header("jobwarden-signature"), &body);
-            state.got.lock().unwrap().push(Received {
-                id: header("jobwarden-message-id"),
-                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                signature_ok,
-            });
-            HttpResponse::Ok().body("ok")
+        Mode::Accept => accept(&state, &request, &body),
+        Mode::AcceptAfter(wait) => {
+            tokio::time::sleep(wait).await;
+            accept(&state, &request, &body)
+        }
+        Mode::UnavailableFor(job) => {
+            let about = serde_json::from_slice::<Value>(&body).ok();
+            if about.is_some_and(|b| b["job"]["id"] == job) {
+                refuse(503)
+            } else {
+                accept(&state, &request, &body)
+            }
         }
     }
+}
+
+fn refuse(code: u16) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap())
+        .body("bad payload: missing field text")
+}
+
+fn accept(state: &Receiver, request: &HttpRequest, body: &[u8]) -> HttpResponse {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let signature_ok = verify(SECRET, &header("jobwarden-signature"), body);
+    state.got.lock().unwrap().push(Received {
+        id: header("jobwarden-message-id"),
+        body: serde_json::from_slice(body).unwrap_or(Value::Null),
+        signature_ok,
+    });
+    HttpResponse::Ok().body("ok")
 }

@@ -6,6 +6,7 @@ mod chaos;
 mod clusters;
 mod completions;
 mod dashboard;
+mod delivery_order;
 mod fuzz;
 mod grafana;
 mod helpers;

@@ -7,7 +7,7 @@ use entity::jobwarden_outbox;
 use entity::prelude::*;
 use jobwarden::actors::JobStore;
 use jobwarden::config::{
-    ChannelKind, ChannelSettings, EventKind, NotificationSettings, RuleSettings,
+    ChannelKind, ChannelSettings, EventKind, NotificationSettings, RuleSettings, DEFAULT_IN_FLIGHT,
 };
 use jobwarden::domain::JobStatus;
 use jobwarden::events::Events;
@@ -32,7 +32,8 @@ fn start_store(db: &TestDb) -> Addr<JobStore> {
                 },
                 min_interval: std::time::Duration::ZERO,
                 timeout: std::time::Duration::from_secs(1),
-            },
+                        in_flight: DEFAULT_IN_FLIGHT,
+},
         )]
         .into(),
         rules: vec![RuleSettings {
