@@ -12,7 +12,8 @@ use futures::future::join_all;
 use jobwarden::actors::notifier::Notifier;
 use jobwarden::actors::JobStore;
 use jobwarden::config::{
-    ChannelKind, ChannelSettings, EventKind, DEFAULT_IN_FLIGHT, NotificationSettings, RuleSettings, Secret, Settings,
+    ChannelKind, ChannelSettings, EventKind, NotificationSettings, RuleSettings, Secret, Settings,
+    DEFAULT_IN_FLIGHT,
 };
 use jobwarden::domain::{JobStatus, Observation};
 use jobwarden::events::Events;
@@ -50,8 +51,8 @@ fn notifications(url: &str, in_flight: usize) -> NotificationSettings {
                 },
                 min_interval: Duration::ZERO,
                 timeout: Duration::from_secs(10),
-                        in_flight,
-},
+                in_flight,
+            },
         )]
         .into(),
         rules: vec![RuleSettings {

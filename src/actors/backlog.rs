@@ -121,6 +121,7 @@ mod tests {
             submission_id: format!("driver-{id}"),
             cluster: cluster.map(str::to_owned),
             fence: None,
+            cycle_started: None,
         }
     }
 

@@ -599,8 +599,8 @@ mod tests {
             },
             min_interval,
             timeout: Duration::from_secs(1),
-                in_flight: DEFAULT_IN_FLIGHT,
-}
+            in_flight: DEFAULT_IN_FLIGHT,
+        }
     }
 
     #[test]
@@ -648,15 +648,8 @@ mod tests {
 
     #[test]
     fn a_jobs_messages_share_a_lane_in_run_order_and_jobs_spread_over_the_lanes() {
-        let run = [
-            (1, "a"),
-            (2, "b"),
-            (3, "a"),
-            (4, "c"),
-            (5, "d"),
-            (6, "b"),
-        ]
-        .map(|(id, key)| keyed(id, Some(key)));
+        let run = [(1, "a"), (2, "b"), (3, "a"), (4, "c"), (5, "d"), (6, "b")]
+            .map(|(id, key)| keyed(id, Some(key)));
         assert_eq!(
             shape(&waves(run.into(), 3)),
             [vec![vec![1, 3, 5], vec![2, 6], vec![4]]],

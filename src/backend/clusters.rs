@@ -176,6 +176,7 @@ mod tests {
             submission_id: "driver-1".into(),
             cluster: cluster.map(str::to_owned),
             fence: None,
+            cycle_started: None,
         }
     }
 

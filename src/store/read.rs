@@ -57,6 +57,7 @@ pub async fn due_executions(
                 submission_id,
                 cluster,
                 fence: None,
+                cycle_started: Some(page.polled_before),
             })
         })
         .collect())

@@ -50,6 +50,9 @@ pub struct DueExecution {
     pub cluster: Option<String>,
     /// Present when several instances share the database.
     pub fence: Option<Fence>,
+    /// When the poll cycle that found it due began: a master listing asked for since then
+    /// is as fresh as this cycle needs, however long the cycle runs.
+    pub cycle_started: Option<DateTime<Utc>>,
 }
 
 /// One page of due executions: those of this instance's share, and where the page ended in

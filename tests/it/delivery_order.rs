@@ -153,7 +153,10 @@ fn per_job(receiver: &Receiver) -> Vec<(String, Vec<String>)> {
     let mut jobs: Vec<(String, Vec<String>)> = Vec::new();
     for got in receiver.got() {
         assert!(got.signature_ok, "signed: {:?}", got.body);
-        let job = got.body["job"]["id"].as_str().unwrap_or_default().to_owned();
+        let job = got.body["job"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let event = got.body["event"].as_str().unwrap_or_default().to_owned();
         match jobs.iter_mut().find(|(j, _)| *j == job) {
             Some((_, events)) => events.push(event),
@@ -185,11 +188,7 @@ async fn deliveries_overlap_up_to_in_flight_and_each_job_keeps_its_order(db: Tes
         (2..=4).contains(&most),
         "deliveries under way at once: {most}, wanted several and at most in_flight (4)"
     );
-    assert_eq!(
-        receiver.requests(),
-        JOBS * SEQUENCE.len(),
-        "each sent once"
-    );
+    assert_eq!(receiver.requests(), JOBS * SEQUENCE.len(), "each sent once");
 }
 
 async fn a_message_waiting_for_its_retry_goes_before_its_jobs_later_messages(db: TestDb) {
@@ -199,26 +198,31 @@ async fn a_message_waiting_for_its_retry_goes_before_its_jobs_later_messages(db:
     fill_outbox(&store).await;
     let _notifier = deliver(&store, notify);
 
-    wait_until(Duration::from_secs(60), "job-0's first message retried", || {
-        let refused = receiver.requests() - receiver.got().len();
-        async move { refused >= 2 }
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "job-0's first message retried",
+        || {
+            let refused = receiver.requests() - receiver.got().len();
+            async move { refused >= 2 }
+        },
+    )
     .await;
     let before = per_job(&receiver);
-    assert!(
-        !before.is_empty(),
-        "the other lanes delivered meanwhile"
-    );
+    assert!(!before.is_empty(), "the other lanes delivered meanwhile");
     assert!(
         before.iter().all(|(job, _)| job != "job-0"),
         "nothing of job-0 is accepted while its receiver refuses it: {before:?}"
     );
 
     receiver.set(Mode::Accept);
-    wait_until(Duration::from_secs(60), "every message delivered after the retry", || {
-        let got = receiver.got().len();
-        async move { got == JOBS * SEQUENCE.len() }
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "every message delivered after the retry",
+        || {
+            let got = receiver.got().len();
+            async move { got == JOBS * SEQUENCE.len() }
+        },
+    )
     .await;
     for (job, events) in &per_job(&receiver) {
         assert_eq!(events, &SEQUENCE, "{job}'s messages out of order");

@@ -163,7 +163,10 @@ async fn a_receiver_that_was_down_gets_every_message_and_retries_share_their_ids
         }
     })
     .await;
-    assert!(receiver.got().is_empty(), "nothing accepted while it refuses");
+    assert!(
+        receiver.got().is_empty(),
+        "nothing accepted while it refuses"
+    );
     receiver.set(Mode::Accept);
     until_received(&receiver, 3).await;
     wait_until(Duration::from_secs(30), "every message delivered", || {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use jobwarden::actors::scheduler::GetSchedulerStats;
 use jobwarden::actors::{Crash, Stall};
 use jobwarden::config::{
-    ChannelKind, ChannelSettings, EventKind, KafkaSettings, RuleSettings, Settings, DEFAULT_IN_FLIGHT,
+    ChannelKind, ChannelSettings, EventKind, KafkaSettings, RuleSettings, Settings,
+    DEFAULT_IN_FLIGHT,
 };
 use jobwarden::metrics::Metrics;
 use jobwarden_testkit::{Answer, SparkServer};
@@ -259,8 +260,8 @@ async fn a_notification_channel_failing_longer_than_its_setting_is_named_while_r
             },
             min_interval: Duration::ZERO,
             timeout: Duration::from_secs(1),
-                in_flight: DEFAULT_IN_FLIGHT,
-},
+            in_flight: DEFAULT_IN_FLIGHT,
+        },
     );
     notifications.rules.push(RuleSettings {
         on: vec![EventKind::Succeeded],

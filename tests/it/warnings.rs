@@ -32,8 +32,8 @@ fn start_store(db: &TestDb) -> Addr<JobStore> {
                 },
                 min_interval: std::time::Duration::ZERO,
                 timeout: std::time::Duration::from_secs(1),
-                        in_flight: DEFAULT_IN_FLIGHT,
-},
+                in_flight: DEFAULT_IN_FLIGHT,
+            },
         )]
         .into(),
         rules: vec![RuleSettings {

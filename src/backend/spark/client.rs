@@ -26,7 +26,22 @@ pub struct SparkClient {
     /// reasons of one moment share one request.
     master_json: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, bytes::Bytes)>>>,
     master_json_read: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The workers of the last `/json/` they were read from (that very body, kept so its
+    /// address cannot be another's): every poll of a running driver looks its worker up, and
+    /// a listing of 100,000 drivers must not be read once per poll.
+    workers: std::sync::Arc<std::sync::Mutex<Option<ParsedWorkers>>>,
 }
+
+type ParsedWorkers = (
+    std::time::Instant,
+    bytes::Bytes,
+    std::sync::Arc<Vec<answers::ListedWorker>>,
+);
+
+/// How long the workers list is trusted for finding a running driver's worker: workers come
+/// and go far less often than drivers, and a driver on a worker not yet known is looked up
+/// again at a later poll.
+const WORKERS_TTL: Duration = Duration::from_secs(15);
 
 /// One master of the configured group.
 #[derive(Debug, Clone)]
@@ -138,6 +153,7 @@ impl SparkClient {
             stderr_tail_bytes: settings.stderr_tail_bytes,
             master_json: Default::default(),
             master_json_read: Default::default(),
+            workers: Default::default(),
         })
     }
 
@@ -332,6 +348,33 @@ impl SparkClient {
         answers::ui_progress(&body)
     }
 
+    /// The workers the master's `/json/` lists, parsed once per body, and not read again
+    /// while the last list is younger than `max_age`.
+    async fn master_workers(
+        &self,
+        max_age: Duration,
+    ) -> Result<std::sync::Arc<Vec<answers::ListedWorker>>, SparkError> {
+        let cached = self.workers.lock().ok().and_then(|parsed| parsed.clone());
+        if let Some((at, _, workers)) = &cached {
+            if at.elapsed() < max_age {
+                return Ok(workers.clone());
+            }
+        }
+        let body = self.master_json().await?;
+        let workers = match cached {
+            Some((_, seen, workers))
+                if seen.as_ptr() == body.as_ptr() && seen.len() == body.len() =>
+            {
+                workers
+            }
+            _ => std::sync::Arc::new(answers::master_workers(&body)?),
+        };
+        if let Ok(mut parsed) = self.workers.lock() {
+            *parsed = Some((std::time::Instant::now(), body, workers.clone()));
+        }
+        Ok(workers)
+    }
+
     /// `GET MASTER_UI/json/`: every driver the master knows, with its state and worker, in one
     /// answer that exists whether or not REST is on. A master that is not the alive one lists
     /// nothing authoritative: that is [`SparkError::MasterNotAlive`].
@@ -347,9 +390,9 @@ impl SparkClient {
         &self,
         submission_id: &str,
     ) -> Result<(Option<(super::worker_page::WorkerDriver, String)>, usize), SparkError> {
-        let body = self.master_json().await?;
         let mut asked = 0;
-        for worker in &answers::master_workers(&body)? {
+        // The master forgot the driver: every worker now, none missed for a stale list.
+        for worker in self.master_workers(Duration::ZERO).await?.iter() {
             let Ok(mut page) = Url::parse(&worker.webuiaddress) else {
                 continue;
             };
@@ -376,8 +419,7 @@ impl SparkClient {
             .worker_id
             .as_deref()
             .ok_or_else(|| SparkError::Garbage("the status names no worker".into()))?;
-        let body = self.master_json().await?;
-        let workers = answers::master_workers(&body)?;
+        let workers = self.master_workers(WORKERS_TTL).await?;
         let worker = workers.iter().find(|w| w.id == worker_id).ok_or_else(|| {
             SparkError::Garbage(format!("the master lists no worker {worker_id}"))
         })?;

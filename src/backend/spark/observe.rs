@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use tracing::{debug, info, warn};
 
@@ -37,12 +37,14 @@ pub struct SparkStandalone {
 
 type ListingFuture = Shared<LocalBoxFuture<'static, Result<Rc<MasterListing>, SparkError>>>;
 
-/// The master's listing, fetched once and shared by every poll within `ttl`: the polls of a
-/// cycle ask the master once, not once per driver.
+/// The master's listing, fetched once and shared by every poll of a cycle (and by any poll
+/// within `ttl`): a cycle asks the master once, not once per driver, however long it runs.
 struct ListingCache {
     ttl: Duration,
-    fetched: RefCell<Option<(Instant, Rc<MasterListing>)>>,
-    in_flight: RefCell<Option<ListingFuture>>,
+    /// The listing, with when it was asked for (monotonic, and by the wall clock that cycles
+    /// are stamped with).
+    fetched: RefCell<Option<(Instant, DateTime<Utc>, Rc<MasterListing>)>>,
+    in_flight: RefCell<Option<(Instant, DateTime<Utc>, ListingFuture)>>,
 }
 
 /// The longest a listing is reused.
@@ -71,29 +73,35 @@ impl SparkStandalone {
         })
     }
 
-    /// The master's listing, from the cache while it is fresh; one request at a time.
-    async fn listing(&self) -> Result<Rc<MasterListing>, SparkError> {
-        if let Some((at, listing)) = self.listing.fetched.borrow().as_ref() {
-            if at.elapsed() < self.listing.ttl {
+    /// The master's listing, from the cache while it is fresh for a poll of the cycle that
+    /// began at `cycle_started` (asked for since then) or younger than the TTL; one request at
+    /// a time.
+    async fn listing(
+        &self,
+        cycle_started: Option<DateTime<Utc>>,
+    ) -> Result<Rc<MasterListing>, SparkError> {
+        if let Some((at, asked, listing)) = self.listing.fetched.borrow().as_ref() {
+            if at.elapsed() < self.listing.ttl || cycle_started.is_some_and(|c| *asked >= c) {
                 return Ok(listing.clone());
             }
         }
         let pending = self.listing.in_flight.borrow().clone();
-        let fetch = match pending {
-            Some(fetch) => fetch,
+        let (at, asked, fetch) = match pending {
+            Some(pending) => pending,
             None => {
                 let client = self.client.clone();
                 let fetch = async move { client.master_listing().await.map(Rc::new) }
                     .boxed_local()
                     .shared();
-                *self.listing.in_flight.borrow_mut() = Some(fetch.clone());
-                fetch
+                let (at, asked) = (Instant::now(), Utc::now());
+                *self.listing.in_flight.borrow_mut() = Some((at, asked, fetch.clone()));
+                (at, asked, fetch)
             }
         };
         let answer = fetch.await;
         self.listing.in_flight.borrow_mut().take();
         if let Ok(listing) = &answer {
-            *self.listing.fetched.borrow_mut() = Some((Instant::now(), listing.clone()));
+            *self.listing.fetched.borrow_mut() = Some((at, asked, listing.clone()));
         }
         answer
     }
@@ -137,7 +145,7 @@ impl SparkStandalone {
             self.announce().await;
             return self.poll_rest(job, false).await;
         }
-        match self.listing().await {
+        match self.listing(job.cycle_started).await {
             Ok(listing) => {
                 self.announce().await;
                 if let Some(listed) = listing.drivers.get(&job.submission_id) {
@@ -288,7 +296,7 @@ impl SparkStandalone {
         let relaunching = status.state == DriverState::Relaunching;
         let successors = if relaunching {
             // The relaunched driver has a new id; the listing is the only place to find it.
-            match self.listing().await {
+            match self.listing(None).await {
                 Ok(listing) => listing.successors_of(&status.submission_id),
                 Err(e) => {
                     debug!(error = %e, "no listing to look for the relaunched driver in");
