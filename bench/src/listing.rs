@@ -1,6 +1,8 @@
 //! A refresh cycle answered by the master's `/json/` listing: N jobs, every one of them listed
 //! by a Spark-protocol server, polled with `status_source = "master_ui"` (no REST at all).
-//! The first cycle moves every job from Queued to Running; the second finds nothing changed.
+//! The first cycle moves every job from Queued to Running; the second finds nothing changed
+//! but looks each running driver's UI up again (polls 1, 2, 4, 8… do); the third is what most
+//! cycles of a steady fleet are: nothing changed, nothing to look up.
 //! Beside them: one bare read and parse of the same listing, the floor of any such cycle.
 
 use std::time::{Duration, Instant};
@@ -16,12 +18,8 @@ use jobwarden_testkit::SparkServer;
 #[derive(Debug, Clone, Copy)]
 pub struct ListingFigures {
     pub jobs: usize,
-    /// Seconds of the first cycle (every job changes) and of the second (none does).
-    pub first: f64,
-    pub steady: f64,
-    /// Listing requests the server saw in each cycle.
-    pub listings_first: usize,
-    pub listings_steady: usize,
+    /// Seconds and listing requests of each of the three cycles.
+    pub cycles: [(f64, usize); 3],
     /// One GET of the listing and its parse, in seconds.
     pub bare: f64,
 }
@@ -48,20 +46,14 @@ pub async fn measure(mut settings: Settings, jobs: usize) -> anyhow::Result<List
     settings.spark.status_source = StatusSource::MasterUi;
     settings.spark.max_concurrent_polls = 64;
     let scheduler = super::start_polling(&settings, &job_store, &events, Ticking::Manual)?;
-    let before = server.listing_requests();
-    let first = cycle(&scheduler, 1, jobs).await?;
-    let after_first = server.listing_requests();
-    let steady = cycle(&scheduler, 2, jobs).await?;
-    let after_steady = server.listing_requests();
+    let mut cycles = [(0.0, 0); 3];
+    for (n, figures) in cycles.iter_mut().enumerate() {
+        let before = server.listing_requests();
+        let seconds = cycle(&scheduler, n as u64 + 1, jobs).await?;
+        *figures = (seconds, server.listing_requests() - before);
+    }
     scheduler.do_send(StopPolling);
-    Ok(ListingFigures {
-        jobs,
-        first,
-        steady,
-        listings_first: after_first - before,
-        listings_steady: after_steady - after_first,
-        bare,
-    })
+    Ok(ListingFigures { jobs, cycles, bare })
 }
 
 /// Runs cycle number `n` and waits for it to end; its seconds.

@@ -370,9 +370,19 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                 ratio: Some(f.bare / seconds),
                 peak_rss_kb: None,
             };
+            let [first, second, third] = f.cycles;
             Ok(vec![
-                row("first cycle (every job changes)", f.first, f.listings_first),
-                row("steady cycle (no change)", f.steady, f.listings_steady),
+                row("first cycle (every job changes)", first.0, first.1),
+                row(
+                    "second cycle (no change, driver UIs looked up)",
+                    second.0,
+                    second.1,
+                ),
+                row(
+                    "third cycle (no change, nothing looked up)",
+                    third.0,
+                    third.1,
+                ),
             ])
         }
         Scenario::ServiceMemory { jobs } => {

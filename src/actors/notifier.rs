@@ -363,7 +363,7 @@ fn waves(run: Vec<Planned>, width: usize) -> Vec<Vec<Vec<Planned>>> {
 }
 
 /// Most messages one channel is sent in a row before the outbox is read again.
-const RUN: usize = 500;
+const RUN: usize = 2_000;
 
 /// The messages to send to one channel now, in order: as many as [`plan`] allows one after
 /// the other (a channel with a rate limit gets one).
@@ -378,13 +378,23 @@ fn plan_run(
     } else {
         1
     };
-    let mut remaining: Vec<OutboxRow> = rows.to_vec();
+    // References, and a start that moves past each single message sent: a run of thousands
+    // never copies or re-filters the rows it has not reached.
+    let mut remaining: Vec<&OutboxRow> = rows.iter().collect();
+    let mut start = 0;
     let mut run = Vec::new();
     while run.len() < limit {
-        let Some(planned) = plan(&remaining, now, s) else {
+        let Some(planned) = plan_rows(&remaining[start..], now, s) else {
             break;
         };
-        remaining.retain(|r| !planned.ids.contains(&r.id));
+        if planned.group_id.is_none() && planned.ids == [remaining[start].id] {
+            start += 1;
+        } else {
+            let taken: HashSet<i64> = planned.ids.iter().copied().collect();
+            remaining.drain(..start);
+            remaining.retain(|r| !taken.contains(&r.id));
+            start = 0;
+        }
         run.push(planned);
     }
     run
@@ -393,7 +403,11 @@ fn plan_run(
 /// What to send next to one channel, given its pending rows in outbox order; `None` while it
 /// waits (backing off, or a failure waiting for the rest of its storm).
 pub fn plan(rows: &[OutboxRow], now: DateTime<Utc>, s: &NotificationSettings) -> Option<Planned> {
-    let first = rows.first()?;
+    plan_rows(&rows.iter().collect::<Vec<_>>(), now, s)
+}
+
+fn plan_rows(rows: &[&OutboxRow], now: DateTime<Utc>, s: &NotificationSettings) -> Option<Planned> {
+    let first = *rows.first()?;
     if first.next_attempt_at > now {
         return None;
     }
@@ -402,14 +416,12 @@ pub fn plan(rows: &[OutboxRow], now: DateTime<Utc>, s: &NotificationSettings) ->
         // A storm tried before goes out again exactly as it was.
         let members: Vec<&OutboxRow> = rows
             .iter()
+            .copied()
             .filter(|r| r.group_id.as_ref() == Some(group))
             .collect();
         return Some(storm(group.clone(), &members, s.storm_list, &parse));
     }
-    let failure = |row: &OutboxRow| {
-        serde_json::from_value::<EventKind>(serde_json::Value::String(row.event.clone()))
-            .is_ok_and(EventKind::is_failure)
-    };
+    let failure = |row: &OutboxRow| EventKind::names_failure(&row.event);
     if failure(first) {
         let gathering = chrono::Duration::from_std(s.group_wait).unwrap_or_default();
         if now - first.created_at < gathering {
@@ -417,6 +429,7 @@ pub fn plan(rows: &[OutboxRow], now: DateTime<Utc>, s: &NotificationSettings) ->
         }
         let failures: Vec<&OutboxRow> = rows
             .iter()
+            .copied()
             .filter(|r| r.group_id.is_none() && failure(r) && r.next_attempt_at <= now)
             .collect();
         if failures.len() >= s.storm_threshold {

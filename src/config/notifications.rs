@@ -240,18 +240,26 @@ impl EventKind {
         }
     }
 
-    /// Whether a burst of these is a storm worth one grouped message.
     /// Whether Alertmanager takes it as an alert (firing, and for warnings resolved later).
     pub fn is_alert(self) -> bool {
         self.is_failure() || matches!(self, EventKind::StuckSoon | EventKind::RunningLong)
     }
 
+    /// Whether a burst of these is a storm worth one grouped message.
     pub fn is_failure(self) -> bool {
-        matches!(
-            self,
-            EventKind::Failed | EventKind::TimedOut | EventKind::DeadLettered
-        )
+        Self::FAILURES.contains(&self)
     }
+
+    /// Whether an event stored under this name is a failure (the outbox keeps names).
+    pub fn names_failure(name: &str) -> bool {
+        Self::FAILURES.iter().any(|kind| kind.as_str() == name)
+    }
+
+    const FAILURES: [EventKind; 3] = [
+        EventKind::Failed,
+        EventKind::TimedOut,
+        EventKind::DeadLettered,
+    ];
 }
 
 impl NotificationSettings {

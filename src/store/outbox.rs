@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use entity::{job_status_history as history, jobwarden_outbox as outbox};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
@@ -164,12 +164,23 @@ fn push<'a>(
     }
 }
 
-/// Writes the outcome of delivery attempts, in the batch's transaction.
+/// Most rows one grouped update names.
+const GROUP: usize = 500;
+
+/// Writes the outcome of delivery attempts, in the batch's transaction. Single messages
+/// delivered (most attempts, when receivers are up) go out as one update per group, each row
+/// given its own time; every other attempt as an update of its own.
 pub async fn record(txn: &impl ConnectionTrait, attempts: &[Attempt]) -> Result<(), DbErr> {
-    for attempt in attempts {
-        if attempt.ids.is_empty() {
-            continue;
-        }
+    let (delivered, others): (Vec<&Attempt>, Vec<&Attempt>) = attempts
+        .iter()
+        .filter(|a| !a.ids.is_empty())
+        .partition(|a| {
+            matches!(a.result, AttemptResult::Delivered) && a.group_id.is_none() && a.ids.len() == 1
+        });
+    for group in delivered.chunks(GROUP) {
+        record_delivered(txn, group).await?;
+    }
+    for attempt in others {
         let (state, next, error) = match &attempt.result {
             AttemptResult::Delivered => (DELIVERED, attempt.at, None),
             AttemptResult::Retry { next_at, error } => (PENDING, *next_at, Some(error.clone())),
@@ -196,6 +207,33 @@ pub async fn record(txn: &impl ConnectionTrait, attempts: &[Attempt]) -> Result<
             .exec(txn)
             .await?;
     }
+    Ok(())
+}
+
+/// One message each, all delivered: one update, each row's time by a `CASE` on its id.
+async fn record_delivered(txn: &impl ConnectionTrait, group: &[&Attempt]) -> Result<(), DbErr> {
+    let at = || {
+        group.iter().fold(CaseStatement::new(), |case, a| {
+            case.case(outbox::Column::Id.eq(a.ids[0]), Expr::value(a.at))
+        })
+    };
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::State, Expr::value(DELIVERED))
+        .col_expr(
+            outbox::Column::Attempts,
+            Expr::col(outbox::Column::Attempts).add(1),
+        )
+        .col_expr(outbox::Column::NextAttemptAt, at().into())
+        .col_expr(
+            outbox::Column::LastError,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(outbox::Column::FinishedAt, at().into())
+        .col_expr(outbox::Column::GroupId, Expr::value(Option::<String>::None))
+        .filter(outbox::Column::Id.is_in(group.iter().map(|a| a.ids[0])))
+        .filter(outbox::Column::State.eq(PENDING))
+        .exec(txn)
+        .await?;
     Ok(())
 }
 
