@@ -109,6 +109,22 @@ async fn progress_and_status(db: &TestDb, table: &str, id: &str) -> (f64, i64) {
     )
 }
 
+/// jobwarden's own row for an execution: status, last poll error, last polled.
+async fn jobwarden_copy(db: &TestDb, id: &str) -> Option<(String, Option<String>, bool)> {
+    use sea_orm::EntityTrait;
+    entity::spark_job_executions::Entity::find_by_id(id.to_owned())
+        .one(&db.db)
+        .await
+        .unwrap()
+        .map(|row| {
+            (
+                row.status,
+                row.last_poll_error,
+                row.last_polled_at.is_some(),
+            )
+        })
+}
+
 async fn every_numeric_progress_column_is_read_and_written(db: TestDb) {
     let b = db.backend;
     for (n, declared) in numeric_types(b).iter().enumerate() {
@@ -167,10 +183,11 @@ async fn every_numeric_progress_column_is_read_and_written(db: TestDb) {
         .sum();
         assert_eq!(refused, 0, "{declared}: no change refused");
         let (progress, status) = progress_and_status(&db, &table, &format!("ending-{n}")).await;
+        let copy = jobwarden_copy(&db, &format!("ending-{n}")).await;
         assert_eq!(
             (progress, status),
             (100.0, 3),
-            "{declared}: written when Spark ended it"
+            "{declared}: written when Spark ended it (jobwarden's copy: {copy:?})"
         );
         let (progress, status) = progress_and_status(&db, &table, &format!("running-{n}")).await;
         assert_eq!(status, 2, "{declared}");

@@ -37,14 +37,17 @@ pub struct SparkStandalone {
 
 type ListingFuture = Shared<LocalBoxFuture<'static, Result<Rc<MasterListing>, SparkError>>>;
 
+/// A listing or its request, with when it was asked for.
+type Asked<T> = (Instant, DateTime<Utc>, T);
+
 /// The master's listing, fetched once and shared by every poll of a cycle (and by any poll
 /// within `ttl`): a cycle asks the master once, not once per driver, however long it runs.
 struct ListingCache {
     ttl: Duration,
     /// The listing, with when it was asked for (monotonic, and by the wall clock that cycles
     /// are stamped with).
-    fetched: RefCell<Option<(Instant, DateTime<Utc>, Rc<MasterListing>)>>,
-    in_flight: RefCell<Option<(Instant, DateTime<Utc>, ListingFuture)>>,
+    fetched: RefCell<Option<Asked<Rc<MasterListing>>>>,
+    in_flight: RefCell<Option<Asked<ListingFuture>>>,
 }
 
 /// The longest a listing is reused.
