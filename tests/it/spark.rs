@@ -375,7 +375,11 @@ async fn slow_poll_is_never_duplicated_by_later_ticks() {
 async fn restarted_scheduler_never_polls_a_job_that_is_still_in_flight() {
     let spark = FakeSpark::start().await;
     spark.set_delay(Duration::from_millis(400));
-    let world = World::new(&spark.url(), 2, 1).await;
+    // The slow answer must still count: room for a loaded machine beyond the 400 ms.
+    let mut settings = spark_settings(&spark.url(), 2);
+    settings.request_timeout = Duration::from_secs(5);
+    let world = World::configured(settings, 1, 2_000).await;
+    assert!(world.scheduler.send(Tick).await.unwrap().started);
     wait_until(
         Duration::from_secs(10),
         "the poll to reach Spark",
