@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use jobwarden::actors::notifier::Notifier;
 use jobwarden::actors::JobStore;
 use jobwarden::config::{
     ChannelKind, ChannelSettings, EventKind, NotificationSettings, RuleSettings, Secret,
 };
-use jobwarden::domain::{JobStatus, Observation};
+use jobwarden::domain::JobStatus;
 use jobwarden::events::Events;
 use jobwarden::store_api::{
     Source, StoreHandle, TrackRequest, Warning, Write, WriteOp, WriteOutcome,
@@ -21,6 +21,7 @@ use jobwarden_testkit::receiver::{Mode, Receiver, SECRET};
 
 use crate::helpers::{rules, wait_until, TestDb};
 use crate::on_every_database;
+use crate::worlds::observed_at;
 
 const JOBS: usize = 12;
 /// What each job sends, in this order.
@@ -64,22 +65,6 @@ async fn write(store: &Addr<JobStore>, op: WriteOp) -> WriteOutcome {
     store.send(Write(op)).await.unwrap().unwrap()
 }
 
-fn seen(id: &str, status: JobStatus, at: DateTime<Utc>) -> WriteOp {
-    WriteOp::Observe {
-        asked: None,
-        execution_id: id.into(),
-        observation: Observation {
-            status: Some(status),
-            raw_state: Some(status.as_str().to_uppercase()),
-            progress: None,
-            message: None,
-            relaunching: false,
-            successors: Vec::new(),
-            at,
-        },
-    }
-}
-
 /// Writes `JOBS` jobs whose outbox rows are, job after job: stuck soon, resolved, succeeded;
 /// all of them due now.
 async fn fill_outbox(store: &Addr<JobStore>) {
@@ -99,7 +84,7 @@ async fn fill_outbox(store: &Addr<JobStore>) {
             }),
         )
         .await;
-        write(store, seen(&id, JobStatus::Running, at(0))).await;
+        write(store, observed_at(&id, JobStatus::Running, at(0))).await;
         write(
             store,
             WriteOp::PollFailed {
@@ -121,8 +106,8 @@ async fn fill_outbox(store: &Addr<JobStore>) {
         )
         .await;
         assert_eq!(warned, WriteOutcome::Warned { sent: true });
-        write(store, seen(&id, JobStatus::Running, at(240))).await;
-        write(store, seen(&id, JobStatus::Succeeded, at(300))).await;
+        write(store, observed_at(&id, JobStatus::Running, at(240))).await;
+        write(store, observed_at(&id, JobStatus::Succeeded, at(300))).await;
     }
 }
 

@@ -22,6 +22,11 @@ pub(crate) fn t(secs: i64) -> DateTime<Utc> {
 
 /// Spark's answer that `id` is in `status` (its raw state the status in capitals) at `t(at)`.
 pub(crate) fn observed(id: &str, status: JobStatus, at: i64) -> WriteOp {
+    observed_at(id, status, t(at))
+}
+
+/// [`observed`] at an instant of the caller's choosing.
+pub(crate) fn observed_at(id: &str, status: JobStatus, at: DateTime<Utc>) -> WriteOp {
     WriteOp::Observe {
         asked: None,
         execution_id: id.into(),
@@ -32,7 +37,7 @@ pub(crate) fn observed(id: &str, status: JobStatus, at: i64) -> WriteOp {
             message: None,
             relaunching: false,
             successors: Vec::new(),
-            at: t(at),
+            at,
         },
     }
 }
