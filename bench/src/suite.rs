@@ -468,6 +468,16 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
         }
         Scenario::Notifications { endings } => {
             let f = super::notifications::measure(settings, endings).await?;
+            let delivered = |width: String, per_second: f64| Row {
+                scenario: format!(
+                    "notifications delivered to a local webhook, {}, {width}",
+                    thousands(endings)
+                ),
+                ours: format!("{per_second:.0} messages/s"),
+                ceiling: format!("{:.0} POST/s (one client, in turn)", f.posts_per_second),
+                ratio: Some(per_second / f.posts_per_second),
+                peak_rss_kb: None,
+            };
             Ok(vec![
                 Row {
                     scenario: format!(
@@ -483,29 +493,8 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                     ratio: Some(f.notifying_per_second / f.plain_per_second),
                     peak_rss_kb: None,
                 },
-                Row {
-                    scenario: format!(
-                        "notifications delivered to a local webhook, {}",
-                        thousands(endings)
-                    ),
-                    ours: format!(
-                        "{:.0} messages/s ({} in flight)",
-                        f.delivered_per_second, f.in_flight
-                    ),
-                    ceiling: format!("{:.0} POST/s (one client, in turn)", f.posts_per_second),
-                    ratio: Some(f.delivered_per_second / f.posts_per_second),
-                    peak_rss_kb: None,
-                },
-                Row {
-                    scenario: format!(
-                        "notifications delivered to a local webhook, {}, one in flight",
-                        thousands(endings)
-                    ),
-                    ours: format!("{:.0} messages/s", f.delivered_one_at_a_time),
-                    ceiling: format!("{:.0} POST/s (one client, in turn)", f.posts_per_second),
-                    ratio: Some(f.delivered_one_at_a_time / f.posts_per_second),
-                    peak_rss_kb: None,
-                },
+                delivered(format!("{} in flight", f.in_flight), f.delivered_per_second),
+                delivered("one in flight".into(), f.delivered_one_at_a_time),
             ])
         }
         Scenario::Idle => {

@@ -19,7 +19,7 @@ use jobwarden::store_api::{
 };
 use jobwarden_testkit::receiver::{Mode, Receiver, SECRET};
 
-use crate::helpers::{rules, wait_until, TestDb};
+use crate::helpers::{store_on, wait_until, TestDb};
 use crate::on_every_database;
 use crate::worlds::observed_at;
 
@@ -112,15 +112,7 @@ async fn fill_outbox(store: &Addr<JobStore>) {
 }
 
 fn start(db: &TestDb, notify: &NotificationSettings) -> Addr<JobStore> {
-    let settings = db.settings();
-    JobStore::new(
-        db.db.clone(),
-        settings.store.clone(),
-        rules(&settings),
-        Events::default(),
-    )
-    .with_notifications(notify)
-    .launch()
+    store_on(db).with_notifications(notify).launch()
 }
 
 fn deliver(store: &Addr<JobStore>, notify: NotificationSettings) -> Addr<Notifier> {

@@ -209,6 +209,18 @@ pub fn launch_store_counting(
     JobStore::new(db, settings.store.clone(), rules(settings), events).launch()
 }
 
+/// A JobStore on `db` as the service builds it, not started yet: for a test that adds what it
+/// needs (notifications, retention) before launching it.
+pub fn store_on(db: &TestDb) -> JobStore {
+    let settings = db.settings();
+    JobStore::new(
+        db.db.clone(),
+        settings.store.clone(),
+        rules(&settings),
+        Events::default(),
+    )
+}
+
 /// Runs `test` against a fresh database of `backend`, then drops that database.
 pub async fn run_on<F, Fut>(backend: Backend, test: F)
 where

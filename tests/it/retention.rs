@@ -14,13 +14,12 @@ use entity::{
 use jobwarden::actors::job_store::Prune;
 use jobwarden::actors::JobStore;
 use jobwarden::config::{KeepFor, RetentionSettings};
-use jobwarden::events::Events;
 use jobwarden_testkit::SparkServer;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
 };
 
-use crate::helpers::{rules, wait_until, Backend, TestDb};
+use crate::helpers::{store_on, wait_until, Backend, TestDb};
 use crate::on_every_database;
 use crate::operating::{instance_settings, start};
 
@@ -212,15 +211,7 @@ fn thirty_days_of_everything() -> RetentionSettings {
 
 /// A JobStore on `db` as the service builds it, keeping records as `retention` says.
 fn pruning_store(db: &TestDb, retention: RetentionSettings) -> actix::Addr<JobStore> {
-    let settings = db.settings();
-    JobStore::new(
-        db.db.clone(),
-        settings.store.clone(),
-        rules(&settings),
-        Events::default(),
-    )
-    .with_retention(retention)
-    .launch()
+    store_on(db).with_retention(retention).launch()
 }
 
 /// What a prune as of now deletes (or, on a dry run, would), table by table.
