@@ -259,6 +259,25 @@ pub struct SubmitArgs {
     /// default cluster ([spark]) when left out.
     #[arg(long, value_parser = non_empty)]
     pub cluster: Option<String>,
+    /// Execution ids it waits for: it is submitted only once all of them succeeded, and ends
+    /// Cancelled (naming the parent) if one fails or is cancelled. Comma-separated or repeated.
+    #[arg(long, value_delimiter = ',', value_name = "ID")]
+    pub after: Vec<String>,
+    /// Execution ids it waits for whatever their outcome.
+    #[arg(long, value_delimiter = ',', value_name = "ID")]
+    pub after_any: Vec<String>,
+    /// Its priority in the submission queue: 0 (the default, lowest) to 1000.
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i64>,
+    /// Instead of --cluster: the clusters it may be placed on (comma-separated; `default` is
+    /// [spark]); it goes to the one with the most free capacity.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "NAME",
+        conflicts_with = "cluster"
+    )]
+    pub clusters: Option<Vec<String>>,
 }
 
 fn parse_status(value: &str) -> Result<JobStatus, String> {

@@ -13,7 +13,8 @@ use crate::startup::{connect_patiently, shutdown_signal, Application, StartError
 use crate::store::retention::Aged;
 use crate::store::{self, actions_read, read, Rules};
 use crate::store_api::{
-    OpError, ResendFailed, Source, StoreError, StoreHandle, TrackRequest, WriteOp, WriteOutcome,
+    OpError, OrderingAsked, ResendFailed, Source, StoreError, StoreHandle, TrackRequest, WriteOp,
+    WriteOutcome,
 };
 
 /// Runs the service until a signal; `Err` only when it could not start.
@@ -218,6 +219,9 @@ async fn track(
             job_name: args.name,
             cluster: args.cluster.clone(),
             source: Source::Api,
+            after: Vec::new(),
+            priority: 0,
+            allowed: None,
         }))
         .await;
     match outcome {
@@ -316,7 +320,7 @@ async fn local_store(
     settings: &Settings,
 ) -> anyhow::Result<StoreHandle> {
     let mapping = crate::startup::check_tables(&db, settings).await?;
-    let rules = Rules::from_settings(&settings.spark).with_retry(settings.submit.retry_policy());
+    let rules = Rules::from_settings(&settings.spark).with_submit(&settings.submit);
     let store = JobStore::new(db, settings.store.clone(), rules, Events::default())
         .with_mapping(std::sync::Arc::new(mapping))
         .launch();
@@ -365,18 +369,34 @@ async fn submit(
             bail!("{message}");
         }
     }
+    let request = TrackRequest {
+        execution_id: args.execution_id.clone(),
+        submission_id: None,
+        spec: Some(spec.clone()),
+        job_name: args.name,
+        cluster: args.cluster.clone(),
+        source: Source::Api,
+        after: Vec::new(),
+        priority: 0,
+        allowed: None,
+    };
+    let asked = OrderingAsked {
+        after: args.after,
+        after_any: args.after_any,
+        priority: args.priority,
+        clusters: args.clusters,
+    };
+    let request = request
+        .ordered(asked, |name| settings.spark.clusters.contains_key(name))
+        .map_err(|message| anyhow::anyhow!("{message}"))?;
+    let waits = !request.after.is_empty();
     let store = local_store(db, &settings).await?;
-    let outcome = store
-        .write(WriteOp::Track(TrackRequest {
-            execution_id: args.execution_id.clone(),
-            submission_id: None,
-            spec: Some(spec.clone()),
-            job_name: args.name,
-            cluster: args.cluster.clone(),
-            source: Source::Api,
-        }))
-        .await;
+    let outcome = store.write(WriteOp::Track(request)).await;
     match outcome {
+        Ok(WriteOutcome::Tracked { .. }) if waits => println!(
+            "registered {}: it waits for its parents, then a running jobwarden submits it; follow it with `jobwarden jobs show {}`",
+            args.execution_id, args.execution_id
+        ),
         Ok(WriteOutcome::Tracked { .. }) => println!(
             "queued {} for submission ({} from {}{}): a running jobwarden submits it within submit.check_interval; follow it with `jobwarden jobs show {}`",
             args.execution_id,

@@ -188,8 +188,7 @@ impl Application {
             .with_label_values(&[instance.as_str()])
             .set(1.0);
         let events = Events::new(metrics.clone());
-        let rules =
-            Rules::from_settings(&settings.spark).with_retry(settings.submit.retry_policy());
+        let rules = Rules::from_settings(&settings.spark).with_submit(&settings.submit);
         let mut job_store =
             JobStore::new(db.clone(), settings.store.clone(), rules, events.clone())
                 .with_mapping(mapping)

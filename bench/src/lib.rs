@@ -105,6 +105,9 @@ pub(crate) async fn track_all(
                 job_name: None,
                 cluster: None,
                 source: Source::Api,
+                after: Vec::new(),
+                priority: 0,
+                allowed: None,
             }))
         }))
         .await;

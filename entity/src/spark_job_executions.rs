@@ -43,6 +43,14 @@ pub struct Model {
     pub next_attempt_at: Option<DateTimeUtc>,
     /// Someone asked to cancel it; the driver is killed and the row ends once Spark confirms.
     pub cancel_requested_at: Option<DateTimeUtc>,
+    /// Higher leaves the submission queue first (0 unless the submission said otherwise).
+    pub priority: i32,
+    /// Its place in the submission queue, lowest first: when it became ready to submit, in
+    /// milliseconds, less its priority's head start (so waiting ages it).
+    pub queue_rank: i64,
+    /// The clusters it may be placed on, comma-separated (`,a,b,`); none: only `cluster`.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub allowed_clusters: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

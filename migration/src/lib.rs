@@ -13,6 +13,7 @@ mod m20261129_000006_create_leases;
 mod m20261129_000007_add_cluster;
 mod m20261129_000008_create_notification_outbox;
 mod m20261129_000009_create_attempts;
+mod m20261207_000010_add_ordering;
 
 pub use m20261129_000006_create_leases::BUCKETS;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000007_add_cluster::Migration),
             Box::new(m20261129_000008_create_notification_outbox::Migration),
             Box::new(m20261129_000009_create_attempts::Migration),
+            Box::new(m20261207_000010_add_ordering::Migration),
         ]
     }
 }

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::backend::spark::{CreateError, CreateRequest, MarkSearch, SparkClient, SparkSetupError};
 use crate::config::{SparkSettings, SubmitSettings};
 use crate::domain::{attempt_mark, SubmitSpec};
 use crate::store_api::{
-    ActionKind, AttemptChange, DueAction, DueActions, OpError, StoreError, StoreHandle, WriteOp,
-    WriteOutcome,
+    ActionKind, AttemptChange, Candidate, DueAction, DueActions, OpError, StoreError, StoreHandle,
+    WriteOp, WriteOutcome,
 };
 
 /// Most actions one look takes; the next look takes the rest.
@@ -82,6 +82,8 @@ pub struct Submitter {
     kill_every: Duration,
     crash_at: Option<CrashPoint>,
     looking: bool,
+    /// A look was asked for while one was under way: another follows it at once.
+    relook: bool,
     /// Clusters whose REST server refused a connection, until when no submission is tried
     /// there (so an outage costs no writes, and is logged once).
     away: HashMap<Option<String>, Instant>,
@@ -95,8 +97,10 @@ enum Learned {
     Nothing,
     /// An undecided reconciliation was logged.
     Told,
-    /// The cluster refused the connection.
-    Away,
+    /// This cluster refused the connection.
+    Away(Option<String>),
+    /// A waiting job joined the submission queue: worth looking again at once.
+    Released,
 }
 
 impl Submitter {
@@ -126,6 +130,7 @@ impl Submitter {
             kill_every: spark.poll_interval,
             crash_at: CrashPoint::from_env(),
             looking: false,
+            relook: false,
             away: HashMap::new(),
         })
     }
@@ -141,6 +146,9 @@ impl Submitter {
         });
         ctx.spawn(request.into_actor(self).map(|answer, act, ctx| {
             act.looking = false;
+            if std::mem::take(&mut act.relook) {
+                ctx.notify(LookNow);
+            }
             match answer {
                 Ok(actions) => {
                     for action in actions {
@@ -169,12 +177,25 @@ impl Submitter {
             self.last_kill
                 .insert(action.execution_id.clone(), Instant::now());
         }
-        if let ActionKind::Submit { .. } = &action.kind {
-            if self
-                .away
-                .get(&action.cluster)
-                .is_some_and(|until| Instant::now() < *until)
-            {
+        let now = Instant::now();
+        let away =
+            |cluster: &Option<String>| self.away.get(cluster).is_some_and(|until| now < *until);
+        let mut candidates = Vec::new();
+        if let ActionKind::Submit { clusters, .. } = &action.kind {
+            candidates = clusters
+                .iter()
+                .filter(|c| self.targets.contains_key(*c))
+                .map(|c| Candidate {
+                    cluster: c.clone(),
+                    away: away(c),
+                    free_cores: None,
+                })
+                .collect();
+            if candidates.iter().all(|c| c.away) {
+                if candidates.is_empty() {
+                    warn!(execution_id = %action.execution_id, clusters = ?clusters,
+                        "the job names no cluster that is configured; add its [spark.clusters.<name>] section");
+                }
                 return;
             }
         }
@@ -195,34 +216,53 @@ impl Submitter {
         let work = run(
             action,
             target,
+            Placing {
+                candidates,
+                targets: self.targets.clone(),
+            },
             self.store.clone(),
             self.settings.clone(),
             self.crash_at,
             self.told.contains(&id),
         )
         .instrument(span);
-        ctx.spawn(work.into_actor(self).map(move |learned, act, _| {
+        ctx.spawn(work.into_actor(self).map(move |learned, act, ctx| {
             act.busy.remove(&id);
             match learned {
                 Learned::Told => {
                     act.told.insert(id);
                 }
-                Learned::Away => {
+                Learned::Away(cluster) => {
                     act.away.insert(cluster, Instant::now() + AWAY_FOR);
                 }
                 Learned::Nothing => {
                     act.told.remove(&id);
                     act.away.remove(&cluster);
                 }
+                Learned::Released => {
+                    // Its submission should not wait for the next interval.
+                    if act.looking {
+                        act.relook = true;
+                    } else {
+                        ctx.notify(LookNow);
+                    }
+                }
             }
         }));
     }
+}
+
+/// Where a submission may go: the clusters offered to the store, and each one's client.
+struct Placing {
+    candidates: Vec<Candidate>,
+    targets: HashMap<Option<String>, Target>,
 }
 
 /// Carries out one action.
 async fn run(
     action: DueAction,
     target: Target,
+    placing: Placing,
     store: StoreHandle,
     settings: SubmitSettings,
     crash_at: Option<CrashPoint>,
@@ -236,6 +276,23 @@ async fn run(
     let write = |op: WriteOp| store.write_fenced(op, action.fence);
     let id = action.execution_id.clone();
     match action.kind {
+        ActionKind::Release => {
+            let released = write(WriteOp::Release {
+                execution_id: id,
+                at: Utc::now(),
+            })
+            .await;
+            match released {
+                Ok(WriteOutcome::Execution(crate::domain::Applied::Transitioned {
+                    to: crate::domain::JobStatus::Queued,
+                    ..
+                })) => Learned::Released,
+                other => {
+                    log_refusal(other);
+                    Learned::Nothing
+                }
+            }
+        }
         ActionKind::Unusable { reason } => {
             warn!(reason = %reason, "the job's submit_spec cannot be used; failing it");
             log_refusal(
@@ -267,6 +324,7 @@ async fn run(
             spec,
             name,
             kill_first,
+            ..
         } => {
             if let Some(old) = kill_first {
                 // The attempt before was given up on by a timeout: its driver must not run on
@@ -277,7 +335,7 @@ async fn run(
                     }
                     Err(e) => {
                         warn!(submission_id = %old, error = %e, "could not reach Spark to kill the timed-out attempt's driver; the next attempt waits");
-                        return Learned::Away;
+                        return Learned::Away(action.cluster.clone());
                     }
                 }
             }
@@ -286,7 +344,7 @@ async fn run(
                 attempt,
                 &spec,
                 name.as_deref(),
-                &target,
+                placing,
                 &settings,
                 crash_at,
                 &write,
@@ -373,7 +431,7 @@ async fn submit<F, Fut>(
     attempt: u32,
     spec: &SubmitSpec,
     name: Option<&str>,
-    target: &Target,
+    placing: Placing,
     settings: &SubmitSettings,
     crash_at: Option<CrashPoint>,
     write: &F,
@@ -389,17 +447,25 @@ where
         attempt,
         mark: mark.clone(),
         at: Utc::now(),
+        candidates: placing.candidates,
     })
     .await;
-    match begun {
-        Ok(WriteOutcome::Attempt(AttemptChange::Begun)) => {}
-        // Cancelled meanwhile, or taken by another hand: nothing to send.
-        Err(StoreError::Refused(OpError::NotNow(_))) => return Learned::Nothing,
+    let cluster = match begun {
+        Ok(WriteOutcome::Attempt(AttemptChange::Begun { cluster })) => cluster,
+        // Cancelled meanwhile, taken by another hand, or no free place yet: nothing to send.
+        Err(StoreError::Refused(OpError::NotNow(why))) => {
+            debug!(attempt, why = %why, "not begun now");
+            return Learned::Nothing;
+        }
         other => {
             warn!(attempt, outcome = ?other, "could not record the attempt; nothing was sent");
             return Learned::Nothing;
         }
-    }
+    };
+    let Some(target) = placing.targets.get(&cluster) else {
+        warn!(attempt, cluster = ?cluster, "placed on a cluster this instance has no client for; the attempt is reconciled later");
+        return Learned::Nothing;
+    };
     crash_if(crash_at, CrashPoint::AfterRecord);
     let app_name = name.unwrap_or(execution_id);
     let request = CreateRequest {
@@ -442,7 +508,7 @@ where
                 })
                 .await,
             );
-            Learned::Away
+            Learned::Away(cluster)
         }
         Err(CreateError::Rejected(e)) => {
             warn!(attempt, error = %e, "Spark refused the submission");
@@ -483,6 +549,19 @@ impl Actor for Submitter {
     fn started(&mut self, ctx: &mut Self::Context) {
         let every = self.settings.check_interval;
         ctx.run_interval(every, |act, ctx| act.look(ctx));
+        self.look(ctx);
+    }
+}
+
+/// Look for due actions now, not at the next interval (a waiting job was released).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LookNow;
+
+impl Handler<LookNow> for Submitter {
+    type Result = ();
+
+    fn handle(&mut self, _: LookNow, ctx: &mut Self::Context) {
         self.look(ctx);
     }
 }

@@ -59,6 +59,10 @@ pub struct SparkSettings {
     /// there are other clusters; an equal split unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_share: Option<f64>,
+    /// The most drivers of the default cluster jobwarden starts while others it knows of there
+    /// have not ended; unset: no limit. Jobs beyond it wait, in queue order, for a place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<u32>,
     /// Further clusters, by name; rows name one in their `cluster` column.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub clusters: BTreeMap<String, ClusterSettings>,
@@ -167,6 +171,7 @@ impl Validate for SparkSettings {
             check_master_ui_url(p, "spark.master_ui_url", ui);
         }
         check_pool_share(p, "spark.pool_share", self.pool_share);
+        check_max_running(p, "spark.max_running", self.max_running);
         check_clusters(&self.clusters, p);
     }
 }
@@ -275,6 +280,9 @@ pub struct ClusterSettings {
     /// an equal split between the clusters unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_share: Option<f64>,
+    /// `[spark] max_running` for this cluster; unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<u32>,
 }
 
 /// A cluster as the pollers see it: a name (none for the default) and the settings its client
@@ -314,6 +322,7 @@ impl SparkSettings {
             settings.status_source = cluster.status_source.unwrap_or(self.status_source);
             settings.request_timeout = cluster.request_timeout.unwrap_or(self.request_timeout);
             settings.pool_share = cluster.pool_share;
+            settings.max_running = cluster.max_running;
             all.push(Cluster {
                 name: Some(name.clone()),
                 pollers: pollers(cluster.pool_share),
@@ -321,6 +330,15 @@ impl SparkSettings {
             });
         }
         all
+    }
+
+    /// Each cluster's `max_running`, the default cluster under `None`; clusters without a
+    /// limit are absent.
+    pub fn capacities(&self) -> std::collections::HashMap<Option<String>, u64> {
+        self.clusters()
+            .into_iter()
+            .filter_map(|c| Some((c.name, u64::from(c.settings.max_running?))))
+            .collect()
     }
 
     /// Whether rows may name this cluster.
@@ -361,6 +379,7 @@ pub fn check_clusters(clusters: &BTreeMap<String, ClusterSettings>, p: &mut Prob
             p.positive(&key("request_timeout"), timeout);
         }
         check_pool_share(p, &key("pool_share"), cluster.pool_share);
+        check_max_running(p, &key("max_running"), cluster.max_running);
         if cluster.bearer_token.is_some() && cluster.basic_auth.is_some() {
             p.refuse(
                 &key("basic_auth"),
@@ -368,6 +387,17 @@ pub fn check_clusters(clusters: &BTreeMap<String, ClusterSettings>, p: &mut Prob
                 "set either bearer_token or basic_auth for a cluster, not both",
             );
         }
+    }
+}
+
+/// A capacity of 0 would keep every job of the cluster waiting for ever.
+fn check_max_running(p: &mut Problems, key: &str, max: Option<u32>) {
+    if max == Some(0) {
+        p.refuse(
+            key,
+            "0",
+            "must be at least 1 (leave it out for no limit); with 0 no job would ever be submitted there",
+        );
     }
 }
 

@@ -30,6 +30,11 @@ pub struct SubmitSettings {
     /// How often waiting submissions, retries and cancels are looked for.
     #[serde(with = "humantime_serde")]
     pub check_interval: Duration,
+    /// The head start one priority point gives in the submission queue: a job is overtaken
+    /// only by jobs that became ready less than (their priority - its priority) × `aging`
+    /// after it.
+    #[serde(with = "humantime_serde")]
+    pub aging: Duration,
 }
 
 impl Default for SubmitSettings {
@@ -47,6 +52,7 @@ impl Default for SubmitSettings {
             settle: Duration::from_secs(120),
             client_spark_version: "3.5.0".into(),
             check_interval: Duration::from_secs(5),
+            aging: Duration::from_secs(60),
         }
     }
 }
@@ -73,6 +79,7 @@ impl Validate for SubmitSettings {
         }
         p.positive("submit.initial_backoff", self.initial_backoff);
         p.positive("submit.check_interval", self.check_interval);
+        p.positive("submit.aging", self.aging);
         if self.initial_backoff > self.max_backoff {
             p.refuse(
                 "submit.initial_backoff",

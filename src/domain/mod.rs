@@ -5,7 +5,9 @@
 
 pub mod application;
 pub mod attempt;
+pub mod dependency;
 pub mod execution;
+pub mod placement;
 pub mod policy;
 pub mod queue_event;
 pub mod relaunch;

@@ -14,6 +14,9 @@ pub trait Lifecycle: Copy + Eq + fmt::Display {
 /// Status of a Spark execution row (`spark_job_executions.status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobStatus {
+    /// A job jobwarden submits that waits for the jobs it depends on to end; it becomes
+    /// Queued once they did as it asked, or Cancelled when one did not.
+    Waiting,
     Queued,
     Submitting,
     Running,
@@ -36,7 +39,8 @@ pub enum QueueStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 7] = [
+    pub const ALL: [JobStatus; 8] = [
+        JobStatus::Waiting,
         JobStatus::Queued,
         JobStatus::Submitting,
         JobStatus::Running,
@@ -55,7 +59,8 @@ impl JobStatus {
         JobStatus::Failed,
         JobStatus::Cancelled,
     ];
-    pub const NON_TERMINAL: [JobStatus; 4] = [
+    pub const NON_TERMINAL: [JobStatus; 5] = [
+        JobStatus::Waiting,
         JobStatus::Queued,
         JobStatus::Submitting,
         JobStatus::Running,
@@ -64,6 +69,7 @@ impl JobStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            JobStatus::Waiting => "Waiting",
             JobStatus::Queued => "Queued",
             JobStatus::Submitting => "Submitting",
             JobStatus::Running => "Running",
@@ -78,17 +84,18 @@ impl JobStatus {
 impl Lifecycle for JobStatus {
     fn stage(self) -> u8 {
         match self {
-            JobStatus::Queued => 0,
-            JobStatus::Submitting => 1,
+            JobStatus::Waiting => 0,
+            JobStatus::Queued => 1,
+            JobStatus::Submitting => 2,
             // Between attempts: a late word of the last attempt's driver (Running) cannot move
             // it; only an ending can (a cancel). The next attempt starts by the store's hand.
-            JobStatus::Running | JobStatus::Retrying => 2,
-            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled => 3,
+            JobStatus::Running | JobStatus::Retrying => 3,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled => 4,
         }
     }
 
     fn is_terminal(self) -> bool {
-        self.stage() == 3
+        self.stage() == 4
     }
 }
 
@@ -259,6 +266,15 @@ mod tests {
     fn job_statuses_only_move_forward() {
         use JobStatus::*;
         let allowed = [
+            // Its parents ended as it asked, or one did not (the store moves it; no backend
+            // reports Waiting or sees the job before it is Queued).
+            (Waiting, Queued),
+            (Waiting, Cancelled),
+            (Waiting, Submitting),
+            (Waiting, Running),
+            (Waiting, Retrying),
+            (Waiting, Succeeded),
+            (Waiting, Failed),
             (Queued, Submitting),
             (Queued, Running),
             (Queued, Succeeded),
@@ -301,9 +317,9 @@ mod tests {
     }
 
     #[test]
-    fn running_never_returns_to_submitting_or_queued() {
+    fn running_never_returns_to_submitting_queued_or_waiting() {
         use JobStatus::*;
-        for observed in [Queued, Submitting] {
+        for observed in [Waiting, Queued, Submitting] {
             assert_eq!(
                 judge(Running, observed),
                 Verdict::Refuse(Refusal::Backwards {

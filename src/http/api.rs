@@ -8,7 +8,9 @@ use serde::Deserialize;
 
 use crate::domain::{JobStatus, SubmitSpec};
 use crate::store::{actions_read, read};
-use crate::store_api::{OpError, Source, StoreError, TrackRequest, WriteOp, WriteOutcome};
+use crate::store_api::{
+    OpError, OrderingAsked, Source, StoreError, TrackRequest, WriteOp, WriteOutcome,
+};
 
 use super::views::{
     AfterAction, CancelTaken, ErrorBody, ExecutionDetail, ExecutionPage, ExecutionView,
@@ -162,6 +164,19 @@ pub struct TrackBody {
     job_name: Option<String>,
     /// A `[spark.clusters.<name>]`; none is the default cluster.
     cluster: Option<String>,
+    /// With `submit`: jobs (execution ids) it waits for; it runs only if every one succeeds,
+    /// and ends Cancelled, naming the parent, if one fails or is cancelled.
+    #[serde(default)]
+    after: Vec<String>,
+    /// With `submit`: jobs it waits for whatever their outcome.
+    #[serde(default)]
+    after_any: Vec<String>,
+    /// With `submit`: its priority in the submission queue, 0 (default, lowest) to 1000.
+    #[schema(minimum = 0, maximum = 1000)]
+    priority: Option<i64>,
+    /// With `submit`, instead of `cluster`: the clusters it may be placed on (`default` is
+    /// `[spark]`); it goes to the one with the most free capacity that is not away.
+    clusters: Option<Vec<String>>,
 }
 
 /// Writes (track, cancel, retry) need `Authorization: Bearer <http.api_token>` when a token
@@ -203,7 +218,7 @@ async fn detail(
     responses(
         (status = 201, description = "Tracked from now on", body = Tracked),
         (status = 200, description = "Known already without a driver (from an event, say): it follows this submission now", body = Tracked),
-        (status = 400, description = "The body is not usable; the message names the field", body = ErrorBody),
+        (status = 400, description = "The body is not usable (an unknown parent, a job waiting for itself, a priority out of range, an unknown cluster…); the message names the field", body = ErrorBody),
         (status = 401, description = "The API token is needed (`http.api_token`)", body = ErrorBody),
         (status = 409, description = "Tracked already with another submission, or the cluster takes no submissions", body = ErrorBody),
         (status = 503, description = "The store could not take the change", body = ErrorBody),
@@ -277,14 +292,28 @@ pub async fn track_job(
         }
     }
     let execution_id = body.execution_id.trim().to_owned();
-    let op = WriteOp::Track(TrackRequest {
+    let asked = OrderingAsked {
+        after: body.after,
+        after_any: body.after_any,
+        priority: body.priority,
+        clusters: body.clusters,
+    };
+    let request = TrackRequest {
         execution_id: execution_id.clone(),
         submission_id: body.submission_id.map(|s| s.trim().to_owned()),
         spec: body.submit,
         job_name: body.job_name,
         cluster,
         source: Source::Api,
-    });
+        after: Vec::new(),
+        priority: 0,
+        allowed: None,
+    };
+    let request = match request.ordered(asked, |name| state.clusters.iter().any(|c| c == name)) {
+        Ok(request) => request,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let op = WriteOp::Track(request);
     let answer = state.store.write(op).await;
     match answer {
         Ok(WriteOutcome::Tracked { created }) => {
@@ -304,6 +333,9 @@ pub async fn track_job(
             StatusCode::CONFLICT,
             format!("execution {execution_id:?} is already tracked"),
         ),
+        Err(StoreError::Refused(OpError::Dependency(message))) => {
+            error(StatusCode::BAD_REQUEST, message)
+        }
         Err(e) => refused(e, "not registered"),
     }
 }

@@ -43,6 +43,11 @@ pub struct ExecutionView {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// When someone asked to cancel it (the job ends once Spark reports the driver KILLED).
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// Higher leaves the submission queue first (jobs jobwarden submits).
+    pub priority: i32,
+    /// The clusters it may be placed on, when the submission named several; `cluster` is where
+    /// it was placed.
+    pub allowed_clusters: Option<Vec<String>>,
     /// What jobwarden submits for it, as a JSON object; null for jobs submitted by others.
     /// Text that is not JSON (a row written by hand) is shown as a string, as stored.
     #[schema(value_type = Option<Object>)]
@@ -75,6 +80,13 @@ impl From<executions::Model> for ExecutionView {
             attempt: row.attempt,
             next_attempt_at: row.next_attempt_at,
             cancel_requested_at: row.cancel_requested_at,
+            priority: row.priority,
+            allowed_clusters: row.allowed_clusters.as_deref().map(|text| {
+                text.split(',')
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
             submit: row
                 .submit_spec
                 .map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))),

@@ -1,34 +1,36 @@
-//! What the Submitter must do now: jobs due for a submission, attempts whose request was lost,
-//! drivers to kill; and each job's attempts for those who read them.
+//! What the Submitter must do now: waiting jobs to release, jobs due for a submission in queue
+//! order, attempts whose request was lost, drivers to kill; and each job's attempts for those
+//! who read them.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use entity::{spark_job_attempts as attempts, spark_job_executions as executions};
+use entity::{
+    spark_job_attempts as attempts, spark_job_dependencies as deps,
+    spark_job_executions as executions,
+};
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 
 use crate::domain::{JobStatus, SubmitSpec};
 use crate::store_api::{ActionKind, DueAction};
 
 use super::attempts::in_flight;
+use super::ordering;
 
-/// Up to `limit` actions due at `now`, in execution id order.
+/// Up to `limit` actions due at `now`: waiting jobs a parent's end woke, drivers to kill, and
+/// jobs to submit in queue order, no more of them on a limited cluster (`capacity`) than it has
+/// free places for.
 pub async fn due_actions(
     db: &DatabaseConnection,
     now: DateTime<Utc>,
     limit: u64,
+    capacity: &HashMap<Option<String>, u64>,
 ) -> Result<Vec<DueAction>, DbErr> {
-    let waiting = [JobStatus::Queued.as_str(), JobStatus::Retrying.as_str()];
-    let to_submit = Condition::all()
-        .add(executions::Column::SubmitSpec.is_not_null())
-        .add(executions::Column::Status.is_in(waiting))
-        .add(executions::Column::SubmissionId.is_null())
-        .add(
-            Condition::any()
-                .add(executions::Column::NextAttemptAt.is_null())
-                .add(executions::Column::NextAttemptAt.lte(now)),
-        );
+    let mut out = releases(db, limit).await?;
+    let to_submit = ordering::ready(now);
     let to_kill = Condition::all()
         .add(executions::Column::CancelRequestedAt.is_not_null())
         .add(executions::Column::SubmissionId.is_not_null())
@@ -37,19 +39,96 @@ pub async fn due_actions(
             JobStatus::Submitting.as_str(),
             JobStatus::Running.as_str(),
         ]));
+    // A request out whose driver is not known yet (to reconcile), or a row others inserted
+    // with a spec and nothing else (due at once).
+    let undated = Condition::all()
+        .add(executions::Column::SubmitSpec.is_not_null())
+        .add(
+            executions::Column::Status
+                .is_in([JobStatus::Queued.as_str(), JobStatus::Retrying.as_str()]),
+        )
+        .add(executions::Column::SubmissionId.is_null())
+        .add(executions::Column::NextAttemptAt.is_null());
     let rows = executions::Entity::find()
-        .filter(Condition::any().add(to_submit).add(to_kill))
+        .filter(Condition::any().add(to_submit).add(to_kill).add(undated))
+        .order_by_asc(executions::Column::QueueRank)
         .order_by_asc(executions::Column::ExecutionId)
         .limit(limit)
         .all(db)
         .await?;
-    let mut out = Vec::with_capacity(rows.len());
+    let mut free = free_places(db, capacity).await?;
     for row in rows {
+        let to_begin = row.submission_id.is_none() && row.next_attempt_at.is_some();
+        if to_begin && !takes_a_place(&row, &mut free) {
+            continue;
+        }
         if let Some(action) = action_for(db, row).await? {
             out.push(action);
         }
     }
     Ok(out)
+}
+
+/// Free places on each limited cluster now.
+async fn free_places(
+    db: &DatabaseConnection,
+    capacity: &HashMap<Option<String>, u64>,
+) -> Result<HashMap<Option<String>, u64>, DbErr> {
+    let mut free = HashMap::with_capacity(capacity.len());
+    for (cluster, max) in capacity {
+        let running = executions::Entity::find()
+            .filter(ordering::occupying(cluster.as_deref()))
+            .count(db)
+            .await?;
+        free.insert(cluster.clone(), max.saturating_sub(running));
+    }
+    Ok(free)
+}
+
+/// Whether a job to submit is worth trying now: one of its clusters has no limit, or a free
+/// place not yet given to a job ahead of it (which it then takes, on the freest).
+fn takes_a_place(row: &executions::Model, free: &mut HashMap<Option<String>, u64>) -> bool {
+    let allowed = ordering::allowed_of(row);
+    if allowed.iter().any(|c| !free.contains_key(c)) {
+        return true;
+    }
+    let best = allowed
+        .iter()
+        .filter_map(|c| Some((c.clone(), *free.get(c)?)))
+        .filter(|(_, n)| *n > 0)
+        .max_by_key(|(_, n)| *n);
+    match best {
+        Some((cluster, _)) => {
+            if let Some(n) = free.get_mut(&cluster) {
+                *n -= 1;
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+/// Waiting jobs one of whose parents ended since they last looked.
+async fn releases(db: &DatabaseConnection, limit: u64) -> Result<Vec<DueAction>, DbErr> {
+    let children: Vec<String> = deps::Entity::find()
+        .select_only()
+        .column(deps::Column::ChildId)
+        .distinct()
+        .filter(deps::Column::State.eq(ordering::ENDED))
+        .order_by_asc(deps::Column::ChildId)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(children
+        .into_iter()
+        .map(|execution_id| DueAction {
+            execution_id,
+            cluster: None,
+            kind: ActionKind::Release,
+            fence: None,
+        })
+        .collect())
 }
 
 async fn action_for(
@@ -109,6 +188,7 @@ async fn action_for(
                 spec,
                 name: row.job_name.clone(),
                 kill_first,
+                clusters: ordering::allowed_of(&row),
             }
         }
     };

@@ -20,6 +20,7 @@ use crate::domain::{
 use crate::store_api::{AttemptChange, OpError, Source, WriteOutcome};
 
 use super::changes::{history_row, AttemptWrite, Changes, Loaded, Patch, Rules, SPARK};
+use super::ordering;
 use super::rows;
 
 /// Attempt states as stored.
@@ -97,22 +98,28 @@ pub(super) fn begin(
     mark: &str,
     at: DateTime<Utc>,
 ) -> Result<WriteOutcome, OpError> {
-    let loaded = changes
+    let row = &changes
         .executions
-        .get_mut(execution_id)
-        .ok_or_else(|| unknown(execution_id))?;
-    let row = &mut loaded.row;
+        .get(execution_id)
+        .ok_or_else(|| unknown(execution_id))?
+        .row;
     if !view(row).wants(attempt, at) {
         return Err(OpError::NotNow(format!(
             "execution {execution_id} does not want attempt {attempt} now (status {}, attempt {}, next attempt {:?})",
             row.status, row.attempt, row.next_attempt_at
         )));
     }
+    let (cluster, placed) = ordering::place(changes, execution_id)?;
+    let loaded = changes
+        .executions
+        .get_mut(execution_id)
+        .ok_or_else(|| unknown(execution_id))?;
+    let row = &mut loaded.row;
     row.attempt = attempt as i32;
     row.next_attempt_at = None;
+    row.cluster.clone_from(&cluster);
     loaded.dirty = true;
     let status: JobStatus = row.status.parse().unwrap_or(JobStatus::Queued);
-    let cluster = row.cluster.clone();
     changes
         .attempt_writes
         .push(AttemptWrite::Insert(attempts::ActiveModel {
@@ -120,7 +127,7 @@ pub(super) fn begin(
             execution_id: Set(execution_id.to_owned()),
             attempt: Set(attempt as i32),
             mark: Set(mark.to_owned()),
-            cluster: Set(cluster),
+            cluster: Set(cluster.clone()),
             submission_id: Set(None),
             state: Set(REQUESTED.into()),
             requested_at: Set(at),
@@ -130,6 +137,16 @@ pub(super) fn begin(
             outcome: Set(None),
             reason: Set(None),
         }));
+    if let Some(why) = placed {
+        remark(
+            changes,
+            execution_id,
+            status,
+            format!("attempt {attempt}: {why}"),
+            at,
+            Source::Submitter,
+        );
+    }
     remark(
         changes,
         execution_id,
@@ -138,7 +155,7 @@ pub(super) fn begin(
         at,
         Source::Submitter,
     );
-    Ok(WriteOutcome::Attempt(AttemptChange::Begun))
+    Ok(WriteOutcome::Attempt(AttemptChange::Begun { cluster }))
 }
 
 /// The row whose attempt `attempt` is in flight, or why there is none.

@@ -28,6 +28,10 @@ pub struct Rules {
     pub timeouts: TimeoutPolicy,
     /// For jobs jobwarden submits: the configured retry policy (a spec may override it).
     pub retry: crate::domain::RetryPolicy,
+    /// Each cluster's `max_running` (the default cluster under `None`); absent: no limit.
+    pub capacity: HashMap<Option<String>, u64>,
+    /// The head start one priority point gives in the submission queue (`submit.aging`).
+    pub aging: std::time::Duration,
 }
 
 impl Rules {
@@ -37,7 +41,16 @@ impl Rules {
             poll: spark.poll_policy(),
             timeouts: spark.timeout_policy(),
             retry: crate::config::SubmitSettings::default().retry_policy(),
+            capacity: spark.capacities(),
+            aging: crate::config::SubmitSettings::default().aging,
         }
+    }
+
+    /// The retry policy and the queue's aging `[submit]` configures.
+    pub fn with_submit(self, submit: &crate::config::SubmitSettings) -> Rules {
+        let mut rules = self.with_retry(submit.retry_policy());
+        rules.aging = submit.aging;
+        rules
     }
 
     pub fn with_retry(mut self, retry: crate::domain::RetryPolicy) -> Rules {
@@ -74,6 +87,8 @@ pub(super) struct Changes {
     pub(super) tracked_successors: std::collections::HashSet<String>,
     /// New queue rows were inserted as placeholders when the batch loaded (MySQL/MariaDB).
     pub(super) queue_placeholders: bool,
+    /// Dependencies: parents as read, the waiting children's rows, and what to write.
+    pub(super) ordering: super::ordering::Ordering,
 }
 
 /// A change to the attempts table, written with the batch.

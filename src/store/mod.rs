@@ -9,6 +9,7 @@ mod changes;
 pub mod dashboard_read;
 pub mod leases;
 pub mod mapped;
+pub(crate) mod ordering;
 pub mod outbox;
 pub mod read;
 pub mod retention;

@@ -121,6 +121,9 @@ mod tests {
             attempt: 0,
             next_attempt_at: None,
             cancel_requested_at: None,
+            priority: 0,
+            queue_rank: 0,
+            allowed_clusters: None,
         }
     }
 

@@ -42,6 +42,141 @@ pub struct TrackRequest {
     pub source: Source,
     /// What jobwarden is to submit for it (then `submission_id` is none).
     pub spec: Option<crate::domain::SubmitSpec>,
+    /// The jobs it waits for, each with what it asks of it (jobs jobwarden submits).
+    pub after: Vec<(String, crate::domain::dependency::After)>,
+    /// Its priority in the submission queue (0 to `placement::MAX_PRIORITY`).
+    pub priority: i32,
+    /// The clusters it may be placed on (the default one as `None`); `None`: only `cluster`.
+    pub allowed: Option<Vec<Option<String>>>,
+}
+
+impl TrackRequest {
+    /// A job to follow or submit, with no dependencies, priority 0, on `cluster` alone.
+    pub fn new(
+        execution_id: impl Into<String>,
+        submission_id: Option<String>,
+        spec: Option<crate::domain::SubmitSpec>,
+        source: Source,
+    ) -> TrackRequest {
+        TrackRequest {
+            execution_id: execution_id.into(),
+            submission_id,
+            job_name: None,
+            cluster: None,
+            source,
+            spec,
+            after: Vec::new(),
+            priority: 0,
+            allowed: None,
+        }
+    }
+}
+
+/// How a submission asks to be ordered, as the API and the command line take it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderingAsked {
+    /// Parents it runs after only if they succeed.
+    pub after: Vec<String>,
+    /// Parents it runs after whatever their outcome.
+    pub after_any: Vec<String>,
+    pub priority: Option<i64>,
+    /// The clusters it may be placed on (`default` names the `[spark]` one).
+    pub clusters: Option<Vec<String>>,
+}
+
+impl OrderingAsked {
+    pub fn is_empty(&self) -> bool {
+        *self == OrderingAsked::default()
+    }
+}
+
+impl TrackRequest {
+    /// Applies what the submission asked for its order; `known` says whether a cluster name is
+    /// configured. The message of a refusal names the field and the value.
+    pub fn ordered(
+        mut self,
+        asked: OrderingAsked,
+        known: impl Fn(&str) -> bool,
+    ) -> Result<TrackRequest, String> {
+        use crate::domain::dependency::{registration_order, After, NewJob};
+        if !asked.is_empty() && self.spec.is_none() {
+            return Err(
+                "after, after_any, priority and clusters order the jobs jobwarden submits: give them with submit".into(),
+            );
+        }
+        if let Some(priority) = asked.priority {
+            self.priority = crate::domain::placement::check_priority(priority)?;
+        }
+        let mut after: Vec<(String, After)> = Vec::new();
+        for (ids, kind, field) in [
+            (&asked.after, After::Success, "after"),
+            (&asked.after_any, After::Any, "after_any"),
+        ] {
+            for id in ids {
+                let id = id.trim();
+                if id.is_empty() || id.len() > 191 || id.chars().any(char::is_control) {
+                    return Err(format!(
+                        "{field} holds {id:?}: each parent is an execution id of 1 to 191 printable characters"
+                    ));
+                }
+                if after.iter().any(|(known, _)| known == id) {
+                    return Err(format!(
+                        "{field} names {id:?} twice (or in both after and after_any): name each parent once"
+                    ));
+                }
+                after.push((id.to_owned(), kind));
+            }
+        }
+        let parents: Vec<&str> = after.iter().map(|(id, _)| id.as_str()).collect();
+        registration_order(
+            &[NewJob {
+                id: &self.execution_id,
+                parents,
+            }],
+            |_| true,
+        )
+        .map_err(|e| e.to_string())?;
+        self.after = after;
+        if let Some(clusters) = asked.clusters {
+            if self.cluster.is_some() {
+                return Err(
+                    "give cluster (one) or clusters (a set to choose from), not both".into(),
+                );
+            }
+            if clusters.is_empty() {
+                return Err("clusters must name at least one cluster (or leave it out)".into());
+            }
+            let mut allowed: Vec<Option<String>> = Vec::new();
+            for name in clusters {
+                let name = name.trim();
+                let cluster = if name == crate::domain::placement::DEFAULT_CLUSTER {
+                    None
+                } else if known(name) {
+                    Some(name.to_owned())
+                } else {
+                    return Err(format!(
+                        "clusters names {name:?}, which is not a configured cluster: use a [spark.clusters.<name>] or \"default\""
+                    ));
+                };
+                if !allowed.contains(&cluster) {
+                    allowed.push(cluster);
+                }
+            }
+            self.allowed = Some(allowed);
+        }
+        Ok(self)
+    }
+}
+
+/// A cluster an attempt may be begun on, as the Submitter sees it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// `None` is the default cluster.
+    pub cluster: Option<String>,
+    /// The Submitter cannot reach it now: never chosen, named in the record.
+    pub away: bool,
+    /// Free cores its master reported, when read.
+    pub free_cores: Option<i64>,
 }
 
 /// An event that could not be applied, kept as received.
@@ -114,6 +249,15 @@ pub enum WriteOp {
         execution_id: String,
         attempt: u32,
         mark: String,
+        at: DateTime<Utc>,
+        /// The clusters it may go to now; empty: those the row allows, none away. The store
+        /// places it on one with a free place (see `domain::placement`), or refuses `NotNow`.
+        candidates: Vec<Candidate>,
+    },
+    /// A waiting job looks at its parents: it waits on, joins the submission queue, or ends
+    /// cancelled (`domain::dependency`).
+    Release {
+        execution_id: String,
         at: DateTime<Utc>,
     },
     /// The driver of an attempt is known: from Spark's answer, or found by its mark after a
@@ -205,6 +349,7 @@ impl WriteOp {
             WriteOp::TimeOut { .. } => Some(Source::TimeoutSweep),
             WriteOp::QueueEvent { .. } => Some(Source::KafkaEvent),
             WriteOp::BeginAttempt { .. }
+            | WriteOp::Release { .. }
             | WriteOp::AttemptSubmitted { .. }
             | WriteOp::AttemptNotStarted { .. }
             | WriteOp::SpecUnusable { .. } => Some(Source::Submitter),
@@ -256,6 +401,7 @@ impl WriteOp {
             | WriteOp::TimeOut { execution_id, .. }
             | WriteOp::Warn { execution_id, .. }
             | WriteOp::BeginAttempt { execution_id, .. }
+            | WriteOp::Release { execution_id, .. }
             | WriteOp::AttemptSubmitted { execution_id, .. }
             | WriteOp::AttemptNotStarted { execution_id, .. }
             | WriteOp::Cancel { execution_id, .. }
@@ -313,7 +459,10 @@ pub enum WriteOutcome {
 /// What an attempt write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptChange {
-    Begun,
+    /// Recorded, on this cluster (`None`: the default one).
+    Begun {
+        cluster: Option<String>,
+    },
     Submitted,
     /// Withdrawn: it started nothing and is tried again later.
     Withdrawn,
@@ -357,6 +506,9 @@ pub enum OpError {
     /// The job is not in a state that allows the action (with what it is in, and what to do).
     #[error("{0}")]
     NotNow(String),
+    /// A dependency that cannot be: an unknown parent, or a job waiting for itself.
+    #[error("{0}")]
+    Dependency(String),
     /// The lease the change was made under passed to another instance (or another claim).
     #[error("stale write refused: bucket {bucket} is now held by {holder} (token {token}), not by this instance under token {ours}")]
     Fenced {

@@ -143,6 +143,8 @@ pub enum ActionKind {
         spec: crate::domain::SubmitSpec,
         name: Option<String>,
         kill_first: Option<String>,
+        /// The clusters it may be placed on (the default one as `None`).
+        clusters: Vec<Option<String>>,
     },
     /// Attempt `attempt` was requested but its driver never recorded (jobwarden stopped, or
     /// the answer was lost): find the driver carrying `mark`, or prove there is none.
@@ -154,6 +156,8 @@ pub enum ActionKind {
     },
     /// A cancel was asked for: kill this driver.
     Kill { submission_id: String },
+    /// A parent of this waiting job ended: it is to look at its parents.
+    Release,
     /// The row's spec cannot be read: the job cannot be submitted.
     Unusable { reason: String },
 }

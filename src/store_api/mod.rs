@@ -10,8 +10,8 @@ use std::future::Future;
 use actix::Recipient;
 
 pub use changes::{
-    Attempt, AttemptChange, AttemptResult, NewDeadLetter, OpError, Scope, Source, TrackRequest,
-    Warning, WriteOp, WriteOutcome,
+    Attempt, AttemptChange, AttemptResult, Candidate, NewDeadLetter, OpError, OrderingAsked, Scope,
+    Source, TrackRequest, Warning, WriteOp, WriteOutcome,
 };
 pub use messages::{
     ActionKind, Drain, DueAction, DueActions, DueExecution, DueJobs, DuePage, Fence, FencedWrite,

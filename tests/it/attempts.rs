@@ -58,6 +58,9 @@ fn submit(id: &str) -> WriteOp {
         cluster: None,
         source: Source::Api,
         spec: Some(spec()),
+        after: Vec::new(),
+        priority: 0,
+        allowed: None,
     })
 }
 
@@ -67,6 +70,7 @@ fn begin(id: &str, attempt: u32, at: i64) -> WriteOp {
         attempt,
         mark: format!("{id}:{attempt}:m{at}"),
         at: t(at),
+        candidates: Vec::new(),
     }
 }
 
@@ -182,7 +186,7 @@ async fn an_attempt_is_recorded_once_and_a_second_request_for_it_is_refused(db: 
     let now = Utc::now().timestamp() - 1_800_000_000 + 1;
     assert_eq!(
         write(&store, begin("s2", 1, now)).await.unwrap(),
-        WriteOutcome::Attempt(AttemptChange::Begun)
+        WriteOutcome::Attempt(AttemptChange::Begun { cluster: None })
     );
     // A second hand asking for the same attempt (another look, another instance) gets nothing.
     assert!(not_now(write(&store, begin("s2", 1, now)).await));
@@ -428,6 +432,9 @@ async fn an_operator_retry_reopens_a_finished_job_for_one_more_attempt(db: TestD
             cluster: None,
             source: Source::Api,
             spec: None,
+            after: Vec::new(),
+            priority: 0,
+            allowed: None,
         }),
     )
     .await

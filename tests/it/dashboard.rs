@@ -673,6 +673,9 @@ async fn last_change_lists_each_job_once_newest_first_and_filters_it(db: crate::
                 job_name: Some(name.into()),
                 cluster: None,
                 source: Source::Api,
+                after: Vec::new(),
+                priority: 0,
+                allowed: None,
             }))
             .await
             .unwrap();
@@ -891,6 +894,9 @@ async fn a_retrying_jobs_page_shows_its_attempts_escaped_reason_and_next_attempt
             job_name: Some("nightly".into()),
             cluster: None,
             source: Source::Api,
+            after: Vec::new(),
+            priority: 0,
+            allowed: None,
         }))
         .await
         .unwrap();
@@ -903,6 +909,7 @@ async fn a_retrying_jobs_page_shows_its_attempts_escaped_reason_and_next_attempt
             attempt: 1,
             mark: format!("{id}:1:m1"),
             at,
+            candidates: Vec::new(),
         })
         .await
         .unwrap();
@@ -1008,6 +1015,7 @@ async fn a_retrying_jobs_page_shows_its_attempts_escaped_reason_and_next_attempt
             attempt: 2,
             mark: format!("{id}:2:m2"),
             at: due,
+            candidates: Vec::new(),
         })
         .await
         .unwrap();

@@ -81,6 +81,9 @@ async fn fill_outbox(store: &Addr<JobStore>) {
                 job_name: Some(format!("nightly-{i}")),
                 cluster: None,
                 source: Source::Api,
+                after: Vec::new(),
+                priority: 0,
+                allowed: None,
             }),
         )
         .await;

@@ -187,6 +187,9 @@ async fn a_write_under_a_lease_taken_over_is_refused_and_changes_nothing(db: Tes
         job_name: None,
         cluster: None,
         source: Source::Api,
+        after: Vec::new(),
+        priority: 0,
+        allowed: None,
     });
     store.send(Write(track)).await.unwrap().unwrap();
     let bucket = bucket_of("e1");

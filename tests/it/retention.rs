@@ -453,6 +453,9 @@ async fn on_sqlite_writes_during_a_prune_wait_their_turn_instead_of_meeting_a_lo
                 cluster: None,
                 source: Source::Api,
                 spec: None,
+                after: Vec::new(),
+                priority: 0,
+                allowed: None,
             })))
         });
         for answer in futures::future::join_all(writes).await {

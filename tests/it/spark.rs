@@ -90,6 +90,9 @@ async fn track(store: &Addr<JobStore>, n: usize) {
                 job_name: None,
                 cluster: None,
                 source: Source::Api,
+                after: Vec::new(),
+                priority: 0,
+                allowed: None,
             })))
         }))
         .await;

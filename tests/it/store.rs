@@ -54,6 +54,9 @@ fn track(id: &str, submission: &str) -> WriteOp {
         job_name: Some(format!("job {id}")),
         cluster: None,
         source: Source::Api,
+        after: Vec::new(),
+        priority: 0,
+        allowed: None,
     })
 }
 

@@ -66,6 +66,9 @@ fn track(id: &str, name: &str) -> WriteOp {
         job_name: Some(name.into()),
         cluster: None,
         source: Source::Api,
+        after: Vec::new(),
+        priority: 0,
+        allowed: None,
     })
 }
 

@@ -91,12 +91,13 @@ impl Handler<DueActions> for JobStore {
         let db = self.db.clone();
         let share = self.sharing.as_ref().map(|s| (s.held.clone(), s.lease / 3));
         let submits = self.mapping.executions.is_none();
+        let capacity = self.rules.capacity.clone();
         Box::pin(async move {
             if !submits {
                 // Submission needs jobwarden's own table (spec, attempts).
                 return Ok(Vec::new());
             }
-            let actions = store::actions_read::due_actions(&db, msg.now, msg.limit)
+            let actions = store::actions_read::due_actions(&db, msg.now, msg.limit, &capacity)
                 .await
                 .map_err(|e| StoreError::Read(e.to_string()))?;
             let Some((held, margin)) = share else {

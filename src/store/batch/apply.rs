@@ -11,6 +11,7 @@ use crate::store_api::{OpError, Source, Warning, WriteOp, WriteOutcome};
 use super::super::attempts;
 use super::super::changes::{history_row, Changes, Rules, SPARK};
 use super::super::mapped::Mapping;
+use super::super::ordering;
 use super::super::outbox;
 use super::super::rows;
 use super::application::sync_queue;
@@ -41,7 +42,7 @@ pub(super) fn apply_one(
             Some(map) => Err(OpError::ApplicationRows {
                 table: map.table.to_string(),
             }),
-            None => track(request, changes, now),
+            None => track(request, changes, rules, now),
         },
         WriteOp::Adopt { execution_id } => adopt(execution_id, changes, mapping, now),
         WriteOp::SyncQueue { job_id } => sync_queue(job_id, changes, mapping.queue.as_ref(), now),
@@ -138,7 +139,11 @@ pub(super) fn apply_one(
             attempt,
             mark,
             at,
+            ..
         } => attempts::begin(changes, execution_id, *attempt, mark, *at),
+        WriteOp::Release { execution_id, at } => {
+            ordering::release(changes, execution_id, *at, rules)
+        }
         WriteOp::AttemptSubmitted {
             execution_id,
             attempt,

@@ -22,6 +22,7 @@ use super::changes::Changes;
 pub use super::changes::Rules;
 use super::leases;
 use super::mapped::Mapping;
+use super::ordering;
 
 pub(crate) use write::RACED_FOR_NEW_ROW;
 
@@ -109,6 +110,7 @@ pub async fn apply_batch(
     now: DateTime<Utc>,
 ) -> Result<Committed, DbErr> {
     let txn = db.begin().await?;
+    ordering::take_gates(&txn, ops, cx.rules).await?;
     let holders = match cx.instance {
         Some(_) => {
             let mut names: Vec<String> = fences
@@ -124,6 +126,7 @@ pub async fn apply_batch(
     };
     let mut changes = Changes::default();
     load::load_rows(&txn, ops, &mut changes, cx.mapping).await?;
+    ordering::load(&txn, ops, &mut changes, cx.rules, now).await?;
     if let Some(map) = &cx.mapping.executions {
         application::reconcile_executions(&mut changes, map, now);
     }

@@ -4,17 +4,19 @@
 use chrono::{DateTime, Utc};
 use entity::spark_job_executions as executions;
 
-use crate::domain::ExecutionState;
+use crate::domain::{ExecutionState, JobStatus};
 use crate::store_api::{OpError, Source, TrackRequest, WriteOutcome};
 
-use super::super::changes::{history_row, Changes, Loaded, SPARK};
+use super::super::changes::{history_row, Changes, Loaded, Rules, SPARK};
 use super::super::mapped::Mapping;
+use super::super::ordering;
 use super::super::rows;
 use super::application::overlay_execution;
 
 pub(super) fn track(
     request: &TrackRequest,
     changes: &mut Changes,
+    rules: &Rules,
     now: DateTime<Utc>,
 ) -> Result<WriteOutcome, OpError> {
     if let Some(existing) = changes.executions.get_mut(&request.execution_id) {
@@ -40,7 +42,11 @@ pub(super) fn track(
             execution_id: request.execution_id.clone(),
         });
     }
-    let state = ExecutionState::queued(now);
+    let mut state = ExecutionState::queued(now);
+    let waits = request.spec.is_some() && !request.after.is_empty();
+    if waits {
+        state.status = JobStatus::Waiting;
+    }
     let mut row = new_execution_row(
         &request.execution_id,
         request.job_name.clone(),
@@ -51,12 +57,23 @@ pub(super) fn track(
     rows::store_execution_state(&mut row, &state);
     let detail = match (&request.spec, &request.submission_id) {
         (Some(spec), _) => {
+            ordering::register(changes, request, &mut row, rules, now)?;
             row.submit_spec = Some(spec.to_json());
-            row.next_attempt_at = Some(now);
-            Some(format!(
-                "to be submitted by jobwarden: {} from {}",
-                spec.main_class, spec.app_resource
-            ))
+            if waits {
+                let parents: Vec<&str> = request.after.iter().map(|(id, _)| id.as_str()).collect();
+                Some(format!(
+                    "to be submitted by jobwarden once {} ended: {} from {}",
+                    parents.join(", "),
+                    spec.main_class,
+                    spec.app_resource
+                ))
+            } else {
+                row.next_attempt_at = Some(now);
+                Some(format!(
+                    "to be submitted by jobwarden: {} from {}",
+                    spec.main_class, spec.app_resource
+                ))
+            }
         }
         (None, Some(s)) => Some(format!("tracking submission {s}")),
         (None, None) => None,
@@ -156,5 +173,8 @@ pub(super) fn new_execution_row(
         attempt: 0,
         next_attempt_at: None,
         cancel_requested_at: None,
+        priority: 0,
+        queue_rank: 0,
+        allowed_clusters: None,
     }
 }

@@ -19,6 +19,7 @@ use super::super::attempts;
 use super::super::bulk::{self, Conflict};
 use super::super::changes::{Changes, Loaded, SPARK};
 use super::super::mapped::{self, AppQueueJob};
+use super::super::ordering;
 use super::super::outbox;
 use super::super::rows;
 use super::application::app_view;
@@ -28,11 +29,13 @@ use super::{Inserted, WriteContext};
 /// how many job rows were written.
 pub(super) async fn write_out(
     txn: &DatabaseTransaction,
-    changes: Changes,
+    mut changes: Changes,
     cx: &WriteContext<'_>,
     now: DateTime<Utc>,
 ) -> Result<(Vec<usize>, usize, Inserted), DbErr> {
     let mapping = cx.mapping;
+    let ended = ordering::ended_by(&changes.history);
+    let dependencies = std::mem::take(&mut changes.ordering);
     let mut inserted = Inserted {
         history: changes.history.len(),
         ..Inserted::default()
@@ -179,6 +182,7 @@ pub(super) async fn write_out(
     )
     .await?;
     attempts::write(txn, changes.attempt_writes).await?;
+    ordering::write(txn, dependencies, ended).await?;
     bulk::append(txn, changes.history).await?;
     bulk::append(txn, notifications).await?;
     let mut duplicates = Vec::new();
