@@ -21,6 +21,7 @@ mod notification_channels;
 mod notifications;
 mod openapi;
 mod operating;
+mod ordering;
 mod own_cluster;
 mod package;
 mod readiness;
