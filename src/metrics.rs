@@ -14,6 +14,9 @@ pub struct Metrics {
     pub polls_in_flight: IntGauge,
     /// Set at scrape time from the database.
     pub jobs: GaugeVec,
+    /// Jobs jobwarden is to submit now and has not (waiting for a free place, or for the next
+    /// look), by cluster (or allowed set) and priority: what an autoscaler acts on.
+    pub submission_queue: GaugeVec,
     /// `source`: spark_poll, kafka_event, timeout_sweep, api.
     pub transitions: IntCounterVec,
     /// `outcome`: consumed, applied, dead_lettered.
@@ -109,6 +112,16 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(jobs.clone())).expect("unique metric");
+        let submission_queue = GaugeVec::new(
+            Opts::new(
+                "jobwarden_submission_queue",
+                "Jobs jobwarden is to submit and has not yet, by cluster (or allowed set, a|b) and priority",
+            ),
+            &["cluster", "priority"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(submission_queue.clone()))
+            .expect("unique metric");
         let polls_in_flight = IntGauge::new(
             "jobwarden_polls_in_flight",
             "Spark status requests in flight",
@@ -191,6 +204,7 @@ impl Metrics {
             ),
             polls_in_flight,
             jobs,
+            submission_queue,
             transitions: counter_vec(
                 &r,
                 "jobwarden_status_transitions_total",

@@ -84,6 +84,21 @@ pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
         }),
     );
     // Detail, never a 503: the outbox keeps what a failing channel could not take.
+    if let Ok(Ok(depth)) = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        read::submission_queue(&state.db, chrono::Utc::now()),
+    )
+    .await
+    {
+        state.metrics.submission_queue.reset();
+        for (cluster, priority, n) in depth {
+            state
+                .metrics
+                .submission_queue
+                .with_label_values(&[cluster.as_str(), priority.to_string().as_str()])
+                .set(n as f64);
+        }
+    }
     if let Some(standing) = &state.notifications {
         checks.insert("notifications".into(), Value::String(standing.describe()));
     }
@@ -106,7 +121,8 @@ pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     }
 }
 
-/// Prometheus text format; the per-status job gauge is read from the database at scrape time.
+/// Prometheus text format; the per-status job gauge and the submission queue's depth are read
+/// from the database at scrape time.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -123,6 +139,21 @@ pub async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
                 .metrics
                 .jobs
                 .with_label_values(&[status.as_str()])
+                .set(n as f64);
+        }
+    }
+    if let Ok(Ok(depth)) = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        read::submission_queue(&state.db, chrono::Utc::now()),
+    )
+    .await
+    {
+        state.metrics.submission_queue.reset();
+        for (cluster, priority, n) in depth {
+            state
+                .metrics
+                .submission_queue
+                .with_label_values(&[cluster.as_str(), priority.to_string().as_str()])
                 .set(n as f64);
         }
     }

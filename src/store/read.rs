@@ -157,6 +157,39 @@ pub async fn count_by_status(db: &DatabaseConnection) -> Result<Vec<(String, i64
         .await
 }
 
+/// The submission queue's depth: jobs jobwarden is to submit now, by where they may go (a
+/// cluster, `default`, or an allowed set as `east|west`) and priority.
+pub async fn submission_queue(
+    db: &DatabaseConnection,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, i32, i64)>, DbErr> {
+    let rows: Vec<(Option<String>, Option<String>, i32, i64)> = executions::Entity::find()
+        .select_only()
+        .column(executions::Column::Cluster)
+        .column(executions::Column::AllowedClusters)
+        .column(executions::Column::Priority)
+        .column_as(
+            Expr::expr(Func::count(Expr::col(executions::Column::ExecutionId))),
+            "n",
+        )
+        .filter(super::ordering::ready(now))
+        .group_by(executions::Column::Cluster)
+        .group_by(executions::Column::AllowedClusters)
+        .group_by(executions::Column::Priority)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut depth: std::collections::BTreeMap<(String, i32), i64> = Default::default();
+    for (cluster, allowed, priority, n) in rows {
+        let place = match allowed {
+            Some(set) => set.trim_matches(',').replace(',', "|"),
+            None => super::ordering::cluster_key(cluster.as_deref()).to_owned(),
+        };
+        *depth.entry((place, priority)).or_default() += n;
+    }
+    Ok(depth.into_iter().map(|((c, p), n)| (c, p, n)).collect())
+}
+
 /// Executions a timeout rule might end now: unfinished and either failing to be confirmed,
 /// still waiting to start, or (with a max runtime) started before `started_before`. The rules
 /// themselves are applied by the store, against the row as it is when it writes.

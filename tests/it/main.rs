@@ -5,6 +5,7 @@ mod binary;
 mod chaos;
 mod clusters;
 mod completions;
+mod dag;
 mod dashboard;
 mod delivery_order;
 mod fuzz;

@@ -169,7 +169,11 @@ async fn a_child_waits_until_its_parent_succeeds_then_joins_the_submission_queue
         (Some("Waiting"), "Queued")
     );
     assert!(
-        released.detail.as_deref().unwrap().contains("ingest Succeeded"),
+        released
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("ingest Succeeded"),
         "{released:?}"
     );
 }
@@ -269,11 +273,10 @@ async fn a_waiting_child_cancelled_by_an_operator_cancels_its_own_children(db: T
     write(&store, release("leaf")).await.unwrap();
     let leaf = execution(&db, "leaf").await;
     assert_eq!(leaf.status, "Cancelled");
-    assert!(
-        leaf.error_message
-            .unwrap()
-            .contains("parent middle ended Cancelled"),
-    );
+    assert!(leaf
+        .error_message
+        .unwrap()
+        .contains("parent middle ended Cancelled"),);
 }
 
 async fn a_full_cluster_begins_no_attempt_and_hands_free_places_out_by_priority(db: TestDb) {
@@ -396,7 +399,12 @@ async fn two_stores_race(db: TestDb) {
     let answers = futures::future::join_all(asks).await;
     let begun = answers
         .into_iter()
-        .filter(|a| matches!(a, Ok(Ok(WriteOutcome::Attempt(AttemptChange::Begun { .. })))))
+        .filter(|a| {
+            matches!(
+                a,
+                Ok(Ok(WriteOutcome::Attempt(AttemptChange::Begun { .. })))
+            )
+        })
         .count();
     assert_eq!(begun, 3, "exactly the cluster's three places were taken");
     let attempts = entity::spark_job_attempts::Entity::find()
