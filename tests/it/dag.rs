@@ -256,3 +256,72 @@ async fn three_instances_one_killed(db: TestDb) {
         let _ = running.wait(Duration::from_secs(30));
     }
 }
+
+#[actix_rt::test]
+async fn a_submission_that_cannot_be_ordered_is_refused_with_a_400_naming_the_field() {
+    let spark = SparkServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("bad.db").display());
+    config(dir.path(), &url, &spark, "");
+    let mut service = Running::start(jobwarden(dir.path()));
+    let base = service.http_url();
+    let http = reqwest::Client::new();
+    let spec = json!({"app_resource": "file:/jobs.jar", "main_class": "Step"});
+    let refused = |body: serde_json::Value| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let answer = http
+                .post(format!("{base}/api/v1/jobs"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status().as_u16();
+            let body: serde_json::Value = answer.json().await.unwrap();
+            (status, body["error"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    let cases = [
+        (
+            json!({"execution_id": "c1", "submit": spec, "after": ["nobody"]}),
+            "\"nobody\"",
+        ),
+        (
+            json!({"execution_id": "c2", "submit": spec, "after": ["c2"]}),
+            "\"c2\" would wait for itself",
+        ),
+        (
+            json!({"execution_id": "c3", "submit": spec, "priority": -1}),
+            "priority must be",
+        ),
+        (
+            json!({"execution_id": "c4", "submit": spec, "priority": 1_000_000}),
+            "priority must be",
+        ),
+        (
+            json!({"execution_id": "c5", "submit": spec, "clusters": ["mars"]}),
+            "\"mars\"",
+        ),
+        (
+            json!({"execution_id": "c6", "submission_id": "driver-1", "after": ["x"]}),
+            "give them with submit",
+        ),
+        (
+            json!({"execution_id": "c7", "submit": spec, "after": ["a"], "after_any": ["a"]}),
+            "twice",
+        ),
+    ];
+    for (body, names) in cases {
+        let (status, message) = refused(body.clone()).await;
+        assert_eq!(status, 400, "{body}: {message}");
+        assert!(message.contains(names), "{body}: {message}");
+    }
+    let rows = spark_job_executions::Entity::find()
+        .all(&sea_orm::Database::connect(url.as_str()).await.unwrap())
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "nothing registered: {rows:?}");
+    service.signal("TERM");
+    let _ = service.wait(Duration::from_secs(30));
+}

@@ -204,3 +204,23 @@ fn spark_setting_refused_when_building_the_client_exits_2_naming_it() {
     assert!(message.contains("spark.master_ui_url"), "{message}");
     assert!(message.contains("[spark]"), "{message}");
 }
+
+#[test]
+fn a_cluster_capacity_of_zero_exits_2_naming_max_running() {
+    let dir = workdir();
+    let mut cmd = jobwarden(dir.path());
+    cmd.env("JOBWARDEN__SPARK__MAX_RUNNING", "0");
+    // The first line says the configuration is refused; the lines under it name each key.
+    let log = failed_start(cmd, AT_ONCE, 2).log;
+    assert!(log.contains("spark.max_running = 0"), "{log}");
+    assert!(log.contains("at least 1"), "{log}");
+}
+
+#[test]
+fn a_queue_aging_of_zero_exits_2_naming_submit_aging() {
+    let dir = workdir();
+    let mut cmd = jobwarden(dir.path());
+    cmd.env("JOBWARDEN__SUBMIT__AGING", "0s");
+    let log = failed_start(cmd, AT_ONCE, 2).log;
+    assert!(log.contains("submit.aging"), "{log}");
+}
