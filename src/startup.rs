@@ -189,8 +189,11 @@ impl Application {
             .set(1.0);
         let events = Events::new(metrics.clone());
         let rules = Rules::from_settings(&settings.spark).with_submit(&settings.submit);
+        // A parent's end wakes the Submitter at once, not at its next look.
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let mut job_store =
             JobStore::new(db.clone(), settings.store.clone(), rules, events.clone())
+                .with_wake(wake.clone())
                 .with_mapping(mapping)
                 .with_notifications(&settings.notifications)
                 .with_retention(settings.retention.clone())
@@ -237,6 +240,7 @@ impl Application {
                     settings.submit.clone(),
                     store_handle.clone(),
                 )?
+                .with_wake(wake)
                 .start(),
             ),
         };

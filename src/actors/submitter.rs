@@ -84,6 +84,8 @@ pub struct Submitter {
     looking: bool,
     /// A look was asked for while one was under way: another follows it at once.
     relook: bool,
+    /// Told by the store when a job others wait for ended.
+    wake: Option<std::sync::Arc<tokio::sync::Notify>>,
     /// Clusters whose REST server refused a connection, until when no submission is tried
     /// there (so an outage costs no writes, and is logged once).
     away: HashMap<Option<String>, Instant>,
@@ -131,8 +133,15 @@ impl Submitter {
             crash_at: CrashPoint::from_env(),
             looking: false,
             relook: false,
+            wake: None,
             away: HashMap::new(),
         })
+    }
+
+    /// Look at once whenever the store says a job others wait for ended.
+    pub fn with_wake(mut self, wake: std::sync::Arc<tokio::sync::Notify>) -> Submitter {
+        self.wake = Some(wake);
+        self
     }
 
     fn look(&mut self, ctx: &mut Context<Self>) {
@@ -550,6 +559,15 @@ impl Actor for Submitter {
         let every = self.settings.check_interval;
         ctx.run_interval(every, |act, ctx| act.look(ctx));
         self.look(ctx);
+        if let Some(wake) = self.wake.clone() {
+            let me = ctx.address();
+            actix_rt::spawn(async move {
+                while me.connected() {
+                    wake.notified().await;
+                    me.do_send(LookNow);
+                }
+            });
+        }
     }
 }
 
@@ -562,7 +580,11 @@ impl Handler<LookNow> for Submitter {
     type Result = ();
 
     fn handle(&mut self, _: LookNow, ctx: &mut Self::Context) {
-        self.look(ctx);
+        if self.looking {
+            self.relook = true;
+        } else {
+            self.look(ctx);
+        }
     }
 }
 

@@ -518,12 +518,13 @@ pub(super) fn place(
     }
 }
 
-/// Writes the batch's dependency changes, and wakes the children of every job it ended.
+/// Writes the batch's dependency changes, and wakes the children of every job it ended;
+/// `true` when it woke any.
 pub(super) async fn write(
     txn: &DatabaseTransaction,
     ordering: Ordering,
     ended: Vec<String>,
-) -> Result<(), DbErr> {
+) -> Result<bool, DbErr> {
     for chunk in ordering.inserts.chunks(CHUNK) {
         deps::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
@@ -540,14 +541,16 @@ pub(super) async fn write(
             .exec(txn)
             .await?;
     }
+    let mut woke = false;
     for chunk in ended.chunks(CHUNK) {
-        deps::Entity::update_many()
+        let result = deps::Entity::update_many()
             .col_expr(deps::Column::State, Expr::value(ENDED))
             .filter(deps::Column::ParentId.is_in(chunk.iter().map(String::as_str)))
             .exec(txn)
             .await?;
+        woke |= result.rows_affected > 0;
     }
-    Ok(())
+    Ok(woke)
 }
 
 /// The executions a batch's history ends.

@@ -545,3 +545,71 @@ async fn a_job_request_with_both_or_neither_submission_id_and_spec_is_refused() 
     assert_eq!(status, 400);
     assert!(body.to_string().contains("spark.master"), "{body}");
 }
+
+/// A small graph on the real cluster: `extract` then `transform` (after it succeeds); `audit`
+/// fails; `report` runs after `transform` succeeded and `audit` ended whatever its outcome;
+/// `publish` needed `audit` to succeed, so it ends Cancelled naming it and is never submitted.
+#[actix_rt::test]
+async fn a_small_graph_runs_each_job_after_its_parents_on_the_real_cluster() {
+    let Some(s) = shared("") else { return };
+    let _cluster = CLUSTER.lock().await;
+    let service = Service::start(s.dir.path(), None);
+    let once = json!({"max_attempts": 1});
+    let tag = unique("dag");
+    let id = |name: &str| format!("{tag}-{name}");
+    let graph: [(&str, &str, &[&str], &[&str]); 5] = [
+        ("extract", "Sleep", &[], &[]),
+        ("transform", "Sleep", &["extract"], &[]),
+        ("audit", "Fail", &[], &[]),
+        ("report", "Sleep", &["transform"], &["audit"]),
+        ("publish", "Sleep", &["audit"], &[]),
+    ];
+    for (name, main, after, after_any) in graph {
+        let args: &[&str] = if main == "Sleep" { &["300"] } else { &[] };
+        let after: Vec<String> = after.iter().map(|p| id(p)).collect();
+        let after_any: Vec<String> = after_any.iter().map(|p| id(p)).collect();
+        let (status, body) = service
+            .post(
+                "/api/v1/jobs",
+                json!({
+                    "execution_id": id(name),
+                    "job_name": name,
+                    "submit": spec(&s.jar, main, args, once.clone()),
+                    "after": after,
+                    "after_any": after_any,
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{name}: {body}");
+    }
+    let db = read_only(&s.db).await;
+    for (name, status) in [
+        ("extract", "Succeeded"),
+        ("transform", "Succeeded"),
+        ("audit", "Failed"),
+        ("report", "Succeeded"),
+        ("publish", "Cancelled"),
+    ] {
+        wait_for_status(&db, &id(name), status, Duration::from_secs(180)).await;
+    }
+    // Each child's driver was asked for only once its parents had ended.
+    for (name, _, after, after_any) in graph {
+        let Some(requested) = attempts(&db, &id(name)).await.first().map(|a| a.requested_at)
+        else {
+            continue;
+        };
+        for parent in after.iter().chain(after_any.iter()) {
+            let ended = row(&db, &id(parent)).await.unwrap().completed_at.unwrap();
+            assert!(ended <= requested, "{name} asked for at {requested}, {parent} ended {ended}");
+        }
+    }
+    assert!(
+        attempts(&db, &id("publish")).await.is_empty(),
+        "publish was never submitted"
+    );
+    let publish = row(&db, &id("publish")).await.unwrap();
+    let reason = publish.error_message.unwrap_or_default();
+    assert!(reason.contains(&format!("parent {} ended Failed", id("audit"))), "{reason}");
+    let marked = drivers_marked(&s.cluster.ui, &tag).await;
+    assert_eq!(marked.len(), 4, "one driver per job that ran: {marked:?}");
+}

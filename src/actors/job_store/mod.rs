@@ -93,6 +93,8 @@ pub struct JobStore {
     /// batch that met a delete inside SQLite's busy handler would sleep up to 100 ms a retry;
     /// waiting for its turn here, it starts the moment the delete commits.
     turn: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Told when a batch ended a job others wait for, so that the Submitter looks at once.
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// The store's mailbox is deep on purpose: bursts of changes are what batching feeds on, and
@@ -142,6 +144,7 @@ impl JobStore {
             )),
             events,
             turn: sqlite.then(|| Arc::new(tokio::sync::Mutex::new(()))),
+            wake: None,
         }
     }
 
@@ -151,6 +154,12 @@ impl JobStore {
     pub fn with_notifications(mut self, settings: &NotificationSettings) -> Self {
         self.notify = Arc::new(NotifyRules::from_settings(settings));
         self.running_long = (settings.running_long_factor, settings.running_long_min_runs);
+        self
+    }
+
+    /// Tell `wake` whenever a batch ends a job another job waits for.
+    pub fn with_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.wake = Some(wake);
         self
     }
 
@@ -276,6 +285,7 @@ impl JobStore {
             health: self.health.clone(),
             events: self.events.clone(),
             turn: self.turn.clone(),
+            wake: self.wake.clone(),
         };
         let write = async move { writer.write_durably(ops, fences).await }.instrument(span);
         ctx.spawn(

@@ -31,6 +31,7 @@ pub(super) struct Writer {
     pub(super) health: Arc<StoreHealth>,
     pub(super) events: Events,
     pub(super) turn: Option<Arc<tokio::sync::Mutex<()>>>,
+    pub(super) wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Writer {
@@ -134,7 +135,13 @@ impl Writer {
                     rows_written,
                     inserted,
                     history,
+                    woke,
                 }) => {
+                    if woke {
+                        if let Some(wake) = &self.wake {
+                            wake.notify_one();
+                        }
+                    }
                     let transitions: Vec<_> = ops
                         .iter()
                         .zip(&outcomes)

@@ -37,6 +37,8 @@ pub struct Committed {
     pub inserted: Inserted,
     /// Each history line the batch wrote, for the log once it is durable.
     pub history: Vec<HistoryLine>,
+    /// It ended a job that others wait for: they are to look at their parents.
+    pub woke: bool,
 }
 
 /// One line of a job's history as the log tells it: whose, from what to what, and why.
@@ -156,12 +158,14 @@ pub async fn apply_batch(
         .iter()
         .map(|row| HistoryLine::of(row, &changes))
         .collect();
-    let (duplicates, rows_written, inserted) = write::write_out(&txn, changes, cx, now).await?;
+    let (duplicates, rows_written, inserted, woke) =
+        write::write_out(&txn, changes, cx, now).await?;
     txn.commit().await?;
     Ok(Committed {
         outcomes: write::mark_duplicate_letters(outcomes, ops, &duplicates),
         rows_written,
         inserted,
         history,
+        woke,
     })
 }

@@ -25,14 +25,14 @@ use super::super::rows;
 use super::application::app_view;
 use super::{Inserted, WriteContext};
 
-/// Writes everything; returns the indexes (among dead letters) that were already stored, and
-/// how many job rows were written.
+/// Writes everything; returns the indexes (among dead letters) that were already stored, how
+/// many job rows were written, and whether a job others wait for ended.
 pub(super) async fn write_out(
     txn: &DatabaseTransaction,
     mut changes: Changes,
     cx: &WriteContext<'_>,
     now: DateTime<Utc>,
-) -> Result<(Vec<usize>, usize, Inserted), DbErr> {
+) -> Result<(Vec<usize>, usize, Inserted, bool), DbErr> {
     let mapping = cx.mapping;
     let ended = ordering::ended_by(&changes.history);
     let dependencies = std::mem::take(&mut changes.ordering);
@@ -182,7 +182,7 @@ pub(super) async fn write_out(
     )
     .await?;
     attempts::write(txn, changes.attempt_writes).await?;
-    ordering::write(txn, dependencies, ended).await?;
+    let woke = ordering::write(txn, dependencies, ended).await?;
     bulk::append(txn, changes.history).await?;
     bulk::append(txn, notifications).await?;
     let mut duplicates = Vec::new();
@@ -223,7 +223,7 @@ pub(super) async fn write_out(
             .exec_without_returning(txn)
             .await?;
     }
-    Ok((duplicates, rows_written, inserted))
+    Ok((duplicates, rows_written, inserted, woke))
 }
 
 /// A table's changed rows, made ready by `finish`: the new ones to insert only if still absent
