@@ -9,6 +9,7 @@ pub mod listing;
 pub mod mapped_schema;
 pub mod memory;
 pub mod notifications;
+pub mod ordering;
 pub mod poll;
 pub mod retention;
 pub mod soak;

@@ -66,6 +66,13 @@ pub enum Scenario {
     Notifications {
         endings: usize,
     },
+    /// One Submitter look's decisions among thousands of waiting jobs, beside none; and the
+    /// time from a parent's end to its child's submission.
+    Ordering {
+        waiting: usize,
+        decisions: usize,
+        pairs: usize,
+    },
     /// The dashboard's jobs page over a fleet, beside the JSON API's list.
     Dashboard {
         jobs: usize,
@@ -210,6 +217,11 @@ fn plan(options: &SuiteOptions) -> Vec<Scenario> {
             database_url: db.clone(),
         });
     }
+    plan.push(Scenario::Ordering {
+        waiting: if options.full { 10_000 } else { 2_000 },
+        decisions: 200,
+        pairs: if options.full { 200 } else { 50 },
+    });
     plan.push(Scenario::Dashboard {
         jobs: if options.full { 100_000 } else { 10_000 },
     });
@@ -451,6 +463,56 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                 ratio: Some(three.polls_per_second / one.polls_per_second),
                 peak_rss_kb: None,
             }])
+        }
+        Scenario::Ordering {
+            waiting,
+            decisions,
+            pairs,
+        } => {
+            let d = super::ordering::decisions(settings.clone(), waiting, decisions).await?;
+            let look =
+                |what: &str, with: super::ordering::Look, alone: super::ordering::Look| Row {
+                    scenario: format!(
+                        "{what}, {decisions} in one look, {} waiting (SQLite)",
+                        thousands(waiting)
+                    ),
+                    ours: format!(
+                        "{:.1} ms a look, {:.0} µs a decision",
+                        with.millis,
+                        with.micros_per_decision()
+                    ),
+                    ceiling: format!(
+                        "{:.1} ms, {:.0} µs with none waiting",
+                        alone.millis,
+                        alone.micros_per_decision()
+                    ),
+                    ratio: Some(alone.millis / with.millis),
+                    peak_rss_kb: None,
+                };
+            let l = super::ordering::latency(settings, pairs).await?;
+            let bound = l.poll_interval_ms + 100.0;
+            Ok(vec![
+                look(
+                    "submissions decided",
+                    d.begins_among_waiting,
+                    d.begins_alone,
+                ),
+                look(
+                    "children released",
+                    d.releases_among_waiting,
+                    d.releases_alone,
+                ),
+                Row {
+                    scenario: format!(
+                        "parent's end to child's submission, {} pairs, poll_interval {:.0} ms",
+                        l.pairs, l.poll_interval_ms
+                    ),
+                    ours: format!("p50 {:.0} ms, p99 {:.0} ms", l.p50_ms, l.p99_ms),
+                    ceiling: format!("{bound:.0} ms (one poll interval + 100 ms)"),
+                    ratio: Some(bound / l.p99_ms.max(1.0)),
+                    peak_rss_kb: None,
+                },
+            ])
         }
         Scenario::Dashboard { jobs } => {
             let f = super::dashboard::measure(settings, jobs).await?;

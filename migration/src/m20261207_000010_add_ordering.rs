@@ -17,6 +17,8 @@ enum SparkJobExecutions {
     AllowedClusters,
     Cluster,
     Status,
+    NextAttemptAt,
+    CancelRequestedAt,
 }
 
 #[derive(DeriveIden)]
@@ -77,6 +79,27 @@ impl MigrationTrait for Migration {
                     .table(E::Table)
                     .col(E::Cluster)
                     .col(E::Status)
+                    .to_owned(),
+            )
+            .await?;
+        // Requests out whose driver is not known yet, found without reading the queue.
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_spark_job_executions_undated")
+                    .table(E::Table)
+                    .col(E::Status)
+                    .col(E::NextAttemptAt)
+                    .to_owned(),
+            )
+            .await?;
+        // Drivers to kill, found without reading every row.
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_spark_job_executions_cancel")
+                    .table(E::Table)
+                    .col(E::CancelRequestedAt)
                     .to_owned(),
             )
             .await?;
@@ -151,6 +174,8 @@ impl MigrationTrait for Migration {
         for index in [
             "idx_spark_job_executions_queue",
             "idx_spark_job_executions_cluster",
+            "idx_spark_job_executions_undated",
+            "idx_spark_job_executions_cancel",
         ] {
             manager
                 .drop_index(Index::drop().name(index).table(E::Table).to_owned())

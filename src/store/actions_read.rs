@@ -10,8 +10,8 @@ use entity::{
     spark_job_executions as executions,
 };
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use crate::domain::{JobStatus, SubmitSpec};
@@ -30,7 +30,8 @@ pub async fn due_actions(
     capacity: &HashMap<Option<String>, u64>,
 ) -> Result<Vec<DueAction>, DbErr> {
     let mut out = releases(db, limit).await?;
-    let to_submit = ordering::ready(now);
+    // Each part walks an index of its own, so a look costs the same however long the queue
+    // behind it or however many jobs wait on parents.
     let to_kill = Condition::all()
         .add(executions::Column::CancelRequestedAt.is_not_null())
         .add(executions::Column::SubmissionId.is_not_null())
@@ -39,23 +40,45 @@ pub async fn due_actions(
             JobStatus::Submitting.as_str(),
             JobStatus::Running.as_str(),
         ]));
-    // A request out whose driver is not known yet (to reconcile), or a row others inserted
-    // with a spec and nothing else (due at once).
-    let undated = Condition::all()
-        .add(executions::Column::SubmitSpec.is_not_null())
-        .add(
-            executions::Column::Status
-                .is_in([JobStatus::Queued.as_str(), JobStatus::Retrying.as_str()]),
-        )
-        .add(executions::Column::SubmissionId.is_null())
-        .add(executions::Column::NextAttemptAt.is_null());
-    let rows = executions::Entity::find()
-        .filter(Condition::any().add(to_submit).add(to_kill).add(undated))
-        .order_by_asc(executions::Column::QueueRank)
+    let mut rows = executions::Entity::find()
+        .filter(to_kill)
         .order_by_asc(executions::Column::ExecutionId)
         .limit(limit)
         .all(db)
         .await?;
+    for status in [JobStatus::Queued, JobStatus::Retrying] {
+        // A request out whose driver is not known yet (to reconcile), or a row others
+        // inserted with a spec and nothing else (due at once).
+        let undated = Condition::all()
+            .add(executions::Column::Status.eq(status.as_str()))
+            .add(executions::Column::NextAttemptAt.is_null())
+            .add(executions::Column::SubmitSpec.is_not_null())
+            .add(executions::Column::SubmissionId.is_null());
+        rows.extend(
+            executions::Entity::find()
+                .filter(undated)
+                .order_by_asc(executions::Column::ExecutionId)
+                .limit(limit)
+                .all(db)
+                .await?,
+        );
+    }
+    let mut ready = Vec::new();
+    for status in [JobStatus::Queued, JobStatus::Retrying] {
+        ready.extend(
+            executions::Entity::find()
+                .filter(executions::Column::Status.eq(status.as_str()))
+                .filter(ordering::ready(now))
+                .order_by_asc(executions::Column::QueueRank)
+                .order_by_asc(executions::Column::ExecutionId)
+                .limit(limit)
+                .all(db)
+                .await?,
+        );
+    }
+    ready.sort_by(|a, b| (a.queue_rank, &a.execution_id).cmp(&(b.queue_rank, &b.execution_id)));
+    rows.extend(ready);
+    rows.truncate(limit as usize);
     let mut free = free_places(db, capacity).await?;
     for row in rows {
         let to_begin = row.submission_id.is_none() && row.next_attempt_at.is_some();
@@ -76,10 +99,7 @@ async fn free_places(
 ) -> Result<HashMap<Option<String>, u64>, DbErr> {
     let mut free = HashMap::with_capacity(capacity.len());
     for (cluster, max) in capacity {
-        let running = executions::Entity::find()
-            .filter(ordering::occupying(cluster.as_deref()))
-            .count(db)
-            .await?;
+        let running = ordering::running_on(db, cluster.as_deref()).await?;
         free.insert(cluster.clone(), max.saturating_sub(running));
     }
     Ok(free)

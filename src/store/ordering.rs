@@ -12,10 +12,10 @@ use entity::{
     jobwarden_capacity_gates as gates, spark_job_dependencies as deps,
     spark_job_executions as executions,
 };
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseBackend,
-    DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
+    DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
 use crate::domain::dependency::{self, After, Parent, Settlement};
@@ -91,25 +91,40 @@ pub(crate) fn placeable_on(cluster: Option<&str>) -> Condition {
         .add(executions::Column::AllowedClusters.like(format!("%,{},%", cluster_key(cluster))))
 }
 
-/// Drivers on a cluster that have not ended, and submissions on their way there.
-pub(crate) fn occupying(cluster: Option<&str>) -> Condition {
-    cluster_is(cluster)
-        .add(executions::Column::Status.is_in([
-            JobStatus::Queued.as_str(),
-            JobStatus::Submitting.as_str(),
-            JobStatus::Running.as_str(),
-            JobStatus::Retrying.as_str(),
-        ]))
-        .add(
-            Condition::any()
-                .add(executions::Column::SubmissionId.is_not_null())
-                .add(
-                    Condition::all()
-                        .add(executions::Column::SubmitSpec.is_not_null())
-                        .add(executions::Column::Attempt.gt(0))
-                        .add(executions::Column::NextAttemptAt.is_null()),
-                ),
+/// Drivers on a cluster that have not ended, and submissions on their way there. Counted in
+/// two index walks (drivers by status; jobs with no next attempt date), so that the jobs queued
+/// for a place are never read to count who holds one.
+pub(crate) async fn running_on(
+    db: &impl ConnectionTrait,
+    cluster: Option<&str>,
+) -> Result<u64, DbErr> {
+    let drivers = executions::Entity::find()
+        .filter(cluster_is(cluster))
+        .filter(
+            executions::Column::Status
+                .is_in([JobStatus::Submitting.as_str(), JobStatus::Running.as_str()]),
         )
+        .count(db)
+        .await?;
+    let mut others = 0;
+    for status in [JobStatus::Queued, JobStatus::Retrying] {
+        others += executions::Entity::find()
+            .filter(executions::Column::Status.eq(status.as_str()))
+            .filter(executions::Column::NextAttemptAt.is_null())
+            .filter(cluster_is(cluster))
+            .filter(
+                Condition::any()
+                    .add(executions::Column::SubmissionId.is_not_null())
+                    .add(
+                        Condition::all()
+                            .add(executions::Column::SubmitSpec.is_not_null())
+                            .add(executions::Column::Attempt.gt(0)),
+                    ),
+            )
+            .count(db)
+            .await?;
+    }
+    Ok(drivers + others)
 }
 
 /// Jobs jobwarden is to submit now: due, not cancelled, no request out.
@@ -122,7 +137,16 @@ pub(crate) fn ready(now: DateTime<Utc>) -> Condition {
         )
         .add(executions::Column::SubmissionId.is_null())
         .add(executions::Column::CancelRequestedAt.is_null())
-        .add(executions::Column::NextAttemptAt.lte(now))
+        .add(executions::Column::NextAttemptAt.is_not_null())
+        // Behind a function, so that no planner walks the next-attempt index for this range
+        // (it holds the whole queue) instead of the queue's own index, in queue order.
+        .add(
+            Expr::expr(Func::coalesce([
+                Expr::col(executions::Column::NextAttemptAt),
+                Expr::val(now),
+            ]))
+            .lte(now),
+        )
 }
 
 fn begins(ops: &[WriteOp]) -> impl Iterator<Item = (&str, &[Candidate])> {
@@ -272,10 +296,7 @@ pub(super) async fn load(
                     let now_running = match running.get(&candidate.cluster) {
                         Some(n) => *n,
                         None => {
-                            let n = executions::Entity::find()
-                                .filter(occupying(candidate.cluster.as_deref()))
-                                .count(txn)
-                                .await?;
+                            let n = running_on(txn, candidate.cluster.as_deref()).await?;
                             running.insert(candidate.cluster.clone(), n);
                             n
                         }
@@ -329,7 +350,8 @@ async fn read_parents(
     Ok(())
 }
 
-/// Up to `enough` ready jobs ahead of `row` in the queue that `cluster` may also take.
+/// Up to `enough` ready jobs ahead of `row` in the queue that `cluster` may also take. One
+/// walk of the queue's index per status, from its head: it reads at most the jobs ahead.
 async fn jobs_ahead(
     txn: &DatabaseTransaction,
     row: &executions::Model,
@@ -337,25 +359,35 @@ async fn jobs_ahead(
     enough: u64,
     now: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
-    let ahead: Vec<String> = executions::Entity::find()
-        .select_only()
-        .column(executions::Column::ExecutionId)
-        .filter(ready(now))
-        .filter(placeable_on(cluster))
-        .filter(
-            Condition::any()
-                .add(executions::Column::QueueRank.lt(row.queue_rank))
-                .add(
-                    Condition::all()
-                        .add(executions::Column::QueueRank.eq(row.queue_rank))
-                        .add(executions::Column::ExecutionId.lt(row.execution_id.as_str())),
-                ),
-        )
-        .limit(enough)
-        .into_tuple()
-        .all(txn)
-        .await?;
-    Ok(ahead.len() as u64)
+    let mut ahead = 0;
+    for status in [JobStatus::Queued, JobStatus::Retrying] {
+        let found: Vec<String> = executions::Entity::find()
+            .select_only()
+            .column(executions::Column::ExecutionId)
+            .filter(executions::Column::Status.eq(status.as_str()))
+            .filter(
+                Condition::any()
+                    .add(executions::Column::QueueRank.lt(row.queue_rank))
+                    .add(
+                        Condition::all()
+                            .add(executions::Column::QueueRank.eq(row.queue_rank))
+                            .add(executions::Column::ExecutionId.lt(row.execution_id.as_str())),
+                    ),
+            )
+            .filter(ready(now))
+            .filter(placeable_on(cluster))
+            .order_by_asc(executions::Column::QueueRank)
+            // A LIMIT is a signed 64-bit number on every database.
+            .limit(std::cmp::min(enough - ahead, i64::MAX as u64))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        ahead += found.len() as u64;
+        if ahead >= enough {
+            break;
+        }
+    }
+    Ok(ahead)
 }
 
 /// A new job's place in the queue and its dependencies, on the row `track` builds. Every

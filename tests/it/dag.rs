@@ -279,7 +279,10 @@ async fn a_submission_that_cannot_be_ordered_is_refused_with_a_400_naming_the_fi
                 .unwrap();
             let status = answer.status().as_u16();
             let body: serde_json::Value = answer.json().await.unwrap();
-            (status, body["error"].as_str().unwrap_or_default().to_owned())
+            (
+                status,
+                body["error"].as_str().unwrap_or_default().to_owned(),
+            )
         }
     };
     let cases = [

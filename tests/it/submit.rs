@@ -594,13 +594,19 @@ async fn a_small_graph_runs_each_job_after_its_parents_on_the_real_cluster() {
     }
     // Each child's driver was asked for only once its parents had ended.
     for (name, _, after, after_any) in graph {
-        let Some(requested) = attempts(&db, &id(name)).await.first().map(|a| a.requested_at)
+        let Some(requested) = attempts(&db, &id(name))
+            .await
+            .first()
+            .map(|a| a.requested_at)
         else {
             continue;
         };
         for parent in after.iter().chain(after_any.iter()) {
             let ended = row(&db, &id(parent)).await.unwrap().completed_at.unwrap();
-            assert!(ended <= requested, "{name} asked for at {requested}, {parent} ended {ended}");
+            assert!(
+                ended <= requested,
+                "{name} asked for at {requested}, {parent} ended {ended}"
+            );
         }
     }
     assert!(
@@ -609,7 +615,10 @@ async fn a_small_graph_runs_each_job_after_its_parents_on_the_real_cluster() {
     );
     let publish = row(&db, &id("publish")).await.unwrap();
     let reason = publish.error_message.unwrap_or_default();
-    assert!(reason.contains(&format!("parent {} ended Failed", id("audit"))), "{reason}");
+    assert!(
+        reason.contains(&format!("parent {} ended Failed", id("audit"))),
+        "{reason}"
+    );
     let marked = drivers_marked(&s.cluster.ui, &tag).await;
     assert_eq!(marked.len(), 4, "one driver per job that ran: {marked:?}");
 }
