@@ -145,6 +145,22 @@ async fn show(db: &sea_orm::DatabaseConnection, execution_id: &str) -> anyhow::R
     for (name, value) in fields {
         println!("{name:<18} {}", value.as_deref().unwrap_or("-"));
     }
+    let parents = actions_read::parents_of(db, execution_id).await?;
+    if !parents.is_empty() {
+        println!("\nwaits for:");
+        for (edge, status) in parents {
+            let asks = if edge.mode == "any" {
+                "to end (after_any)"
+            } else {
+                "to succeed"
+            };
+            println!(
+                "  {:<30} {asks:<20} now {}",
+                edge.parent_id,
+                status.as_deref().unwrap_or("(gone)")
+            );
+        }
+    }
     println!("\nhistory:");
     for h in history {
         println!(

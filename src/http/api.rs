@@ -205,7 +205,8 @@ async fn detail(
         return Ok(None);
     };
     let attempts = actions_read::attempts_of(&state.db, execution_id).await?;
-    Ok(Some(ExecutionDetail::new(job, history, attempts)))
+    let parents = actions_read::parents_of(&state.db, execution_id).await?;
+    Ok(Some(ExecutionDetail::new(job, history, attempts, parents)))
 }
 
 /// `POST /api/v1/jobs`: register a Spark submission (`submission_id`), or a job for jobwarden

@@ -36,6 +36,7 @@ use crate::domain::{Ending, RetryOverrides, SubmitSpec};
         views::ExecutionPage,
         views::HistoryView,
         views::AttemptView,
+        views::ParentView,
         views::QueueJobView,
         views::AfterAction,
         views::Tracked,

@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use entity::{
     job_status_history as history, jobwarden_outbox as outbox, spark_job_attempts as attempts,
-    spark_job_executions as executions, transformation_job_queue as queue,
+    spark_job_dependencies as dependencies, spark_job_executions as executions,
+    transformation_job_queue as queue,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -208,6 +209,18 @@ pub struct ExecutionDetail {
     pub job: ExecutionView,
     pub history: Vec<HistoryView>,
     pub attempts: Vec<AttemptView>,
+    /// The jobs it waits (or waited) for; empty for a job submitted without `after`.
+    pub after: Vec<ParentView>,
+}
+
+/// One job another waits for.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParentView {
+    pub execution_id: String,
+    /// `success` (`after`: it must succeed) or `any` (`after_any`: it must end).
+    pub mode: String,
+    /// Its status now; null once its row is gone.
+    pub status: Option<String>,
 }
 
 impl ExecutionDetail {
@@ -215,11 +228,20 @@ impl ExecutionDetail {
         job: executions::Model,
         history: Vec<history::Model>,
         attempts: Vec<attempts::Model>,
+        parents: Vec<(dependencies::Model, Option<String>)>,
     ) -> Self {
         ExecutionDetail {
             job: job.into(),
             history: history.into_iter().map(HistoryView::from).collect(),
             attempts: attempts.into_iter().map(AttemptView::from).collect(),
+            after: parents
+                .into_iter()
+                .map(|(edge, status)| ParentView {
+                    execution_id: edge.parent_id,
+                    mode: edge.mode,
+                    status,
+                })
+                .collect(),
         }
     }
 }

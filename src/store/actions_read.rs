@@ -231,3 +231,33 @@ pub async fn attempts_of(
         .all(db)
         .await
 }
+
+/// The jobs an execution waits (or waited) for, with what it asks of each and each one's
+/// status now (`None` once its row is gone).
+pub async fn parents_of(
+    db: &DatabaseConnection,
+    execution_id: &str,
+) -> Result<Vec<(deps::Model, Option<String>)>, DbErr> {
+    let edges = deps::Entity::find()
+        .filter(deps::Column::ChildId.eq(execution_id))
+        .order_by_asc(deps::Column::ParentId)
+        .all(db)
+        .await?;
+    let statuses: HashMap<String, String> = executions::Entity::find()
+        .select_only()
+        .column(executions::Column::ExecutionId)
+        .column(executions::Column::Status)
+        .filter(executions::Column::ExecutionId.is_in(edges.iter().map(|e| e.parent_id.clone())))
+        .into_tuple::<(String, String)>()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(edges
+        .into_iter()
+        .map(|edge| {
+            let status = statuses.get(&edge.parent_id).cloned();
+            (edge, status)
+        })
+        .collect())
+}

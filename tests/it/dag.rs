@@ -192,6 +192,20 @@ async fn a_thousand_job_graph_runs_every_job_once_and_never_a_child_before_its_p
     let twice: Vec<_> = seen.drivers.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "not exactly one driver: {twice:?}");
     children_requested_after_their_parents_ended(&db, &dag).await;
+    let shown: serde_json::Value = reqwest::get(format!("{base}/api/v1/jobs/g-05-010"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        shown["after"],
+        json!([
+            {"execution_id": "g-04-010", "mode": "success", "status": "Succeeded"},
+            {"execution_id": "g-04-073", "mode": "success", "status": "Succeeded"},
+        ]),
+        "{shown}"
+    );
     service.signal("TERM");
     let (status, log) = service.wait(Duration::from_secs(30));
     assert!(status.success(), "{log}");
