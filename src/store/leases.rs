@@ -115,7 +115,8 @@ impl Held {
 
 /// One renewal round in one transaction: say this instance is alive, keep what it holds
 /// (down to its fair share of the buckets when more instances are alive), claim free or
-/// expired buckets up to that share, and the leader lease if nobody holds it.
+/// expired buckets up to that share, and the leader lease if nobody holds it. Without `claim`
+/// (shutting down), only keep what it holds.
 pub async fn renew(
     db: &DatabaseConnection,
     me: &str,
@@ -128,18 +129,29 @@ pub async fn renew(
     let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
     let until = now + lease;
     let txn = db.begin().await?;
-    instances::Entity::insert(instances::ActiveModel {
-        instance_id: Set(me.to_owned()),
-        started_at: Set(started_at),
-        last_seen: Set(now),
-    })
-    .on_conflict(
-        OnConflict::column(instances::Column::InstanceId)
-            .update_column(instances::Column::LastSeen)
-            .to_owned(),
-    )
-    .exec_without_returning(&txn)
-    .await?;
+    if claim {
+        instances::Entity::insert(instances::ActiveModel {
+            instance_id: Set(me.to_owned()),
+            started_at: Set(started_at),
+            last_seen: Set(now),
+        })
+        .on_conflict(
+            OnConflict::column(instances::Column::InstanceId)
+                .update_column(instances::Column::LastSeen)
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+    } else {
+        // A stopping instance is still counted while it keeps its record, but never records
+        // itself again once it gave its leases back (and with them its record): counted then,
+        // it would make the others leave it a share it will never claim or poll.
+        instances::Entity::update_many()
+            .col_expr(instances::Column::LastSeen, Expr::value(now))
+            .filter(instances::Column::InstanceId.eq(me))
+            .exec(&txn)
+            .await?;
+    }
     // Long-gone instances leave no trace; recently gone ones still show who held what.
     instances::Entity::delete_many()
         .filter(instances::Column::LastSeen.lt(now - lease * 20))

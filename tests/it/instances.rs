@@ -117,6 +117,32 @@ async fn a_stopping_instance_hands_its_share_over_at_once(db: TestDb) {
     assert!(b.leader.is_some(), "the leader lease moves too");
 }
 
+async fn a_late_renewal_of_a_stopped_instance_leaves_its_share_to_the_others(db: TestDb) {
+    if db.backend == Backend::Sqlite {
+        return;
+    }
+    let lease = Duration::from_secs(30);
+    let now = Utc::now();
+    leases::renew(&db.db, "a", now, now, lease, &[], true)
+        .await
+        .unwrap();
+    leases::release_all(&db.db, "a").await.unwrap();
+    // a shut down (claiming nothing more) and gave everything back; a renewal of its still
+    // comes after that (its timer, or one in flight while it released).
+    let late = leases::renew(&db.db, "a", now, now, lease, &[], false)
+        .await
+        .unwrap();
+    assert!(late.buckets.is_empty() && late.leader.is_none());
+    let b = leases::renew(&db.db, "b", now, now, lease, &[], true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (b.live_instances, b.buckets.len()),
+        (1, usize::from(BUCKETS)),
+        "b is alone: it takes every bucket, none is left to a that will never poll it"
+    );
+}
+
 async fn an_expired_lease_is_claimed_with_a_new_token(db: TestDb) {
     if db.backend == Backend::Sqlite {
         return;
@@ -266,6 +292,7 @@ async fn a_write_under_a_lease_taken_over_is_refused_and_changes_nothing(db: Tes
 crate::on_every_database!(
     two_instances_split_the_buckets_and_one_leads,
     a_stopping_instance_hands_its_share_over_at_once,
+    a_late_renewal_of_a_stopped_instance_leaves_its_share_to_the_others,
     an_expired_lease_is_claimed_with_a_new_token,
     a_write_under_a_lease_taken_over_is_refused_and_changes_nothing,
 );

@@ -181,6 +181,8 @@ impl JobStore {
             renewing: false,
             on_gain: None,
             claiming: true,
+            released: false,
+            renewal_ended: Vec::new(),
             catch_up_until: Instant::now() + lease * 2,
             last_live: live,
         });

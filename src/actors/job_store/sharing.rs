@@ -25,6 +25,11 @@ pub(super) struct Sharing {
     pub(super) on_gain: Option<Recipient<crate::actors::scheduler::Tick>>,
     /// False once shutdown began: renewals keep what is held, claim nothing more.
     pub(super) claiming: bool,
+    /// True once the leases were given back: no renewal runs again. One would record this
+    /// instance as alive once more, and the others would leave it a share it never polls.
+    pub(super) released: bool,
+    /// Told when the renewal in flight has ended: the release waits for it.
+    pub(super) renewal_ended: Vec<tokio::sync::oneshot::Sender<()>>,
     /// Until when renewals come quickly while the share is unsettled (this instance holds
     /// less than its fair share, or is handing buckets over): after a start, and after the
     /// number of live instances changed. Fencing keeps quick handovers safe.
@@ -66,7 +71,7 @@ impl JobStore {
         let Some(sharing) = self.sharing.as_mut() else {
             return;
         };
-        if sharing.renewing {
+        if sharing.renewing || sharing.released {
             return;
         }
         sharing.renewing = true;
@@ -84,6 +89,13 @@ impl JobStore {
                 return;
             };
             sharing.renewing = false;
+            for waiter in sharing.renewal_ended.drain(..) {
+                let _ = waiter.send(());
+            }
+            if sharing.released {
+                // Ended after the leases were given back: what it held is no longer ours.
+                return;
+            }
             match answer {
                 Ok(Ok(held)) => {
                     let gained = held
@@ -162,9 +174,20 @@ impl Handler<ReleaseLeases> for JobStore {
             return Box::pin(async {});
         };
         sharing.held = Held::default();
+        sharing.released = true;
+        // A renewal in flight commits before the release starts, never after it: committed
+        // after, it would record this instance as alive again.
+        let renewal = sharing.renewing.then(|| {
+            let (ended, wait) = tokio::sync::oneshot::channel();
+            sharing.renewal_ended.push(ended);
+            wait
+        });
         let db = self.db.clone();
         let me = sharing.instance.clone();
         Box::pin(async move {
+            if let Some(renewal) = renewal {
+                let _ = renewal.await;
+            }
             match leases::release_all(&db, &me).await {
                 Ok(()) => {
                     tracing::info!(instance = %me, "leases given back; the other instances take over now")
