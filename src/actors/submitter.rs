@@ -76,6 +76,9 @@ pub struct Submitter {
     /// Jobs this process is acting on now: a lost answer of ours is reconciled only once we
     /// are done with it.
     busy: HashSet<String>,
+    /// When this process last finished acting on a job (the last minute's): a look read
+    /// before then is not acted on for it.
+    finished: HashMap<String, Instant>,
     last_kill: HashMap<String, Instant>,
     /// Undecided reconciliations already logged (once each).
     told: HashSet<String>,
@@ -127,6 +130,7 @@ impl Submitter {
             settings,
             targets,
             busy: HashSet::new(),
+            finished: HashMap::new(),
             last_kill: HashMap::new(),
             told: HashSet::new(),
             kill_every: spark.poll_interval,
@@ -149,11 +153,14 @@ impl Submitter {
             return;
         }
         self.looking = true;
+        let began = Instant::now();
+        self.finished
+            .retain(|_, at| began.duration_since(*at) < Duration::from_secs(60));
         let request = self.store.due_actions(DueActions {
             now: Utc::now(),
             limit: LOOK_LIMIT,
         });
-        ctx.spawn(request.into_actor(self).map(|answer, act, ctx| {
+        ctx.spawn(request.into_actor(self).map(move |answer, act, ctx| {
             act.looking = false;
             if std::mem::take(&mut act.relook) {
                 ctx.notify(LookNow);
@@ -161,6 +168,11 @@ impl Submitter {
             match answer {
                 Ok(actions) => {
                     for action in actions {
+                        // Read before this process finished acting on the job: what it says
+                        // is out of date (a request whose answer just came, not a lost one).
+                        if act.finished.get(&action.execution_id) >= Some(&began) {
+                            continue;
+                        }
                         act.act(action, ctx);
                     }
                 }
@@ -237,6 +249,7 @@ impl Submitter {
         .instrument(span);
         ctx.spawn(work.into_actor(self).map(move |learned, act, ctx| {
             act.busy.remove(&id);
+            act.finished.insert(id.clone(), Instant::now());
             match learned {
                 Learned::Told => {
                     act.told.insert(id);
