@@ -17,7 +17,8 @@ use jobwarden::store_api::{
 use jobwarden_testkit::{Answer, SparkServer};
 use migration::MigratorTrait;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryFilter, Statement,
+    ColumnTrait, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryFilter,
+    QuerySelect, Statement,
 };
 
 use crate::binary::{jobwarden, Running};
@@ -141,6 +142,68 @@ async fn a_late_renewal_of_a_stopped_instance_leaves_its_share_to_the_others(db:
         (1, usize::from(BUCKETS)),
         "b is alone: it takes every bucket, none is left to a that will never poll it"
     );
+}
+
+/// A JobStore that crashes while a renewal waits on the database (here, on a row lock another
+/// connection holds) drops that renewal with its context; the restarted store renews again, or
+/// its share would expire and nobody would poll it.
+async fn a_store_restarted_during_a_renewal_goes_on_renewing(db: TestDb) {
+    // The moment a renewal waits on the lock is read from PostgreSQL's pg_locks; the code
+    // under test is the same on MariaDB, where that moment could not be read reliably.
+    if db.backend != Backend::Postgres {
+        return;
+    }
+    let lease = Duration::from_secs(3);
+    let now = Utc::now();
+    let held = leases::renew(&db.db, "r", now, now, lease, &[], true)
+        .await
+        .unwrap();
+    let settings = db.settings();
+    let store = JobStore::new(
+        db.db.clone(),
+        settings.store.clone(),
+        rules(&settings),
+        jobwarden::events::Events::default(),
+    )
+    .shared_as("r".to_owned(), lease, held)
+    .launch();
+    let blocker = Database::connect(db.url.as_str()).await.unwrap();
+    let holding = sea_orm::TransactionTrait::begin(&blocker).await.unwrap();
+    entity::jobwarden_instances::Entity::find_by_id("r".to_owned())
+        .lock_exclusive()
+        .one(&holding)
+        .await
+        .unwrap();
+    let waits = "SELECT count(*) FROM pg_locks WHERE NOT granted";
+    wait_until(
+        Duration::from_secs(10),
+        "a renewal waiting on the held row",
+        || async {
+            let row = db
+                .db
+                .query_one_raw(Statement::from_string(db.db.get_database_backend(), waits))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get_by_index::<i64>(0).unwrap() > 0
+        },
+    )
+    .await;
+    store.send(jobwarden::actors::Crash).await.unwrap();
+    holding.rollback().await.unwrap();
+    let released = Utc::now();
+    wait_until(
+        Duration::from_secs(10),
+        "a renewal after the restart",
+        || async {
+            entity::jobwarden_instances::Entity::find_by_id("r".to_owned())
+                .one(&db.db)
+                .await
+                .unwrap()
+                .is_some_and(|row| row.last_seen > released)
+        },
+    )
+    .await;
 }
 
 async fn an_expired_lease_is_claimed_with_a_new_token(db: TestDb) {
@@ -293,6 +356,7 @@ crate::on_every_database!(
     two_instances_split_the_buckets_and_one_leads,
     a_stopping_instance_hands_its_share_over_at_once,
     a_late_renewal_of_a_stopped_instance_leaves_its_share_to_the_others,
+    a_store_restarted_during_a_renewal_goes_on_renewing,
     an_expired_lease_is_claimed_with_a_new_token,
     a_write_under_a_lease_taken_over_is_refused_and_changes_nothing,
 );

@@ -415,6 +415,16 @@ impl Supervised for JobStore {
         // the store stopped.
         self.batches.forget_in_flight();
         self.halted = false;
+        // A renewal or a prune in flight was dropped with the old context too: left marked
+        // as under way, none would ever run again, and this instance's share would expire
+        // unpolled.
+        self.pruning = false;
+        if let Some(sharing) = self.sharing.as_mut() {
+            sharing.renewing = false;
+            for waiter in sharing.renewal_ended.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
     }
 }
 
