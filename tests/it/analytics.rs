@@ -421,3 +421,82 @@ async fn a_run_that_ends_is_observed_once_in_the_duration_histogram_by_name_and_
     let (status, log) = running.stop(Duration::from_secs(30));
     assert!(status.success(), "{log}");
 }
+
+/// 100,000 ended runs of 200 names over the last week, written 1,000 rows a statement.
+async fn seed_many(db: &DatabaseConnection, runs: usize) {
+    let now = noon_days_ago(1);
+    let rows: Vec<executions::ActiveModel> = (0..runs)
+        .map(|i| {
+            let ended = now - chrono::Duration::minutes((i % 6_000) as i64);
+            let started = ended - chrono::Duration::seconds(60 + (i % 600) as i64);
+            let failed = i % 10 == 0;
+            executions::ActiveModel {
+                execution_id: Set(format!("bulk-{i:06}")),
+                job_name: Set(Some(format!("job-{:03}", i % 200))),
+                status: Set(if failed { "Failed" } else { "Succeeded" }.into()),
+                progress: Set(100),
+                submitted_at: Set(Some(started - chrono::Duration::seconds(20))),
+                started_at: Set(Some(started)),
+                completed_at: Set(Some(ended)),
+                error_message: Set(failed.then(|| format!("stage {} failed\n\tat x", i % 7))),
+                consecutive_poll_failures: Set(0),
+                created_at: Set(started - chrono::Duration::seconds(30)),
+                updated_at: Set(ended),
+                attempt: Set(0),
+                ..Default::default()
+            }
+        })
+        .collect();
+    for chunk in rows.chunks(1_000) {
+        executions::Entity::insert_many(chunk.to_vec())
+            .exec(db)
+            .await
+            .unwrap();
+    }
+}
+
+/// How long the overview and one name's figures take on 100,000 ended runs, printed (the
+/// README quotes it). Not a test of speed (a debug build beside the rest of the suite says
+/// little), so ignored by default:
+/// `cargo test --release --test it analytics::reading_100_000 -- --ignored --nocapture`
+async fn reading_100_000_runs(db: TestDb) {
+    seed_many(&db.db, 100_000).await;
+    let started = std::time::Instant::now();
+    let o = overview(&db.db, week()).await.unwrap();
+    let all = started.elapsed();
+    let started = std::time::Instant::now();
+    let d = job_detail(&db.db, week(), "job-007")
+        .await
+        .unwrap()
+        .unwrap();
+    let one = started.elapsed();
+    let total: u64 = o.days.iter().map(|d| d.figures.runs).sum();
+    assert_eq!(total, 100_000);
+    assert_eq!(d.summary.figures.runs, 500);
+    eprintln!(
+        "{:?}: overview of 100,000 runs in {all:?}, one name's 500 in {one:?}",
+        db.backend
+    );
+}
+
+mod reading_100_000 {
+    use crate::helpers::{run_on, Backend};
+
+    #[actix_rt::test]
+    #[ignore = "a measurement: run with --ignored --nocapture"]
+    async fn sqlite() {
+        run_on(Backend::Sqlite, super::reading_100_000_runs).await
+    }
+
+    #[actix_rt::test]
+    #[ignore = "a measurement: run with --ignored --nocapture"]
+    async fn postgres() {
+        run_on(Backend::Postgres, super::reading_100_000_runs).await
+    }
+
+    #[actix_rt::test]
+    #[ignore = "a measurement: run with --ignored --nocapture"]
+    async fn mariadb() {
+        run_on(Backend::MariaDb, super::reading_100_000_runs).await
+    }
+}

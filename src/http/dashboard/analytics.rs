@@ -211,7 +211,7 @@ async fn overview(
         @if overview.days.iter().all(|d| d.figures.runs == 0) {
             div.card { p { "No Spark run ended in the last " (days) " day(s)." } }
         } @else {
-            div.card { (runs_per_day("runs-per-day", "Runs per day, every job name", &overview.days)) }
+            div.overview-chart { (runs_per_day("runs-per-day", "Runs per day, every job name", &overview.days)) }
             table.analytics {
                 thead { tr {
                     th { "Job name" } th { "Runs" } th { "Succeeded" } th { "Failed" } th { "Cancelled" }
