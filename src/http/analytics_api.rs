@@ -28,13 +28,14 @@ pub struct AnalyticsQuery {
 }
 
 impl AnalyticsQuery {
-    fn window(&self) -> Result<Window, HttpResponse> {
+    /// The asked window, or the 400 to answer.
+    fn window(&self) -> Result<Window, Box<HttpResponse>> {
         let days = self.days.unwrap_or(DEFAULT_DAYS);
         if !(1..=MAX_DAYS).contains(&days) {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::BAD_REQUEST,
                 format!("days must be between 1 and {MAX_DAYS}"),
-            ));
+            )));
         }
         Ok(Window::last_days(days, Utc::now()))
     }
@@ -197,7 +198,7 @@ pub async fn overview(
 ) -> HttpResponse {
     let window = match query.window() {
         Ok(w) => w,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     match analytics_read::overview(&state.db, window).await {
         Ok(o) => HttpResponse::Ok().json(AnalyticsOverview {
@@ -248,7 +249,7 @@ pub async fn job(
     }
     let window = match query.window() {
         Ok(w) => w,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     match analytics_read::job_detail(&state.db, window, &name).await {
         Ok(Some(d)) => HttpResponse::Ok().json(JobAnalytics {

@@ -85,7 +85,7 @@ pub async fn ended_runs(
         }
         // Rows are decoded on the HTTP server's own thread: it answers probes and scrapes
         // in between, not after the last of 200,000 rows.
-        if read % YIELD_EVERY == 0 {
+        if read.is_multiple_of(YIELD_EVERY) {
             tokio::task::yield_now().await;
         }
         runs.extend(Outcome::of_status(&row.status).and_then(|outcome| {

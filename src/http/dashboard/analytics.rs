@@ -40,10 +40,13 @@ enum Read {
     Job(Option<Arc<JobDetail>>),
 }
 
+/// Each window's figures by (days, job name), with when they were read.
+type Cached = HashMap<(u32, Option<String>), (Instant, Read)>;
+
 /// Figures by (days, job name), each read at most once a [`FRESH_FOR`].
 #[derive(Default)]
 pub struct AnalyticsCache {
-    cached: Mutex<HashMap<(u32, Option<String>), (Instant, Read)>>,
+    cached: Mutex<Cached>,
 }
 
 impl AnalyticsCache {

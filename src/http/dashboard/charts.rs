@@ -8,18 +8,18 @@ use std::time::Duration;
 
 use maud::{html, Markup};
 
-use crate::analytics::Day;
+use crate::analytics::{Day, Quantiles};
 
 use super::layout::duration;
 
-const WIDTH: f64 = 760.0;
-const HEIGHT: f64 = 220.0;
-const LEFT: f64 = 64.0;
+const WIDTH: f64 = 480.0;
+const HEIGHT: f64 = 200.0;
+const LEFT: f64 = 52.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 30.0;
 /// Date labels under the axis at most; the others are left out (each bar has its title).
-const MAX_DATE_LABELS: usize = 10;
+const MAX_DATE_LABELS: usize = 7;
 
 fn plot_width() -> f64 {
     WIDTH - LEFT - RIGHT
@@ -62,7 +62,7 @@ fn frame(days: &[Day], top: f64, label: impl Fn(f64) -> String) -> Markup {
             text.axis x=(px(LEFT - 6.0)) y=(px(y + 4.0)) text-anchor="end" { (label(top * fraction)) }
         }
         @for (i, day) in days.iter().enumerate() {
-            @if (days.len() - 1 - i) % every == 0 {
+            @if (days.len() - 1 - i).is_multiple_of(every) {
                 text.axis x=(px(LEFT + band * (i as f64 + 0.5))) y=(px(HEIGHT - 10.0)) text-anchor="middle" {
                     (day.date.format("%m-%d"))
                 }
@@ -132,12 +132,11 @@ pub enum Series {
 }
 
 impl Series {
-    fn of(self, day: &Day) -> (Option<Duration>, Option<Duration>) {
-        let q = match self {
+    fn of(self, day: &Day) -> Quantiles {
+        match self {
             Series::Duration => day.figures.duration,
             Series::QueueWait => day.figures.queue_wait,
-        };
-        (q.p50, q.p95)
+        }
     }
 }
 
@@ -146,8 +145,8 @@ pub fn percentiles_per_day(id: &str, title: &str, days: &[Day], series: Series) 
     let highest = days
         .iter()
         .flat_map(|d| {
-            let (p50, p95) = series.of(d);
-            [p50, p95]
+            let q = series.of(d);
+            [q.p50, q.p95]
         })
         .flatten()
         .max()
@@ -155,7 +154,7 @@ pub fn percentiles_per_day(id: &str, title: &str, days: &[Day], series: Series) 
     let top = round_up(highest.as_secs_f64());
     let band = plot_width() / days.len().max(1) as f64;
     let x_of = |i: usize| LEFT + band * (i as f64 + 0.5);
-    let line = |pick: fn((Option<Duration>, Option<Duration>)) -> Option<Duration>| {
+    let line = |pick: fn(Quantiles) -> Option<Duration>| {
         // Runs of consecutive days with a value, each one polyline.
         let mut segments: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
         for (i, day) in days.iter().enumerate() {
@@ -178,8 +177,8 @@ pub fn percentiles_per_day(id: &str, title: &str, days: &[Day], series: Series) 
             })
             .collect::<Vec<_>>()
     };
-    let p50_lines = line(|(p50, _)| p50);
-    let p95_lines = line(|(_, p95)| p95);
+    let p50_lines = line(|q| q.p50);
+    let p95_lines = line(|q| q.p95);
     html! {
         figure.chart id=(id) {
             figcaption { (title) }
@@ -188,8 +187,8 @@ pub fn percentiles_per_day(id: &str, title: &str, days: &[Day], series: Series) 
                 @for points in &p95_lines { polyline.p95 points=(points) {} }
                 @for points in &p50_lines { polyline.p50 points=(points) {} }
                 @for (i, day) in days.iter().enumerate() {
-                    @let (p50, p95) = series.of(day);
-                    @for (class, value) in [("p50", p50), ("p95", p95)] {
+                    @let q = series.of(day);
+                    @for (class, value) in [("p50", q.p50), ("p95", q.p95)] {
                         @if let Some(d) = value {
                             circle class=(class) cx=(px(x_of(i))) cy=(px(y_of(d.as_secs_f64(), top))) r="3.5"
                                 data-date=(day.date) data-series=(class) data-seconds=(format!("{:.3}", d.as_secs_f64())) {
@@ -207,7 +206,7 @@ pub fn percentiles_per_day(id: &str, title: &str, days: &[Day], series: Series) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analytics::{Figures, Quantiles};
+    use crate::analytics::Figures;
 
     fn day(d: u32, runs: u64, p50: Option<u64>) -> Day {
         Day {
