@@ -340,6 +340,77 @@ async fn the_api_refuses_a_window_out_of_range_and_answers_404_for_a_name_withou
     server.stop(true).await;
 }
 
+#[actix_rt::test]
+async fn the_analytics_page_is_complete_without_javascript_and_escapes_names() {
+    let (db, base, server) = api_on_seeded_rows().await;
+    insert(
+        &db.db,
+        Seeded {
+            id: "xss-1".into(),
+            name: Some("<b>bold</b>"),
+            status: "Succeeded",
+            ended: noon_days_ago(1),
+            waited: Some(1),
+            ran: 1,
+            error: None,
+        },
+    )
+    .await;
+    let page = reqwest::get(format!("{base}/analytics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<svg"), "{page}");
+    assert!(
+        page.contains("data-runs=\"13\""),
+        "yesterday's bar: 10 + 1 named, 1 unnamed, and the new run: {page}"
+    );
+    assert!(page.contains("&lt;b&gt;bold&lt;/b&gt;"), "{page}");
+    assert!(!page.contains("<b>bold</b>"), "{page}");
+    server.stop(true).await;
+}
+
+#[actix_rt::test]
+async fn an_open_analytics_page_is_answered_not_modified_while_its_figures_are_kept() {
+    let (db, base, server) = api_on_seeded_rows().await;
+    let http = reqwest::Client::new();
+    let live = format!("{base}/live/analytics/job?name=nightly+etl%2Feu&days=7");
+    let first = http.get(&live).send().await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let body: Value = first.json().await.unwrap();
+    assert!(
+        body["regions"]["analytics-job"]
+            .as_str()
+            .is_some_and(|r| r.contains("duration-per-day")),
+        "{body}"
+    );
+    // A run that ends now is read with the next refresh, not with each live request.
+    insert(
+        &db.db,
+        Seeded {
+            id: "etl-late".into(),
+            name: Some(ETL),
+            status: "Succeeded",
+            ended: Utc::now(),
+            waited: Some(1),
+            ran: 1,
+            error: None,
+        },
+    )
+    .await;
+    let again = http
+        .get(&live)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 304);
+    server.stop(true).await;
+}
+
 /// The value of one series in a Prometheus text scrape.
 fn sample(scrape: &str, series: &str) -> Option<f64> {
     scrape
