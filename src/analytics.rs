@@ -9,7 +9,8 @@
 //! - Success rate: succeeded ÷ (succeeded + failed). A cancelled run was stopped by someone,
 //!   not by the job, so it counts neither way (none when no run succeeded or failed).
 //! - Duration: from the driver's start (`started_at`) to the run's end (`completed_at`); a run
-//!   that never started has none.
+//!   that never started has none. A job jobwarden retried is one run: its row's `started_at`
+//!   is its first driver's start, so its duration spans every attempt and the waits between.
 //! - Queue wait: from the moment the job was known to be waiting (the row's `created_at`, or
 //!   the driver's `submitted_at` when that is earlier: a job tracked after its submission) to
 //!   its driver's start (`started_at`). It holds jobwarden's own queue (a job it submits waits

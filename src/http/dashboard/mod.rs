@@ -1,6 +1,6 @@
-//! The dashboard: HTML pages for people (jobs, one job, health, dead letters, analytics) served by the
-//! same server as the API, readable without JavaScript, kept live by a small script that asks
-//! `/live/<page>` for the page's regions every few seconds.
+//! The dashboard: HTML pages for people (jobs, one job, health, dead letters, analytics)
+//! served by the same server as the API, readable without JavaScript, kept live by a small
+//! script that asks `/live/<page>` for the page's regions every few seconds.
 //!
 //! Live updates are short polls, not server-sent events: the server keeps nothing per open
 //! tab (a tab left open for a day, or reconnecting a thousand times, costs nothing between
