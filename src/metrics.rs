@@ -58,6 +58,47 @@ pub struct Metrics {
     /// Set at scrape time: 1 while a broker connection is up, by `topic` (absent without
     /// `[kafka]`).
     pub kafka_brokers_up: GaugeVec,
+    /// How long ended Spark runs ran, by `job_name` (bounded: see [`JobNameLabels`]) and
+    /// `outcome`: succeeded, failed, cancelled. Observe through [`Metrics::job_ended`].
+    pub job_duration: HistogramVec,
+    pub job_names: JobNameLabels,
+}
+
+/// Job names that get a `job_name` label value of their own: the first
+/// [`JOB_NAME_LABELS`] distinct names this process sees end, in that order; every later name
+/// is `other`, and a run with no name is `unnamed`. Job names are unbounded (a name per
+/// customer, per date), and each label value is a series per bucket for as long as the
+/// process runs, so the label is capped rather than trusted. (Exemplars would carry the
+/// name without a series each, but the `prometheus` crate has none.)
+#[derive(Default)]
+pub struct JobNameLabels(std::sync::Mutex<std::collections::HashSet<String>>);
+
+/// Distinct job names with a label value of their own.
+pub const JOB_NAME_LABELS: usize = 50;
+/// The label value of the names past [`JOB_NAME_LABELS`].
+pub const OTHER_JOB_NAMES: &str = "other";
+/// The label value of runs without a job name.
+pub const UNNAMED_JOB: &str = "unnamed";
+
+impl JobNameLabels {
+    /// The label value `name` is counted under, admitting it while there is room.
+    pub fn label<'a>(&self, name: Option<&'a str>) -> &'a str {
+        let Some(name) = name else {
+            return UNNAMED_JOB;
+        };
+        let mut admitted = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if admitted.contains(name) {
+            return name;
+        }
+        if admitted.len() < JOB_NAME_LABELS {
+            admitted.insert(name.to_owned());
+            return name;
+        }
+        OTHER_JOB_NAMES
+    }
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -189,6 +230,22 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(spark_up.clone()))
             .expect("unique metric");
+        let job_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "jobwarden_job_duration_seconds",
+                "How long ended Spark runs ran (driver start to end), by job name (the first 50 \
+                 names seen; later ones as other) and outcome",
+            )
+            // Batch jobs: from seconds to a day.
+            .buckets(vec![
+                5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1_200.0, 1_800.0, 3_600.0, 7_200.0,
+                14_400.0, 28_800.0, 86_400.0,
+            ]),
+            &["job_name", "outcome"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(job_duration.clone()))
+            .expect("unique metric");
         let m = Metrics {
             polls: counter_vec(
                 &r,
@@ -300,6 +357,8 @@ impl Metrics {
                 "table",
             ),
             kafka_brokers_up,
+            job_duration,
+            job_names: JobNameLabels::default(),
             registry: r,
         };
         m.database_up.set(1.0);
@@ -311,6 +370,14 @@ impl Metrics {
         counter.with_label_values(&[label]).get()
     }
 
+    /// One Spark run ended after running for `ran`.
+    pub fn job_ended(&self, job_name: Option<&str>, outcome: &str, ran: std::time::Duration) {
+        let name = self.job_names.label(job_name);
+        self.job_duration
+            .with_label_values(&[name, outcome])
+            .observe(ran.as_secs_f64());
+    }
+
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -319,5 +386,22 @@ impl Metrics {
             return String::new();
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names_past_the_cap_are_counted_as_other_and_admitted_names_keep_theirs() {
+        let labels = JobNameLabels::default();
+        for i in 0..JOB_NAME_LABELS {
+            let name = format!("job-{i}");
+            assert_eq!(labels.label(Some(&name)), name);
+        }
+        assert_eq!(labels.label(Some("one-too-many")), OTHER_JOB_NAMES);
+        assert_eq!(labels.label(Some("job-0")), "job-0");
+        assert_eq!(labels.label(None), UNNAMED_JOB);
     }
 }

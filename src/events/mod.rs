@@ -2,6 +2,7 @@
 //! logs it and counts it in the application's metrics, in one place, so no part counts the same
 //! thing twice by hand.
 
+mod job;
 mod kafka;
 mod notify;
 mod poll;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use crate::metrics::Metrics;
 
+pub use job::JobEnded;
 pub use kafka::{ConsumerLag, EventApplied, EventConsumed, EventDeadLettered, ListenerRestarting};
 pub use notify::NotificationAttempted;
 pub use poll::{

@@ -1,5 +1,6 @@
 //! The HTTP server: health, readiness, Prometheus metrics and the job API, on one address.
 
+mod analytics_api;
 mod api;
 mod dashboard;
 mod notifications;
@@ -110,6 +111,11 @@ pub fn start(
                 web::post().to(api::retry_job),
             )
             .route("/api/v1/queue/{job_id}", web::get().to(api::show_queue_job))
+            .route("/api/v1/analytics", web::get().to(analytics_api::overview))
+            .route(
+                "/api/v1/analytics/{job_name}",
+                web::get().to(analytics_api::job),
+            )
             .configure(dashboard::routes)
             .route("/api/v1/notifications", web::get().to(notifications::list))
             .route(

@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, notifications, probes, views};
+use super::{analytics_api, api, notifications, probes, views};
 use crate::domain::{Ending, RetryOverrides, SubmitSpec};
 
 #[derive(OpenApi)]
@@ -28,6 +28,8 @@ use crate::domain::{Ending, RetryOverrides, SubmitSpec};
         api::show_queue_job,
         notifications::list,
         notifications::resend,
+        analytics_api::overview,
+        analytics_api::job,
         spec,
     ),
     components(schemas(
@@ -51,6 +53,12 @@ use crate::domain::{Ending, RetryOverrides, SubmitSpec};
         views::Share,
         api::TrackBody,
         notifications::ResendBody,
+        analytics_api::AnalyticsOverview,
+        analytics_api::JobAnalytics,
+        analytics_api::JobSummaryView,
+        analytics_api::DayView,
+        analytics_api::ReasonView,
+        analytics_api::FiguresView,
         SubmitSpec,
         RetryOverrides,
         Ending,
@@ -60,6 +68,7 @@ use crate::domain::{Ending, RetryOverrides, SubmitSpec};
         (name = "jobs", description = "Spark executions: list, show, track or submit, cancel, retry"),
         (name = "queue", description = "Transformation queue jobs, driven by Kafka events"),
         (name = "notifications", description = "The notification outbox"),
+        (name = "analytics", description = "Per job name: runs, success rate, durations, queue waits, failure reasons"),
         (name = "probes", description = "Liveness, readiness and Prometheus metrics"),
     )
 )]

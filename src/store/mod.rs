@@ -2,6 +2,7 @@
 //! `JobStore` actor (the only writer) drives. What the store accepts is in `crate::store_api`.
 
 pub mod actions_read;
+pub mod analytics_read;
 mod attempts;
 pub mod batch;
 mod bulk;
@@ -27,7 +28,7 @@ use sea_orm::{
 
 use crate::config::DatabaseSettings;
 
-pub use batch::{apply_batch, Committed, HistoryLine, Inserted, Rules, WriteContext};
+pub use batch::{apply_batch, Committed, EndedRun, HistoryLine, Inserted, Rules, WriteContext};
 /// The `job_kind` of a Spark execution's history lines.
 pub const SPARK_KIND: &str = changes::SPARK;
 

@@ -502,7 +502,13 @@ async fn script_tags_in_a_job_name_and_an_error_render_as_text() {
         .await
         .unwrap();
 
-    for page in ["/", "/job?kind=spark&id=xss-1"] {
+    let analytics = format!(
+        "/analytics/job?{}",
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("name", name)
+            .finish()
+    );
+    for page in ["/", "/job?kind=spark&id=xss-1", analytics.as_str()] {
         browser.open(&service.url(page)).await;
         let shown = browser.text("main").await;
         assert!(shown.contains(name), "the name as text on {page}: {shown}");
@@ -541,7 +547,15 @@ async fn read_token_refuses_pages_and_the_read_api_without_it_and_accepts_it() {
         .unwrap();
     let get = |path: &str| http.get(service.url(path));
 
-    for path in ["/", "/health", "/dead-letters", "/live/", "/api/v1/jobs"] {
+    for path in [
+        "/",
+        "/health",
+        "/dead-letters",
+        "/analytics",
+        "/live/",
+        "/api/v1/jobs",
+        "/api/v1/analytics",
+    ] {
         let refused = get(path).send().await.unwrap();
         assert_eq!(refused.status().as_u16(), 401, "{path} without the token");
         let wrong = get(path).bearer_auth("guess").send().await.unwrap();
@@ -1038,4 +1052,88 @@ async fn a_retrying_jobs_page_shows_its_attempts_escaped_reason_and_next_attempt
         "{region}"
     );
     server.stop(true).await;
+}
+
+#[actix_rt::test]
+async fn analytics_pages_draw_runs_and_percentiles_per_day_as_inline_svg() {
+    use crate::analytics::{noon_days_ago, seed, ETL};
+
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let spark = SparkServer::start().await;
+    let service = Service::start(&spark, &[]);
+    seed(&service.database().await).await;
+
+    browser.open(&service.url("/")).await;
+    browser
+        .client
+        .find(Locator::LinkText("Analytics"))
+        .await
+        .expect("the navigation links the analytics page")
+        .click()
+        .await
+        .unwrap();
+    let row = format!("tr[data-job='{ETL}']");
+    assert_eq!(browser.text(&format!("{row} td.runs")).await, "14");
+    assert_eq!(browser.text(&format!("{row} td.rate")).await, "76.9%");
+    assert_eq!(browser.text(&format!("{row} td.p50")).await, "1m 10s");
+    assert_eq!(browser.text(&format!("{row} td.wait-p95")).await, "1m 00s");
+    let drawn = browser
+        .eval(
+            "const days = Array.from(document.querySelectorAll('#runs-per-day svg g.day')); \
+             return [days.length, days.reduce((n, g) => n + Number(g.dataset.runs), 0), \
+                     document.querySelectorAll('#runs-per-day svg rect.failed').length]",
+        )
+        .await;
+    let drawn: Vec<f64> = drawn
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    // Seven days; 14 + 1 named runs and one without a name; failures on one day only.
+    assert_eq!(drawn, [7.0, 16.0, 1.0]);
+    browser.screenshot("analytics").await;
+
+    browser
+        .client
+        .find(Locator::LinkText(ETL))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(browser.text("h1").await, format!("Analytics: {ETL}"));
+    let yesterday = noon_days_ago(1).date_naive();
+    let point = |series: &str| {
+        format!(
+            "return document.querySelector(\"#duration-per-day circle[data-series='{series}'][data-date='{yesterday}']\").dataset.seconds"
+        )
+    };
+    assert_eq!(browser.eval(&point("p50")).await, json!("50.000"));
+    assert_eq!(browser.eval(&point("p95")).await, json!("100.000"));
+    let lines = browser
+        .eval("return document.querySelectorAll('#queue-wait-per-day polyline').length")
+        .await;
+    assert_eq!(
+        lines.as_f64(),
+        Some(2.0),
+        "one p50 and one p95 line over the two consecutive days with runs: {lines}"
+    );
+    let reasons = browser.text("table.reasons tbody").await;
+    assert!(
+        reasons.starts_with("input table missing: s3://lake/eu\t2")
+            || reasons.starts_with("input table missing: s3://lake/eu 2"),
+        "{reasons}"
+    );
+    let external = browser
+        .eval(
+            "return performance.getEntriesByType('resource').map(r => r.name) \
+             .filter(n => !n.startsWith(location.origin))",
+        )
+        .await;
+    assert_eq!(external, json!([]), "nothing is fetched from elsewhere");
+    browser.screenshot("analytics-job").await;
+    browser.close().await;
 }

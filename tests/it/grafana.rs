@@ -281,6 +281,7 @@ fn registered_families() -> String {
         vec.with_label_values(&["-"]).set(1.0);
     }
     m.poll_cycle_seconds.with_label_values(&["-"]).observe(1.0);
+    m.job_duration.with_label_values(&["-", "-"]).observe(1.0);
     m.render()
 }
 

@@ -1,5 +1,6 @@
 //! jobwarden's integration tests: one binary, real databases, the real `jobwarden` executable.
 
+mod analytics;
 mod attempts;
 mod binary;
 mod chaos;

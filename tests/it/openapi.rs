@@ -296,6 +296,40 @@ async fn exercise_every_operation(db: &TestDb, spark: &SparkServer, base: &str) 
     assert_eq!(r.read(queue_job, "/api/v1/queue/enrich-1").await.0, 200);
     assert_eq!(r.read(queue_job, "/api/v1/queue/nope").await.0, 404);
 
+    let analytics = "/api/v1/analytics";
+    let analytics_job = "/api/v1/analytics/{job_name}";
+    crate::analytics::insert(
+        &db.db,
+        crate::analytics::Seeded {
+            id: "report-1".into(),
+            name: Some("reporting"),
+            status: "Failed",
+            ended: crate::analytics::noon_days_ago(1),
+            waited: Some(20),
+            ran: 90,
+            error: Some("no such table: sales"),
+        },
+    )
+    .await;
+    assert_eq!(r.read(analytics, analytics).await.0, 200);
+    assert_eq!(r.read(analytics, "/api/v1/analytics?days=90").await.0, 200);
+    assert_eq!(r.read(analytics, "/api/v1/analytics?days=0").await.0, 400);
+    assert_eq!(r.call("get", analytics, analytics, None, None).await.0, 401);
+    assert_eq!(
+        r.read(analytics_job, "/api/v1/analytics/reporting").await.0,
+        200
+    );
+    assert_eq!(
+        r.read(analytics_job, "/api/v1/analytics/reporting?days=91")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        r.read(analytics_job, "/api/v1/analytics/nobody").await.0,
+        404
+    );
+
     assert_eq!(r.read(outbox, outbox).await.0, 200);
     assert_eq!(
         r.read(outbox, "/api/v1/notifications?state=failed&limit=5")

@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 use crate::config::StoreSettings;
 use crate::events::{
     BatchCommitted, ChangeRefused, DatabaseBack, DatabaseUnreachable, Events, HistoryWritten,
-    WriteFenced,
+    JobEnded, WriteFenced,
 };
 use crate::notify::NotifyRules;
 use crate::store::mapped::Mapping;
@@ -158,6 +158,9 @@ impl Writer {
                     });
                     for line in &history {
                         self.events.emit(HistoryWritten { line });
+                        if let Some(run) = &line.ended {
+                            self.events.emit(JobEnded { line, run });
+                        }
                     }
                     self.health.heartbeat.beat();
                     if outcomes.iter().any(Result::is_ok) {

@@ -14,6 +14,7 @@ pub enum Nav {
     Jobs,
     Health,
     DeadLetters,
+    Analytics,
 }
 
 /// A rendered page: its title and its regions. Each region is also what the live endpoint
@@ -46,6 +47,7 @@ impl Page {
                             (nav_link("/", "Jobs", self.nav == Nav::Jobs))
                             (nav_link("/health", "Health", self.nav == Nav::Health))
                             (nav_link("/dead-letters", "Dead letters", self.nav == Nav::DeadLetters))
+                            (nav_link("/analytics", "Analytics", self.nav == Nav::Analytics))
                         }
                         span #live-status .live-status role="status" {
                             noscript { "Reload the page for news (live updates need JavaScript)." }

@@ -1,6 +1,6 @@
-//! The dashboard: HTML pages for people (jobs, one job, health, dead letters) served by the
-//! same server as the API, readable without JavaScript, kept live by a small script that asks
-//! `/live/<page>` for the page's regions every few seconds.
+//! The dashboard: HTML pages for people (jobs, one job, health, dead letters, analytics)
+//! served by the same server as the API, readable without JavaScript, kept live by a small
+//! script that asks `/live/<page>` for the page's regions every few seconds.
 //!
 //! Live updates are short polls, not server-sent events: the server keeps nothing per open
 //! tab (a tab left open for a day, or reconnecting a thousand times, costs nothing between
@@ -8,7 +8,9 @@
 //! change the page is a bodiless 304 (its ETag is a hash of the regions).
 
 mod access;
+mod analytics;
 mod assets;
+mod charts;
 mod dead_letters;
 mod eta;
 mod health;
@@ -27,10 +29,12 @@ pub use access::require_read_token;
 use layout::Page;
 
 /// What the dashboard keeps between requests: only the durations ETAs are drawn from,
-/// bounded and refreshed once a minute.
+/// bounded and refreshed once a minute, and the analytics pages' figures, bounded and
+/// refreshed every 30 seconds.
 #[derive(Default)]
 pub struct Dashboard {
     eta: eta::EtaCache,
+    analytics: analytics::AnalyticsCache,
 }
 
 /// The dashboard's routes; every one is a `GET` that changes nothing.
@@ -43,6 +47,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/live/health", web::get().to(health::live))
         .route("/dead-letters", web::get().to(dead_letters::page))
         .route("/live/dead-letters", web::get().to(dead_letters::live))
+        .route("/analytics", web::get().to(analytics::page))
+        .route("/live/analytics", web::get().to(analytics::live))
+        .route("/analytics/job", web::get().to(analytics::job_page))
+        .route("/live/analytics/job", web::get().to(analytics::job_live))
         .route("/assets/dashboard.css", web::get().to(assets::css))
         .route("/assets/dashboard.js", web::get().to(assets::js));
 }

@@ -53,6 +53,16 @@ pub struct HistoryLine {
     pub detail: Option<String>,
     /// The execution's Spark cluster, when it names one.
     pub cluster: Option<String>,
+    /// The Spark run this line ends, when it moves an execution into an ending status.
+    pub ended: Option<EndedRun>,
+}
+
+/// A Spark run as it ended, for the job-duration histogram once the line is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedRun {
+    pub job_name: Option<String>,
+    /// Driver start to end; none when it never started.
+    pub ran: Option<std::time::Duration>,
 }
 
 impl HistoryLine {
@@ -60,18 +70,31 @@ impl HistoryLine {
         let text = |v: &sea_orm::ActiveValue<String>| v.clone().unwrap();
         let kind = text(&row.job_kind);
         let job_id = text(&row.job_id);
-        let cluster = (kind == super::changes::SPARK)
+        let execution = (kind == super::changes::SPARK)
             .then(|| changes.executions.get(&job_id))
             .flatten()
-            .and_then(|loaded| loaded.row.cluster.clone());
+            .map(|loaded| &loaded.row);
+        let cluster = execution.and_then(|row| row.cluster.clone());
+        let from = row.from_status.clone().unwrap();
+        let to = text(&row.to_status);
+        let ends = crate::analytics::Outcome::of_status(&to).is_some()
+            && from.as_deref() != Some(to.as_str());
+        let ended = execution.filter(|_| ends).map(|row| EndedRun {
+            job_name: row.job_name.clone(),
+            ran: row
+                .started_at
+                .zip(row.completed_at)
+                .and_then(|(started, completed)| (completed - started).to_std().ok()),
+        });
         HistoryLine {
-            from: row.from_status.clone().unwrap(),
-            to: text(&row.to_status),
+            from,
+            to,
             source: text(&row.source),
             detail: row.detail.clone().unwrap(),
             kind,
             job_id,
             cluster,
+            ended,
         }
     }
 }
