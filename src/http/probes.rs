@@ -84,21 +84,6 @@ pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
         }),
     );
     // Detail, never a 503: the outbox keeps what a failing channel could not take.
-    if let Ok(Ok(depth)) = tokio::time::timeout(
-        PROBE_TIMEOUT,
-        read::submission_queue(&state.db, chrono::Utc::now()),
-    )
-    .await
-    {
-        state.metrics.submission_queue.reset();
-        for (cluster, priority, n) in depth {
-            state
-                .metrics
-                .submission_queue
-                .with_label_values(&[cluster.as_str(), priority.to_string().as_str()])
-                .set(n as f64);
-        }
-    }
     if let Some(standing) = &state.notifications {
         checks.insert("notifications".into(), Value::String(standing.describe()));
     }

@@ -123,6 +123,19 @@ async fn run_drivers_until_done(
     }
 }
 
+/// What the server saw and what the rows say agree: one driver per job, none made before its
+/// parents' drivers finished, and every child's attempt requested after its parents' rows ended.
+async fn every_job_ran_once_after_its_parents(seen: &Seen, db: &DatabaseConnection, dag: &Dag) {
+    assert!(
+        seen.early.is_empty(),
+        "started before a parent: {:?}",
+        seen.early
+    );
+    let twice: Vec<_> = seen.drivers.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "not exactly one driver: {twice:?}");
+    children_requested_after_their_parents_ended(db, dag).await;
+}
+
 /// For every dependency: the parent's row ended before the child's attempt was requested.
 async fn children_requested_after_their_parents_ended(db: &DatabaseConnection, dag: &Dag) {
     let rows: HashMap<String, spark_job_executions::Model> = spark_job_executions::Entity::find()
@@ -184,14 +197,7 @@ async fn a_thousand_job_graph_runs_every_job_once_and_never_a_child_before_its_p
         "1,000 jobs in 10 layers ran in {:?} (poll_interval 300ms, check_interval 200ms)",
         started.elapsed()
     );
-    assert!(
-        seen.early.is_empty(),
-        "started before a parent: {:?}",
-        seen.early
-    );
-    let twice: Vec<_> = seen.drivers.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(twice.is_empty(), "not exactly one driver: {twice:?}");
-    children_requested_after_their_parents_ended(&db, &dag).await;
+    every_job_ran_once_after_its_parents(&seen, &db, &dag).await;
     let shown: serde_json::Value = reqwest::get(format!("{base}/api/v1/jobs/g-05-010"))
         .await
         .unwrap()
@@ -257,14 +263,7 @@ async fn three_instances_one_killed(db: TestDb) {
     })
     .await;
     assert!(killed);
-    assert!(
-        seen.early.is_empty(),
-        "started before a parent: {:?}",
-        seen.early
-    );
-    let twice: Vec<_> = seen.drivers.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(twice.is_empty(), "not exactly one driver: {twice:?}");
-    children_requested_after_their_parents_ended(&db.db, &dag).await;
+    every_job_ran_once_after_its_parents(&seen, &db.db, &dag).await;
     for running in instances.into_iter().flatten() {
         running.signal("TERM");
         let _ = running.wait(Duration::from_secs(30));
