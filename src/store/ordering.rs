@@ -127,6 +127,13 @@ pub(crate) async fn running_on(
     Ok(drivers + others)
 }
 
+/// Stands in for a missing next-attempt date: never due (and within every database's range).
+fn never() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("9999-12-31T00:00:00Z")
+        .map(|at| at.with_timezone(&Utc))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Jobs jobwarden is to submit now: due, not cancelled, no request out.
 pub(crate) fn ready(now: DateTime<Utc>) -> Condition {
     Condition::all()
@@ -137,13 +144,13 @@ pub(crate) fn ready(now: DateTime<Utc>) -> Condition {
         )
         .add(executions::Column::SubmissionId.is_null())
         .add(executions::Column::CancelRequestedAt.is_null())
-        .add(executions::Column::NextAttemptAt.is_not_null())
-        // Behind a function, so that no planner walks the next-attempt index for this range
-        // (it holds the whole queue) instead of the queue's own index, in queue order.
+        // Due, and not without a date (a request out): behind a function, so that no planner
+        // walks the next-attempt index for this range (it holds the whole queue) instead of
+        // the queue's own index, in queue order.
         .add(
             Expr::expr(Func::coalesce([
                 Expr::col(executions::Column::NextAttemptAt),
-                Expr::val(now),
+                Expr::val(never()),
             ]))
             .lte(now),
         )
@@ -365,6 +372,8 @@ async fn jobs_ahead(
             .select_only()
             .column(executions::Column::ExecutionId)
             .filter(executions::Column::Status.eq(status.as_str()))
+            // A plain bound first, which every planner takes as the end of the index walk.
+            .filter(executions::Column::QueueRank.lte(row.queue_rank))
             .filter(
                 Condition::any()
                     .add(executions::Column::QueueRank.lt(row.queue_rank))
