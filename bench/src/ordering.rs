@@ -336,7 +336,7 @@ pub async fn latency(mut settings: Settings, pairs: usize) -> anyhow::Result<Lat
                     &created.submission_id,
                     jobwarden_testkit::Answer::State("FINISHED"),
                 );
-                server.list_on_master(&created.submission_id, "FINISHED");
+                server.move_on_master(&created.submission_id, "FINISHED");
                 ended.insert(created.submission_id);
             }
         }

@@ -141,6 +141,22 @@ impl SparkServer {
         self.list_on_master_as(submission_id, state, "Sleep", 1_795_899_752_148);
     }
 
+    /// The master now lists this driver in `state`, with the main class and start time it was
+    /// listed with (as a real master keeps them when a driver ends); like
+    /// [`SparkServer::list_on_master`] for a driver it did not list.
+    pub fn move_on_master(&self, submission_id: &str, state: &str) {
+        let mut listed = self.shared.listed.lock().unwrap();
+        match listed.get_mut(submission_id) {
+            Some(entry) => entry.0 = state.to_owned(),
+            None => {
+                listed.insert(
+                    submission_id.to_owned(),
+                    (state.to_owned(), "Sleep".to_owned(), 1_795_899_752_148),
+                );
+            }
+        }
+    }
+
     /// Like [`SparkServer::list_on_master`], with the driver's main class and start time (ms),
     /// which is all that tells a relaunched driver's new id.
     pub fn list_on_master_as(&self, submission_id: &str, state: &str, main: &str, start_ms: i64) {

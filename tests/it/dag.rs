@@ -96,7 +96,7 @@ async fn run_drivers_until_done(
                 seen.early.push(job.clone());
             }
             spark.answer(&driver.submission_id, Answer::State("FINISHED"));
-            spark.list_on_master(&driver.submission_id, "FINISHED");
+            spark.move_on_master(&driver.submission_id, "FINISHED");
             finished.insert(job);
         }
         handled = created.len();
