@@ -182,7 +182,7 @@ pub async fn decisions(
 }
 
 /// Rounds of each world.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// One world's two looks: `decisions` begins, then `decisions` releases, among `others`.
 async fn one_world(

@@ -37,6 +37,9 @@ fn quick_suite_prints_a_row_per_scenario_with_its_peak_rss() {
         "| store writes, 5k changes, SQLite |",
         "| steady state, 2k running jobs, no change, 3 cycles |",
         "| service over 2k jobs, first cycle |",
+        "| submissions decided, 200 in one look, 2k waiting (SQLite) |",
+        "| children released, 200 in one look, 2k waiting (SQLite) |",
+        "| parent's end to child's submission, 50 pairs,",
         "| idle service (no jobs) |",
     ] {
         assert!(table.contains(scenario), "{scenario} missing:\n{table}");
