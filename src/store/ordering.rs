@@ -466,22 +466,20 @@ pub(super) fn release(
             status: changes.ordering.parents.get(&edge.parent_id).copied(),
         })
         .collect();
-    let loaded =
-        changes
-            .executions
-            .get_mut(execution_id)
-            .ok_or_else(|| OpError::UnknownExecution {
-                execution_id: execution_id.to_owned(),
-            })?;
     let all: Vec<String> = edges.iter().map(|e| e.parent_id.clone()).collect();
-    if loaded.row.status != JobStatus::Waiting.as_str() {
-        // Decided already (or cancelled by an operator): nothing to wake any more.
+    let Some(loaded) = changes
+        .executions
+        .get_mut(execution_id)
+        .filter(|l| l.row.status == JobStatus::Waiting.as_str())
+    else {
+        // Decided already, cancelled by an operator, or its row deleted by retention since:
+        // nothing to wake any more, and it is not offered again.
         changes
             .ordering
             .settles
             .push((execution_id.to_owned(), all));
         return Ok(WriteOutcome::Execution(Applied::Refreshed));
-    }
+    };
     let mut state = rows::execution_state(&loaded.row)?;
     let (to, detail) = match dependency::settle(&parents) {
         Settlement::Wait => {

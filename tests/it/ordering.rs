@@ -129,6 +129,7 @@ on_every_database!(
     a_child_of_a_parent_that_ended_already_is_released_at_the_next_look,
     an_unknown_parent_is_refused_naming_it,
     a_waiting_child_cancelled_by_an_operator_cancels_its_own_children,
+    a_child_whose_row_is_gone_when_its_parent_ends_is_not_offered_again,
     a_full_cluster_begins_no_attempt_and_hands_free_places_out_by_priority,
     a_job_allowed_on_two_clusters_goes_to_the_freer_one_and_says_why,
 );
@@ -277,6 +278,37 @@ async fn a_waiting_child_cancelled_by_an_operator_cancels_its_own_children(db: T
         .error_message
         .unwrap()
         .contains("parent middle ended Cancelled"),);
+}
+
+async fn a_child_whose_row_is_gone_when_its_parent_ends_is_not_offered_again(db: TestDb) {
+    let store = store_with(&db, &[]);
+    write(&store, followed("slow")).await.unwrap();
+    write(&store, after(job("dropped"), &[("slow", After::Success)]))
+        .await
+        .unwrap();
+    // Cancelled while it waited, then deleted (as retention does with ended rows).
+    write(
+        &store,
+        WriteOp::Cancel {
+            execution_id: "dropped".into(),
+            at: Utc::now(),
+        },
+    )
+    .await
+    .unwrap();
+    entity::spark_job_executions::Entity::delete_by_id("dropped".to_owned())
+        .exec(&db.db)
+        .await
+        .unwrap();
+    write(&store, ended("slow", JobStatus::Succeeded))
+        .await
+        .unwrap();
+    assert_eq!(releases(&due(&store).await), ["dropped"]);
+    assert_eq!(
+        write(&store, release("dropped")).await.unwrap(),
+        WriteOutcome::Execution(jobwarden::domain::Applied::Refreshed)
+    );
+    assert!(releases(&due(&store).await).is_empty(), "offered once only");
 }
 
 async fn a_full_cluster_begins_no_attempt_and_hands_free_places_out_by_priority(db: TestDb) {
