@@ -229,15 +229,14 @@ async fn track(
     let store = local_store(db, &settings).await?;
     let outcome = store
         .write(WriteOp::Track(TrackRequest {
-            spec: None,
-            execution_id: args.execution_id.clone(),
-            submission_id: Some(args.submission_id.clone()),
             job_name: args.name,
             cluster: args.cluster.clone(),
-            source: Source::Api,
-            after: Vec::new(),
-            priority: 0,
-            allowed: None,
+            ..TrackRequest::new(
+                args.execution_id.clone(),
+                Some(args.submission_id.clone()),
+                None,
+                Source::Api,
+            )
         }))
         .await;
     match outcome {
@@ -386,15 +385,14 @@ async fn submit(
         }
     }
     let request = TrackRequest {
-        execution_id: args.execution_id.clone(),
-        submission_id: None,
-        spec: Some(spec.clone()),
         job_name: args.name,
         cluster: args.cluster.clone(),
-        source: Source::Api,
-        after: Vec::new(),
-        priority: 0,
-        allowed: None,
+        ..TrackRequest::new(
+            args.execution_id.clone(),
+            None,
+            Some(spec.clone()),
+            Source::Api,
+        )
     };
     let asked = OrderingAsked {
         after: args.after,

@@ -99,17 +99,12 @@ pub(crate) async fn track_all(
     let ids: Vec<String> = ids.collect();
     for chunk in ids.chunks(5_000) {
         let answers = futures::future::join_all(chunk.iter().map(|id| {
-            store.write(WriteOp::Track(TrackRequest {
-                spec: None,
-                submission_id: Some(format!("driver-{id}")),
-                execution_id: id.clone(),
-                job_name: None,
-                cluster: None,
-                source: Source::Api,
-                after: Vec::new(),
-                priority: 0,
-                allowed: None,
-            }))
+            store.write(WriteOp::Track(TrackRequest::new(
+                id.clone(),
+                Some(format!("driver-{id}")),
+                None,
+                Source::Api,
+            )))
         }))
         .await;
         anyhow::ensure!(

@@ -300,15 +300,14 @@ pub async fn track_job(
         clusters: body.clusters,
     };
     let request = TrackRequest {
-        execution_id: execution_id.clone(),
-        submission_id: body.submission_id.map(|s| s.trim().to_owned()),
-        spec: body.submit,
         job_name: body.job_name,
         cluster,
-        source: Source::Api,
-        after: Vec::new(),
-        priority: 0,
-        allowed: None,
+        ..TrackRequest::new(
+            execution_id.clone(),
+            body.submission_id.map(|s| s.trim().to_owned()),
+            body.submit,
+            Source::Api,
+        )
     };
     let request = match request.ordered(asked, |name| state.clusters.iter().any(|c| c == name)) {
         Ok(request) => request,
