@@ -1,6 +1,7 @@
 //! jobwarden: supervises Spark and enrichment batch jobs and keeps their database rows true.
 
 pub mod actors;
+pub mod allocator;
 pub mod analytics;
 pub mod backend;
 pub mod cli;

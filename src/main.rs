@@ -9,6 +9,10 @@ use jobwarden::cli::{Cli, Command};
 use jobwarden::startup::StartError;
 use jobwarden::{commands, config, telemetry};
 
+/// mimalloc unless `JOBWARDEN_ALLOCATOR=system` (see `jobwarden::allocator`).
+#[global_allocator]
+static ALLOCATOR: jobwarden::allocator::Chosen = jobwarden::allocator::Chosen;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Generated from the command line's own definitions: no settings are read, so a broken

@@ -2,6 +2,7 @@
 //! figures beside a ceiling measured in the same run. Not part of the service binary.
 
 pub mod ceiling;
+pub mod cpu;
 pub mod dashboard;
 pub mod instances;
 pub mod kafka_ingest;

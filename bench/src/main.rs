@@ -9,6 +9,10 @@ use jobwarden_bench::{
     dashboard, kafka_ingest, poll, retention, soak, status_check, store_writes, suite,
 };
 
+/// mimalloc unless `JOBWARDEN_ALLOCATOR=system` (see `jobwarden::allocator`).
+#[global_allocator]
+static ALLOCATOR: jobwarden::allocator::Chosen = jobwarden::allocator::Chosen;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let loaded = match config::load(cli.config.as_deref()) {

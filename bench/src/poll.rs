@@ -11,12 +11,16 @@ use jobwarden::events::Events;
 use jobwarden::store;
 use jobwarden_testkit::SparkServer;
 
+use super::cpu::{self, ThreadTimes};
+
 /// Result of one cycle.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CycleFigures {
     pub jobs: usize,
     pub pool: usize,
     pub seconds: f64,
+    /// CPU seconds each thread of the process used during the cycle.
+    pub cpu: Vec<(String, f64)>,
 }
 
 impl CycleFigures {
@@ -27,12 +31,27 @@ impl CycleFigures {
 
 /// Runs one cycle of `jobs` due jobs with a pool of `pool` against `server`.
 pub async fn one_cycle(
-    mut settings: Settings,
+    settings: Settings,
     database_url: Option<String>,
     jobs: usize,
     pool: usize,
     server: &SparkServer,
 ) -> anyhow::Result<CycleFigures> {
+    let mut figures = cycles(settings, database_url, jobs, pool, server, 1).await?;
+    figures.pop().context("no cycle ran")
+}
+
+/// Runs `count` cycles one after the other over the same `jobs` due jobs: the first finds
+/// every job Queued and writes it Running; the next ones find nothing changed (the second
+/// still looks each running driver's UI up again, as polls 1, 2, 4, 8… of a driver do).
+pub async fn cycles(
+    mut settings: Settings,
+    database_url: Option<String>,
+    jobs: usize,
+    pool: usize,
+    server: &SparkServer,
+    count: usize,
+) -> anyhow::Result<Vec<CycleFigures>> {
     let scratch = tempfile::tempdir().context("failed to create a scratch directory")?;
     super::scratch_database(
         &mut settings,
@@ -50,27 +69,35 @@ pub async fn one_cycle(
     settings.spark.master_ui_url = Some(server.url());
     settings.spark.max_concurrent_polls = pool;
     let scheduler = super::start_polling(&settings, &store, &events, Ticking::Manual)?;
-    let started = Instant::now();
-    scheduler.send(Tick).await?;
-    loop {
-        let stats = scheduler.send(GetSchedulerStats).await?;
-        if stats.cycles > 0 && !stats.cycle_running {
-            anyhow::ensure!(
-                stats.completed as usize == jobs,
-                "the cycle polled {} of {jobs} jobs",
-                stats.completed
-            );
-            break;
+    let mut figures = Vec::with_capacity(count);
+    for n in 1..=count as u64 {
+        let before = scheduler.send(GetSchedulerStats).await?.completed;
+        let cpu_before = ThreadTimes::now();
+        let started = Instant::now();
+        scheduler.send(Tick).await?;
+        loop {
+            let stats = scheduler.send(GetSchedulerStats).await?;
+            if stats.cycles >= n && !stats.cycle_running {
+                anyhow::ensure!(
+                    (stats.completed - before) as usize == jobs,
+                    "cycle {n} polled {} of {jobs} jobs",
+                    stats.completed - before
+                );
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(2)).await;
         }
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu = ThreadTimes::now().since(&cpu_before);
+        figures.push(CycleFigures {
+            jobs,
+            pool,
+            seconds,
+            cpu,
+        });
     }
-    let seconds = started.elapsed().as_secs_f64();
     scheduler.do_send(jobwarden::actors::scheduler::StopPolling);
-    Ok(CycleFigures {
-        jobs,
-        pool,
-        seconds,
-    })
+    Ok(figures)
 }
 
 /// Prints one row per pool size.
@@ -99,14 +126,23 @@ pub async fn run(
     Ok(())
 }
 
-/// Requests per second an external load generator (`wrk`) gets from `server` with
-/// `connections` connections: the ceiling for a poller pool of that size. `None` without wrk.
+/// What an external load generator (`wrk`) gets from a server: the ceiling for a poller pool
+/// as large as its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct WrkFigures {
+    pub requests_per_second: f64,
+    /// wrk's own user plus system CPU per request.
+    pub cpu_per_request: f64,
+}
+
+/// `wrk` against `server` with `connections` connections; `None` without wrk.
 pub async fn wrk_ceiling(
     server: &SparkServer,
     connections: usize,
     seconds: u64,
-) -> anyhow::Result<Option<f64>> {
+) -> anyhow::Result<Option<WrkFigures>> {
     let url = format!("{}/v1/submissions/status/driver-wrk", server.url());
+    let children_before = cpu::children_seconds();
     let spawned = std::process::Command::new("wrk")
         .args([
             "-t2".to_owned(),
@@ -128,14 +164,19 @@ pub async fn wrk_ceiling(
         }
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
+    let wrk_cpu = cpu::children_seconds() - children_before;
     let mut out = String::new();
     if let Some(mut stdout) = child.stdout.take() {
         std::io::Read::read_to_string(&mut stdout, &mut out)?;
     }
-    Ok(out
+    let rate: Option<f64> = out
         .lines()
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok()))
+        .and_then(|v| v.trim().parse().ok());
+    Ok(rate.map(|rate| WrkFigures {
+        requests_per_second: rate,
+        cpu_per_request: wrk_cpu / (rate * seconds.max(1) as f64),
+    }))
 }
 
 /// How long after Spark's answer changes the rows say so: `flip` of `jobs` running jobs turn

@@ -17,6 +17,9 @@ pub enum Scenario {
         jobs: usize,
         pool: usize,
         wrk_seconds: u64,
+        /// Run on glibc's malloc instead of the allocator as built.
+        #[serde(default)]
+        system_allocator: bool,
     },
     Freshness {
         jobs: usize,
@@ -156,13 +159,21 @@ fn plan(options: &SuiteOptions) -> Vec<Scenario> {
             jobs,
             pool,
             wrk_seconds: wrk,
+            system_allocator: false,
         });
     }
+    plan.push(Scenario::Poll {
+        jobs,
+        pool: 64,
+        wrk_seconds: wrk,
+        system_allocator: true,
+    });
     if options.full {
         plan.push(Scenario::Poll {
             jobs: 100_000,
             pool: 64,
             wrk_seconds: wrk,
+            system_allocator: false,
         });
     }
     plan.push(Scenario::Freshness {
@@ -250,15 +261,27 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
             jobs,
             pool,
             wrk_seconds,
+            system_allocator,
         } => {
+            let malloc = if system_allocator {
+                ", glibc malloc"
+            } else {
+                ""
+            };
             let server = jobwarden_testkit::SparkServer::start()
                 .await
                 .without_request_counts();
-            let figures = super::poll::one_cycle(settings, None, jobs, pool, &server).await?;
-            let ceiling = super::poll::wrk_ceiling(&server, pool, wrk_seconds).await?;
+            let mut cycles = super::poll::cycles(settings, None, jobs, pool, &server, 3).await?;
+            let steady = cycles.pop().context("no third cycle")?;
+            let figures = cycles.swap_remove(0);
+            let wrk = super::poll::wrk_ceiling(&server, pool, wrk_seconds).await?;
+            let ceiling = wrk.map(|w| w.requests_per_second);
             let ours = figures.polls_per_second();
             let mut rows = vec![Row {
-                scenario: format!("poll throughput, {} jobs, pool {pool}", thousands(jobs)),
+                scenario: format!(
+                    "poll throughput, {} jobs, pool {pool}{malloc}",
+                    thousands(jobs)
+                ),
                 ours: format!("{ours:.0} checks/s"),
                 ceiling: ceiling.map_or("wrk not installed".into(), |c| {
                     format!("{c:.0} req/s (wrk, {pool} conns)")
@@ -269,10 +292,51 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
             if pool == 64 {
                 let floor = ceiling.map(|c| jobs as f64 / c);
                 rows.push(Row {
-                    scenario: format!("full refresh cycle, {} jobs, pool {pool}", thousands(jobs)),
+                    scenario: format!(
+                        "full refresh cycle, {} jobs, pool {pool}{malloc}",
+                        thousands(jobs)
+                    ),
                     ours: format!("{:.2} s", figures.seconds),
                     ceiling: floor.map_or("-".into(), |f| format!("{f:.2} s at the wrk rate")),
                     ratio: floor.map(|f| f / figures.seconds),
+                    peak_rss_kb: None,
+                });
+                let per_check = super::cpu::own_seconds(&figures.cpu) / jobs as f64;
+                rows.push(Row {
+                    scenario: format!(
+                        "CPU per check, {} jobs, pool {pool}{malloc} (by thread: {})",
+                        thousands(jobs),
+                        super::cpu::breakdown(&figures.cpu, jobs)
+                    ),
+                    ours: format!("{:.0} µs", per_check * 1e6),
+                    ceiling: wrk.map_or("-".into(), |w| {
+                        format!("{:.1} µs per request (wrk's own)", w.cpu_per_request * 1e6)
+                    }),
+                    ratio: wrk.map(|w| w.cpu_per_request / per_check),
+                    peak_rss_kb: None,
+                });
+                let ours = steady.polls_per_second();
+                rows.push(Row {
+                    scenario: format!(
+                        "poll throughput, {} jobs, pool {pool}{malloc}, third cycle (no change)",
+                        thousands(jobs)
+                    ),
+                    ours: format!("{ours:.0} checks/s"),
+                    ceiling: ceiling.map_or("-".into(), |c| format!("{c:.0} req/s")),
+                    ratio: ceiling.map(|c| ours / c),
+                    peak_rss_kb: None,
+                });
+                let per_check = super::cpu::own_seconds(&steady.cpu) / jobs as f64;
+                rows.push(Row {
+                    scenario: format!(
+                        "CPU per check, third cycle{malloc} (by thread: {})",
+                        super::cpu::breakdown(&steady.cpu, jobs)
+                    ),
+                    ours: format!("{:.0} µs", per_check * 1e6),
+                    ceiling: wrk.map_or("-".into(), |w| {
+                        format!("{:.1} µs per request", w.cpu_per_request * 1e6)
+                    }),
+                    ratio: wrk.map(|w| w.cpu_per_request / per_check),
                     peak_rss_kb: None,
                 });
             }
@@ -399,14 +463,21 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
         }
         Scenario::ServiceMemory { jobs } => {
             let mut rows = Vec::new();
-            for env in [&[][..], &[("MALLOC_ARENA_MAX", "2")][..]] {
+            // The allocator as built (mimalloc), then glibc's malloc as it comes and held
+            // to two arenas: side by side in one run.
+            let system = ("JOBWARDEN_ALLOCATOR", "system");
+            for env in [
+                &[][..],
+                &[system][..],
+                &[system, ("MALLOC_ARENA_MAX", "2")][..],
+            ] {
                 let f = super::memory::measure(jobs, env).await?;
                 rows.push(Row {
                     scenario: format!(
                         "service process over {} jobs, two cycles, {}",
                         thousands(jobs),
                         if env.is_empty() {
-                            "as built"
+                            "as built (mimalloc)"
                         } else {
                             f.setting.as_str()
                         }
@@ -615,6 +686,14 @@ fn run_child(scenario: &Scenario, config: Option<&std::path::Path>) -> anyhow::R
         )
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit());
+    if let Scenario::Poll {
+        system_allocator: true,
+        ..
+    } = scenario
+    {
+        // Read at the child's first allocation: it runs on glibc's malloc throughout.
+        cmd.env("JOBWARDEN_ALLOCATOR", "system");
+    }
     let mut child = cmd.spawn().context("cannot start a scenario process")?;
     let mut out = String::new();
     if let Some(mut stdout) = child.stdout.take() {

@@ -14,6 +14,7 @@ mod m20261129_000007_add_cluster;
 mod m20261129_000008_create_notification_outbox;
 mod m20261129_000009_create_attempts;
 mod m20261207_000010_add_ordering;
+mod m20261207_000011_add_due_page_index;
 
 pub use m20261129_000006_create_leases::BUCKETS;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000008_create_notification_outbox::Migration),
             Box::new(m20261129_000009_create_attempts::Migration),
             Box::new(m20261207_000010_add_ordering::Migration),
+            Box::new(m20261207_000011_add_due_page_index::Migration),
         ]
     }
 }

@@ -122,6 +122,7 @@ mod tests {
             cluster: cluster.map(str::to_owned),
             fence: None,
             cycle_started: None,
+            seen: None,
         }
     }
 

@@ -44,8 +44,9 @@ pub fn assemble_with(
             .with_label_values(&[label])
             .set(1.0);
     }
+    let backend: Rc<dyn crate::backend::StatusBackend> = Rc::new(clusters);
     let pollers = spark_poller::start_pool(
-        Rc::new(clusters),
+        backend.clone(),
         settings.max_concurrent_polls,
         store,
         events,
@@ -66,6 +67,7 @@ pub fn assemble_with(
         settings.scheduler_stale_after(),
         events.clone(),
     )
-    .cluster_caps(caps);
+    .cluster_caps(caps)
+    .answering_from(backend);
     (scheduler, pollers)
 }

@@ -5,6 +5,7 @@
 //! instead of a pile-up.
 
 use std::collections::HashSet;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,8 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
-use crate::events::{ActorCrashed, Events, PollCycleFinished, TickSkipped};
+use crate::backend::StatusBackend;
+use crate::events::{ActorCrashed, Events, PollCycleFinished, PollUnchanged, TickSkipped};
 use crate::health::Heartbeat;
 use crate::store_api::{DueExecution, DueJobs, StoreHandle};
 
@@ -46,6 +48,8 @@ pub struct SchedulerStats {
     pub pages: u64,
     pub skipped_ticks: u64,
     pub dispatched: u64,
+    /// Jobs settled without a poll: their backend already knew they had not changed.
+    pub unchanged_at_once: u64,
     pub completed: u64,
     pub in_flight: usize,
     pub cycle_running: bool,
@@ -68,6 +72,9 @@ pub enum Ticking {
 pub struct Scheduler {
     store: StoreHandle,
     pollers: Vec<Addr<SparkPoller>>,
+    /// The pollers' backend, asked before a dispatch whether it already knows the job has
+    /// not changed (a listing read this cycle).
+    backend: Option<Rc<dyn StatusBackend>>,
     idle: Vec<usize>,
     /// Jobs handed to a poller whose result is not durable yet. Kept across restarts: the
     /// polls go on, and their results arrive as [`PollSettled`] messages at the same address.
@@ -98,6 +105,7 @@ struct Cycle {
     clock: Instant,
     due: u64,
     dispatched: u64,
+    unchanged_at_once: u64,
     more: bool,
 }
 
@@ -120,6 +128,7 @@ impl Scheduler {
         Scheduler {
             store,
             pollers,
+            backend: None,
             idle,
             in_flight: HashSet::new(),
             backlog: Backlog::default(),
@@ -147,6 +156,14 @@ impl Scheduler {
     /// cannot take the pool from the others.
     pub fn cluster_caps(mut self, caps: impl IntoIterator<Item = (Option<String>, usize)>) -> Self {
         self.backlog = Backlog::with_caps(caps);
+        self
+    }
+
+    /// Lets the scheduler settle a job its pollers' backend already knows has not changed,
+    /// instead of handing it to a poller (a cycle of a steady fleet on a listing then costs
+    /// a lookup per job, not a message and a store round trip).
+    pub fn answering_from(mut self, backend: Rc<dyn StatusBackend>) -> Self {
+        self.backend = Some(backend);
         self
     }
 
@@ -241,6 +258,11 @@ impl Scheduler {
             let Some(job) = self.backlog.take() else {
                 break;
             };
+            if self.backend.as_ref().is_some_and(|b| b.no_news_now(&job)) {
+                self.backlog.done(&job.cluster);
+                self.unchanged_at_once();
+                continue;
+            }
             let Some(poller) = self.idle.pop() else { break };
             let execution_id = job.execution_id.clone();
             let cluster = job.cluster.clone();
@@ -269,6 +291,15 @@ impl Scheduler {
             }));
         }
         self.after_dispatch(ctx);
+    }
+
+    fn unchanged_at_once(&mut self) {
+        self.stats.unchanged_at_once += 1;
+        self.stats.completed += 1;
+        if let Some(cycle) = self.cycle.as_mut() {
+            cycle.unchanged_at_once += 1;
+        }
+        self.events.emit(PollUnchanged);
     }
 
     fn settle(&mut self, execution_id: &str, report: PollReport) {
@@ -300,6 +331,7 @@ impl Scheduler {
                 self.events.emit(PollCycleFinished {
                     due: cycle.due,
                     dispatched: cycle.dispatched,
+                    unchanged_at_once: cycle.unchanged_at_once,
                     not_recorded: cycle.not_recorded,
                     ticks_skipped: cycle.ticks_skipped,
                     duration: cycle.clock.elapsed(),
@@ -341,6 +373,7 @@ impl Scheduler {
             clock: Instant::now(),
             due: 0,
             dispatched: 0,
+            unchanged_at_once: 0,
             more: true,
         });
         self.fetch(ctx);

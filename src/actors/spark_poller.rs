@@ -182,6 +182,19 @@ async fn poll_once(
                 unknown: observation.status.is_none(),
                 elapsed,
             });
+            if job
+                .seen
+                .as_ref()
+                .is_some_and(|seen| !seen.is_news(&observation))
+            {
+                // The store would find nothing to write either: settled without asking it.
+                // A row changed since the page read it is compared again next cycle.
+                report_to.do_send(PollSettled {
+                    execution_id: job.execution_id,
+                    report: PollReport::Observed,
+                });
+                return;
+            }
             (
                 WriteOp::Observe {
                     asked: Some(job.submission_id.clone()),

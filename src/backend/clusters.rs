@@ -124,6 +124,13 @@ impl StatusBackend for Clusters {
     ) -> LocalBoxFuture<'a, Result<Observation, BackendError>> {
         Box::pin(self.route(job))
     }
+
+    /// A cluster found away is left to the poll that probes it.
+    fn no_news_now(&self, job: &DueExecution) -> bool {
+        self.members
+            .get(&job.cluster)
+            .is_some_and(|m| m.away.borrow().is_none() && m.backend.no_news_now(job))
+    }
 }
 
 #[cfg(test)]
@@ -177,6 +184,7 @@ mod tests {
             cluster: cluster.map(str::to_owned),
             fence: None,
             cycle_started: None,
+            seen: None,
         }
     }
 

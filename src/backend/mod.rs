@@ -25,6 +25,14 @@ pub trait StatusBackend: 'static {
         &'a self,
         job: &'a DueExecution,
     ) -> LocalBoxFuture<'a, Result<Observation, BackendError>>;
+
+    /// Whether the job's answer is already known without asking anything (a listing read for
+    /// this job's cycle) and is no news against the row as its page read it
+    /// ([`DueExecution::seen`]): then the job needs no poll this cycle. A backend that cannot
+    /// tell says `false`, and the job is polled as usual.
+    fn no_news_now(&self, _job: &DueExecution) -> bool {
+        false
+    }
 }
 
 /// A poll that got no usable answer. It never says anything about the job; it says whether

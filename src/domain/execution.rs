@@ -55,6 +55,42 @@ impl ExecutionState {
     }
 }
 
+/// The parts of an execution row that decide whether an answer is news, as a poll page read
+/// them. A poll whose answer is no news against them changes nothing the store would write,
+/// so the poller need not trouble the store with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub status: JobStatus,
+    pub raw_state: Option<String>,
+    pub progress: u8,
+    /// The last good answer ended every failed poll before it (none since), so a good answer
+    /// has no failures to end.
+    pub confirmed: bool,
+}
+
+impl Seen {
+    /// Whether applying `obs` to a row that looks like this would change it or note it in
+    /// its history. Decided by the very rule the store applies ([`ExecutionState::observe`]),
+    /// on a state holding only what that rule reads, so the two cannot drift apart.
+    pub fn is_news(&self, obs: &Observation) -> bool {
+        if obs.relaunching || !obs.successors.is_empty() {
+            return true;
+        }
+        let epoch = DateTime::<Utc>::UNIX_EPOCH;
+        let mut state = ExecutionState {
+            status: self.status,
+            raw_state: self.raw_state.clone(),
+            progress: self.progress,
+            last_confirmed_at: self.confirmed.then_some(epoch),
+            consecutive_poll_failures: u32::from(!self.confirmed),
+            ..ExecutionState::queued(epoch)
+        };
+        let before = state.clone();
+        let effect = state.observe(obs);
+        state != before || effect.history.is_some()
+    }
+}
+
 /// What a backend said about an execution, already mapped onto jobwarden's statuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
@@ -368,6 +404,89 @@ mod tests {
         job.observe(&saw(JobStatus::Running, 1));
         job.observe(&saw(JobStatus::Succeeded, 2));
         job
+    }
+
+    fn seen_of(job: &ExecutionState) -> Seen {
+        Seen {
+            status: job.status,
+            raw_state: job.raw_state.clone(),
+            progress: job.progress,
+            confirmed: job.consecutive_poll_failures == 0 && job.last_confirmed_at.is_some(),
+        }
+    }
+
+    /// Whatever a row and an answer look like, a poll that `Seen` calls no news changes
+    /// nothing when the store applies it to the whole row.
+    #[test]
+    fn an_answer_seen_as_no_news_changes_nothing_in_the_row() {
+        let running = {
+            let mut job = ExecutionState::queued(t(0));
+            job.observe(&saw(JobStatus::Running, 1));
+            job
+        };
+        let failing = {
+            let mut job = running.clone();
+            job.poll_failed(t(2), "unknown id", &POLL);
+            job
+        };
+        let mut with_progress = running.clone();
+        with_progress.progress = 40;
+        let rows = [
+            ExecutionState::queued(t(0)),
+            running,
+            failing,
+            with_progress,
+            finished_job(),
+        ];
+        let progress = |p: Option<u8>| Observation {
+            progress: p,
+            ..saw(JobStatus::Running, 5)
+        };
+        let answers = [
+            saw(JobStatus::Running, 5),
+            saw(JobStatus::Succeeded, 5),
+            saw(JobStatus::Queued, 5),
+            progress(Some(10)),
+            progress(Some(40)),
+            progress(Some(60)),
+            Observation {
+                raw_state: Some("RUNNING (worker page; master forgot it)".into()),
+                ..saw(JobStatus::Running, 5)
+            },
+            Observation {
+                relaunching: true,
+                raw_state: Some("RELAUNCHING".into()),
+                ..saw(JobStatus::Running, 5)
+            },
+        ];
+        let mut quiet = 0;
+        for row in &rows {
+            for answer in &answers {
+                let mut applied = row.clone();
+                let effect = applied.observe(answer);
+                let changed = applied != *row || effect.history.is_some();
+                let news = seen_of(row).is_news(answer);
+                // News that changes nothing only costs a write; the reverse would lose one.
+                assert!(news || !changed, "row {row:?}, answer {answer:?}");
+                if !answer.relaunching {
+                    assert_eq!(news, changed, "row {row:?}, answer {answer:?}");
+                }
+                quiet += usize::from(!news);
+            }
+        }
+        assert!(quiet >= 5, "the table must hold answers that are no news");
+    }
+
+    #[test]
+    fn a_relaunch_is_always_news() {
+        let mut job = ExecutionState::queued(t(0));
+        job.observe(&saw(JobStatus::Running, 1));
+        let answer = Observation {
+            relaunching: true,
+            successors: vec!["driver-2".into()],
+            ..saw(JobStatus::Running, 2)
+        };
+        assert!(seen_of(&job).is_news(&answer));
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod submission;
 pub mod timeout;
 pub mod warning;
 
-pub use execution::{Applied, Effect, ExecutionState, HistoryEntry, Observation};
+pub use execution::{Applied, Effect, ExecutionState, HistoryEntry, Observation, Seen};
 pub use policy::{poll_backoff, PollPolicy, TimeoutPolicy};
 pub use queue_event::{parse_event, EventApplied, EventError, Position, QueueState, StatusEvent};
 pub use status::{judge, JobStatus, Lifecycle, QueueStatus, Refusal, UnknownStatus, Verdict};

@@ -19,7 +19,8 @@ pub use job::JobEnded;
 pub use kafka::{ConsumerLag, EventApplied, EventConsumed, EventDeadLettered, ListenerRestarting};
 pub use notify::NotificationAttempted;
 pub use poll::{
-    BackendReachable, BackendUnreachable, PollAnswered, PollFailed, PollNotRecorded, PollWaited,
+    BackendReachable, BackendUnreachable, PollAnswered, PollFailed, PollNotRecorded, PollUnchanged,
+    PollWaited,
 };
 pub use scheduler::{PollCycleFinished, TickSkipped};
 pub use store::{

@@ -26,6 +26,16 @@ impl InternalEvent for PollAnswered<'_> {
     }
 }
 
+/// A job its backend already knew had not changed (a listing read this cycle): settled
+/// without a request, counted as an observed poll.
+pub struct PollUnchanged;
+
+impl InternalEvent for PollUnchanged {
+    fn emit(self, m: &Metrics) {
+        m.polls.with_label_values(&["observed"]).inc();
+    }
+}
+
 /// The backend gave no usable answer about a job.
 pub struct PollFailed<'a> {
     pub error: &'a dyn std::error::Error,

@@ -31,6 +31,8 @@ impl InternalEvent for TickSkipped {
 pub struct PollCycleFinished {
     pub due: u64,
     pub dispatched: u64,
+    /// Settled without a poll: the backend already knew nothing had changed.
+    pub unchanged_at_once: u64,
     pub not_recorded: u64,
     pub ticks_skipped: u64,
     pub duration: Duration,
@@ -46,6 +48,7 @@ impl InternalEvent for PollCycleFinished {
                 actor = "scheduler",
                 due = self.due,
                 dispatched = self.dispatched,
+                unchanged_at_once = self.unchanged_at_once,
                 not_recorded = self.not_recorded,
                 ticks_skipped = self.ticks_skipped,
                 duration_ms = self.duration.as_millis() as u64,

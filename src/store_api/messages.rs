@@ -53,6 +53,8 @@ pub struct DueExecution {
     /// When the poll cycle that found it due began: a master listing asked for since then
     /// is as fresh as this cycle needs, however long the cycle runs.
     pub cycle_started: Option<DateTime<Utc>>,
+    /// The row as the page read it; `None` when unknown (the poll is then always written).
+    pub seen: Option<crate::domain::Seen>,
 }
 
 /// One page of due executions: those of this instance's share, and where the page ended in

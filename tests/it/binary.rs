@@ -205,7 +205,7 @@ fn migrate_applies_the_schema_and_is_repeatable() {
     let first = run_to_end(jobwarden(dir.path()).arg("migrate"));
     assert!(first.status.success(), "{}", text(&first));
     assert!(
-        text(&first).contains("10 migration(s) applied"),
+        text(&first).contains("11 migration(s) applied"),
         "{}",
         text(&first)
     );

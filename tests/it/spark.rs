@@ -17,7 +17,7 @@ use jobwarden::events::Events;
 use jobwarden::metrics::Metrics;
 use jobwarden::store::read;
 use jobwarden::store_api::{
-    DueJobs, Source, StoreError, StoreHandle, SweepTimeouts, TrackRequest, Write, WriteOp,
+    DueJobs, GetStats, Source, StoreError, StoreHandle, SweepTimeouts, TrackRequest, Write, WriteOp,
 };
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 
@@ -480,6 +480,71 @@ async fn polls_that_bring_no_news_write_no_row() {
     world.cycle().await;
     assert_eq!(world.status("e7").await, "Succeeded");
     assert_eq!(world.metrics.store_rows_written.get(), written + 1);
+}
+
+#[actix_rt::test]
+async fn answers_that_bring_no_news_are_not_sent_to_the_store() {
+    let spark = FakeSpark::start().await;
+    let world = World::polled(&spark.url(), 4, 20).await;
+    // Looked for each driver's UI at polls 1 and 2: the third cycle is a plain one.
+    world.cycle().await;
+    let changes = world.store.send(GetStats).await.unwrap().changes;
+    world.cycles(2).await;
+    assert_eq!(spark.status_requests("driver-7"), 4, "asked at every cycle");
+    assert_eq!(
+        world.store.send(GetStats).await.unwrap().changes,
+        changes,
+        "40 answers the rows already said: the store was not asked to apply any"
+    );
+    spark.answer("driver-7", Answer::State("FINISHED"));
+    world.cycle().await;
+    assert_eq!(world.status("e7").await, "Succeeded");
+    assert_eq!(
+        world.store.send(GetStats).await.unwrap().changes,
+        changes + 1
+    );
+}
+
+#[actix_rt::test]
+async fn a_steady_cycle_on_the_listing_settles_its_jobs_without_a_poll() {
+    const JOBS: usize = 200;
+    let spark = FakeSpark::start().await;
+    for i in 0..JOBS {
+        spark.list_on_master(&format!("driver-{i}"), "RUNNING");
+    }
+    let mut settings = spark_settings(&spark.url(), 4);
+    settings.status_source = jobwarden::config::StatusSource::MasterUi;
+    let world = World::polled_with(settings, JOBS).await;
+    assert_eq!(world.count_status("Running").await, JOBS as u64);
+    // The second cycle still looks each driver's UI up (poll 2), through a poller.
+    world.cycle().await;
+    let before = world.stats().await;
+    let changes = world.store.send(GetStats).await.unwrap().changes;
+    world.cycle().await;
+    let after = world.stats().await;
+    // A listing older than its second of reuse when the cycle began is read again by the
+    // first poll: at most one job per poller waits for it.
+    let polled = after.dispatched - before.dispatched;
+    assert!(polled <= 4, "{polled} jobs went to a poller");
+    assert_eq!(
+        after.unchanged_at_once - before.unchanged_at_once + polled,
+        JOBS as u64
+    );
+    assert_eq!(after.completed - before.completed, JOBS as u64);
+    assert_eq!(world.store.send(GetStats).await.unwrap().changes, changes);
+    assert_eq!(
+        world.metrics.polls.with_label_values(&["observed"]).get(),
+        3 * JOBS as u64,
+        "counted as polls that observed the job"
+    );
+    // A change on the master is news: polled and written as ever.
+    spark.list_on_master("driver-3", "FINISHED");
+    world
+        .cycle_until("the finished driver's row", || async {
+            world.status("e3").await == "Succeeded"
+        })
+        .await;
+    assert_eq!(spark.total_status_requests(), 0, "never a REST request");
 }
 
 #[actix_rt::test]
@@ -958,6 +1023,19 @@ async fn running_driver_shows_real_progress_from_its_ui() {
         1,
         "the UI is looked up once"
     );
+}
+
+#[actix_rt::test]
+async fn a_listed_driver_without_a_ui_is_looked_up_on_the_same_schedule() {
+    let spark = FakeSpark::start().await;
+    spark.list_on_master("driver-0", "RUNNING");
+    let mut settings = spark_settings(&spark.url(), 1);
+    settings.status_source = jobwarden::config::StatusSource::MasterUi;
+    let world = World::polled_with(settings, 1).await;
+    world.cycles(8).await;
+    // Nine polls, those between lookups settled from the listing: looked at polls 1, 2, 4
+    // and 8 only.
+    assert_eq!(spark.head_requests("driver-0"), 4);
 }
 
 #[actix_rt::test]

@@ -257,6 +257,52 @@ impl SparkStandalone {
         Ok(observation)
     }
 
+    /// What [`SparkStandalone::poll`] would make of a driver the listing already read for this
+    /// job's cycle shows, when that needs no further request (a driver submitted, or running
+    /// with no UI lookup due) and changes nothing in the row as its page read it. The UI
+    /// lookup schedule moves on as that poll's would, only then.
+    fn listed_without_news(&self, job: &DueExecution) -> bool {
+        let Some(seen) = &job.seen else { return false };
+        if self.source == StatusSource::Rest {
+            return false;
+        }
+        let fetched = self.listing.fetched.borrow();
+        let Some((at, asked, listing)) = fetched.as_ref() else {
+            return false;
+        };
+        let fresh =
+            at.elapsed() < self.listing.ttl || job.cycle_started.is_some_and(|c| *asked >= c);
+        let Some(listed) = listing.drivers.get(&job.submission_id).filter(|_| fresh) else {
+            return false;
+        };
+        let missed = match listed.state {
+            DriverState::Submitted => None,
+            DriverState::Running => match self.uis.get(&job.submission_id) {
+                Some(UiLookup::Missing(n)) if !n.saturating_add(1).is_power_of_two() => {
+                    Some(n.saturating_add(1))
+                }
+                _ => return false,
+            },
+            _ => return false,
+        };
+        let observation = Observation {
+            status: listed.state.job_status(),
+            raw_state: Some(listed.state.as_str().to_owned()),
+            progress: listed.state.estimated_progress(),
+            message: None,
+            relaunching: false,
+            successors: Vec::new(),
+            at: Utc::now(),
+        };
+        if seen.is_news(&observation) {
+            return false;
+        }
+        if let Some(polls) = missed {
+            self.uis.set(&job.submission_id, UiLookup::Missing(polls));
+        }
+        true
+    }
+
     /// Turns a status answer into an observation, fetching the failure reason when the driver
     /// FAILED (its status answer has none) and real progress while it runs.
     async fn observation_of(
@@ -383,6 +429,10 @@ impl StatusBackend for SparkStandalone {
         job: &'a DueExecution,
     ) -> LocalBoxFuture<'a, Result<Observation, BackendError>> {
         Box::pin(self.poll(job))
+    }
+
+    fn no_news_now(&self, job: &DueExecution) -> bool {
+        self.listed_without_news(job)
     }
 }
 
