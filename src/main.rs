@@ -9,7 +9,7 @@ use jobwarden::cli::{Cli, Command};
 use jobwarden::startup::StartError;
 use jobwarden::{commands, config, telemetry};
 
-/// mimalloc unless `JOBWARDEN_ALLOCATOR=system` (see `jobwarden::allocator`).
+/// glibc's malloc unless `JOBWARDEN_ALLOCATOR=mimalloc` (see `jobwarden::allocator`).
 #[global_allocator]
 static ALLOCATOR: jobwarden::allocator::Chosen = jobwarden::allocator::Chosen;
 

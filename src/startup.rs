@@ -301,6 +301,7 @@ impl Application {
             spark = %self.settings.spark.rest_url,
             poll_interval = %humantime::format_duration(self.settings.spark.poll_interval),
             max_concurrent_polls = self.settings.spark.max_concurrent_polls,
+            allocator = crate::allocator::name(),
             "jobwarden running"
         );
         if self.settings.kafka.is_none() {

@@ -9,7 +9,7 @@ use jobwarden_bench::{
     dashboard, kafka_ingest, poll, retention, soak, status_check, store_writes, suite,
 };
 
-/// mimalloc unless `JOBWARDEN_ALLOCATOR=system` (see `jobwarden::allocator`).
+/// glibc's malloc unless `JOBWARDEN_ALLOCATOR=mimalloc` (see `jobwarden::allocator`).
 #[global_allocator]
 static ALLOCATOR: jobwarden::allocator::Chosen = jobwarden::allocator::Chosen;
 

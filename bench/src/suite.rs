@@ -17,9 +17,9 @@ pub enum Scenario {
         jobs: usize,
         pool: usize,
         wrk_seconds: u64,
-        /// Run on glibc's malloc instead of the allocator as built.
+        /// Run on mimalloc instead of glibc's malloc.
         #[serde(default)]
-        system_allocator: bool,
+        mimalloc: bool,
     },
     Freshness {
         jobs: usize,
@@ -159,21 +159,21 @@ fn plan(options: &SuiteOptions) -> Vec<Scenario> {
             jobs,
             pool,
             wrk_seconds: wrk,
-            system_allocator: false,
+            mimalloc: false,
         });
     }
     plan.push(Scenario::Poll {
         jobs,
         pool: 64,
         wrk_seconds: wrk,
-        system_allocator: true,
+        mimalloc: true,
     });
     if options.full {
         plan.push(Scenario::Poll {
             jobs: 100_000,
             pool: 64,
             wrk_seconds: wrk,
-            system_allocator: false,
+            mimalloc: false,
         });
     }
     plan.push(Scenario::Freshness {
@@ -261,13 +261,9 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
             jobs,
             pool,
             wrk_seconds,
-            system_allocator,
+            mimalloc,
         } => {
-            let malloc = if system_allocator {
-                ", glibc malloc"
-            } else {
-                ""
-            };
+            let malloc = if mimalloc { ", mimalloc" } else { "" };
             let server = jobwarden_testkit::SparkServer::start()
                 .await
                 .without_request_counts();
@@ -463,13 +459,11 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
         }
         Scenario::ServiceMemory { jobs } => {
             let mut rows = Vec::new();
-            // The allocator as built (mimalloc), then glibc's malloc as it comes and held
-            // to two arenas: side by side in one run.
-            let system = ("JOBWARDEN_ALLOCATOR", "system");
+            // glibc's malloc as it comes, held to two arenas, and mimalloc: side by side.
             for env in [
                 &[][..],
-                &[system][..],
-                &[system, ("MALLOC_ARENA_MAX", "2")][..],
+                &[("MALLOC_ARENA_MAX", "2")][..],
+                &[("JOBWARDEN_ALLOCATOR", "mimalloc")][..],
             ] {
                 let f = super::memory::measure(jobs, env).await?;
                 rows.push(Row {
@@ -477,7 +471,7 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                         "service process over {} jobs, two cycles, {}",
                         thousands(jobs),
                         if env.is_empty() {
-                            "as built (mimalloc)"
+                            "as built (glibc malloc)"
                         } else {
                             f.setting.as_str()
                         }
@@ -686,11 +680,7 @@ fn run_child(scenario: &Scenario, config: Option<&std::path::Path>) -> anyhow::R
         )
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit());
-    if let Scenario::Poll {
-        system_allocator: true,
-        ..
-    } = scenario
-    {
+    if let Scenario::Poll { mimalloc: true, .. } = scenario {
         // Read at the child's first allocation: it runs on glibc's malloc throughout.
         cmd.env("JOBWARDEN_ALLOCATOR", "system");
     }

@@ -54,6 +54,30 @@ fn run_with_shipped_config_creates_the_sqlite_file_and_exits_0_on_sigterm() {
 }
 
 #[test]
+fn the_service_runs_on_glibc_malloc_unless_told_to_use_mimalloc() {
+    for (chosen, said) in [
+        (None, "allocator=\"system\""),
+        (Some("mimalloc"), "allocator=\"mimalloc\""),
+    ] {
+        let dir = workdir();
+        let mut service = jobwarden_in(dir.path());
+        if let Some(chosen) = chosen {
+            service = service.env("JOBWARDEN_ALLOCATOR", chosen);
+        }
+        let mut service = service.start();
+        service.wait_for_line("jobwarden running", Duration::from_secs(30));
+        service.signal("TERM");
+        let (status, log) = service.wait(Duration::from_secs(30));
+        assert!(status.success(), "exit {status:?}:\n{log}");
+        let running = log
+            .lines()
+            .find(|l| l.contains("jobwarden running"))
+            .unwrap();
+        assert!(running.contains(said), "{running}");
+    }
+}
+
+#[test]
 fn sigint_also_stops_the_service_cleanly() {
     let dir = workdir();
     let mut service = jobwarden_in(dir.path()).start();
