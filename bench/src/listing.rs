@@ -56,8 +56,13 @@ pub async fn measure(mut settings: Settings, jobs: usize) -> anyhow::Result<List
     Ok(ListingFigures { jobs, cycles, bare })
 }
 
-/// Runs cycle number `n` and waits for it to end; its seconds.
-async fn cycle(scheduler: &actix::Addr<Scheduler>, n: u64, jobs: usize) -> anyhow::Result<f64> {
+/// Runs cycle number `n` and waits for it to end, checking it polled every one of `jobs`;
+/// its seconds.
+pub(crate) async fn cycle(
+    scheduler: &actix::Addr<Scheduler>,
+    n: u64,
+    jobs: usize,
+) -> anyhow::Result<f64> {
     let before = scheduler.send(GetSchedulerStats).await?.completed;
     let started = Instant::now();
     scheduler.send(Tick).await?;

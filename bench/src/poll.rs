@@ -71,23 +71,8 @@ pub async fn cycles(
     let scheduler = super::start_polling(&settings, &store, &events, Ticking::Manual)?;
     let mut figures = Vec::with_capacity(count);
     for n in 1..=count as u64 {
-        let before = scheduler.send(GetSchedulerStats).await?.completed;
         let cpu_before = ThreadTimes::now();
-        let started = Instant::now();
-        scheduler.send(Tick).await?;
-        loop {
-            let stats = scheduler.send(GetSchedulerStats).await?;
-            if stats.cycles >= n && !stats.cycle_running {
-                anyhow::ensure!(
-                    (stats.completed - before) as usize == jobs,
-                    "cycle {n} polled {} of {jobs} jobs",
-                    stats.completed - before
-                );
-                break;
-            }
-            actix_rt::time::sleep(Duration::from_millis(2)).await;
-        }
-        let seconds = started.elapsed().as_secs_f64();
+        let seconds = super::listing::cycle(&scheduler, n, jobs).await?;
         let cpu = ThreadTimes::now().since(&cpu_before);
         figures.push(CycleFigures {
             jobs,

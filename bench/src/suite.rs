@@ -297,20 +297,25 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                     ratio: floor.map(|f| f / figures.seconds),
                     peak_rss_kb: None,
                 });
-                let per_check = super::cpu::own_seconds(&figures.cpu) / jobs as f64;
-                rows.push(Row {
-                    scenario: format!(
-                        "CPU per check, {} jobs, pool {pool}{malloc} (by thread: {})",
-                        thousands(jobs),
-                        super::cpu::breakdown(&figures.cpu, jobs)
-                    ),
-                    ours: format!("{:.0} µs", per_check * 1e6),
-                    ceiling: wrk.map_or("-".into(), |w| {
-                        format!("{:.1} µs per request (wrk's own)", w.cpu_per_request * 1e6)
-                    }),
-                    ratio: wrk.map(|w| w.cpu_per_request / per_check),
-                    peak_rss_kb: None,
-                });
+                let cpu_row = |what: String, cpu: &[(String, f64)]| {
+                    let per_check = super::cpu::own_seconds(cpu) / jobs as f64;
+                    Row {
+                        scenario: format!(
+                            "CPU per check, {what}{malloc} (by thread: {})",
+                            super::cpu::breakdown(cpu, jobs)
+                        ),
+                        ours: format!("{:.0} µs", per_check * 1e6),
+                        ceiling: wrk.map_or("-".into(), |w| {
+                            format!("{:.1} µs per request (wrk's own)", w.cpu_per_request * 1e6)
+                        }),
+                        ratio: wrk.map(|w| w.cpu_per_request / per_check),
+                        peak_rss_kb: None,
+                    }
+                };
+                rows.push(cpu_row(
+                    format!("{} jobs, pool {pool}", thousands(jobs)),
+                    &figures.cpu,
+                ));
                 let ours = steady.polls_per_second();
                 rows.push(Row {
                     scenario: format!(
@@ -322,19 +327,7 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                     ratio: ceiling.map(|c| ours / c),
                     peak_rss_kb: None,
                 });
-                let per_check = super::cpu::own_seconds(&steady.cpu) / jobs as f64;
-                rows.push(Row {
-                    scenario: format!(
-                        "CPU per check, third cycle{malloc} (by thread: {})",
-                        super::cpu::breakdown(&steady.cpu, jobs)
-                    ),
-                    ours: format!("{:.0} µs", per_check * 1e6),
-                    ceiling: wrk.map_or("-".into(), |w| {
-                        format!("{:.1} µs per request", w.cpu_per_request * 1e6)
-                    }),
-                    ratio: wrk.map(|w| w.cpu_per_request / per_check),
-                    peak_rss_kb: None,
-                });
+                rows.push(cpu_row("third cycle".into(), &steady.cpu));
             }
             Ok(rows)
         }

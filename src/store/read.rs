@@ -30,16 +30,33 @@ pub async fn due_executions(
     for status in JobStatus::NON_TERMINAL {
         rows.extend(due_with_status(db, page, status).await?);
     }
-    rows.sort_by(|a, b| a.execution_id.cmp(&b.execution_id));
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
     rows.truncate(usize::try_from(page.limit).unwrap_or(usize::MAX));
     Ok(rows
         .into_iter()
         .filter_map(|row| {
-            let seen = row.seen();
-            row.submission_id.map(|submission_id| DueExecution {
-                execution_id: row.execution_id,
+            let (
+                execution_id,
                 submission_id,
-                cluster: row.cluster,
+                cluster,
+                status,
+                raw_state,
+                progress,
+                failures,
+                confirmed_at,
+            ) = row;
+            // A status this build does not know: its polls are always written, and the store
+            // says what is wrong with the row.
+            let seen = status.parse().ok().map(|status| Seen {
+                status,
+                raw_state,
+                progress: progress.clamp(0, 100) as u8,
+                confirmed: failures <= 0 && confirmed_at.is_some(),
+            });
+            submission_id.map(|submission_id| DueExecution {
+                execution_id,
+                submission_id,
+                cluster,
                 fence: None,
                 cycle_started: Some(page.polled_before),
                 seen,
@@ -47,6 +64,20 @@ pub async fn due_executions(
         })
         .collect())
 }
+
+/// A due row as its page reads it, by position (a page is thousands of rows, each looked up
+/// column by column): id, submission id, cluster, status, Spark's state, progress, failed
+/// polls in a row, last confirmed.
+type DueRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    i16,
+    i32,
+    Option<DateTime<Utc>>,
+);
 
 async fn due_with_status(
     db: &DatabaseConnection,
@@ -78,77 +109,12 @@ async fn due_with_status(
     if let Some(after) = &page.after {
         query = query.filter(executions::Column::ExecutionId.gt(after.as_str()));
     }
-    // By position, not by name: a page is thousands of rows, each looked up column by column.
-    let rows: Vec<DueTuple> = query
+    query
         .order_by_asc(executions::Column::ExecutionId)
         .limit(page.limit)
         .into_tuple()
         .all(db)
-        .await?;
-    Ok(rows.into_iter().map(DueRow::from).collect())
-}
-
-type DueTuple = (
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    Option<String>,
-    i16,
-    i32,
-    Option<DateTime<Utc>>,
-);
-
-/// A due row as its page reads it.
-#[derive(Debug)]
-struct DueRow {
-    execution_id: String,
-    submission_id: Option<String>,
-    cluster: Option<String>,
-    status: String,
-    spark_state: Option<String>,
-    progress: i16,
-    consecutive_poll_failures: i32,
-    last_confirmed_at: Option<DateTime<Utc>>,
-}
-
-impl From<DueTuple> for DueRow {
-    fn from(
-        (
-            execution_id,
-            submission_id,
-            cluster,
-            status,
-            spark_state,
-            progress,
-            consecutive_poll_failures,
-            last_confirmed_at,
-        ): DueTuple,
-    ) -> Self {
-        DueRow {
-            execution_id,
-            submission_id,
-            cluster,
-            status,
-            spark_state,
-            progress,
-            consecutive_poll_failures,
-            last_confirmed_at,
-        }
-    }
-}
-
-impl DueRow {
-    /// `None` for a status this build does not know: such a row's polls are always written,
-    /// and the store says what is wrong with it.
-    fn seen(&self) -> Option<Seen> {
-        Some(Seen {
-            status: self.status.parse().ok()?,
-            raw_state: self.spark_state.clone(),
-            progress: self.progress.clamp(0, 100) as u8,
-            confirmed: self.consecutive_poll_failures <= 0 && self.last_confirmed_at.is_some(),
-        })
-    }
+        .await
 }
 
 /// Executions, most recently changed first.
