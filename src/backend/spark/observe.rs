@@ -50,6 +50,17 @@ struct ListingCache {
     in_flight: RefCell<Option<Asked<ListingFuture>>>,
 }
 
+impl ListingCache {
+    /// The listing read last, if it is fresh for a poll of the cycle that began at
+    /// `cycle_started` (asked for since then) or younger than the TTL.
+    fn fresh(&self, cycle_started: Option<DateTime<Utc>>) -> Option<Rc<MasterListing>> {
+        let fetched = self.fetched.borrow();
+        let (at, asked, listing) = fetched.as_ref()?;
+        (at.elapsed() < self.ttl || cycle_started.is_some_and(|c| *asked >= c))
+            .then(|| listing.clone())
+    }
+}
+
 /// The longest a listing is reused.
 const LISTING_TTL: Duration = Duration::from_secs(1);
 
@@ -83,10 +94,8 @@ impl SparkStandalone {
         &self,
         cycle_started: Option<DateTime<Utc>>,
     ) -> Result<Rc<MasterListing>, SparkError> {
-        if let Some((at, asked, listing)) = self.listing.fetched.borrow().as_ref() {
-            if at.elapsed() < self.listing.ttl || cycle_started.is_some_and(|c| *asked >= c) {
-                return Ok(listing.clone());
-            }
+        if let Some(listing) = self.listing.fresh(cycle_started) {
+            return Ok(listing);
         }
         let pending = self.listing.in_flight.borrow().clone();
         let (at, asked, fetch) = match pending {
@@ -266,13 +275,10 @@ impl SparkStandalone {
         if self.source == StatusSource::Rest {
             return false;
         }
-        let fetched = self.listing.fetched.borrow();
-        let Some((at, asked, listing)) = fetched.as_ref() else {
+        let Some(listing) = self.listing.fresh(job.cycle_started) else {
             return false;
         };
-        let fresh =
-            at.elapsed() < self.listing.ttl || job.cycle_started.is_some_and(|c| *asked >= c);
-        let Some(listed) = listing.drivers.get(&job.submission_id).filter(|_| fresh) else {
+        let Some(listed) = listing.drivers.get(&job.submission_id) else {
             return false;
         };
         let missed = match listed.state {
