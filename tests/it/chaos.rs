@@ -883,12 +883,24 @@ async fn chaos(backend: Backend, run_for: Duration) {
     to_submit.reverse();
     hand_over(&db.db, &to_submit).await.unwrap();
     let settled = std::cell::RefCell::new(Vec::new());
+    // How many violations were left every 30 s of settling: a count still falling at the end
+    // says the machine was slow, one standing still says something is stuck.
+    let progress = std::cell::RefCell::new(Vec::new());
+    let settling = Instant::now();
     let outcome = tokio::time::timeout(Duration::from_secs(180), async {
         loop {
             // Drivers submitted late (after a fault held them back) end now.
             end_submitted(&spark, &mut truth, &mut rng, &mut ended, usize::MAX);
             let found = violations(&db.db, &truth, &receiver, &spark.created()).await;
             let done = found.is_empty();
+            let mut progress = progress.borrow_mut();
+            if progress.len() < (settling.elapsed().as_secs() / 30 + 1) as usize {
+                progress.push(format!(
+                    "{}s: {}",
+                    settling.elapsed().as_secs(),
+                    found.len()
+                ));
+            }
             *settled.borrow_mut() = found;
             if done {
                 break;
@@ -897,6 +909,7 @@ async fn chaos(backend: Backend, run_for: Duration) {
         }
     })
     .await;
+    let progress = progress.take();
     let mut found = settled.take();
     if let Some(real) = &real {
         for id in &truth.on_real {
@@ -952,12 +965,16 @@ async fn chaos(backend: Backend, run_for: Duration) {
                 )
             })
             .collect();
+        // The violations come last: a CI log that keeps only the head and the tail of the
+        // output still shows them.
         panic!(
-            "{} violations after the faults stopped (seed {seed}), first {}: {shown:#?}\nlast instance log tail:\n{}\nthe instances' Kafka lines:\n{}",
-            found.len(),
-            shown.len(),
+            "last instance log tail:\n{}\nthe instances' Kafka lines:\n{}\n{} violations after the faults stopped (seed {seed}, settling {}, left while settling: {}), first {}: {shown:#?}",
             logs.last().map(|l| tail(l)).unwrap_or_default(),
-            kafka.join("\n")
+            kafka.join("\n"),
+            found.len(),
+            if outcome.is_err() { "gave up after 180 s" } else { "done" },
+            progress.join(", "),
+            shown.len(),
         );
     }
     drop(broker);
