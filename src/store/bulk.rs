@@ -11,56 +11,125 @@
 
 use chrono::SecondsFormat;
 use sea_orm::sea_query::{OnConflict, Value};
+use std::collections::BTreeMap;
+
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ConnectionTrait, DatabaseBackend, DatabaseTransaction, DbErr,
-    EntityName, EntityTrait, IdenStatic, Iterable, Statement,
+    EntityName, EntityTrait, IdenStatic, IntoActiveModel, Iterable, ModelTrait, Statement,
 };
 
 /// Rows per multi-row `VALUES` insert: a whole batch (`store.max_batch`, 500) in one statement;
-/// the widest row (21 columns) keeps that at 10,500 parameters, under SQLite's 32,766.
+/// the widest row (29 columns) keeps that at 14,500 parameters, under SQLite's 32,766.
 const VALUES_CHUNK: usize = 500;
 
-/// What a row whose key is already in the table does.
-pub(super) enum Conflict<C> {
-    /// It is skipped; the count returned says how many rows went in.
-    Skip,
-    /// It updates the existing row, except for its key and the columns in `keep`.
-    Update { key: C, keep: Vec<C> },
-}
-
-/// Inserts or upserts `rows` as multi-row `VALUES` statements and returns how many rows were
-/// inserted or updated.
-pub(super) async fn write<A>(
+/// Inserts `rows`, skipping those whose key is already in the table, as multi-row `VALUES`
+/// statements, and returns how many went in.
+pub(super) async fn insert_if_absent<A>(
     txn: &DatabaseTransaction,
     rows: Vec<A>,
-    conflict: &Conflict<<A::Entity as EntityTrait>::Column>,
 ) -> Result<u64, DbErr>
 where
     A: ActiveModelTrait + Send,
 {
-    let mut written = 0;
+    let mut inserted = 0;
     for chunk in chunked(rows) {
-        let insert = A::Entity::insert_many(chunk);
-        written += match conflict {
-            Conflict::Skip => match insert
-                .on_conflict_do_nothing()
-                .exec_without_returning(txn)
-                .await?
-            {
-                sea_orm::TryInsertResult::Inserted(n) => n,
-                sea_orm::TryInsertResult::Empty | sea_orm::TryInsertResult::Conflicted => 0,
-            },
-            Conflict::Update { key, keep } => {
-                insert
-                    .on_conflict(
-                        OnConflict::column(*key)
-                            .update_columns(updated_columns::<A>(*key, keep))
-                            .to_owned(),
-                    )
-                    .exec_without_returning(txn)
-                    .await?
-            }
+        inserted += match A::Entity::insert_many(chunk)
+            .on_conflict_do_nothing()
+            .exec_without_returning(txn)
+            .await?
+        {
+            sea_orm::TryInsertResult::Inserted(n) => n,
+            sea_orm::TryInsertResult::Empty | sea_orm::TryInsertResult::Conflicted => 0,
         };
+    }
+    Ok(inserted)
+}
+
+/// A row to upsert with the columns it sets: every column for a row the table may not hold
+/// yet, only the key and what changed for a row read (and locked) in the same transaction.
+pub(super) struct Changed<A> {
+    /// Bit `i` stands for the entity's `i`-th column.
+    columns: u64,
+    row: A,
+}
+
+impl<A: ActiveModelTrait> Changed<A> {
+    /// The whole row.
+    pub(super) fn whole(row: A) -> Changed<A> {
+        Changed {
+            columns: u64::MAX,
+            row: row.reset_all(),
+        }
+    }
+
+    /// `after` as its key and the columns whose values differ from `before`, the same row as
+    /// it was read. Writing only those leaves every index on an unchanged column alone (SQLite
+    /// rewrites an index entry for every column an upsert assigns, changed or not) and sends a
+    /// quarter of the values for a status change.
+    pub(super) fn since<M>(before: &M, after: M, key: <A::Entity as EntityTrait>::Column) -> Self
+    where
+        M: ModelTrait<Entity = A::Entity> + IntoActiveModel<A>,
+    {
+        debug_assert!(<A::Entity as EntityTrait>::Column::iter().count() <= 64);
+        let mut columns = 0u64;
+        for (i, column) in <A::Entity as EntityTrait>::Column::iter().enumerate() {
+            if column.as_str() == key.as_str() || before.get(column) != after.get(column) {
+                columns |= 1 << i;
+            }
+        }
+        let mut row = after.into_active_model();
+        for (i, column) in <A::Entity as EntityTrait>::Column::iter().enumerate() {
+            if columns & (1 << i) == 0 {
+                row.not_set(column);
+            } else {
+                row.reset(column);
+            }
+        }
+        Changed { columns, row }
+    }
+}
+
+/// Upserts `rows` on `key`: rows that set the same columns go out together as multi-row
+/// `VALUES` statements whose conflict branch assigns those columns, except the key and `keep`.
+/// Returns how many rows were written.
+pub(super) async fn upsert<A>(
+    txn: &DatabaseTransaction,
+    rows: Vec<Changed<A>>,
+    key: <A::Entity as EntityTrait>::Column,
+    keep: &[<A::Entity as EntityTrait>::Column],
+) -> Result<u64, DbErr>
+where
+    A: ActiveModelTrait + Send,
+{
+    let mut groups: BTreeMap<u64, Vec<A>> = BTreeMap::new();
+    for changed in rows {
+        groups.entry(changed.columns).or_default().push(changed.row);
+    }
+    let mut written = 0;
+    for (columns, rows) in groups {
+        let assigned: Vec<_> = <A::Entity as EntityTrait>::Column::iter()
+            .enumerate()
+            .filter(|(i, c)| {
+                columns & (1 << i) != 0
+                    && c.as_str() != key.as_str()
+                    && !keep.iter().any(|k| k.as_str() == c.as_str())
+            })
+            .map(|(_, c)| c)
+            .collect();
+        if assigned.is_empty() {
+            // Only columns an update leaves alone differ: there is nothing to write.
+            continue;
+        }
+        for chunk in chunked(rows) {
+            written += A::Entity::insert_many(chunk)
+                .on_conflict(
+                    OnConflict::column(key)
+                        .update_columns(assigned.clone())
+                        .to_owned(),
+                )
+                .exec_without_returning(txn)
+                .await?;
+        }
     }
     Ok(written)
 }
@@ -96,15 +165,6 @@ fn chunked<T>(items: Vec<T>) -> Vec<Vec<T>> {
         out.push(items.by_ref().take(VALUES_CHUNK).collect());
     }
     out
-}
-
-fn updated_columns<A: ActiveModelTrait>(
-    key: <A::Entity as EntityTrait>::Column,
-    keep: &[<A::Entity as EntityTrait>::Column],
-) -> Vec<<A::Entity as EntityTrait>::Column> {
-    <A::Entity as EntityTrait>::Column::iter()
-        .filter(|c| c.as_str() != key.as_str() && !keep.iter().any(|k| k.as_str() == c.as_str()))
-        .collect()
 }
 
 /// The PostgreSQL statement that inserts `rows` from one JSON parameter, or `None` when a row
@@ -210,6 +270,62 @@ mod tests {
     #[test]
     fn bytes_are_left_to_the_values_form() {
         assert_eq!(to_json(Value::Bytes(Some(vec![1, 2]))), None);
+    }
+
+    fn queue_row() -> entity::transformation_job_queue::Model {
+        let t = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+        entity::transformation_job_queue::Model {
+            job_id: "q-1".into(),
+            status: "Processing".into(),
+            error_message: None,
+            generated_fields: None,
+            completed_at: None,
+            last_event_at: Some(t),
+            last_event_id: Some("e-1".into()),
+            last_topic: Some("status".into()),
+            last_partition: Some(0),
+            last_offset: Some(7),
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    #[test]
+    fn a_row_read_in_the_batch_is_upserted_as_its_key_and_what_changed() {
+        use entity::transformation_job_queue::{ActiveModel, Column};
+        let before = queue_row();
+        let mut after = before.clone();
+        after.status = "Completed".into();
+        after.completed_at = Some(Utc.timestamp_opt(1_800_000_060, 0).unwrap());
+        let changed: Changed<ActiveModel> = Changed::since(&before, after, Column::JobId);
+        let set: Vec<&str> = Column::iter()
+            .filter(|c| changed.row.get(*c).is_set())
+            .map(|c| c.as_str())
+            .collect();
+        assert_eq!(set, ["job_id", "status", "completed_at"]);
+        assert_eq!(
+            changed.columns.count_ones(),
+            3,
+            "the columns that group rows are the ones set"
+        );
+    }
+
+    #[test]
+    fn rows_with_the_same_changes_share_a_statement_and_a_whole_row_sets_everything() {
+        use entity::transformation_job_queue::{ActiveModel, Column};
+        let before = queue_row();
+        let mut a = before.clone();
+        a.status = "Failed".into();
+        let mut b = before.clone();
+        b.job_id = "q-2".into();
+        let mut b_before = before.clone();
+        b_before.job_id = "q-2".into();
+        b.status = "Completed".into();
+        let a: Changed<ActiveModel> = Changed::since(&before, a, Column::JobId);
+        let b: Changed<ActiveModel> = Changed::since(&b_before, b, Column::JobId);
+        assert_eq!(a.columns, b.columns);
+        let whole: Changed<ActiveModel> = Changed::whole(before.into_active_model());
+        assert!(Column::iter().all(|c| whole.row.get(c).is_set()));
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub(super) struct Loaded<M> {
     pub(super) row: M,
     pub(super) new: bool,
     pub(super) dirty: bool,
+    /// The row as this batch read it from the table (none for a row the batch creates): the
+    /// write-out sends only the columns that differ from it.
+    pub(super) as_read: Option<M>,
 }
 
 /// Everything one batch changes, gathered in memory before a single write-out.

@@ -893,9 +893,9 @@ async fn chaos(backend: Backend, run_for: Duration) {
             end_submitted(&spark, &mut truth, &mut rng, &mut ended, usize::MAX);
             let found = violations(&db.db, &truth, &receiver, &spark.created()).await;
             let done = found.is_empty();
-            let mut progress = progress.borrow_mut();
-            if progress.len() < (settling.elapsed().as_secs() / 30 + 1) as usize {
-                progress.push(format!(
+            let every_30s = (settling.elapsed().as_secs() / 30 + 1) as usize;
+            if progress.borrow().len() < every_30s {
+                progress.borrow_mut().push(format!(
                     "{}s: {}",
                     settling.elapsed().as_secs(),
                     found.len()

@@ -41,6 +41,7 @@ pub(super) async fn load_rows(
             changes.executions.insert(
                 row.execution_id.clone(),
                 Loaded {
+                    as_read: Some(row.clone()),
                     row,
                     new: false,
                     dirty: false,
@@ -85,6 +86,7 @@ pub(super) async fn load_rows(
                 changes.queue.insert(
                     row.job_id.clone(),
                     Loaded {
+                        as_read: Some(row.clone()),
                         row,
                         new: false,
                         dirty: false,
@@ -138,6 +140,7 @@ async fn lock_queue_rows(
             changes.queue.insert(
                 row.job_id.clone(),
                 Loaded {
+                    as_read: (!new).then(|| row.clone()),
                     row,
                     new,
                     dirty: new,

@@ -41,6 +41,7 @@ pub(super) fn queue_event(
             },
             new: true,
             dirty: true,
+            as_read: None,
         });
     let mut state = if loaded.new && loaded.row.status.is_empty() {
         QueueState::pending()

@@ -91,6 +91,7 @@ pub(super) fn track(
             row,
             new: true,
             dirty: true,
+            as_read: None,
         },
     );
     Ok(WriteOutcome::Tracked { created: true })
@@ -135,6 +136,7 @@ pub(super) fn adopt(
             row,
             new: true,
             dirty: true,
+            as_read: None,
         },
     );
     Ok(WriteOutcome::Tracked { created: true })

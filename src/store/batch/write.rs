@@ -8,7 +8,7 @@ use sea_orm::{
     ActiveModelTrait,
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, DbErr, EntityTrait,
-    IntoActiveModel, QueryFilter,
+    IntoActiveModel, ModelTrait, QueryFilter,
 };
 
 use crate::config::EventKind;
@@ -16,7 +16,7 @@ use crate::domain::Lifecycle as _;
 use crate::store_api::{OpError, WriteOp, WriteOutcome};
 
 use super::super::attempts;
-use super::super::bulk::{self, Conflict};
+use super::super::bulk::{self, Changed};
 use super::super::changes::{Changes, Loaded, SPARK};
 use super::super::mapped::{self, AppQueueJob};
 use super::super::ordering;
@@ -126,26 +126,22 @@ pub(super) async fn write_out(
         changes.executions.into_values(),
         insert_if_absent,
         &mut inserted.executions,
-        |mut row| {
-            row.updated_at = now;
-            row.into_active_model().reset_all()
-        },
+        executions::Column::ExecutionId,
+        |row| row.updated_at = now,
     );
     let mut rows_written = rows.len() + fresh.len() + app_rows_written;
     insert_new_rows(txn, fresh).await?;
-    bulk::write(
+    bulk::upsert(
         txn,
         rows,
-        &Conflict::Update {
-            key: executions::Column::ExecutionId,
-            // The key, the creation time and the lease are never the business of a status
-            // change: an update leaves them as they are.
-            keep: vec![
-                executions::Column::CreatedAt,
-                executions::Column::Owner,
-                executions::Column::LeaseUntil,
-            ],
-        },
+        executions::Column::ExecutionId,
+        // The creation time and the lease are never the business of a status change: an
+        // update leaves them as they are.
+        &[
+            executions::Column::CreatedAt,
+            executions::Column::Owner,
+            executions::Column::LeaseUntil,
+        ],
     )
     .await?;
     // A new row whose change was refused is not a job: a placeholder goes, rather than being
@@ -165,22 +161,12 @@ pub(super) async fn write_out(
         queue_rows.into_iter(),
         insert_if_absent && !changes.queue_placeholders,
         &mut inserted.queue,
-        |mut row| {
-            row.updated_at = now;
-            row.into_active_model().reset_all()
-        },
+        queue::Column::JobId,
+        |row| row.updated_at = now,
     );
     rows_written += rows.len() + fresh.len();
     insert_new_rows(txn, fresh).await?;
-    bulk::write(
-        txn,
-        rows,
-        &Conflict::Update {
-            key: queue::Column::JobId,
-            keep: vec![queue::Column::CreatedAt],
-        },
-    )
-    .await?;
+    bulk::upsert(txn, rows, queue::Column::JobId, &[queue::Column::CreatedAt]).await?;
     attempts::write(txn, changes.attempt_writes).await?;
     let woke = ordering::write(txn, dependencies, ended).await?;
     bulk::append(txn, changes.history).await?;
@@ -226,24 +212,30 @@ pub(super) async fn write_out(
     Ok((duplicates, rows_written, inserted, woke))
 }
 
-/// A table's changed rows, made ready by `finish`: the new ones to insert only if still absent
-/// (when `insert_if_absent`, see `insert_new_rows`), and the rest to upsert. Counts the new ones
-/// into `new_rows`.
+/// A table's changed rows, each touched by `touch`: the new ones to insert only if still
+/// absent (when `insert_if_absent`, see `insert_new_rows`), and the rest to upsert, a row read
+/// from the table as only what changed since. Counts the new ones into `new_rows`.
 fn split_changed<M, A>(
     loaded: impl Iterator<Item = Loaded<M>>,
     insert_if_absent: bool,
     new_rows: &mut usize,
-    finish: impl Fn(M) -> A,
-) -> (Vec<A>, Vec<A>) {
+    key: <M::Entity as EntityTrait>::Column,
+    touch: impl Fn(&mut M),
+) -> (Vec<A>, Vec<Changed<A>>)
+where
+    M: ModelTrait + IntoActiveModel<A>,
+    A: ActiveModelTrait<Entity = M::Entity>,
+{
     let mut fresh = Vec::new();
     let mut rows = Vec::new();
     for loaded in loaded.filter(|loaded| loaded.dirty) {
         *new_rows += usize::from(loaded.new);
-        let row = finish(loaded.row);
-        if insert_if_absent && loaded.new {
-            fresh.push(row);
-        } else {
-            rows.push(row);
+        let mut row = loaded.row;
+        touch(&mut row);
+        match loaded.as_read {
+            Some(before) if !loaded.new => rows.push(Changed::since(&before, row, key)),
+            _ if insert_if_absent && loaded.new => fresh.push(row.into_active_model().reset_all()),
+            _ => rows.push(Changed::whole(row.into_active_model())),
         }
     }
     (fresh, rows)
@@ -265,7 +257,7 @@ where
     A: ActiveModelTrait + Send,
 {
     let expected = rows.len() as u64;
-    if bulk::write(txn, rows, &Conflict::Skip).await? != expected {
+    if bulk::insert_if_absent(txn, rows).await? != expected {
         return Err(DbErr::Custom(RACED_FOR_NEW_ROW.into()));
     }
     Ok(())
