@@ -17,6 +17,14 @@ pub struct MemoryFigures {
     /// What the run changed in the service's environment (`-` for nothing).
     pub setting: String,
     pub peak_rss_kb: u64,
+    /// The largest anonymous part of the resident set seen while it ran (the heap, stacks),
+    /// sampled every 100 ms; what the allocator can give back or keep.
+    pub peak_anon_kb: u64,
+    /// The largest file-backed part seen (the binary's own pages and its libraries): a cost
+    /// no allocator changes.
+    pub peak_file_kb: u64,
+    /// The resident set once both cycles are over, before the service stops.
+    pub end_rss_kb: u64,
     /// The first cycle, every job changing from Queued to Running.
     pub first_cycle: f64,
     /// User plus system CPU of the service over both cycles, per status check.
@@ -45,6 +53,7 @@ pub async fn measure(jobs: usize, env: &[(&str, &str)]) -> anyhow::Result<Memory
         let deadline = Instant::now() + Duration::from_secs(600);
         let started = Instant::now();
         let mut first_cycle = None;
+        let (mut peak_anon_kb, mut peak_file_kb) = (0, 0);
         // Two cycles: the first writes every row, the second finds nothing changed.
         while server.answered_status_requests() < jobs * 2 {
             anyhow::ensure!(
@@ -54,6 +63,8 @@ pub async fn measure(jobs: usize, env: &[(&str, &str)]) -> anyhow::Result<Memory
             if first_cycle.is_none() && running(&db).await? >= jobs {
                 first_cycle = Some(started.elapsed().as_secs_f64());
             }
+            peak_anon_kb = peak_anon_kb.max(status_kb(pid, "RssAnon")?);
+            peak_file_kb = peak_file_kb.max(status_kb(pid, "RssFile")?);
             actix_rt::time::sleep(Duration::from_millis(100)).await;
         }
         let checks = server.answered_status_requests();
@@ -67,6 +78,9 @@ pub async fn measure(jobs: usize, env: &[(&str, &str)]) -> anyhow::Result<Memory
                     .join(" ")
             },
             peak_rss_kb: status_kb(pid, "VmHWM")?,
+            peak_anon_kb,
+            peak_file_kb,
+            end_rss_kb: status_kb(pid, "VmRSS")?,
             first_cycle: first_cycle.unwrap_or_else(|| started.elapsed().as_secs_f64()),
             cpu_micros_per_check: cpu_seconds(pid)? * 1e6 / checks as f64,
         })

@@ -470,8 +470,12 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                         }
                     ),
                     ours: format!(
-                        "first cycle {:.2} s, {:.0} µs CPU per check",
-                        f.first_cycle, f.cpu_micros_per_check
+                        "first cycle {:.2} s, {:.0} µs CPU per check; at most {:.1} MB anonymous, {:.1} MB file-backed; {:.1} MB held at the end",
+                        f.first_cycle,
+                        f.cpu_micros_per_check,
+                        f.peak_anon_kb as f64 / 1024.0,
+                        f.peak_file_kb as f64 / 1024.0,
+                        f.end_rss_kb as f64 / 1024.0
                     ),
                     ceiling: "-".into(),
                     ratio: None,

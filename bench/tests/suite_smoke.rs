@@ -50,6 +50,10 @@ fn quick_suite_prints_a_row_per_scenario_with_its_peak_rss() {
         assert!(table.contains(scenario), "{scenario} missing:\n{table}");
     }
     assert!(table.contains(" MB |"), "peak RSS column missing:\n{table}");
+    assert!(
+        table.contains("MB anonymous,") && table.contains("MB held at the end"),
+        "the service's memory is not broken down:\n{table}"
+    );
 }
 
 #[test]
