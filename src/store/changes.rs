@@ -61,11 +61,35 @@ impl Rules {
 
 pub(super) struct Loaded<M> {
     pub(super) row: M,
-    pub(super) new: bool,
     pub(super) dirty: bool,
     /// The row as this batch read it from the table (none for a row the batch creates): the
     /// write-out sends only the columns that differ from it.
     pub(super) as_read: Option<M>,
+}
+
+impl<M: Clone> Loaded<M> {
+    /// A row as read from its table, unchanged so far.
+    pub(super) fn read(row: M) -> Loaded<M> {
+        Loaded {
+            as_read: Some(row.clone()),
+            row,
+            dirty: false,
+        }
+    }
+
+    /// A row this batch creates: written whole.
+    pub(super) fn created(row: M) -> Loaded<M> {
+        Loaded {
+            row,
+            dirty: true,
+            as_read: None,
+        }
+    }
+
+    /// Whether the table did not hold this row when the batch read it.
+    pub(super) fn is_new(&self) -> bool {
+        self.as_read.is_none()
+    }
 }
 
 /// Everything one batch changes, gathered in memory before a single write-out.

@@ -38,15 +38,9 @@ pub(super) async fn load_rows(
             query = query.lock_exclusive();
         }
         for row in query.all(txn).await? {
-            changes.executions.insert(
-                row.execution_id.clone(),
-                Loaded {
-                    as_read: Some(row.clone()),
-                    row,
-                    new: false,
-                    dirty: false,
-                },
-            );
+            changes
+                .executions
+                .insert(row.execution_id.clone(), Loaded::read(row));
         }
     }
     let successors: Vec<&str> = ops
@@ -83,15 +77,7 @@ pub(super) async fn load_rows(
                 query = query.lock_exclusive();
             }
             for row in query.all(txn).await? {
-                changes.queue.insert(
-                    row.job_id.clone(),
-                    Loaded {
-                        as_read: Some(row.clone()),
-                        row,
-                        new: false,
-                        dirty: false,
-                    },
-                );
+                changes.queue.insert(row.job_id.clone(), Loaded::read(row));
             }
         }
     }
@@ -136,16 +122,12 @@ async fn lock_queue_rows(
             .await?;
         for row in rows {
             // Empty: our own placeholder, or one another batch inserted and rolled back.
-            let new = row.status.is_empty();
-            changes.queue.insert(
-                row.job_id.clone(),
-                Loaded {
-                    as_read: (!new).then(|| row.clone()),
-                    row,
-                    new,
-                    dirty: new,
-                },
-            );
+            let loaded = if row.status.is_empty() {
+                Loaded::created(row)
+            } else {
+                Loaded::read(row)
+            };
+            changes.queue.insert(loaded.row.job_id.clone(), loaded);
         }
     }
     Ok(())

@@ -24,8 +24,8 @@ pub(super) fn queue_event(
     let loaded = changes
         .queue
         .entry(event.job_id.clone())
-        .or_insert_with(|| Loaded {
-            row: queue::Model {
+        .or_insert_with(|| {
+            Loaded::created(queue::Model {
                 job_id: event.job_id.clone(),
                 status: String::new(),
                 error_message: None,
@@ -38,12 +38,9 @@ pub(super) fn queue_event(
                 last_offset: None,
                 created_at: now,
                 updated_at: now,
-            },
-            new: true,
-            dirty: true,
-            as_read: None,
+            })
         });
-    let mut state = if loaded.new && loaded.row.status.is_empty() {
+    let mut state = if loaded.is_new() && loaded.row.status.is_empty() {
         QueueState::pending()
     } else {
         rows::queue_state(&loaded.row)?
@@ -52,7 +49,7 @@ pub(super) fn queue_event(
         let theirs = app_queue_status(map, app, &event.job_id)?;
         // The application's row is the truth for what it maps (a new row takes it whole); a
         // row behind jobwarden's copy is brought forward by the write-out instead.
-        let standing = if loaded.new {
+        let standing = if loaded.is_new() {
             Standing::Agree
         } else {
             standing(state.status, theirs)
@@ -77,7 +74,7 @@ pub(super) fn queue_event(
     }
     let before = state.clone();
     let applied = state.apply(event, position, received_at);
-    if state != before || loaded.new {
+    if state != before || loaded.is_new() {
         rows::store_queue_state(&mut loaded.row, &state);
         loaded.dirty = true;
     }

@@ -85,15 +85,9 @@ pub(super) fn track(
         &registered,
         request.source,
     ));
-    changes.executions.insert(
-        request.execution_id.clone(),
-        Loaded {
-            row,
-            new: true,
-            dirty: true,
-            as_read: None,
-        },
-    );
+    changes
+        .executions
+        .insert(request.execution_id.clone(), Loaded::created(row));
     Ok(WriteOutcome::Tracked { created: true })
 }
 
@@ -130,15 +124,9 @@ pub(super) fn adopt(
         &registered,
         Source::Application,
     ));
-    changes.executions.insert(
-        execution_id.to_owned(),
-        Loaded {
-            row,
-            new: true,
-            dirty: true,
-            as_read: None,
-        },
-    );
+    changes
+        .executions
+        .insert(execution_id.to_owned(), Loaded::created(row));
     Ok(WriteOutcome::Tracked { created: true })
 }
 

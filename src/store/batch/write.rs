@@ -229,13 +229,18 @@ where
     let mut fresh = Vec::new();
     let mut rows = Vec::new();
     for loaded in loaded.filter(|loaded| loaded.dirty) {
-        *new_rows += usize::from(loaded.new);
         let mut row = loaded.row;
         touch(&mut row);
         match loaded.as_read {
-            Some(before) if !loaded.new => rows.push(Changed::since(&before, row, key)),
-            _ if insert_if_absent && loaded.new => fresh.push(row.into_active_model().reset_all()),
-            _ => rows.push(Changed::whole(row.into_active_model())),
+            Some(before) => rows.push(Changed::since(&before, row, key)),
+            None => {
+                *new_rows += 1;
+                if insert_if_absent {
+                    fresh.push(row.into_active_model().reset_all());
+                } else {
+                    rows.push(Changed::whole(row.into_active_model()));
+                }
+            }
         }
     }
     (fresh, rows)
