@@ -53,6 +53,10 @@ pub enum Scenario {
     /// malloc held to two arenas: its own peak RSS and CPU per check.
     ServiceMemory {
         jobs: usize,
+        /// One setting to measure instead of the usual three (`{"NAME": "value"}` added to the
+        /// service's environment), to compare a setting by hand.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<std::collections::BTreeMap<String, String>>,
     },
     /// One `jobwarden` process beside three sharing a database, over a saturated fleet.
     Instances {
@@ -214,6 +218,7 @@ fn plan(options: &SuiteOptions) -> Vec<Scenario> {
     });
     plan.push(Scenario::ServiceMemory {
         jobs: if options.full { 100_000 } else { 2_000 },
+        env: None,
     });
     for db in &databases {
         plan.push(Scenario::MappedSchema {
@@ -450,14 +455,24 @@ pub async fn run_scenario(settings: Settings, scenario: Scenario) -> anyhow::Res
                 ),
             ])
         }
-        Scenario::ServiceMemory { jobs } => {
+        Scenario::ServiceMemory { jobs, env } => {
             let mut rows = Vec::new();
-            // glibc's malloc as it comes, held to two arenas, and mimalloc: side by side.
-            for env in [
-                &[][..],
-                &[("MALLOC_ARENA_MAX", "2")][..],
-                &[("JOBWARDEN_ALLOCATOR", "mimalloc")][..],
-            ] {
+            let given: Vec<(&str, &str)> = env
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let settings: Vec<&[(&str, &str)]> = if env.is_some() {
+                vec![&given[..]]
+            } else {
+                // glibc's malloc as it comes, held to two arenas, and mimalloc: side by side.
+                vec![
+                    &[][..],
+                    &[("MALLOC_ARENA_MAX", "2")][..],
+                    &[("JOBWARDEN_ALLOCATOR", "mimalloc")][..],
+                ]
+            };
+            for env in settings {
                 let f = super::memory::measure(jobs, env).await?;
                 rows.push(Row {
                     scenario: format!(

@@ -272,6 +272,26 @@ mod tests {
     }
 
     #[test]
+    fn the_pool_is_two_connections_on_sqlite_and_five_on_a_server_unless_set() {
+        let sqlite = load_file("", &[]).unwrap().settings.database;
+        assert_eq!(sqlite.pool_size(), 2);
+        let server = load_file("[database]\nurl = \"postgres://db/jobs\"\n", &[])
+            .unwrap()
+            .settings
+            .database;
+        assert_eq!(server.pool_size(), 5);
+        let set = load_file("[database]\nmax_connections = 7\n", &[])
+            .unwrap()
+            .settings
+            .database;
+        assert_eq!(set.pool_size(), 7);
+        let err = load_file("[database]\nmax_connections = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.max_connections = 0"), "{err}");
+    }
+
+    #[test]
     fn unsupported_database_scheme_is_refused() {
         let err = load_file("[database]\nurl = \"oracle://db\"\n", &[])
             .unwrap_err()

@@ -38,7 +38,7 @@ const STATEMENT_CACHE: usize = 16;
 pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(settings.url.expose().to_owned());
     options
-        .max_connections(settings.max_connections)
+        .max_connections(settings.pool_size())
         .connect_timeout(settings.connect_timeout)
         .acquire_timeout(settings.connect_timeout)
         .sqlx_logging(false)
@@ -167,7 +167,7 @@ pub async fn migrate_exclusively(
         _ => return migrate(db).await,
     };
     let mut single = settings.clone();
-    single.max_connections = 1;
+    single.max_connections = Some(1);
     let lock = connect(&single).await?;
     lock.execute_unprepared(take).await?;
     let applied = migrate(db).await;
