@@ -11,7 +11,7 @@ use sea_orm::{
     QuerySelect,
 };
 
-use crate::domain::{JobStatus, Seen};
+use crate::domain::{JobStatus, Seen, TimeoutPolicy};
 use crate::store_api::{DueExecution, DueJobs};
 
 /// Non-terminal executions with a submission id whose next poll time has come and that were
@@ -244,31 +244,67 @@ pub async fn submission_queue(
     Ok(depth.into_iter().map(|((c, p), n)| (c, p, n)).collect())
 }
 
-/// Executions a timeout rule might end now: unfinished and either failing to be confirmed,
-/// still waiting to start, or (with a max runtime) started before `started_before`. The rules
-/// themselves are applied by the store, against the row as it is when it writes.
+/// Executions a timeout rule may end at `now`, at most `limit`: unfinished, and failing to be
+/// confirmed since `stuck_timeout` ago, or in Queued or Submitting since `queued_timeout` ago
+/// (not a job waiting for jobwarden itself to submit it), or, with a `max_runtime`, started
+/// that long ago. The rules are applied by the store, against the row as it is when it writes.
+///
+/// Each condition is the rule's own, so a page holds only jobs about to end: reading every
+/// waiting job instead would read the same page of young ones at each sweep (all of a fleet
+/// just queued, or a submission queue waiting for capacity) and never reach an old one
+/// behind them. Instants stored as text compare as text, so one within a second of its
+/// cutoff may wait for the next sweep.
 pub async fn timeout_candidates(
     db: &DatabaseConnection,
-    started_before: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    policy: &TimeoutPolicy,
     limit: u64,
 ) -> Result<Vec<String>, DbErr> {
-    let mut maybe = Condition::any()
-        .add(executions::Column::ConsecutivePollFailures.gt(0))
-        .add(
-            executions::Column::Status
-                .is_in([JobStatus::Queued.as_str(), JobStatus::Submitting.as_str()]),
+    use executions::Column as C;
+    let ago = |d: std::time::Duration| {
+        chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+    };
+    let mut due = Condition::any();
+    if let Some(cutoff) = ago(policy.stuck_timeout) {
+        due = due.add(
+            Condition::all()
+                .add(C::ConsecutivePollFailures.gt(0))
+                .add(C::FailingSince.lte(cutoff)),
         );
-    if let Some(cutoff) = started_before {
-        maybe = maybe.add(executions::Column::StartedAt.lt(cutoff));
+    }
+    if let Some(cutoff) = ago(policy.queued_timeout) {
+        let waiting_for_us = Condition::all()
+            .add(C::Status.eq(JobStatus::Queued.as_str()))
+            .add(C::SubmitSpec.is_not_null())
+            .add(C::SubmissionId.is_null());
+        due = due.add(
+            Condition::all()
+                .add(C::Status.is_in([JobStatus::Queued.as_str(), JobStatus::Submitting.as_str()]))
+                .add(waiting_for_us.not())
+                .add(
+                    Condition::any().add(C::StatusChangedAt.lte(cutoff)).add(
+                        Condition::all()
+                            .add(C::StatusChangedAt.is_null())
+                            .add(C::CreatedAt.lte(cutoff)),
+                    ),
+                ),
+        );
+    }
+    if let Some(cutoff) = policy.max_runtime.and_then(ago) {
+        due = due.add(
+            Condition::all()
+                .add(C::Status.eq(JobStatus::Running.as_str()))
+                .add(C::StartedAt.lte(cutoff)),
+        );
     }
     executions::Entity::find()
         .select_only()
-        .column(executions::Column::ExecutionId)
-        .filter(
-            executions::Column::Status.is_in(JobStatus::NON_TERMINAL.iter().map(|s| s.as_str())),
-        )
-        .filter(maybe)
-        .order_by_asc(executions::Column::ExecutionId)
+        .column(C::ExecutionId)
+        .filter(C::Status.is_in(JobStatus::NON_TERMINAL.iter().map(|s| s.as_str())))
+        .filter(due)
+        .order_by_asc(C::ExecutionId)
         .limit(limit)
         .into_tuple()
         .all(db)

@@ -14,8 +14,8 @@ use jobwarden::domain::{
 use jobwarden::events::Events;
 use jobwarden::store::{self, read};
 use jobwarden::store_api::{
-    Drain, DueJobs, GetStats, NewDeadLetter, OpError, Source, StoreError, TrackRequest, Write,
-    WriteOp, WriteOutcome,
+    Drain, DueJobs, GetStats, NewDeadLetter, OpError, Source, StoreError, SweepTimeouts,
+    TrackRequest, Write, WriteOp, WriteOutcome,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
@@ -85,7 +85,41 @@ on_every_database!(
     drain_waits_for_pending_changes,
     each_jobs_changes_commit_in_the_order_sent_with_batches_side_by_side,
     text_numbers_and_instants_read_back_exactly_as_written,
+    a_sweep_reaches_an_old_waiting_job_behind_a_page_of_young_ones,
 );
+
+/// More young Queued jobs than one sweep reads (10,000), all ahead of an old one in id order:
+/// the sweep still ends the old one, and only it.
+async fn a_sweep_reaches_an_old_waiting_job_behind_a_page_of_young_ones(db: TestDb) {
+    let now = Utc::now();
+    let row = |id: String, created_at| spark_job_executions::ActiveModel {
+        execution_id: sea_orm::Set(id),
+        status: sea_orm::Set(JobStatus::Queued.as_str().into()),
+        created_at: sea_orm::Set(created_at),
+        updated_at: sea_orm::Set(created_at),
+        ..Default::default()
+    };
+    let young: Vec<_> = (0..10_001).map(|i| row(format!("a-{i:05}"), now)).collect();
+    for chunk in young.chunks(500) {
+        SparkJobExecutions::insert_many(chunk.to_vec())
+            .exec_without_returning(&db.db)
+            .await
+            .unwrap();
+    }
+    SparkJobExecutions::insert(row("z-old".into(), now - chrono::Duration::hours(2)))
+        .exec_without_returning(&db.db)
+        .await
+        .unwrap();
+    let store = start_store(&db);
+    assert_eq!(store.send(SweepTimeouts { now }).await.unwrap(), Ok(1));
+    let old = execution(&db, "z-old").await;
+    assert_eq!(old.status, "Failed");
+    assert!(
+        old.error_message.unwrap().contains("queued_timeout"),
+        "the reason names the rule"
+    );
+    assert_eq!(execution(&db, "a-00000").await.status, "Queued");
+}
 
 async fn migrations_are_idempotent(db: TestDb) {
     assert_eq!(store::migrate(&db.db).await.unwrap(), 0);

@@ -38,19 +38,14 @@ impl Handler<SweepTimeouts> for JobStore {
             return Box::pin(fut::ready(Ok(0)));
         }
         let db = self.db.clone();
-        let started_before = self
-            .rules
-            .timeouts
-            .max_runtime
-            .and_then(|d| chrono::Duration::from_std(d).ok())
-            .map(|d| msg.now - d);
+        let policy = self.rules.timeouts;
         let stuck_half = self.rules.timeouts.stuck_timeout / 2;
         let (factor, min_runs) = self.running_long;
         let notify = self.notify.clone();
         let now = msg.now;
         let find = async move {
             let mut ops: Vec<WriteOp> =
-                store::read::timeout_candidates(&db, started_before, SWEEP_PAGE)
+                store::read::timeout_candidates(&db, now, &policy, SWEEP_PAGE)
                     .await
                     .map_err(|e| StoreError::Read(e.to_string()))?
                     .into_iter()
