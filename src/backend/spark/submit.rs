@@ -98,6 +98,8 @@ struct ListingWire {
 struct ListedWire {
     id: String,
     #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
     worker: Option<String>,
     #[serde(default)]
     mainclass: Option<String>,
@@ -287,10 +289,19 @@ impl SparkClient {
                 continue;
             }
             match self.launch_command(&listing.workers, driver).await {
-                Ok(head) if head.contains(&needle) => {
+                Ok(Some(head)) if head.contains(&needle) => {
                     return Ok(MarkSearch::Found(driver.id.clone()))
                 }
-                Ok(_) => {}
+                Ok(Some(_)) => {}
+                // A worker that could not prepare a driver (its jar could not be fetched, say)
+                // ends it ERROR without starting its JVM, leaving an empty log: whoever sent
+                // it, it never ran, so submitting again cannot make a second run. Waiting for
+                // its launch command would wait for good.
+                Ok(None) if driver.state.as_deref() == Some("ERROR") => {}
+                Ok(None) => undecided.push(format!(
+                    "{}: its log does not start with the launch command",
+                    driver.id
+                )),
                 Err(why) => undecided.push(format!("{}: {why}", driver.id)),
             }
         }
@@ -301,13 +312,13 @@ impl SparkClient {
         })
     }
 
-    /// The head of a driver's stderr, whole through its launch command line, or why it cannot
-    /// be read.
+    /// The head of a driver's stderr, whole through its launch command line; `None` when the
+    /// log was read and holds no launch command; or why it cannot be read.
     async fn launch_command(
         &self,
         workers: &[WorkerWire],
         driver: &ListedWire,
-    ) -> Result<String, String> {
+    ) -> Result<Option<String>, String> {
         let worker_id = driver
             .worker
             .as_deref()
@@ -325,13 +336,13 @@ impl SparkClient {
             .map_err(|e| format!("its log: {e}"))?;
         // A missing work dir is answered with an error text, and a launch command longer than
         // the head is cut: neither says the mark is absent.
-        let command = head
-            .find("Launch Command:")
-            .ok_or("its log does not start with the launch command")?;
+        let Some(command) = head.find("Launch Command:") else {
+            return Ok(None);
+        };
         if !head[command..].contains('\n') {
             return Err("its launch command is longer than the log head read".into());
         }
-        Ok(head)
+        Ok(Some(head))
     }
 }
 
@@ -833,6 +844,34 @@ mod tests {
             search(&spark, &[]).await,
             MarkSearch::Undecided(_)
         ));
+    }
+
+    /// What a 4.3.0 worker answers for a driver whose jar it could not fetch: state ERROR, and
+    /// a stderr of no bytes under the worker's `==== Bytes 0-0 of 0 … ====` header.
+    #[actix_rt::test]
+    async fn an_errored_driver_whose_log_has_no_launch_command_never_ran_and_is_not_waited_for() {
+        let address: Arc<Mutex<String>> = Arc::default();
+        let own = address.clone();
+        let spark = FakeServer::start(move |target| {
+            if target.starts_with("/json/") {
+                let mut failed = driver("driver-1", "worker-1", "Sleep", 2_000);
+                failed["state"] = "ERROR".into();
+                let listing = serde_json::json!({
+                    "status": "ALIVE",
+                    "workers": [{"id": "worker-1", "webuiaddress": own.lock().unwrap().clone()}],
+                    "activedrivers": [],
+                    "completeddrivers": [failed],
+                });
+                return Reply::Answer(200, listing.to_string());
+            }
+            Reply::Answer(
+                200,
+                "==== Bytes 0-0 of 0 of /work/driver-1/stderr ====\n".into(),
+            )
+        })
+        .await;
+        *address.lock().unwrap() = spark.url.clone();
+        assert_eq!(search(&spark, &[]).await, MarkSearch::NotFound);
     }
 
     #[actix_rt::test]
