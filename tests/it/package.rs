@@ -460,7 +460,7 @@ fn instruction<'a>(stage: &'a [String], keyword: &str) -> Vec<&'a str> {
 }
 
 #[test]
-fn the_containerfile_builds_the_release_binary_on_bookworm_and_ships_it_on_bookworm_slim() {
+fn the_containerfile_builds_the_dist_profile_on_bookworm_and_ships_it_on_bookworm_slim() {
     let all = containerfile();
     let froms = instruction(&all, "FROM");
     assert_eq!(froms.len(), 2, "{froms:?}");
@@ -471,9 +471,9 @@ fn the_containerfile_builds_the_release_binary_on_bookworm_and_ships_it_on_bookw
     );
     assert_eq!(froms[1], "docker.io/library/debian:bookworm-slim");
     assert!(
-        all.iter()
-            .any(|i| i.starts_with("RUN ")
-                && i.contains("cargo build --release --locked -p jobwarden")),
+        all.iter().any(|i| i.starts_with("RUN ")
+            && i.contains("cargo build --profile dist --locked -p jobwarden")
+            && i.contains("target/dist/jobwarden /out/jobwarden")),
         "{all:#?}"
     );
     let stage = final_stage();
