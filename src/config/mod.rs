@@ -155,9 +155,13 @@ impl Settings {
         out
     }
 
-    /// The effective settings as TOML, secrets masked.
+    /// The effective settings as TOML, secrets masked, with the values chosen for unset keys
+    /// written out (the pool's size for the database's kind).
     pub fn to_masked_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+        let mut effective = self.clone();
+        effective.database.max_connections = Some(self.database.pool_size());
+        toml::to_string_pretty(&effective)
+            .unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
     }
 }
 
@@ -280,6 +284,14 @@ mod tests {
             .settings
             .database;
         assert_eq!(server.pool_size(), 5);
+        assert!(
+            load_file("", &[])
+                .unwrap()
+                .settings
+                .to_masked_toml()
+                .contains("max_connections = 2"),
+            "check-config shows the size chosen"
+        );
         let set = load_file("[database]\nmax_connections = 7\n", &[])
             .unwrap()
             .settings
