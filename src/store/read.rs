@@ -275,6 +275,7 @@ pub async fn timeout_candidates(
         );
     }
     if let Some(cutoff) = ago(policy.queued_timeout) {
+        // `Attempts::waits_for_jobwarden`: the store refuses to time these out.
         let waiting_for_us = Condition::all()
             .add(C::Status.eq(JobStatus::Queued.as_str()))
             .add(C::SubmitSpec.is_not_null())

@@ -39,7 +39,7 @@ impl Handler<SweepTimeouts> for JobStore {
         }
         let db = self.db.clone();
         let policy = self.rules.timeouts;
-        let stuck_half = self.rules.timeouts.stuck_timeout / 2;
+        let stuck_half = policy.stuck_timeout / 2;
         let (factor, min_runs) = self.running_long;
         let notify = self.notify.clone();
         let now = msg.now;

@@ -682,18 +682,7 @@ mod tests {
         drivers: serde_json::Value,
         logs: &'static [(&'static str, Option<&'static str>)],
     ) -> FakeServer {
-        let address: Arc<Mutex<String>> = Arc::default();
-        let own = address.clone();
-        let server = FakeServer::start(move |target| {
-            if target.starts_with("/json/") {
-                let listing = serde_json::json!({
-                    "status": "ALIVE",
-                    "workers": [{"id": "worker-1", "webuiaddress": own.lock().unwrap().clone()}],
-                    "activedrivers": drivers.clone(),
-                    "completeddrivers": [],
-                });
-                return Reply::Answer(200, listing.to_string());
-            }
+        master_and_worker(drivers, serde_json::json!([]), move |target| {
             for (id, mark) in logs {
                 if target.contains(&format!("driverId={id}&")) {
                     return match mark {
@@ -703,6 +692,30 @@ mod tests {
                 }
             }
             Reply::Answer(404, "no such page".into())
+        })
+        .await
+    }
+
+    /// A master whose `/json/` lists `active` and `completed` drivers on one worker (this same
+    /// server), whose every other page is answered by `worker`.
+    async fn master_and_worker(
+        active: serde_json::Value,
+        completed: serde_json::Value,
+        worker: impl Fn(&str) -> Reply + Send + Sync + 'static,
+    ) -> FakeServer {
+        let address: Arc<Mutex<String>> = Arc::default();
+        let own = address.clone();
+        let server = FakeServer::start(move |target| {
+            if target.starts_with("/json/") {
+                let listing = serde_json::json!({
+                    "status": "ALIVE",
+                    "workers": [{"id": "worker-1", "webuiaddress": own.lock().unwrap().clone()}],
+                    "activedrivers": active.clone(),
+                    "completeddrivers": completed.clone(),
+                });
+                return Reply::Answer(200, listing.to_string());
+            }
+            worker(target)
         })
         .await;
         *address.lock().unwrap() = server.url.clone();
@@ -825,21 +838,12 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_log_without_its_launch_command_leaves_the_search_undecided() {
-        let address: Arc<Mutex<String>> = Arc::default();
-        let own = address.clone();
-        let spark = FakeServer::start(move |target| {
-            if target.starts_with("/json/") {
-                let listing = serde_json::json!({
-                    "status": "ALIVE",
-                    "workers": [{"id": "worker-1", "webuiaddress": own.lock().unwrap().clone()}],
-                    "activedrivers": [driver("driver-1", "worker-1", "Sleep", 2_000)],
-                });
-                return Reply::Answer(200, listing.to_string());
-            }
-            Reply::Answer(200, "Error: invalid log directory /work/driver-1".into())
-        })
+        let spark = master_and_worker(
+            serde_json::json!([driver("driver-1", "worker-1", "Sleep", 2_000)]),
+            serde_json::json!([]),
+            |_| Reply::Answer(200, "Error: invalid log directory /work/driver-1".into()),
+        )
         .await;
-        *address.lock().unwrap() = spark.url.clone();
         assert!(matches!(
             search(&spark, &[]).await,
             MarkSearch::Undecided(_)
@@ -850,27 +854,15 @@ mod tests {
     /// a stderr of no bytes under the worker's `==== Bytes 0-0 of 0 … ====` header.
     #[actix_rt::test]
     async fn an_errored_driver_whose_log_has_no_launch_command_never_ran_and_is_not_waited_for() {
-        let address: Arc<Mutex<String>> = Arc::default();
-        let own = address.clone();
-        let spark = FakeServer::start(move |target| {
-            if target.starts_with("/json/") {
-                let mut failed = driver("driver-1", "worker-1", "Sleep", 2_000);
-                failed["state"] = "ERROR".into();
-                let listing = serde_json::json!({
-                    "status": "ALIVE",
-                    "workers": [{"id": "worker-1", "webuiaddress": own.lock().unwrap().clone()}],
-                    "activedrivers": [],
-                    "completeddrivers": [failed],
-                });
-                return Reply::Answer(200, listing.to_string());
-            }
+        let mut failed = driver("driver-1", "worker-1", "Sleep", 2_000);
+        failed["state"] = "ERROR".into();
+        let spark = master_and_worker(serde_json::json!([]), serde_json::json!([failed]), |_| {
             Reply::Answer(
                 200,
                 "==== Bytes 0-0 of 0 of /work/driver-1/stderr ====\n".into(),
             )
         })
         .await;
-        *address.lock().unwrap() = spark.url.clone();
         assert_eq!(search(&spark, &[]).await, MarkSearch::NotFound);
     }
 
